@@ -46,7 +46,7 @@ class ConfigError(InputError):
 
 
 class BackendError(ICMError):
-    """A scoring backend failed. ``endpoint`` says which one; ``status`` is the HTTP status if any."""
+    """A scoring backend failed. ``endpoint`` says which one; ``status`` is the HTTP status."""
 
     def __init__(self, message: str, *, endpoint: str | None = None, status: int | None = None):
         self.endpoint = endpoint
@@ -76,4 +76,4 @@ class PermanentBackendError(BackendError):
 
 
 class CapabilityError(PermanentBackendError):
-    """The endpoint answers, but cannot give what ICM needs (no logprobs, label not one token...)."""
+    """The endpoint answers but cannot give what ICM needs (no logprobs, label not one token)."""

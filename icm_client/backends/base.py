@@ -104,3 +104,15 @@ class Backend(Protocol):
     async def score(self, request: ScoreRequest) -> ScoreResult: ...
 
     async def aclose(self) -> None: ...
+
+
+async def prepare(backend: object) -> None:
+    """Let a backend finish lazy set-up (e.g. discover its served model) so that
+    ``identity`` is final. Optional: a backend without a ``prepare`` method is ready as built.
+
+    Wrappers (``Cached``, ``Retrying``, ``Limited``) forward it to what they wrap; ``Cached``
+    calls it before computing a cache key, because the key contains ``identity``.
+    """
+    fn = getattr(backend, "prepare", None)
+    if fn is not None:
+        await fn()

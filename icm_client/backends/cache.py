@@ -1,0 +1,178 @@
+"""A content-addressed disk cache of scores, so that no prompt is paid for twice.
+
+Keys are the sha256 of canonical JSON over what a score depends on (``inner.identity``,
+prompt, labels, ``CACHE_VERSION``) and never where the server runs, so replicas and re-runs
+share entries. Values are JSON text only: diskcache stores ``str`` raw, and ``_JSONOnlyDisk``
+refuses to unpickle anything it finds (CVE-2025-69872: a pickled value planted in the cache
+directory would run code). Corrupted entries are dropped with a warning and recomputed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import diskcache
+
+from ..errors import ConfigError
+from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
+
+CACHE_VERSION = 1
+"""Bump when the meaning of a cached score changes; old entries then simply miss."""
+
+CACHE_DIR_ENV = "ICM_CACHE_DIR"
+
+T = TypeVar("T")
+
+
+class _JSONOnlyDisk(diskcache.Disk):  # type: ignore[misc]
+    """A ``Disk`` that never unpickles: a pickled row reads as corruption, not as code."""
+
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode == diskcache.core.MODE_PICKLE:
+            raise ValueError("cache entry is pickled; only JSON text is accepted")
+        return super().fetch(mode, filename, value, read)
+
+
+def default_cache_dir() -> Path:
+    """``$ICM_CACHE_DIR``, else ``~/.cache/icm-client``."""
+    env = os.environ.get(CACHE_DIR_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "icm-client"
+
+
+def cache_key(identity: str, request: ScoreRequest) -> str:
+    """Hex sha256 of the canonical JSON of everything a score depends on."""
+    doc = {
+        "v": CACHE_VERSION,
+        "backend": identity,
+        "prompt": request.prompt,
+        "labels": list(request.labels),
+    }
+    canonical = json.dumps(doc, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class _Pending:
+    """One score being computed; identical requests wait on it instead of paying again."""
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: ScoreResult | None = None
+        self.error: Exception | None = None
+
+
+class Cached:
+    """A ``Backend`` that answers from a disk cache, and asks ``inner`` only on a miss.
+
+    Hits count in ``usage.cache_hits`` (as do requests that waited for an identical one in
+    flight) and not in ``usage.calls``.
+    """
+
+    def __init__(self, inner: Backend, directory: str | os.PathLike[str] | None = None) -> None:
+        self.inner = inner
+        self.directory = Path(directory).expanduser() if directory else default_cache_dir()
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._cache = diskcache.Cache(
+                str(self.directory),
+                eviction_policy="none",
+                size_limit=2**62,
+                disk=_JSONOnlyDisk,
+            )
+        except (OSError, diskcache.Timeout) as exc:
+            raise ConfigError(
+                f"cannot open the score cache at {self.directory}: {exc}", field="cache_dir"
+            ) from exc
+        self._limiter = anyio.CapacityLimiter(8)  # not the default pool, shared by everything
+        self._in_flight: dict[str, _Pending] = {}
+        self._prepared = False
+
+    @property
+    def identity(self) -> str:
+        return self.inner.identity
+
+    @property
+    def usage(self) -> Usage:
+        return self.inner.usage
+
+    async def prepare(self) -> None:
+        if not self._prepared:
+            await prepare(self.inner)
+            self._prepared = True
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        await self.prepare()  # identity must be final before it goes into a key
+        key = cache_key(self.identity, request)
+        while (pending := self._in_flight.get(key)) is not None:
+            await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            if pending.result is not None:
+                self.usage.cache_hits += 1
+                return pending.result
+            # the first requester was cancelled: loop, and become the one who asks
+        pending = _Pending()
+        self._in_flight[key] = pending
+        try:
+            result = await self._get(key)
+            if result is not None:
+                self.usage.cache_hits += 1
+            else:
+                result = await self.inner.score(request)
+                await self._set(key, result)
+            pending.result = result
+            return result
+        except Exception as exc:
+            pending.error = exc
+            raise
+        finally:
+            del self._in_flight[key]
+            pending.done.set()
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
+
+    async def _get(self, key: str) -> ScoreResult | None:
+        try:
+            raw = await self._run(self._cache.get, key)
+            if raw is None:
+                return None
+            if not isinstance(raw, str):
+                raise ValueError(f"cache entry is {type(raw).__name__}, not JSON text")
+            return ScoreResult.from_json(json.loads(raw))
+        except ValueError as exc:  # JSONDecodeError, from_json, _JSONOnlyDisk
+            warnings.warn(
+                f"dropping corrupted score cache entry {key} in {self.directory}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            await self._run(self._cache.delete, key)
+            return None
+
+    async def _set(self, key: str, result: ScoreResult) -> None:
+        value = json.dumps(result.to_json(), separators=(",", ":"))
+        try:
+            await self._run(self._cache.set, key, value)
+        except (OSError, diskcache.Timeout) as exc:  # a full disk must not lose the score
+            warnings.warn(
+                f"could not write to the score cache in {self.directory}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def close(self) -> None:
+        """Close the cache (not ``inner``)."""
+        self._cache.close()
+
+    async def aclose(self) -> None:
+        """Close the cache, then ``inner``."""
+        self.close()
+        await self.inner.aclose()

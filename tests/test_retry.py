@@ -1,0 +1,128 @@
+"""Retrying and Limited around a scripted in-process backend."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from icm_client.backends import Backend, Limited, Retrying, ScoreRequest, ScoreResult, Usage
+from icm_client.errors import PermanentBackendError, TransientBackendError
+
+REQ = ScoreRequest("Q: 2+2=4. Is it true? A:", (" Yes", " No"))
+RESULT = ScoreResult((-0.1, -2.5), (False, False))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Scripted:
+    """Raises the scripted errors in order, then answers RESULT."""
+
+    identity = "scripted:v1"
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.usage = Usage()
+        self.attempts = 0
+        self.closed = False
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        self.usage.calls += 1
+        return RESULT
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def busy(retry_after: float | None = None) -> TransientBackendError:
+    return TransientBackendError(
+        "busy", endpoint="http://h/v1/completions", status=503, retry_after=retry_after
+    )
+
+
+@pytest.mark.anyio
+async def test_transient_retried_until_success() -> None:
+    inner, sleep = Scripted(busy(), busy()), Recorder()
+    backend = Retrying(inner, base_wait=0.5, max_wait=60, sleep=sleep)
+    assert isinstance(backend, Backend)
+    assert await backend.score(REQ) == RESULT
+    assert inner.attempts == 3 and backend.usage is inner.usage
+    assert backend.usage.retries == 2 and backend.usage.calls == 1
+    assert len(sleep.waits) == 2 and all(0 <= w <= 60 for w in sleep.waits)
+    assert backend.identity == "scripted:v1"
+
+
+@pytest.mark.anyio
+async def test_retry_after_is_a_floor_and_max_wait_a_cap() -> None:
+    inner, sleep = Scripted(busy(retry_after=5.0), busy(retry_after=500.0)), Recorder()
+    await Retrying(inner, base_wait=0.001, max_wait=60, sleep=sleep).score(REQ)
+    assert sleep.waits == [5.0, 60.0]
+
+
+@pytest.mark.anyio
+async def test_exhaustion_reraises_last_error_with_attempt_count() -> None:
+    inner, sleep = Scripted(*[busy() for _ in range(10)]), Recorder()
+    with pytest.raises(TransientBackendError, match=r"gave up after 4 attempts") as info:
+        await Retrying(inner, max_attempts=4, sleep=sleep).score(REQ)
+    assert inner.attempts == 4 and len(sleep.waits) == 3
+    assert info.value.status == 503 and info.value.endpoint == "http://h/v1/completions"
+    assert getattr(info.value, "attempts", None) == 4
+
+
+@pytest.mark.anyio
+async def test_permanent_error_not_retried() -> None:
+    inner, sleep = Scripted(PermanentBackendError("bad key", status=401)), Recorder()
+    backend = Retrying(inner, sleep=sleep)
+    with pytest.raises(PermanentBackendError, match="bad key"):
+        await backend.score(REQ)
+    assert inner.attempts == 1 and sleep.waits == [] and backend.usage.retries == 0
+
+
+@pytest.mark.anyio
+async def test_real_sleep_with_tiny_waits() -> None:
+    inner = Scripted(busy(), busy())
+    with anyio.fail_after(2):
+        assert await Retrying(inner, base_wait=0.001, max_wait=0.01).score(REQ) == RESULT
+
+
+@pytest.mark.anyio
+async def test_aclose_passes_through() -> None:
+    inner = Scripted()
+    await Retrying(Limited(inner)).aclose()
+    assert inner.closed
+
+
+@pytest.mark.anyio
+async def test_limited_bounds_concurrency() -> None:
+    class Slow(Scripted):
+        def __init__(self) -> None:
+            super().__init__()
+            self.running = self.peak = 0
+
+        async def score(self, request: ScoreRequest) -> ScoreResult:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            await anyio.sleep(0.01)
+            self.running -= 1
+            return RESULT
+
+    inner = Slow()
+    backend = Limited(inner, max_concurrency=3)
+    assert isinstance(backend, Backend) and backend.identity == inner.identity
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(backend.score, REQ)
+    assert inner.peak == 3
