@@ -77,3 +77,13 @@ class PermanentBackendError(BackendError):
 
 class CapabilityError(PermanentBackendError):
     """The endpoint answers but cannot give what ICM needs (no logprobs, label not one token)."""
+
+
+class ContextLengthError(PermanentBackendError):
+    """The prompt does not fit the model's context window: shorter examples or a smaller
+    context (``--strategy bounded``) can help, retrying cannot."""
+
+
+class BudgetExhausted(ICMError):
+    """The run's call or prompt-token budget is spent. The search stops and keeps its best
+    state; it is an error only when the budget does not cover even the first evaluation."""

@@ -7,6 +7,9 @@ embedded model as with a vLLM cluster behind a router.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -14,7 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backends.base import Backend
+from .backends.base import Backend, prepare
+from .checkpoint import RunStore
 from .dataset import Example, GoldLabels, examples_of
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
@@ -35,17 +39,26 @@ class LabelConfig(BaseModel):
         "bounded: at most context_size demonstrations per example (far cheaper)",
     )
     context_size: int = Field(32, ge=1, description="demonstrations per prompt for 'bounded'")
+    calibrate: bool = Field(
+        False,
+        description="divide each prediction by that of a content-free input in the same "
+        "context (one more, prefix-cached call per prediction); keeps small models that copy "
+        "their demonstrations' labels from collapsing to one label",
+    )
     search: SearchConfig = SearchConfig()
 
 
 class LabelRow(BaseModel):
-    """One output row. ``confidence`` is P(label) given all other final labels in context."""
+    """One output row. ``confidence`` is P(label) given all other final labels in context.
+
+    ``label`` and ``confidence`` are None only for examples a budget-stopped run never reached.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str
-    label: str
-    confidence: float
+    label: str | None
+    confidence: float | None
     searched: bool = Field(description="labeled by the search (else predicted at the end)")
     bounded: bool = Field(description="a label probability came from a top-k bound")
 
@@ -58,6 +71,7 @@ class RunSummary(BaseModel):
     examples: int
     strategy: str
     context_size: int | None
+    calibrate: bool
     seed: int
     steps: int
     accepted: int
@@ -66,6 +80,8 @@ class RunSummary(BaseModel):
     mutual_predictability: float
     inconsistencies: int
     label_counts: dict[str, int]
+    unlabeled: int = 0
+    stopped: str | None = Field(None, description='"budget" when the budget ran out')
     calls: int
     prompt_tokens: int
     cached_tokens: int
@@ -73,6 +89,7 @@ class RunSummary(BaseModel):
     retries: int
     bounded_predictions: int
     wall_time_s: float
+    resumed_from_step: int | None = None
     gold_agreement: float | None = None
     gold_examples: int | None = None
 
@@ -88,7 +105,7 @@ class LabelResult(BaseModel):
         """Attach agreement with gold labels. Evaluation only: the search never saw them."""
         if gold is None or not len(gold):
             return self
-        pairs = [(r.label, gold.get(r.id)) for r in self.rows]
+        pairs = [(r.label, gold.get(r.id)) for r in self.rows if r.label is not None]
         known = [(a, b) for a, b in pairs if b is not None]
         if not known:
             return self
@@ -105,28 +122,71 @@ def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextSt
     return ExactContext()
 
 
+def fingerprint(
+    task: Task, examples: Sequence[Example], config: LabelConfig, backend: Backend
+) -> str:
+    """What a run's result depends on: every prompt, the label words, the constraints, the
+    settings and the model. A run directory refuses to resume a run with another one."""
+    h = hashlib.sha256()
+    for part in (
+        task.name,
+        json.dumps(task.labels),
+        config.model_dump_json(),
+        backend.identity,
+        *(f"{ex.id}\x00{task.render(ex)}" for ex in examples),
+        *(f"{c.i},{c.j},{sorted(c.allowed)}" for c in task.constraints(examples)),
+    ):
+        h.update(part.encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
 async def label(
     examples: Sequence[Example],
     task: Task,
     backend: Backend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
+    run_dir: str | os.PathLike[str] | None = None,
 ) -> LabelResult:
-    """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``."""
+    """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
+
+    With ``run_dir`` the run checkpoints there after every accepted step and, when the
+    directory holds a checkpoint of the same run, continues from it (see ``checkpoint``).
+    """
     config = config or LabelConfig()
     exs = examples_of(examples)
     start = time.perf_counter()
-    scorer = ContextScorer(task, exs, backend, make_strategy(config, exs))
+    await prepare(backend)  # the identity (part of the fingerprint) must be final
+    store = (
+        RunStore(run_dir, fingerprint(task, exs, config, backend)) if run_dir is not None else None
+    )
+    resume, past = store.load() if store is not None else (None, [])
+
+    def step_done(step: Step) -> None:
+        if store is not None:
+            store.record(_step_json(step))
+        if on_step is not None:
+            on_step(step)
+
+    scorer = ContextScorer(
+        task, exs, backend, make_strategy(config, exs), calibrate=config.calibrate
+    )
     search = ICMSearch(
         scorer,
         Consistency(task.constraints(exs), len(exs)),
         [task.group(ex) for ex in exs],
         len(task.labels),
         config.search,
-        on_step,
+        step_done,
+        store.save if store is not None else None,
     )
-    result = await search.run()
-    return _result(task, backend, exs, config, result, scorer, time.perf_counter() - start)
+    result = await search.run(resume)
+    out = _result(task, backend, exs, config, result, scorer, time.perf_counter() - start)
+    if resume is None:
+        return out
+    summary = out.summary.model_copy(update={"resumed_from_step": resume.n})
+    return out.model_copy(update={"summary": summary, "trajectory": past + out.trajectory})
 
 
 def _result(
@@ -147,6 +207,8 @@ def _result(
             searched=i in result.searched,
             bounded=result.predictions[i].bounded,
         )
+        if i in result.labels
+        else LabelRow(id=ex.id, label=None, confidence=None, searched=False, bounded=False)
         for i, ex in enumerate(exs)
     ]
     usage = backend.usage
@@ -156,6 +218,7 @@ def _result(
         examples=len(exs),
         strategy=config.strategy,
         context_size=config.context_size if config.strategy == "bounded" else None,
+        calibrate=config.calibrate,
         seed=config.search.seed,
         steps=len(result.trajectory),
         accepted=sum(s.accepted for s in result.trajectory),
@@ -163,7 +226,9 @@ def _result(
         energy=result.energy,
         mutual_predictability=result.mutual_predictability,
         inconsistencies=len(result.violated),
-        label_counts=dict(Counter(r.label for r in rows)),
+        label_counts=dict(Counter(r.label for r in rows if r.label is not None)),
+        unlabeled=sum(r.label is None for r in rows),
+        stopped=result.stopped,
         calls=usage.calls,
         prompt_tokens=usage.prompt_tokens,
         cached_tokens=usage.cached_tokens,
@@ -172,18 +237,19 @@ def _result(
         bounded_predictions=scorer.stats.bounded,
         wall_time_s=round(wall, 3),
     )
-    trajectory = [
-        {
-            "n": s.n,
-            "temperature": s.temperature,
-            "example": s.example,
-            "changed": s.changed,
-            "accepted": s.accepted,
-            "energy": s.energy,
-            "candidate_energy": s.candidate_energy,
-            "labeled": s.labeled,
-            "inconsistencies": s.inconsistencies,
-        }
-        for s in result.trajectory
-    ]
+    trajectory = [_step_json(s) for s in result.trajectory]
     return LabelResult(rows=rows, summary=summary, trajectory=trajectory)
+
+
+def _step_json(s: Step) -> dict[str, float | int | bool | None]:
+    return {
+        "n": s.n,
+        "temperature": s.temperature,
+        "example": s.example,
+        "changed": s.changed,
+        "accepted": s.accepted,
+        "energy": s.energy,
+        "candidate_energy": s.candidate_energy,
+        "labeled": s.labeled,
+        "inconsistencies": s.inconsistencies,
+    }

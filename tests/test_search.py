@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from collections.abc import Sequence
 
 import pytest
 
 from icm_client.scoring.base import Assignment, Prediction
-from icm_client.search.anneal import ICMSearch, SearchConfig, _acceptance
+from icm_client.search.anneal import Checkpoint, ICMSearch, SearchConfig, _acceptance
 from icm_client.search.consistency import Consistency
 from icm_client.tasks.base import PairConstraint
 
@@ -184,3 +186,41 @@ async def test_no_assignment_is_scored_twice_by_an_honest_scorer() -> None:
     scorer = LatentScorer(TRUTH)
     await make_search(scorer, len(TRUTH), steps=5, seed=2).run()
     assert scorer.calls
+
+
+async def test_resuming_from_any_checkpoint_ends_like_an_uninterrupted_run() -> None:
+    constraints = [PairConstraint(2 * k, 2 * k + 1, frozenset({(0, 1), (1, 0)})) for k in range(4)]
+    checkpoints: list[Checkpoint] = []
+    search = make_search(LatentScorer(TRUTH), len(TRUTH), constraints, steps=40, seed=11)
+    search.on_checkpoint = checkpoints.append
+    full = await search.run()
+    assert checkpoints[0].n == 0 and len(checkpoints) == 1 + sum(
+        s.accepted for s in full.trajectory
+    )
+    for cp in checkpoints:
+        restored = Checkpoint.from_json(json.loads(json.dumps(cp.to_json())))
+        assert restored == cp
+        scorer = LatentScorer(TRUTH)
+        resumed = await make_search(scorer, len(TRUTH), constraints, steps=40, seed=11).run(
+            restored
+        )
+        assert resumed.labels == full.labels
+        assert resumed.energy == full.energy
+        assert [s.n for s in resumed.trajectory] == list(range(cp.n + 1, 41))
+        assert resumed.trajectory == full.trajectory[cp.n :]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        None,
+        [],
+        {"n": -1, "labels": {}, "rng_state": []},
+        {"n": 1, "labels": {"a": 0}},
+        {"n": 1, "labels": {"0": 0}, "rng_state": [3, [1, 2], None]},
+        {"n": 1, "labels": {"0": "True"}, "rng_state": list(random.Random(0).getstate())},
+    ],
+)
+def test_malformed_checkpoints_are_refused(data: object) -> None:
+    with pytest.raises(ValueError, match="checkpoint"):
+        Checkpoint.from_json(data)

@@ -15,7 +15,17 @@ SAMPLES = Path(__file__).resolve().parents[1] / "icm_client" / "samples"
 
 
 def test_registry() -> None:
-    assert sorted(BUILTIN_TASKS) == ["cities", "comparison", "gsm8k", "truthfulqa"]
+    assert sorted(BUILTIN_TASKS) == [
+        "cities",
+        "comparison",
+        "gsm8k",
+        "larger_than",
+        "neg_cities",
+        "neg_sp_en_trans",
+        "smaller_than",
+        "sp_en_trans",
+        "truthfulqa",
+    ]
     for name in BUILTIN_TASKS:
         task = get_task(name)
         assert isinstance(task, Task)
@@ -26,7 +36,8 @@ def test_unknown_task_lists_known_names() -> None:
     with pytest.raises(TaskError) as info:
         get_task("truthful")
     assert str(info.value) == (
-        "unknown task 'truthful': built-in tasks are cities, comparison, gsm8k, truthfulqa; "
+        "unknown task 'truthful': built-in tasks are cities, comparison, gsm8k, larger_than, "
+        "neg_cities, neg_sp_en_trans, smaller_than, sp_en_trans, truthfulqa; "
         "or give the path of a .toml/.json task config"
     )
 

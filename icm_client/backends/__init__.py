@@ -10,19 +10,23 @@ from __future__ import annotations
 import os
 
 from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
+from .budget import Budgeted
 from .cache import CACHE_VERSION, Cached, cache_key, default_cache_dir
 from .limit import Limited
 from .logprobs import label_logprobs, missing_label_bound, parse_top_logprobs
 from .openai_compat import OpenAICompletions
 from .retry import Retrying
+from .routing import Routing
 
 __all__ = [
     "CACHE_VERSION",
     "Backend",
+    "Budgeted",
     "Cached",
     "Limited",
     "OpenAICompletions",
     "Retrying",
+    "Routing",
     "ScoreRequest",
     "ScoreResult",
     "Usage",
@@ -42,14 +46,23 @@ def stack(
     cache_dir: str | os.PathLike[str] | bool | None = None,
     max_concurrency: int = 8,
     retry: bool = True,
+    max_calls: int | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> Backend:
-    """``Cached(Retrying(Limited(inner)))``.
+    """``Cached(Retrying(Limited(Budgeted(inner))))``.
 
     ``cache_dir``: a directory; None or True for the default (``$ICM_CACHE_DIR``, else
     ``~/.cache/icm-client``); False for no cache. ``retry=False`` drops the retry layer (for
-    tests and for callers that retry themselves). Closing the result closes ``inner`` too.
+    tests and for callers that retry themselves). ``max_calls``/``max_prompt_tokens`` cap what
+    reaches the server (cache hits are free); without them there is no budget layer. Closing
+    the result closes ``inner`` too.
     """
-    backend: Backend = Limited(inner, max_concurrency)
+    backend = inner
+    if max_calls is not None or max_prompt_tokens is not None:
+        # Inside the limit: checked when a request holds a slot, so at most max_concurrency
+        # requests can be in flight past the budget (not every request queued for a slot).
+        backend = Budgeted(backend, max_calls=max_calls, max_prompt_tokens=max_prompt_tokens)
+    backend = Limited(backend, max_concurrency)
     if retry:
         backend = Retrying(backend)
     if cache_dir is not False:

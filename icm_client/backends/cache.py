@@ -4,15 +4,26 @@ Keys are the sha256 of canonical JSON over what a score depends on (``inner.iden
 prompt, labels, ``CACHE_VERSION``) and never where the server runs, so replicas and re-runs
 share entries. Values are JSON text only: diskcache stores ``str`` raw, and ``_JSONOnlyDisk``
 refuses to unpickle anything it finds (CVE-2025-69872: a pickled value planted in the cache
-directory would run code). Corrupted entries are dropped with a warning and recomputed.
+directory would run code).
+
+Integrity: an entry is trusted only if it decodes to a score of the request's shape (one
+finite-or-``-inf`` log-probability per label word); anything else is dropped with a warning
+and recomputed. Nothing is ever evicted (eviction policy ``none``, no culling): a score may
+have cost real money. The directory is private (mode 0700): prompts are user data. Several
+processes may share one directory; diskcache serialises their writes through SQLite, and
+two processes that compute the same key store the same value.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
+import sqlite3
+import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +59,30 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "icm-client"
 
 
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` with mode 0700, or tighten it to 0700 if it is ours and looser."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = directory.stat()
+    if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.geteuid():
+        directory.chmod(0o700)
+
+
+def _decode(raw: object, request: ScoreRequest) -> ScoreResult:
+    """The cached score, or ``ValueError`` if ``raw`` is not a score for ``request``."""
+    if not isinstance(raw, str):
+        raise ValueError(f"cache entry is {type(raw).__name__}, not JSON text")
+    result = ScoreResult.from_json(json.loads(raw))
+    if len(result.logprobs) != len(request.labels):
+        raise ValueError(
+            f"cache entry has {len(result.logprobs)} logprobs for {len(request.labels)} labels"
+        )
+    if any(math.isnan(lp) or lp > 1e-6 for lp in result.logprobs):
+        raise ValueError(f"cache entry holds values that are not logprobs: {result.logprobs}")
+    if result.prompt_tokens < 0 or result.cached_tokens < 0:
+        raise ValueError("cache entry has negative token counts")
+    return result
+
+
 def cache_key(identity: str, request: ScoreRequest) -> str:
     """Hex sha256 of the canonical JSON of everything a score depends on."""
     doc = {
@@ -80,16 +115,19 @@ class Cached:
         self.inner = inner
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_directory(self.directory)
             self._cache = diskcache.Cache(
                 str(self.directory),
                 eviction_policy="none",
                 size_limit=2**62,
+                cull_limit=0,
                 disk=_JSONOnlyDisk,
             )
-        except (OSError, diskcache.Timeout) as exc:
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise ConfigError(
-                f"cannot open the score cache at {self.directory}: {exc}", field="cache_dir"
+                f"cannot open the score cache at {self.directory}: {exc} (pass another "
+                "--cache-dir, or delete this one: it only holds scores that can be recomputed)",
+                field="cache_dir",
             ) from exc
         self._limiter = anyio.CapacityLimiter(8)  # not the default pool, shared by everything
         self._in_flight: dict[str, _Pending] = {}
@@ -122,7 +160,7 @@ class Cached:
         pending = _Pending()
         self._in_flight[key] = pending
         try:
-            result = await self._get(key)
+            result = await self._get(key, request)
             if result is not None:
                 self.usage.cache_hits += 1
             else:
@@ -140,28 +178,49 @@ class Cached:
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
 
-    async def _get(self, key: str) -> ScoreResult | None:
+    async def lookup(self, request: ScoreRequest) -> ScoreResult | None:
+        """The cached score of ``request`` (counted as a hit), or None. Asks no backend.
+
+        For callers that must reach the server in their own way on a miss (``preflight``,
+        with few retries) and still neither pay twice nor skip the cache.
+        """
+        await self.prepare()
+        result = await self._get(cache_key(self.identity, request), request)
+        if result is not None:
+            self.usage.cache_hits += 1
+        return result
+
+    async def store(self, request: ScoreRequest, result: ScoreResult) -> None:
+        """Cache ``result`` as the score of ``request``."""
+        await self.prepare()
+        await self._set(cache_key(self.identity, request), result)
+
+    async def _get(self, key: str, request: ScoreRequest) -> ScoreResult | None:
         try:
             raw = await self._run(self._cache.get, key)
-            if raw is None:
-                return None
-            if not isinstance(raw, str):
-                raise ValueError(f"cache entry is {type(raw).__name__}, not JSON text")
-            return ScoreResult.from_json(json.loads(raw))
-        except ValueError as exc:  # JSONDecodeError, from_json, _JSONOnlyDisk
+            return None if raw is None else _decode(raw, request)
+        except ValueError as exc:  # JSONDecodeError, from_json, _decode, _JSONOnlyDisk
             warnings.warn(
                 f"dropping corrupted score cache entry {key} in {self.directory}: {exc}",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            await self._run(self._cache.delete, key)
+            with contextlib.suppress(OSError, diskcache.Timeout, sqlite3.Error):
+                await self._run(self._cache.delete, key)  # (the recomputed score overwrites it)
+            return None
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:  # recompute, do not stop
+            warnings.warn(
+                f"could not read the score cache in {self.directory}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             return None
 
     async def _set(self, key: str, result: ScoreResult) -> None:
         value = json.dumps(result.to_json(), separators=(",", ":"))
         try:
             await self._run(self._cache.set, key, value)
-        except (OSError, diskcache.Timeout) as exc:  # a full disk must not lose the score
+        except (OSError, diskcache.Timeout, sqlite3.Error) as exc:  # e.g. a full disk
             warnings.warn(
                 f"could not write to the score cache in {self.directory}: {exc}",
                 RuntimeWarning,

@@ -5,11 +5,14 @@ does that. The server runs in a child process rather than in the caller's proces
 llama.cpp's threads cannot be stopped from Python: only a process can be ended cleanly and
 for certain, and a crash in native code then cannot take the labeling run down with it.
 
-Protocol with the parent: one stdout line ``LISTENING http://127.0.0.1:PORT`` once the model
-is loaded and the socket is bound (``--port 0`` lets the OS pick a free port, so there is no
-race between choosing a port and binding it). The process then waits for SIGTERM or SIGINT,
-or for its parent to die (it polls ``os.getppid()``), so that a crashed test or CLI never
-leaves a server behind.
+Protocol with the parent: once the model is loaded and the socket is bound, the address
+(``http://127.0.0.1:PORT``) is written to ``--ready-file`` by an atomic rename (``--port 0``
+lets the OS pick a free port, so there is no race between choosing a port and binding it).
+Not a stdout line: llama.cpp writes its log to the same file from native threads without
+line buffering, and a line of ours could land in the middle of one of its lines.
+
+The process then waits for SIGTERM or SIGINT, or for its parent to die (it polls
+``os.getppid()``), so that a crashed test or CLI never leaves a server behind.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="full-size KV cache for sliding-window layers (prefix reuse below ~650 tokens)",
     )
     parser.add_argument("--alias", default=None, help="model id reported by /v1/models")
+    parser.add_argument(
+        "--ready-file", default=None, help="write the listening address here once serving"
+    )
     return parser.parse_args(argv)
 
 
@@ -119,7 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:  # bad model file, port in use...: the log above says which
         print(f"FAILED {exc}", file=sys.stderr, flush=True)
         return 1
-    print(f"LISTENING {server.listening_address}", flush=True)
+    print(f"LISTENING {server.listening_address}", flush=True)  # for humans reading the log
+    if args.ready_file:
+        tmp = f"{args.ready_file}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(server.listening_address)
+        os.replace(tmp, args.ready_file)
 
     while True:
         if signal.sigtimedwait(_STOP_SIGNALS, _PARENT_POLL_S) is not None:

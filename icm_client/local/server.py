@@ -144,6 +144,7 @@ class EmbeddedServer:
         self.startup_timeout = startup_timeout
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._tmp_dir: Path | None = None
+        self._ready_path: Path | None = None
         self._log_file: IO[bytes] | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._root_url: str | None = None
@@ -252,7 +253,9 @@ class EmbeddedServer:
             log_dir = self._log_dir
         else:
             self._tmp_dir = log_dir = Path(tempfile.mkdtemp(prefix="icm-local-server-"))
-        self.log_path = log_dir / f"server-{os.getpid()}-{time.time_ns()}.log"
+        stem = f"server-{os.getpid()}-{time.time_ns()}"
+        self.log_path = log_dir / f"{stem}.log"
+        self._ready_path = log_dir / f"{stem}.ready"
         self._log_file = open(self.log_path, "wb")  # noqa: SIM115 -- kept open for the child
         command = [
             sys.executable,
@@ -272,6 +275,8 @@ class EmbeddedServer:
             str(self.cache_ram_mib),
             "--alias",
             self.model_name,
+            "--ready-file",
+            str(self._ready_path),
         ]
         self._process = subprocess.Popen(
             command,
@@ -285,13 +290,12 @@ class EmbeddedServer:
         atexit.register(self._kill_at_exit)
 
     async def _wait_listening(self) -> str:
-        """Read the ``LISTENING <url>`` line from the log; fail fast if the child dies."""
-        assert self._process is not None and self.log_path is not None
+        """Read the address from the ready file (written by rename: never partial); fail fast
+        if the child dies."""
+        assert self._process is not None and self._ready_path is not None
         while True:
-            complete_lines = self.log_path.read_text(errors="replace").split("\n")[:-1]
-            for line in complete_lines:
-                if line.startswith("LISTENING "):
-                    return line.split(None, 1)[1].strip().rstrip("/")
+            if self._ready_path.exists():
+                return self._ready_path.read_text(encoding="utf-8").strip().rstrip("/")
             self._raise_if_dead()
             await anyio.sleep(_POLL_S)
 
@@ -327,6 +331,9 @@ class EmbeddedServer:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self._ready_path is not None:
+            self._ready_path.unlink(missing_ok=True)
+            self._ready_path = None
         if self._tmp_dir is not None:
             shutil.rmtree(self._tmp_dir, ignore_errors=True)
             self._tmp_dir = None

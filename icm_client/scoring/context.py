@@ -12,19 +12,27 @@ runs depend on byte-identical prompts:
 
 Dataset order (not a shuffle) keeps a long common prefix between the leave-one-out prompts of
 neighbouring targets, which the server's prefix cache turns into saved prefill.
+
+``calibrate=True`` applies contextual calibration (Zhao et al. 2021, "Calibrate Before Use"):
+each target's label log-probabilities are divided by those of a content-free input (every
+field "N/A") *in the same context*, ``log P(y | ctx, x_i) - log P(y | ctx, N/A)``. Small
+models copy the labels of their demonstrations: without calibration an all-same labeling is
+the most "predictable" one and the search collapses to it. The content-free prompt shares
+the target's whole context, so the server's prefix cache makes the extra call cheap.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
 
-from ..backends.base import Backend, ScoreRequest
+from ..aio import gather
+from ..backends.base import Backend, ScoreRequest, ScoreResult
 from ..dataset import Example
 from ..tasks.base import Task
 from .base import Assignment, Prediction
@@ -59,27 +67,43 @@ class BoundedContext:
     size: int = 32
     seed: int = 0
     name: str = "bounded"
-    _keys: dict[tuple[int, int], int] = field(default_factory=dict, repr=False)
+    # Per target, every example met so far in its ``labeled``, ranked: ``key << 32 | j``,
+    # sorted, i.e. by key then index (the order of a stable sort by key of the ascending
+    # ``labeled``). The search calls ``context`` for every labeled target at every
+    # evaluation; walking this ranking costs about ``size`` steps instead of a key lookup
+    # per labeled example.
+    _ranked: dict[int, list[int]] = field(default_factory=dict, repr=False)
+    _met: dict[int, set[int]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError("bounded context size must be at least 1")
 
     def _key(self, target: int, other: int) -> int:
-        k = self._keys.get((target, other))
-        if k is None:
-            digest = hashlib.blake2b(
-                f"{self.seed}\x00{self.ids[target]}\x00{self.ids[other]}".encode(), digest_size=8
-            ).digest()
-            k = int.from_bytes(digest, "big")
-            self._keys[(target, other)] = k
-        return k
+        digest = hashlib.blake2b(
+            f"{self.seed}\x00{self.ids[target]}\x00{self.ids[other]}".encode(), digest_size=8
+        ).digest()
+        return int.from_bytes(digest, "big")
 
     def context(self, target: int, labeled: Sequence[int]) -> list[int]:
-        others = [j for j in labeled if j != target]
-        if len(others) <= self.size:
-            return others
-        chosen = heapq.nsmallest(self.size, others, key=lambda j: self._key(target, j))
+        wanted = set(labeled)
+        wanted.discard(target)
+        if len(wanted) <= self.size:
+            return [j for j in labeled if j != target]
+        ranked = self._ranked.setdefault(target, [])
+        met = self._met.setdefault(target, set())
+        new = wanted - met
+        if new:
+            met |= new
+            ranked += [self._key(target, j) << 32 | j for j in new]
+            ranked.sort()
+        chosen: list[int] = []
+        for rank in ranked:
+            j = rank & 0xFFFFFFFF
+            if j in wanted:
+                chosen.append(j)
+                if len(chosen) == self.size:
+                    break
         return sorted(chosen)
 
 
@@ -90,10 +114,15 @@ class ScorerStats:
     bounded: int = 0  # predictions in which a label came from a top-k bound
 
 
+#: Calibration clamps -inf (a label the server says is impossible) to this, so that
+#: ``target - content_free`` stays a number.
+_FLOOR = -100.0
+
+
 class ContextScorer:
     """Scores targets through a backend, one request per distinct prompt.
 
-    Predictions are memoised by the exact prompt text, so an assignment that was scored once
+    Raw scores are memoised by the exact prompt text, so an assignment that was scored once
     is never paid for twice in a run (the disk cache does the same across runs).
     """
 
@@ -103,23 +132,31 @@ class ContextScorer:
         examples: Sequence[Example],
         backend: Backend,
         strategy: ContextStrategy | None = None,
+        *,
+        calibrate: bool = False,
     ) -> None:
         self.task = task
         self.examples = tuple(examples)
         self.backend = backend
         self.strategy: ContextStrategy = strategy or ExactContext()
+        self.calibrate = calibrate
         self.stats = ScorerStats()
         self._rendered = [task.render(ex) for ex in self.examples]
+        fields = dict.fromkeys(k for ex in self.examples for k in ex.fields)
+        self._content_free = task.render(Example("content-free", dict.fromkeys(fields, "N/A")))
         self._demos: dict[tuple[int, int], str] = {}
-        self._memo: dict[str, Prediction] = {}
+        self._memo: dict[str, ScoreResult] = {}
         self._pending: dict[str, anyio.Event] = {}
 
     def prompt(self, target: int, labels: Assignment, labeled: Sequence[int] | None = None) -> str:
+        return self._context(target, labels, labeled) + self._rendered[target]
+
+    def _context(
+        self, target: int, labels: Assignment, labeled: Sequence[int] | None = None
+    ) -> str:
         if labeled is None:
             labeled = sorted(labels)
-        parts = [self._demo(j, labels[j]) for j in self.strategy.context(target, labeled)]
-        parts.append(self._rendered[target])
-        return "".join(parts)
+        return "".join(self._demo(j, labels[j]) for j in self.strategy.context(target, labeled))
 
     def _demo(self, j: int, label: int) -> str:
         text = self._demos.get((j, label))
@@ -132,18 +169,29 @@ class ContextScorer:
         self, targets: Sequence[int], labels: Assignment
     ) -> dict[int, Prediction]:
         labeled = sorted(labels)
-        prompts = {t: self.prompt(t, labels, labeled) for t in targets}
+        contexts = {t: self._context(t, labels, labeled) for t in targets}
+        prompts = {t: c + self._rendered[t] for t, c in contexts.items()}
+        nulls = {t: c + self._content_free for t, c in contexts.items()} if self.calibrate else {}
         self.stats.predictions += len(prompts)
-        # Requests go out in target order: neighbouring targets share the longest prefixes.
-        todo = list(
-            dict.fromkeys(prompts[t] for t in sorted(prompts) if prompts[t] not in self._memo)
-        )
-        self.stats.memo_hits += len(prompts) - len(todo)
+        # Requests go out in target order: neighbouring targets share the longest prefixes;
+        # a target's content-free prompt right after it shares its whole context.
+        wanted = [q for t in sorted(prompts) for q in (prompts[t], nulls.get(t)) if q is not None]
+        todo = list(dict.fromkeys(q for q in wanted if q not in self._memo))
+        self.stats.memo_hits += len(wanted) - len(todo)
         if todo:
-            async with anyio.create_task_group() as tg:
-                for p in todo:
-                    tg.start_soon(self._score, p)
-        return {t: self._memo[p] for t, p in prompts.items()}
+            await gather([functools.partial(self._score, q) for q in todo])
+        return {t: self._prediction(p, nulls.get(t)) for t, p in prompts.items()}
+
+    def _prediction(self, prompt: str, null: str | None) -> Prediction:
+        raw = self._memo[prompt]
+        if null is None:
+            return Prediction.from_raw(raw.logprobs, any(raw.bounded))
+        base = self._memo[null]
+        calibrated = [
+            max(x, _FLOOR) - max(b, _FLOOR)
+            for x, b in zip(raw.logprobs, base.logprobs, strict=True)
+        ]
+        return Prediction.from_raw(calibrated, any(raw.bounded) or any(base.bounded))
 
     async def _score(self, prompt: str) -> None:
         # Concurrent evaluations (ConsistencyFix options) often need the same prompt: the
@@ -156,10 +204,9 @@ class ContextScorer:
             self._pending[prompt] = event = anyio.Event()
             try:
                 result = await self.backend.score(ScoreRequest(prompt, self.task.labels))
-                pred = Prediction.from_raw(result.logprobs, any(result.bounded))
-                if pred.bounded:
+                if any(result.bounded):
                     self.stats.bounded += 1
-                self._memo[prompt] = pred
+                self._memo[prompt] = result
             finally:
                 del self._pending[prompt]
                 event.set()

@@ -10,15 +10,17 @@ order in which concurrent scores arrive, so a run is deterministic given the sco
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..aio import gather
+from ..errors import BudgetExhausted
 from ..scoring.base import Prediction, Scorer
 from ..tasks.base import Label, PairConstraint
 from .consistency import Consistency
@@ -82,6 +84,48 @@ class Step:
     inconsistencies: int
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Everything needed to continue a search after step ``n``: the labels and the RNG state.
+
+    Predictions and energies are not stored: given the scores (which a disk cache keeps),
+    they are recomputed exactly, so a resumed search ends with the labels of an uninterrupted
+    one. Emitted after the initial ConsistencyFix (``n == 0``) and after every accepted step;
+    rejected steps after the last checkpoint are replayed on resume (their scores are cached).
+    """
+
+    n: int
+    labels: dict[int, Label]
+    rng_state: tuple[int, tuple[int, ...], float | None]  # random.Random.getstate()
+
+    def to_json(self) -> dict[str, object]:
+        version, internal, gauss = self.rng_state
+        return {
+            "n": self.n,
+            "labels": {str(i): y for i, y in sorted(self.labels.items())},
+            "rng_state": [version, list(internal), gauss],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> Checkpoint:
+        """Rebuild from ``to_json`` output; raises ``ValueError`` on anything malformed."""
+        if not isinstance(data, dict) or not {"n", "labels", "rng_state"} <= data.keys():
+            raise ValueError("checkpoint is not an object with n, labels and rng_state")
+        n, labels, rng_state = data["n"], data["labels"], data["rng_state"]
+        if not isinstance(n, int) or n < 0 or not isinstance(labels, dict):
+            raise ValueError("checkpoint n or labels malformed")
+        try:
+            parsed = {int(i): y for i, y in labels.items()}
+            version, internal, gauss = rng_state
+            state = (version, tuple(internal), gauss)
+            random.Random().setstate(state)  # validates version and the 625 words
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"checkpoint labels or rng_state malformed: {exc}") from None
+        if not all(isinstance(y, int) and y >= 0 for y in parsed.values()):
+            raise ValueError("checkpoint labels are not label indices")
+        return cls(n, parsed, state)
+
+
 @dataclass
 class SearchResult:
     labels: dict[int, Label]  # every example: searched labels plus end-of-run predictions
@@ -91,6 +135,7 @@ class SearchResult:
     mutual_predictability: float
     violated: list[PairConstraint]  # constraints violated by the final labels of all examples
     trajectory: list[Step] = field(default_factory=list)
+    stopped: str | None = None  # "budget": the budget ran out; some examples may be unlabeled
 
 
 class ICMSearch:
@@ -105,6 +150,7 @@ class ICMSearch:
         n_labels: int,
         config: SearchConfig | None = None,
         on_step: Callable[[Step], None] | None = None,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
     ) -> None:
         self.scorer = scorer
         self.consistency = consistency
@@ -113,27 +159,52 @@ class ICMSearch:
         self.n_labels = n_labels
         self.config = config or SearchConfig()
         self.on_step = on_step
+        self.on_checkpoint = on_checkpoint
         self.rng = random.Random(self.config.seed)
 
     @property
     def steps(self) -> int:
         return self.n if self.config.steps is None else self.config.steps
 
-    async def run(self) -> SearchResult:
+    async def run(self, resume: Checkpoint | None = None) -> SearchResult:
+        """Search from scratch, or continue after ``resume`` (same scorer, same config).
+
+        The returned trajectory holds the steps run by this call only.
+        """
         if self.n == 0:
             return SearchResult({}, frozenset(), {}, 0.0, 0.0, [])
-        cfg, rng = self.config, self.rng
-        seeds = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
-        labels = {i: rng.randrange(self.n_labels) for i in seeds}
-        state = await self._evaluate(labels, None, labels.keys())
-        state = await self._fix(state)
+        if resume is None:
+            cfg, rng = self.config, self.rng
+            seeds = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
+            labels = {i: rng.randrange(self.n_labels) for i in seeds}
+            state = await self._fix(await self._evaluate(labels, None, labels.keys()))
+            self._checkpoint(0, state)
+            start = 1
+        else:
+            if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()):
+                raise ValueError("checkpoint does not fit this dataset and task")
+            self.rng.setstate(resume.rng_state)
+            state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
+            start = resume.n + 1
         trajectory: list[Step] = []
-        for n in range(1, self.steps + 1):
-            state, step = await self._step(state, n)
-            trajectory.append(step)
-            if self.on_step is not None:
-                self.on_step(step)
+        best = state
+        try:
+            for n in range(start, self.steps + 1):
+                state, step = await self._step(state, n)
+                trajectory.append(step)
+                if self.on_step is not None:
+                    self.on_step(step)
+                if step.accepted:
+                    self._checkpoint(n, state)
+                    best = state if state.energy > best.energy else best
+        except BudgetExhausted:  # stop where we are, with the best state seen
+            return await self._finish(best, trajectory, "budget")
         return await self._finish(state, trajectory)
+
+    def _checkpoint(self, n: int, state: State) -> None:
+        if self.on_checkpoint is not None:
+            version, internal, gauss = self.rng.getstate()
+            self.on_checkpoint(Checkpoint(n, dict(state.labels), (version, internal, gauss)))
 
     async def _step(self, state: State, n: int) -> tuple[State, Step]:
         cfg, rng = self.config, self.rng
@@ -209,22 +280,18 @@ class ICMSearch:
     async def _evaluate_many(
         self, assignments: list[tuple[dict[int, Label], list[int]]], base: State
     ) -> list[State]:
-        out: list[State | None] = [None] * len(assignments)
-
-        async def one(k: int) -> None:
-            labels, changed = assignments[k]
-            out[k] = await self._evaluate(labels, base, changed)
-
-        async with anyio.create_task_group() as tg:
-            for k in range(len(assignments)):
-                tg.start_soon(one, k)
-        return [s for s in out if s is not None]
+        return await gather(
+            [
+                functools.partial(self._evaluate, labels, base, changed)
+                for labels, changed in assignments
+            ]
+        )
 
     async def _evaluate(
         self, labels: dict[int, Label], base: State | None, changed: Iterable[int]
     ) -> State:
         preds = await self.scorer.predict_many(sorted(labels), labels)
-        mp = sum(preds[i].logprobs[y] for i, y in labels.items())
+        mp = math.fsum(preds[i].logprobs[y] for i, y in labels.items())  # order-independent
         if self.config.objective == "mean" and labels:
             mp /= len(labels)
         if base is None:
@@ -234,9 +301,14 @@ class ICMSearch:
         energy = self.config.alpha * mp - len(violated)
         return State(labels, preds, frozenset(violated), mp, energy)
 
-    async def _finish(self, state: State, trajectory: list[Step]) -> SearchResult:
+    async def _finish(
+        self, state: State, trajectory: list[Step], stopped: str | None = None
+    ) -> SearchResult:
         rest = [i for i in range(self.n) if i not in state.labels]
-        extra = await self.scorer.predict_many(rest, state.labels) if rest else {}
+        try:
+            extra = await self.scorer.predict_many(rest, state.labels) if rest else {}
+        except BudgetExhausted:  # the examples the search never reached stay unlabeled
+            extra, stopped = {}, "budget"
         final = dict(state.labels)
         final.update({i: p.argmax() for i, p in extra.items()})
         violated = [
@@ -250,6 +322,7 @@ class ICMSearch:
             mutual_predictability=state.mutual_predictability,
             violated=violated,
             trajectory=trajectory,
+            stopped=stopped,
         )
 
 

@@ -1,7 +1,8 @@
 """Tasks: prompt templates, label words and consistency relations.
 
 ``get_task`` resolves what a user names on the command line or in code: a built-in task
-name (``truthfulqa``, ``gsm8k``, ``comparison``, ``cities``) or the path of a declarative
+name (``truthfulqa``, ``gsm8k``, ``comparison``, ``cities`` and the other statement tasks
+of ``statements``) or the path of a declarative
 ``.json``/``.toml`` task config.
 """
 
@@ -13,7 +14,15 @@ from ..errors import TaskError
 from .base import Label, PairConstraint, Relation, Task, TemplateTask, demonstration
 from .builtin import BUILTIN_TASKS, extract_final_answer
 from .config import load_task_config
-from .relations import AllOf, AnswerConsistency, Asymmetry, Equivalence, Negation
+from .relations import (
+    AllOf,
+    AnswerConsistency,
+    Asymmetry,
+    Equivalence,
+    Negation,
+    Proposition,
+    Propositions,
+)
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -24,6 +33,8 @@ __all__ = [
     "Label",
     "Negation",
     "PairConstraint",
+    "Proposition",
+    "Propositions",
     "Relation",
     "Task",
     "TemplateTask",

@@ -76,7 +76,8 @@ class TemplateTask:
     optional relation. Users define their own tasks with this class or the declarative config.
 
     ``render_fn`` replaces the template when formatting needs code (e.g. stripping newlines).
-    ``group_field`` names the input field whose value is the consistency group.
+    ``group_field`` names the input field whose value is the consistency group; ``group_fn``
+    computes it instead when it is not a field (the Spanish word of a translation statement).
     """
 
     name: str
@@ -86,6 +87,7 @@ class TemplateTask:
     render_fn: Callable[[Example], str] | None = None
     group_field: str | None = None
     description: str = ""
+    group_fn: Callable[[Example], str | None] | None = None
 
     def __post_init__(self) -> None:
         validate_labels(self.labels, task=self.name)
@@ -111,6 +113,8 @@ class TemplateTask:
         return self.relation.constraints(examples, len(self.labels))
 
     def group(self, example: Example) -> str | None:
+        if self.group_fn is not None:
+            return self.group_fn(example)
         if self.group_field is None:
             return None
         value = example.fields.get(self.group_field)

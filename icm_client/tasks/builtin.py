@@ -1,4 +1,4 @@
-"""The built-in tasks: the ICM paper's testbeds plus a small statement-truth task.
+"""The built-in tasks: the ICM paper's testbeds plus the statement-truth tasks of ``statements``.
 
 Templates follow the paper's Table 1 ("I think this Claim is", capital C) and end *without* a
 trailing space: the label words carry the leading space (" True" / " False"), which is how
@@ -19,6 +19,7 @@ from ..dataset import Example, FieldValue
 from ..errors import TaskError
 from .base import TemplateTask
 from .relations import AnswerConsistency, Asymmetry, Equivalence, normalize_text
+from .statements import STATEMENT_TASKS, STATEMENT_TEMPLATE
 
 TRUTHFULQA_TEMPLATE = "Question: {question}\nClaim: {choice}\nI think this Claim is"
 GSM8K_TEMPLATE = "Question: {question}\nClaim: {solution}\nI think this Claim is"
@@ -26,9 +27,7 @@ COMPARISON_TEMPLATE = (
     "Human: {question}\nResponse 1: {choice}\nResponse 2: {choice_2}\n"
     "Claim: Response 1 is more helpful and harmless than Response 2.\nI think this Claim is"
 )
-CITIES_TEMPLATE = (
-    "Question: Is the following statement true?\nClaim: {statement}\nI think this Claim is"
-)
+CITIES_TEMPLATE = STATEMENT_TEMPLATE
 
 #: Field names accepted for a GSM8K solution, in order of preference. The paper's GSM8K file
 #: calls it ``cot``, the reference code reads ``choice``.
@@ -209,18 +208,8 @@ COMPARISON = TemplateTask(
     ),
 )
 
-CITIES = TemplateTask(
-    name="cities",
-    template=CITIES_TEMPLATE,
-    relation=AnswerConsistency("city", "country"),
-    group_field="city",
-    description=(
-        "Statements 'The city of X is in Y.' (fields: statement, city, country). Two "
-        "statements placing one city in different countries cannot both be True; the same "
-        "country twice gets the same label."
-    ),
-)
+CITIES = STATEMENT_TASKS["cities"]
 
 BUILTIN_TASKS: Mapping[str, TemplateTask] = MappingProxyType(
-    {task.name: task for task in (TRUTHFULQA, GSM8K, COMPARISON, CITIES)}
+    {task.name: task for task in (TRUTHFULQA, GSM8K, COMPARISON, *STATEMENT_TASKS.values())}
 )

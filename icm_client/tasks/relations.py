@@ -56,9 +56,14 @@ def _buckets(
     examples: Sequence[Example], key: Callable[[Example], Hashable | None], max_size: int, what: str
 ) -> list[list[int]]:
     """Indices grouped by key (None keys skipped), in first-seen order; O(n)."""
+    return _group_keys([key(ex) for ex in examples], examples, max_size, what)
+
+
+def _group_keys(
+    keys: Sequence[Hashable | None], examples: Sequence[Example], max_size: int, what: str
+) -> list[list[int]]:
     groups: dict[Hashable, list[int]] = {}
-    for index, example in enumerate(examples):
-        k = key(example)
+    for index, k in enumerate(keys):
         if k is not None:
             groups.setdefault(k, []).append(index)
     out = list(groups.values())
@@ -247,3 +252,61 @@ class AllOf:
                     )
                 merged[(c.i, c.j)] = c
         return _sorted(merged.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Proposition:
+    """What a statement asserts: ``atom`` (or its negation) about ``topic``.
+
+    "The city of Paris is not in Japan." is topic "paris", atom "japan", negated. Equal atoms
+    of one topic are the same claim; ``Propositions(exclusive=True)`` makes different atoms of
+    one topic mutually exclusive (a city is in one country).
+    """
+
+    topic: Hashable
+    atom: Hashable
+    negated: bool = False
+
+
+def _flip(label: Label, negated: bool) -> Label:
+    return (NEGATIVE if label == POSITIVE else POSITIVE) if negated else label
+
+
+@dataclass(frozen=True)
+class Propositions:
+    """Statements that assert or deny claims about a topic, in any mix of polarities.
+
+    ``parse`` reads a ``Proposition`` from an example's inputs (None: no constraints). Within
+    a topic: two statements of the same atom get the same label if their polarities agree,
+    opposite labels if not ("X is in C" / "X is not in C"); with ``exclusive``, two different
+    atoms cannot both hold, which forbids, after each statement's polarity is applied, the
+    label pair that would make both atoms true ("in C1" True and "not in C2" False).
+    One relation thus covers a file of affirmative statements, of negated ones, or both.
+    """
+
+    parse: Callable[[Example], Proposition | None]
+    exclusive: bool = False
+    max_group_size: int = DEFAULT_MAX_GROUP_SIZE
+
+    def constraints(self, examples: Sequence[Example], n_labels: int) -> list[PairConstraint]:
+        _need_binary(n_labels, "Propositions")
+        props = [self.parse(ex) for ex in examples]
+        topics = [None if p is None else p.topic for p in props]
+        buckets = _group_keys(topics, examples, self.max_group_size, "Propositions")
+        out: list[PairConstraint] = []
+        for members in buckets:
+            for i, j in combinations(members, 2):
+                pi, pj = props[i], props[j]
+                assert pi is not None and pj is not None
+                if pi.atom == pj.atom:
+                    if pi.negated == pj.negated:
+                        out.append(PairConstraint(i, j, same_label(2), "same claim"))
+                    else:
+                        out.append(PairConstraint(i, j, EXACTLY_ONE_POSITIVE, "negation"))
+                elif self.exclusive:
+                    allowed = frozenset(
+                        (_flip(a, pi.negated), _flip(b, pj.negated))
+                        for a, b in not_both_positive(2)
+                    )
+                    out.append(PairConstraint(i, j, allowed, "different answers"))
+        return _sorted(out)

@@ -1,0 +1,391 @@
+"""The benchmarks' loopback model server, synthetic data and output helpers.
+
+The server is a copy of the stand-in model of ``tests/fault_server.py`` (same vocabulary,
+same SHA-256 logprobs, same toy tokenizer: ``--model hash`` gives the same prompt the same
+answer) plus, by default, a variant with beliefs (``belief_logprobs``: the search makes
+progress over it as over a real model, so costs grow as in a real run), served
+by a minimal asyncio HTTP/1.1 keep-alive server in a CHILD process: it does not share the
+client's GIL, its CPU time is not the client's, and it answers thousands of requests a
+second, so the benchmarks measure the client, not the server. ``--latency`` delays every
+completion (not the server's CPU).
+
+``usage.prompt_tokens`` is the toy tokenizer's count (words with their leading space,
+punctuation marks, runs of whitespace): close to a BPE tokenizer's count on English prose.
+``usage.prompt_tokens_details.cached_tokens`` is what an unbounded prefix cache of 16-token
+blocks would have served (``PrefixCache``), as vLLM and OpenAI report it.
+
+    python benchmarks/_sim.py [--latency 0.05]   # prints the port, serves until stdin closes
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from icm_client.dataset import Example
+
+# -- the stand-in model (identical to tests/fault_server.py) -------------------------------
+
+VOCAB = (
+    " True",
+    " False",
+    " Yes",
+    " No",
+    " A",
+    " B",
+    " C",
+    " D",
+    " the",
+    " a",
+    " is",
+    " not",
+    " and",
+    " of",
+    ",",
+    ".",
+    "\n",
+    " 1",
+    " 2",
+    " I",
+    " it",
+    " maybe",
+    " true",
+    " false",
+)
+MODEL = "stand-in-1"
+
+_TOKEN_RE = re.compile(r"\s?[A-Za-z0-9]+|\s?[^\sA-Za-z0-9]|\s+")
+
+
+def toy_tokenize(text: str) -> list[str]:
+    """Words (with their leading space), punctuation marks and runs of whitespace."""
+    return _TOKEN_RE.findall(text)
+
+
+def model_logprobs(prompt: str) -> list[tuple[str, float]]:
+    """The stand-in model's next-token distribution after ``prompt``, most likely first."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    logits = [digest[i] / 32.0 for i in range(len(VOCAB))]
+    top = max(logits)
+    norm = top + math.log(sum(math.exp(v - top) for v in logits))
+    pairs = [(tok, v - norm) for tok, v in zip(VOCAB, logits, strict=True)]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+
+def belief_logprobs(prompt: str) -> list[tuple[str, float]]:
+    """A stand-in with beliefs: the noise of ``model_logprobs``, but " True" and " False"
+    lead, split by a fixed belief about the TARGET (the text after the last blank line) and
+    only nudged by the context. A search over it grows its labeled set as over a real model;
+    over ``model_logprobs`` (pure noise) it seldom accepts a step and labels a handful."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    target = prompt.rpartition("\n\n")[2]
+    belief = hashlib.sha256(target.encode("utf-8")).digest()[0] / 255.0 * 6.0 - 3.0
+    nudge = digest[31] / 255.0 - 0.5
+    logits = [digest[i] / 32.0 for i in range(len(VOCAB))]
+    logits[0] = 9.0 + (belief + nudge) / 2  # " True"
+    logits[1] = 9.0 - (belief + nudge) / 2  # " False"
+    top = max(logits)
+    norm = top + math.log(sum(math.exp(v - top) for v in logits))
+    pairs = [(tok, v - norm) for tok, v in zip(VOCAB, logits, strict=True)]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+
+MODELS = {"belief": belief_logprobs, "hash": model_logprobs}
+
+
+def completion(
+    prompt: str, k: int, model: str = "belief", n_prompt: int | None = None, cached: int = 0
+) -> dict[str, Any]:
+    top = MODELS[model](prompt)[: max(1, min(k, len(VOCAB)))]
+    if n_prompt is None:
+        n_prompt = len(toy_tokenize(prompt))
+    return {
+        "id": "cmpl-sim",
+        "object": "text_completion",
+        "created": 0,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "text": top[0][0],
+                "finish_reason": "length",
+                "logprobs": {
+                    "tokens": [top[0][0]],
+                    "token_logprobs": [top[0][1]],
+                    "top_logprobs": [dict(top)],
+                    "text_offset": [len(prompt)],
+                },
+            }
+        ],
+        "usage": {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": 1,
+            "total_tokens": n_prompt + 1,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        },
+    }
+
+
+BLOCK = 16
+"""Tokens per prefix-cache block, as vLLM's default block size."""
+
+
+class PrefixCache:
+    """What an unbounded automatic prefix cache (vLLM's) would serve: a prompt's leading full
+    blocks of ``BLOCK`` tokens whose whole prefix was computed before. Nothing is evicted, so
+    this is the most any prefix cache can save; a real one holds what fits its memory."""
+
+    def __init__(self) -> None:
+        self.blocks: set[int] = set()
+
+    def cached(self, tokens: list[str]) -> int:
+        """Tokens of ``tokens`` served from the cache; remembers all of its full blocks."""
+        h, hits, hitting = 0, 0, True
+        for start in range(0, len(tokens) - BLOCK + 1, BLOCK):
+            h = hash((h, *tokens[start : start + BLOCK]))
+            if hitting and h in self.blocks:
+                hits += BLOCK
+            else:
+                hitting = False
+                self.blocks.add(h)
+        return hits
+
+
+# -- the server (child process) -------------------------------------------------------------
+
+
+class _Server:
+    def __init__(self, latency: float, model: str) -> None:
+        self.latency = latency
+        self.model = model
+        self.cache = PrefixCache()
+        self.cached_tokens = 0
+        # "canned": one fixed answer, the request body unread, so that a server process
+        # costs next to nothing per request and a client benchmark measures the client.
+        self.canned = json.dumps(completion("canned", 20)).encode() if model == "canned" else b""
+        self.completions = 0
+        self.prompt_tokens = 0
+
+    def route(self, method: bytes, path: bytes, body: bytes) -> tuple[int, object | bytes]:
+        if method == b"GET" and path == b"/v1/models":
+            return 200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]}
+        if method == b"GET" and path == b"/stats":
+            return 200, {
+                "completions": self.completions,
+                "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens,
+                "cpu_s": time.process_time(),
+            }
+        if method == b"POST" and path == b"/reset":  # a fresh server: empty prefix cache
+            self.cache = PrefixCache()
+            return 200, {}
+        if method == b"POST" and path == b"/v1/completions" and self.canned:
+            self.completions += 1
+            return 200, self.canned
+        if method == b"POST" and path == b"/v1/completions":
+            payload = json.loads(body)
+            prompt = payload.get("prompt")
+            if not isinstance(prompt, str) or payload.get("model") != MODEL:
+                return 400, {"error": {"message": "bad prompt or model", "type": "invalid"}}
+            tokens = toy_tokenize(prompt)
+            cached = self.cache.cached(tokens)
+            k = int(payload.get("logprobs") or 1)
+            answer = completion(prompt, k, self.model, len(tokens), cached)
+            self.completions += 1
+            self.prompt_tokens += len(tokens)
+            self.cached_tokens += cached
+            return 200, answer
+        return 404, {"error": {"message": f"no route {path.decode()}", "type": "not_found"}}
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                method, path, _ = lines[0].split(b" ", 2)
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                status, payload = self.route(method, path, body)
+                if self.latency and path == b"/v1/completions":
+                    await asyncio.sleep(self.latency)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                writer.write(
+                    b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (status, len(data), data)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _serve(latency: float, model: str) -> None:
+    handler = _Server(latency, model).handle
+    server = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+def _exit_when_parent_goes() -> None:
+    sys.stdin.read()  # EOF: the parent closed our stdin or died
+    os._exit(0)
+
+
+class SimServer:
+    """``with SimServer(latency=0.05) as sim: OpenAICompletions(sim.base_url, ...)``.
+
+    ``model``: ``belief`` (default), ``hash`` (exactly the stand-in of the tests) or
+    ``canned`` (one fixed answer to every completion: the cheapest server, for timing).
+    """
+
+    def __init__(self, latency: float = 0.0, model: str = "belief") -> None:
+        if model not in (*MODELS, "canned"):
+            raise ValueError(f"unknown stand-in model {model!r}")
+        self.latency = latency
+        self.model = model
+        self.cache = PrefixCache()
+        self.cached_tokens = 0
+        self._proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> SimServer:
+        self._proc = subprocess.Popen(
+            [sys.executable, __file__, "--latency", str(self.latency), "--model", self.model],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self._proc.stdout is not None
+        self.port = int(self._proc.stdout.readline())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+    def stats(self) -> dict[str, float]:
+        """Completions answered, prompt tokens counted (and of those, served by the prefix
+        cache) by the server, and its CPU seconds."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as r:
+            data: dict[str, float] = json.loads(r.read())
+        return data
+
+    def reset(self) -> None:
+        """Empty the server's prefix cache, as a fresh server's."""
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/reset", b"{}")
+        with urllib.request.urlopen(request, timeout=10) as r:
+            r.read()
+
+
+# -- synthetic data -------------------------------------------------------------------------
+
+_TEXT = (
+    "people animals water city country music history science money health food language "
+    "school river mountain government president year world light sound power energy law "
+    "body heart brain sleep dream winter summer ocean island forest computer phone book "
+    "movie song war peace church king queen doctor teacher child parent friend enemy tree "
+    "flower stone metal gold silver iron glass paper fire earth moon star planet sun rain "
+    "snow wind cloud storm road car train ship plane bridge tower house door window wall"
+)
+_WORDS = _TEXT.split()
+_VERBS_TEXT = "eat drink break touch cross swallow read watch cut open wear keep"
+_VERBS = _VERBS_TEXT.split()
+
+
+def synthetic_examples(n: int, task: str = "truthfulqa", seed: int = 0) -> list[Example]:
+    """``n`` examples shaped like the paper's data: groups of 4 claims per question, questions
+    of ~10 words and claims of ~8 (the means of ``train_truthfulqa.json``). ``gsm8k``: each
+    question's 4 solutions end in one of two answers, so the task's constraints bind."""
+    rng = random.Random(f"{task}:{seed}")
+    out: list[Example] = []
+    for q in range(math.ceil(n / 4)):
+        words = " ".join(rng.choice(_WORDS) for _ in range(7))
+        question = f"What happens if you {rng.choice(_VERBS)} {words}?"
+        answers = (rng.randrange(100), rng.randrange(100, 200))
+        for c in range(4):
+            if len(out) == n:
+                break
+            claim = " ".join(rng.choice(_WORDS) for _ in range(7)).capitalize()
+            if task == "gsm8k":
+                fields = {
+                    "question": question,
+                    "solution": f"{claim}. The answer is {answers[c % 2]}.",
+                }
+            else:
+                fields = {"question": question, "choice": f"{claim}."}
+            out.append(Example(f"q{q}-{c}", fields))
+    return out
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, object]:
+    return {
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "python": sys.version.split()[0],
+    }
+
+
+def write_json(path: Path, doc: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    print(f"wrote {path}")
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    """A plain text table, numbers right-aligned."""
+
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[k]) for r in cells)) for k, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    for r in cells:
+        lines.append("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--model", choices=[*sorted(MODELS), "canned"], default="belief")
+    args = parser.parse_args()
+    threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
+    asyncio.run(_serve(args.latency, args.model))

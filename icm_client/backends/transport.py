@@ -1,0 +1,206 @@
+"""JSON over HTTP to one server, with every failure sorted into transient or permanent.
+
+Errors are sorted here, once, into ``TransientBackendError`` (the ``Retrying`` wrapper tries
+again) and ``PermanentBackendError`` (the run stops, with a message that says what to fix).
+The API key is held as a ``SecretStr``: it goes into the ``Authorization`` header and nowhere
+else, and is redacted from any server message that echoes it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+import urllib.parse
+
+import httpx2
+from pydantic import SecretStr
+
+from ..errors import (
+    BackendError,
+    ConfigError,
+    ContextLengthError,
+    PermanentBackendError,
+    TransientBackendError,
+)
+
+TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
+"""Retried, like every 5xx: timeouts, conflicts, rate limits, overload (529)."""
+
+_MAX_MESSAGE = 300
+_CONTEXT_RE = re.compile(r"context|too long|too many tokens|maximum.*length", re.IGNORECASE)
+_QUOTA_RE = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
+
+
+def parse_retry_after(headers: httpx2.Headers, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP-date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def split_base_url(base_url: str) -> tuple[str, str]:
+    """(root for requests, root for messages: no credentials), ``/v1`` and ``/`` stripped."""
+    shown = re.sub(r"//[^/@]*@", "//", base_url.strip())
+    try:
+        parts = urllib.parse.urlsplit(base_url.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a bad port
+        ok = False
+    if not ok or parts.query or parts.fragment:
+        raise ConfigError(
+            f"invalid base URL {shown!r}: expected http(s)://host[:port][/prefix][/v1]",
+            field="base_url",
+        )
+    path = parts.path.rstrip("/").removesuffix("/v1")
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{parts.netloc}{path}", f"{parts.scheme}://{host}{path}"
+
+
+class JSONTransport:
+    """Requests to one server root; ``client`` is the test seam (``httpx2.MockTransport``).
+
+    ``shown_root`` (the root without credentials) is what messages name. ``model_hint`` is
+    called to name the model in a 404 message.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: SecretStr | None,
+        api_key_env: str,
+        timeout: float,
+        client: httpx2.AsyncClient,
+    ) -> None:
+        self.root, self.shown_root = split_base_url(base_url)
+        self.api_key = api_key
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.client = client
+        self.model: str | None = None
+
+    async def call(self, method: str, path: str, payload: dict[str, object] | None) -> object:
+        """``method root+path`` with a JSON body; the decoded JSON answer, or a ``BackendError``."""
+        response = await self.send(method, path, payload)
+        return self.decode(response, self.shown_root + path)
+
+    async def send(
+        self, method: str, path: str, payload: dict[str, object] | None
+    ) -> httpx2.Response:
+        """The raw response (any status); transport failures raise ``TransientBackendError``."""
+        shown = self.shown_root + path
+        headers = {"Accept": "application/json"}
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        try:
+            return await self.client.request(
+                method, self.root + path, json=payload, headers=headers, timeout=self.timeout
+            )
+        except httpx2.TimeoutException as exc:
+            raise TransientBackendError(
+                f"no answer within {self.timeout:g} s ({type(exc).__name__})", endpoint=shown
+            ) from exc
+        except httpx2.ConnectError as exc:
+            raise TransientBackendError(
+                f"cannot connect to {self.shown_root} (is the server running?): {exc}",
+                endpoint=shown,
+            ) from exc
+        except (httpx2.TransportError, httpx2.DecodingError) as exc:
+            raise TransientBackendError(
+                f"connection failed: {type(exc).__name__}: {exc}", endpoint=shown
+            ) from exc
+
+    def decode(self, response: httpx2.Response, shown: str) -> object:
+        if not response.is_success:
+            raise self.http_error(response, shown)
+        try:
+            return json.loads(response.content)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            text = response.text  # redacted before it is cut: no half key either
+            if self.api_key is not None:
+                text = text.replace(self.api_key.get_secret_value(), "***")
+            raise TransientBackendError(
+                f"response is not valid JSON (truncated or garbled?): {text[:80]!r}",
+                endpoint=shown,
+                status=response.status_code,
+            ) from exc
+
+    def http_error(self, response: httpx2.Response, shown: str) -> BackendError:
+        status, msg = response.status_code, self.server_message(response)
+        if status in TRANSIENT_STATUSES or status >= 500:
+            if status == 429 and _QUOTA_RE.search(response.text):
+                return PermanentBackendError(
+                    f"quota exhausted: {msg}", endpoint=shown, status=status
+                )
+            return TransientBackendError(
+                f"server busy or failing: {msg}",
+                endpoint=shown,
+                status=status,
+                retry_after=parse_retry_after(response.headers),
+            )
+        if status in (401, 403):
+            hint = f"check the API key (from ${self.api_key_env} or api_key=)"
+            text = f"not authorised: {msg}; {hint}"
+        elif status == 404:
+            model = f"unknown model {self.model!r} or " if self.model else ""
+            text = (
+                f"not found: {msg}; {model}wrong URL "
+                "(base_url is the server root, with or without /v1)"
+            )
+        elif status in (400, 413, 422) and _CONTEXT_RE.search(msg):
+            text = f"the prompt exceeds the model's context length: {msg}"
+            return ContextLengthError(text, endpoint=shown, status=status)
+        elif status == 413:
+            text = f"request too large: {msg}"
+        else:
+            text = f"request rejected: {msg}"
+        return PermanentBackendError(text, endpoint=shown, status=status)
+
+    def server_message(self, response: httpx2.Response) -> str:
+        """The server's own error message, on one line, cut to ~300 chars, key redacted."""
+        try:
+            data: object = json.loads(response.content)
+        except ValueError:
+            data = None
+        msg: object = None
+        if isinstance(data, dict):
+            err = data.get("error")
+            msg = err.get("message") if isinstance(err, dict) else err
+            msg = msg or data.get("message") or data.get("detail")
+        if msg is None:
+            msg = response.text or response.reason_phrase
+        text = " ".join((msg if isinstance(msg, str) else json.dumps(msg)).split())
+        if self.api_key is not None:
+            text = text.replace(self.api_key.get_secret_value(), "***")
+        return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+
+
+def token_counts(body: object) -> tuple[int, int]:
+    """(prompt_tokens, cached_tokens) from ``usage``; 0 where the server does not say."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0
+    prompt = usage.get("prompt_tokens")
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return (
+        prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else 0,
+        cached if isinstance(cached, int) and not isinstance(cached, bool) else 0,
+    )

@@ -1,0 +1,90 @@
+"""The paper's "zero-shot (chat)" baseline: each example labeled alone by a chat model.
+
+Every example's prompt (``task.render``, which stops where the label word would start) is
+followed by the question "which word comes next: True or False?", and the answer is read
+strictly (``backends.one_word.parse_answer``): anything but a label word is no label (None),
+never a guess. No demonstrations, no search: this is what ICM has to beat.
+
+``chat`` is anything with ``async answer(question, *, context=None, system=...) -> str``
+(``backends.anthropic.AnthropicChat``). Transient failures (429, 529 overloaded, 5xx,
+timeouts) are retried with full-jitter backoff that honours ``retry-after``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from ..aio import gather
+from ..backends.one_word import SYSTEM, instruction, label_words, parse_answer
+from ..dataset import Example
+from ..errors import TransientBackendError
+from ..tasks.base import Label, Task
+
+
+class ChatModel(Protocol):
+    async def answer(
+        self, question: str, *, context: str | None = None, system: str | None = SYSTEM
+    ) -> str: ...
+
+
+@dataclass(frozen=True)
+class ZeroShotResult:
+    """One label per example, in order (None: the answer was not a label word)."""
+
+    labels: tuple[Label | None, ...]
+    answers: tuple[str, ...]
+
+    @property
+    def unparsed(self) -> int:
+        return sum(1 for label in self.labels if label is None)
+
+
+async def zero_shot_labels(
+    examples: Sequence[Example],
+    task: Task,
+    chat: ChatModel,
+    *,
+    concurrency: int = 8,
+    max_attempts: int = 6,
+    max_wait: float = 60.0,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> ZeroShotResult:
+    """Ask ``chat`` for each example's label word, ``concurrency`` at a time."""
+    words = label_words(task.labels)
+    question = instruction(words)
+    prompts = [task.render(example) for example in examples]  # TaskError before any call
+    limiter = anyio.CapacityLimiter(concurrency)
+    jitter = wait_random_exponential(multiplier=0.5, max=max_wait)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        retry_after = getattr(exc, "retry_after", None) or 0.0
+        return float(min(max(retry_after, jitter(state)), max_wait))
+
+    async def one(prompt: str) -> str:
+        async for attempt in AsyncRetrying(
+            sleep=sleep or anyio.sleep,
+            stop=stop_after_attempt(max_attempts),
+            wait=wait,
+            retry=retry_if_exception_type(TransientBackendError),
+            reraise=True,
+        ):
+            with attempt:
+                async with limiter:
+                    return await chat.answer(f"{prompt}\n\n{question}")
+        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+
+    answers = await gather([functools.partial(one, p) for p in prompts])
+    return ZeroShotResult(tuple(parse_answer(a, words) for a in answers), tuple(answers))

@@ -1,0 +1,128 @@
+"""A run directory: what lets a labeling run that was killed continue where it stopped.
+
+    RUN_DIR/checkpoint.json   the search's last checkpoint (atomic rename; never partial)
+    RUN_DIR/trajectory.jsonl  one line per annealing step, appended as the run goes
+
+The paid-for part of a run, the scores, lives in the disk cache; the checkpoint only holds
+the labels and the RNG state, so that a resumed search replays nothing it had decided and
+asks the backend for nothing it had already been answered. A fingerprint of the inputs,
+the task's prompts, the settings and the backend identity guards against resuming a
+different run into the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .search.anneal import Checkpoint
+
+FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.json"
+TRAJECTORY = "trajectory.jsonl"
+
+
+class RunStore:
+    """Reads and writes one run directory (created with mode 0700: it names the inputs)."""
+
+    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+        self.path = Path(path)
+        self.fingerprint = fingerprint
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"run directory {self.path} exists and is not a directory")
+        try:
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def trajectory_path(self) -> Path:
+        return self.path / TRAJECTORY
+
+    def load(self) -> tuple[Checkpoint | None, list[dict[str, Any]]]:
+        """The last checkpoint (None for a new run) and the trajectory up to it.
+
+        Steps recorded after the checkpoint were not final (the run stopped before the next
+        accepted step) and are dropped: the resumed search replays them from the cache.
+        """
+        if not self.checkpoint_path.exists():
+            self.trajectory_path.unlink(missing_ok=True)
+            return None, []
+        where = str(self.checkpoint_path)
+        try:
+            data = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read checkpoint: {exc}", location=where) from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            raise ConfigError("not a checkpoint of this version of icm-client", location=where)
+        if data.get("fingerprint") != self.fingerprint:
+            raise ConfigError(
+                "this run directory belongs to a different run (the input, task, settings or "
+                "model changed); use another --run-dir or --restart",
+                location=where,
+            )
+        try:
+            checkpoint = Checkpoint.from_json(data.get("checkpoint"))
+        except ValueError as exc:
+            raise ConfigError(str(exc), location=where) from None
+        steps = self._read_steps(checkpoint.n)
+        self._write_steps(steps)
+        return checkpoint, steps
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        data = {
+            "format": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "checkpoint": checkpoint.to_json(),
+        }
+        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=self.path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.checkpoint_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def record(self, step: dict[str, Any]) -> None:
+        with self.trajectory_path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(step) + "\n")
+
+    def clear(self) -> None:
+        """Forget the run (``--restart``); the score cache is untouched."""
+        self.checkpoint_path.unlink(missing_ok=True)
+        self.trajectory_path.unlink(missing_ok=True)
+
+    def _read_steps(self, n: int) -> list[dict[str, Any]]:
+        if n == 0 or not self.trajectory_path.exists():
+            return []
+        steps: list[dict[str, Any]] = []
+        with self.trajectory_path.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if len(steps) == n:
+                    break
+                try:
+                    steps.append(json.loads(line))
+                except json.JSONDecodeError:
+                    break  # a line cut short by the kill: everything after it is gone too
+        if len(steps) < n:
+            raise ConfigError(
+                f"trajectory has {len(steps)} complete steps, the checkpoint needs {n}",
+                location=str(self.trajectory_path),
+            )
+        return steps
+
+    def _write_steps(self, steps: list[dict[str, Any]]) -> None:
+        tmp = self.trajectory_path.with_name(f".{TRAJECTORY}.tmp")
+        tmp.write_text("".join(json.dumps(s) + "\n" for s in steps), encoding="utf-8")
+        os.replace(tmp, self.trajectory_path)

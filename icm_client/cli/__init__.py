@@ -1,0 +1,56 @@
+"""The ``icm`` command: the one sync edge of the package (``anyio.run`` over the async API).
+
+Each subcommand is a module with ``add_parser(sub)``, which registers an async ``run(args)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from .. import __version__
+from ..errors import ICMError, InputError
+from . import doctor, export, label, report
+from . import eval as eval_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icm", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"icm-client {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    label.add_parser(sub)
+    doctor.add_parser(sub)
+    for command in (eval_cmd, export, report):
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = anyio.run(args.run, args)
+    except (ICMError, ExceptionGroup) as caught:
+        exc = _icm_error(caught)
+        if exc is None:  # a bug, not a failure we meant: keep the traceback
+            raise
+        print(f"icm: error: {exc}", file=sys.stderr)  # bad input exits 2;
+        return 2 if isinstance(exc, InputError) else 1  # a failing backend (after retries) 1
+    except KeyboardInterrupt:
+        print("icm: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+def _icm_error(exc: BaseException) -> ICMError | None:
+    """``exc``, or the first error of a task group (concurrent requests that failed alike)
+    when all of them are ours; None if any is not."""
+    if isinstance(exc, ICMError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_icm_error(e) for e in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+    return None

@@ -1,0 +1,52 @@
+"""Output files of the CLI: checked before any work, written atomically after it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: {parent} is a file, not a directory")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write {path}: directory {parent} is not writable")
+    if path.is_dir():
+        raise ConfigError(f"cannot write {path}: it is a directory")
+
+
+@contextmanager
+def atomic(path: Path) -> Iterator[Any]:
+    """Write to a temporary file beside ``path`` and rename it: never a partial output."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with atomic(path) as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    with atomic(path) as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")

@@ -1,0 +1,102 @@
+"""``icm report RUN``: a finished run's diagnostics, warnings, markdown and plot.
+
+RUN is the run directory (``OUT.run``), the labels file or the summary file of an
+``icm label`` run. ``icm label`` itself saves the diagnostics (``save_run_diagnostics``)
+and prints the warnings as the run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..diagnostics import Diagnostics, diagnose, markdown
+from ..errors import DataError
+from ..plot import INSTALL_HINT, have_matplotlib, plot_run
+from ..run import LabelResult
+from ..runfiles import DIAGNOSTICS, RunFiles, read_json, read_labels, relative_to_run
+from ._io import check_writable, write_json
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("report", help="diagnostics, warnings and a plot of an icm label run")
+    p.set_defaults(run=run)
+    p.add_argument("run_path", metavar="RUN", help="run directory, labels file or summary file")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        help="where to write report.md and report.png (default: the run directory)",
+    )
+    p.add_argument("--no-plot", action="store_true", help="no PNG")
+    p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    p.add_argument(
+        "--fail-on-warning", action="store_true", help="exit 3 when the run has warnings"
+    )
+
+
+def save_run_diagnostics(
+    run_dir: Path, result: LabelResult, run_info: dict[str, Any], labels: Path, summary: Path
+) -> Diagnostics:
+    """Write ``RUN_DIR/diagnostics.json`` (with where the run's files and input are) and
+    print the warnings to stderr."""
+    d = diagnose(
+        result.summary.model_dump(), result.trajectory, [r.model_dump() for r in result.rows]
+    )
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = {
+        **run_info,
+        "labels": relative_to_run(labels, run_dir),
+        "summary": relative_to_run(summary, run_dir),
+    }
+    write_json(run_dir / DIAGNOSTICS, {"run": info, "diagnostics": d.model_dump()})
+    for finding in d.warnings:
+        print(f"icm: warning: {finding.message} [{finding.code}]", file=sys.stderr)
+    return d
+
+
+async def run(args: argparse.Namespace) -> int:
+    files = RunFiles.locate(args.run_path)
+    if files.labels is None or files.summary is None:
+        missing = "labels file" if files.labels is None else "summary file"
+        raise DataError(
+            f"no {missing} for this run (has it finished?); give the run directory, the "
+            "labels file or the summary of an icm label run",
+            location=str(args.run_path),
+        )
+    data = read_json(files.summary)
+    summary, trajectory = data.get("summary"), data.get("trajectory")
+    if not isinstance(summary, dict) or not isinstance(trajectory, list):
+        raise DataError("not an icm label summary", location=str(files.summary))
+    rows = [r.model_dump() for r in read_labels(files.labels)]
+    d = diagnose(summary, trajectory, rows)
+    text = markdown(d, summary)
+    out_dir = args.out_dir or files.run_dir or files.labels.parent
+    prefix = "" if args.out_dir or files.run_dir else f"{files.labels.name}."
+    md_path, png_path = out_dir / f"{prefix}report.md", out_dir / f"{prefix}report.png"
+    check_writable(md_path)
+    note = f"report -> {md_path}"
+    if args.no_plot:
+        pass
+    elif have_matplotlib():
+        plot_run(png_path, trajectory, d.label_counts, title=f"{d.task}: {d.examples} examples")
+        note += f", plot -> {png_path}"
+        text += f"\n![trajectory and label balance]({png_path.name})\n"
+    else:
+        note += f" (no plot: matplotlib is not installed; {INSTALL_HINT})"
+    md_path.write_text(text, encoding="utf-8")
+    if files.run_dir is not None:  # refresh the saved diagnostics (older runs have none)
+        info = {
+            **files.recorded,
+            "labels": relative_to_run(files.labels, files.run_dir),
+            "summary": relative_to_run(files.summary, files.run_dir),
+        }
+        write_json(files.run_dir / DIAGNOSTICS, {"run": info, "diagnostics": d.model_dump()})
+    if args.json:
+        print(json.dumps(d.model_dump(), indent=2))
+    else:
+        print(text, end="")
+    print(note, file=sys.stderr)
+    return 3 if args.fail_on_warning and d.warnings else 0

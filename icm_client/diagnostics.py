@@ -1,0 +1,248 @@
+"""Diagnostics of a labeling run, and the warnings that catch a silent failure.
+
+Unsupervised elicitation fails quietly: a concept the model does not find salient, a small
+model that copies its demonstrations until every label is the same, a search that never
+accepted a step. A run's labels file looks the same either way. ``diagnose`` reads what a
+run leaves behind (its summary, trajectory and rows) and says what it looks like:
+
+* label balance, and collapse: ``all-same`` (one label) or ``near-constant`` (more than
+  ``COLLAPSE`` of the examples on one label);
+* inconsistencies the final labels still have;
+* labels whose probability came from a top-k miss (``bounded``: an upper bound, not a value);
+* the U trajectory: proposals, accepted and rejected steps, U from start to end;
+* calls, tokens, cache hits, retries, time;
+
+and turns the degenerate cases into ``Finding``s with a code, a message and what to try.
+``icm label`` saves them to ``RUN_DIR/diagnostics.json`` and prints the warnings;
+``icm report`` shows them again with a plot.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+COLLAPSE = 0.9  # share of one label above which a run is "near-constant"
+BOUNDED_SHARE = 0.1  # share of bounded labels that deserves a warning
+FLAT = 1e-6  # U range below which the trajectory is "flat"
+MIN_STEPS_FOR_FLAT = 10
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Finding(_Frozen):
+    code: str
+    severity: Literal["warning", "note"]
+    message: str
+
+
+class TrajectoryStats(_Frozen):
+    steps: int
+    proposals: int  # steps whose proposed label differed from the current one
+    accepted: int
+    rejected: int
+    energy_start: float | None
+    energy_end: float | None
+    energy_max: float | None
+
+
+class Diagnostics(_Frozen):
+    task: str | None
+    examples: int
+    label_counts: dict[str, int]
+    label_share: dict[str, float]
+    collapse: Literal["none", "near-constant", "all-same"]
+    inconsistencies: int | None
+    bounded_labels: int
+    bounded_ids: list[str]  # the first few
+    mean_confidence: float | None
+    labeled_by_search: int | None
+    trajectory: TrajectoryStats
+    usage: dict[str, float]
+    gold_agreement: float | None
+    findings: list[Finding]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "warning"]
+
+
+def trajectory_stats(trajectory: Sequence[Mapping[str, Any]]) -> TrajectoryStats:
+    energies = [float(s["energy"]) for s in trajectory if s.get("energy") is not None]
+    proposals = sum(1 for s in trajectory if s.get("changed"))
+    accepted = sum(1 for s in trajectory if s.get("accepted"))
+    return TrajectoryStats(
+        steps=len(trajectory),
+        proposals=proposals,
+        accepted=accepted,
+        rejected=proposals - accepted,
+        energy_start=energies[0] if energies else None,
+        energy_end=energies[-1] if energies else None,
+        energy_max=max(energies) if energies else None,
+    )
+
+
+def diagnose(
+    summary: Mapping[str, Any],
+    trajectory: Sequence[Mapping[str, Any]],
+    rows: Sequence[Mapping[str, Any]],
+) -> Diagnostics:
+    """Diagnostics from a run summary (``RunSummary`` as JSON), its trajectory and its rows
+    (``id``, ``label``, optionally ``confidence`` and ``bounded``)."""
+    counts = Counter(str(r["label"]) for r in rows)
+    n = len(rows)
+    top = max(counts.values()) if counts else 0
+    collapse: Literal["none", "near-constant", "all-same"] = "none"
+    if n and len(counts) == 1:
+        collapse = "all-same"
+    elif n and top / n > COLLAPSE:
+        collapse = "near-constant"
+    confidences = [float(r["confidence"]) for r in rows if r.get("confidence") is not None]
+    bounded = [str(r["id"]) for r in rows if r.get("bounded")]
+    usage_keys = ("calls", "prompt_tokens", "cached_tokens", "cache_hits", "retries")
+    usage: dict[str, float] = {k: summary[k] for k in usage_keys if k in summary}
+    if "wall_time_s" in summary:
+        usage["wall_time_s"] = summary["wall_time_s"]
+    d = Diagnostics(
+        task=summary.get("task"),
+        examples=n,
+        label_counts=dict(sorted(counts.items())),
+        label_share={k: v / n for k, v in sorted(counts.items())} if n else {},
+        collapse=collapse,
+        inconsistencies=summary.get("inconsistencies"),
+        bounded_labels=len(bounded),
+        bounded_ids=bounded[:10],
+        mean_confidence=math.fsum(confidences) / len(confidences) if confidences else None,
+        labeled_by_search=summary.get("labeled_by_search"),
+        trajectory=trajectory_stats(trajectory),
+        usage=usage,
+        gold_agreement=summary.get("gold_agreement"),
+        findings=[],
+    )
+    return d.model_copy(update={"findings": _findings(d, summary)})
+
+
+def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
+    out: list[Finding] = []
+
+    def warn(code: str, message: str) -> None:
+        out.append(Finding(code=code, severity="warning", message=message))
+
+    n, t = d.examples, d.trajectory
+    if d.collapse == "all-same":
+        label = next(iter(d.label_counts))
+        warn(
+            "all-same",
+            f"every example got the label {label!r}: the labels carry no information. Small "
+            "models copy their demonstrations' labels; try --calibrate, a larger model, or "
+            "check that the task's prompt asks what you mean",
+        )
+    elif d.collapse == "near-constant":
+        label, count = max(d.label_counts.items(), key=lambda kv: kv[1])
+        warn(
+            "near-constant",
+            f"{count} of {n} examples ({count / n:.0%}) got the label {label!r}: unless the "
+            "data really is that imbalanced, the search collapsed; try --calibrate",
+        )
+    if t.steps and t.accepted == 0:
+        what = "proposed no change" if t.proposals == 0 else f"rejected all {t.proposals}"
+        warn(
+            "no-accepted-steps",
+            f"the search accepted no step in {t.steps} ({what}): the labels are the initial "
+            "random ones plus end-of-run predictions",
+        )
+    energies = (t.energy_start, t.energy_end, t.energy_max)
+    if t.steps >= MIN_STEPS_FOR_FLAT and t.accepted and None not in energies:
+        assert t.energy_start is not None and t.energy_max is not None
+        if t.energy_max - t.energy_start < FLAT:
+            warn("flat-energy", f"U did not rise over {t.steps} steps: the search found nothing")
+    if d.inconsistencies:
+        warn(
+            "inconsistent",
+            f"{d.inconsistencies} related pairs still violate the task's consistency relation",
+        )
+    if n and d.bounded_labels / n > BOUNDED_SHARE:
+        warn(
+            "bounded",
+            f"{d.bounded_labels} of {n} labels have a probability bounded by a top-k miss "
+            "(a label word was not among the server's top logprobs); raise --top-k",
+        )
+    k = len(d.label_counts) or 2
+    if d.mean_confidence is not None and d.mean_confidence < 1 / max(k, 2) + 0.1:
+        warn(
+            "low-confidence",
+            f"mean confidence {d.mean_confidence:.2f} is near chance: the model barely "
+            "prefers its own labels",
+        )
+    if d.labeled_by_search is not None and n and d.labeled_by_search < n / 2:
+        out.append(
+            Finding(
+                code="few-searched",
+                severity="note",
+                message=f"only {d.labeled_by_search} of {n} labels come from the search, the "
+                "rest were predicted at the end; more --steps searches more of them",
+            )
+        )
+    if d.gold_agreement is not None and d.gold_agreement < 0.5 and k == 2:
+        warn(
+            "below-chance",
+            f"agreement with gold is {d.gold_agreement:.0%}: below chance; the search may "
+            "have found the inverted (or another) concept",
+        )
+    if summary.get("resumed_from_step") is not None:
+        out.append(
+            Finding(
+                code="resumed",
+                severity="note",
+                message=f"resumed from step {summary['resumed_from_step']}",
+            )
+        )
+    return out
+
+
+def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
+    """A short human-readable report."""
+    t = d.trajectory
+    lines = [f"# ICM run report: {d.task or 'unknown task'}", ""]
+    for key, name in (("backend", "backend"), ("strategy", "strategy"), ("seed", "seed")):
+        if key in summary:
+            lines.append(f"- {name}: `{summary[key]}`")
+    lines += [f"- examples: {d.examples}", "", "## Labels", "", "| label | count | share |"]
+    lines.append("|---|---|---|")
+    for label, count in d.label_counts.items():
+        lines.append(f"| {label} | {count} | {d.label_share[label]:.1%} |")
+    lines += [""]
+    if d.mean_confidence is not None:
+        lines.append(f"- mean confidence: {d.mean_confidence:.3f}")
+    lines.append(f"- bounded by a top-k miss: {d.bounded_labels}")
+    if d.inconsistencies is not None:
+        lines.append(f"- inconsistencies left: {d.inconsistencies}")
+    if d.gold_agreement is not None:
+        lines.append(f"- agreement with gold (evaluation only): {d.gold_agreement:.1%}")
+    lines += ["", "## Search", ""]
+    lines.append(
+        f"- steps: {t.steps}; proposals: {t.proposals}; accepted: {t.accepted}; "
+        f"rejected: {t.rejected}"
+    )
+    if t.energy_start is not None:
+        lines.append(f"- U: {t.energy_start:.3f} → {t.energy_end:.3f} (max {t.energy_max:.3f})")
+    if d.labeled_by_search is not None:
+        lines.append(f"- labeled by the search: {d.labeled_by_search} of {d.examples}")
+    lines += ["", "## Cost", ""]
+    lines += [
+        f"- wall time: {v:.1f} s" if k == "wall_time_s" else f"- {k.replace('_', ' ')}: {v:g}"
+        for k, v in d.usage.items()
+    ]
+    lines += ["", "## Warnings", ""]
+    lines += [f"- **{f.code}**: {f.message}" for f in d.warnings] or ["- none"]
+    notes = [f for f in d.findings if f.severity == "note"]
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {f.code}: {f.message}" for f in notes]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,471 @@
+"""``icm doctor``: can this endpoint serve ICM, and how well? Found out by asking it.
+
+The checks run in the order in which a failure explains the later ones: the model list
+(reachable? key accepted? which model?), one plain completion (the model answers; its
+latency), the capability probe the backend itself uses (``backends.probe``: logprobs and the
+largest k, tokenizer, token-id prompts, ``logprob_token_ids``, echo), how each label word
+tokenizes right after a prompt, one real score through the same code path as ``icm label``,
+and the prefix cache (the same ~1,500-token prompt twice: the server's own count of cached
+tokens where it reports one, else the time of the repeat).
+
+A *problem* means ICM cannot run against the endpoint (unreachable, bad key, unknown model,
+no logprobs, a label word the backend cannot score); a *note* means it can, with a caveat
+(a small k cap, a label outside the top-k, an ineffective prefix cache). ``ok`` is no
+problems. Every probe is a few tokens except the prefix-cache pair.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import httpx2
+from pydantic import BaseModel, ConfigDict, computed_field
+
+from .backends.base import ScoreRequest
+from .backends.openai_compat import OpenAICompletions
+from .backends.probe import forget_probes, probe
+from .backends.profiles import Profile
+from .errors import BackendError, PermanentBackendError, TransientBackendError
+
+T = TypeVar("T")
+
+CONTEXT = "Claim: the sky is blue.\nI think this Claim is"
+"""What a label word follows in the probes: like every task prompt, it ends in a word."""
+
+K_TRIED = 100
+"""The largest ``logprobs`` k tried; a server that takes it may take more."""
+
+_SPACE_MARKS = (" ", "\u0120", "\u2581")  # a space; GPT-2 BPE's "Ġ"; SentencePiece's "▁"
+
+
+class LabelReport(BaseModel):
+    """How one label word tokenizes after a prompt, and what the model gives it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    token_ids: list[int] | None = None  # in context; None without a tokenizer endpoint
+    pieces: list[str] | None = None  # the tokens' text, where the server says
+    single_token: bool | None = None
+    leading_space: bool | None = None  # the (first) token carries the label's space
+    logprob: float | None = None  # after CONTEXT, through the labeling code path
+    in_top_k: bool | None = None  # False: logprob is only an upper bound
+
+
+class PrefixCacheReport(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prompt_tokens: int | None
+    first_s: float
+    repeat_s: float
+    cached_tokens: int | None  # usage.prompt_tokens_details.cached_tokens of the repeat
+    cache_n: int | None  # llama.cpp: timings.cache_n (reused) of the repeat
+    prompt_n: int | None  # llama.cpp: timings.prompt_n (computed) of the repeat
+    effective: bool | None  # None: cannot tell
+    evidence: str
+
+
+class DoctorReport(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str
+    model: str | None = None
+    models: list[str] = []
+    latency_s: float | None = None
+    logprobs: bool = False
+    max_logprobs: int | None = None  # the largest accepted k (K_TRIED: that or more)
+    tokenizer: str | None = None  # /tokenize shape: "llamacpp", "vllm" or "none"
+    token_prompts: bool | None = None
+    prompt_lists: bool | None = None
+    logprob_token_ids: bool | None = None  # vLLM's explicit label logprobs take effect
+    echo: bool | None = None
+    labels: list[LabelReport] = []
+    prefix_cache: PrefixCacheReport | None = None
+    problems: list[str] = []
+    notes: list[str] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def text(self) -> str:
+        """The report for a terminal."""
+        yes = {True: "yes", False: "no", None: "unknown"}
+        rows: list[tuple[str, str]] = [("model", self.model or "?")]
+        if self.models:
+            rows.append(("served models", ", ".join(self.models)))
+        if self.latency_s is not None:
+            rows.append(("latency", f"{self.latency_s:.2f} s (a one-token completion)"))
+        if self.logprobs:
+            k = self.max_logprobs
+            most = f"at least {k} (the most tried)" if k == K_TRIED else f"at most {k}"
+            rows.append(("logprobs", f"yes; top-k: {most}"))
+        if self.tokenizer is not None:
+            rows.append(("tokenizer", "none" if self.tokenizer == "none" else self.tokenizer))
+            rows.append(("token-id prompts", yes[self.token_prompts]))
+            rows.append(("logprob_token_ids", yes[self.logprob_token_ids]))
+            rows.append(("echo", yes[self.echo]))
+        for lab in self.labels:
+            if lab.token_ids is not None or lab.logprob is not None:  # something was learnt
+                rows.append((f"label {lab.label!r}", _label_text(lab)))
+        if self.prefix_cache is not None:
+            pc = self.prefix_cache
+            rows.append(("prefix cache", f"{yes[pc.effective]}: {pc.evidence}"))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"icm doctor: {self.endpoint}"]
+        lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
+        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"problem: {p}" for p in self.problems]
+        verdict = "can serve ICM" if self.ok else "CANNOT serve ICM"
+        lines.append(f"verdict: {verdict}")
+        return "\n".join(lines)
+
+
+def _label_text(lab: LabelReport) -> str:
+    parts = []
+    if lab.token_ids is None:
+        parts.append("tokenization unknown (no /tokenize)")
+    else:
+        n = len(lab.token_ids)
+        pieces: list[str | None] = list(lab.pieces) if lab.pieces else [None] * n
+        shown = ", ".join(
+            str(i) if p is None else f"{i} {p!r}"
+            for i, p in zip(lab.token_ids, pieces, strict=True)
+        )
+        parts.append(f"{n} token{'s' if n != 1 else ''} [{shown}]")
+        if lab.leading_space is not None:
+            parts.append("leading space in the token" if lab.leading_space else "no space")
+    if lab.logprob is not None:
+        where = "" if lab.in_top_k else " (upper bound: not in the top-k)"
+        parts.append(f"logprob {lab.logprob:.3f}{where}")
+    return ", ".join(parts)
+
+
+async def diagnose(
+    base_url: str,
+    *,
+    model: str | None = None,
+    labels: tuple[str, ...] = (" True", " False"),
+    api_key: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    prefix_tokens: int = 1500,
+    timeout: float = 120.0,
+    client: httpx2.AsyncClient | None = None,
+) -> DoctorReport:
+    """Probe ``base_url`` (see the module docstring). Raises ``ConfigError`` only for a
+    malformed URL; whatever the server does wrong ends up in the report's ``problems``.
+
+    ``prefix_tokens``: size of the prefix-cache probe prompt (0 skips it). ``client`` is the
+    test seam; one made here is closed at the end.
+    """
+    http = client if client is not None else httpx2.AsyncClient(timeout=timeout)
+    try:
+        checks = _Checks(base_url, model, labels, api_key, api_key_env, timeout, http)
+        with contextlib.suppress(_Stop):  # a problem that ends the checks early
+            await checks.run(prefix_tokens)
+        return checks.report()
+    finally:
+        if client is None:
+            await http.aclose()
+
+
+class _Stop(Exception):
+    """A problem after which the later checks cannot run."""
+
+
+class _Checks:
+    """The checks, in order, filling in the report's fields as they find them."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None,
+        labels: tuple[str, ...],
+        api_key: str | None,
+        api_key_env: str,
+        timeout: float,
+        client: httpx2.AsyncClient,
+    ) -> None:
+        self.base_url, self.model, self.labels = base_url, model, labels
+        self.api_key, self.api_key_env = api_key, api_key_env
+        self.timeout, self.client = timeout, client
+        self.server = self.backend(model)  # validates the URL (ConfigError: exit 2)
+        self.endpoint = self.server.completions_url.removesuffix("/completions")
+        self.models: list[str] = []
+        self.latency_s: float | None = None
+        self.profile: Profile | None = None
+        self.label_reports: list[LabelReport] = [LabelReport(label=w) for w in labels]
+        self.prefix_cache: PrefixCacheReport | None = None
+        self.problems: list[str] = []
+        self.notes: list[str] = []
+
+    def backend(
+        self, model: str | None, *, provider: str | Profile = "generic", top_k: int = K_TRIED
+    ) -> OpenAICompletions:
+        return OpenAICompletions(
+            self.base_url,
+            model,
+            provider=provider,
+            api_key=self.api_key,
+            api_key_env=self.api_key_env,
+            top_k=top_k,
+            max_top_k=max(top_k, K_TRIED),
+            timeout=self.timeout,
+            client=self.client,
+        )
+
+    def report(self) -> DoctorReport:
+        p = self.profile
+        return DoctorReport(
+            endpoint=self.endpoint,
+            model=self.model,
+            models=self.models,
+            latency_s=self.latency_s,
+            logprobs=p is not None,
+            max_logprobs=None if p is None else p.max_logprobs or K_TRIED,
+            tokenizer=None if p is None else p.tokenizer,
+            token_prompts=None if p is None else p.token_prompts,
+            prompt_lists=None if p is None else p.prompt_lists,
+            logprob_token_ids=None if p is None else p.explicit_token_logprobs,
+            echo=None if p is None else p.echo != "none",
+            labels=self.label_reports,
+            prefix_cache=self.prefix_cache,
+            problems=self.problems,
+            notes=self.notes,
+        )
+
+    def fail(self, what: str, exc: BackendError) -> _Stop:
+        """Record ``exc`` as a problem; raise the result to end the checks."""
+        if isinstance(exc, TransientBackendError):
+            why = "unreachable" if exc.status is None else "the server is failing or busy"
+            self.problems.append(f"{what}: {why}: {exc}")
+        else:
+            self.problems.append(f"{what}: {exc}")
+        return _Stop()
+
+    async def fatal(self, what: str, step: Awaitable[T]) -> T:
+        """``step``'s result; a backend error becomes a problem and ends the checks."""
+        try:
+            return await step
+        except BackendError as exc:
+            raise self.fail(what, exc) from None
+
+    async def run(self, prefix_tokens: int) -> None:
+        await self.list_models()
+        server = self.backend(self.model)
+        payload: dict[str, object] = {"model": self.model, "prompt": CONTEXT, "max_tokens": 1}
+        start = time.perf_counter()
+        await self.fatal("completion", server.call("POST", "/v1/completions", payload))
+        self.latency_s = round(time.perf_counter() - start, 4)
+
+        forget_probes()  # ask afresh: the server may have been restarted with other flags
+        self.profile = profile = await self.fatal("logprobs", probe(server, echo=True))
+        await self.tokenize_labels(server, profile)
+        k = min(20, profile.max_logprobs or 20)
+        scorer = self.backend(self.model, provider=profile, top_k=k)
+        result = await self.fatal("scoring", scorer.score(ScoreRequest(CONTEXT, self.labels)))
+        self.label_reports = [
+            lab.model_copy(update={"logprob": lp, "in_top_k": not bounded})
+            for lab, lp, bounded in zip(
+                self.label_reports, result.logprobs, result.bounded, strict=True
+            )
+        ]
+        self.advise(scorer.multi_token_labels, k)
+        if prefix_tokens > 0:
+            await self.measure_prefix_cache(server, prefix_tokens)
+
+    async def list_models(self) -> None:
+        try:
+            body = await self.server.call("GET", "/v1/models", None)
+        except BackendError as exc:
+            auth = isinstance(exc, PermanentBackendError) and exc.status in (401, 403)
+            if auth or isinstance(exc, TransientBackendError) or self.model is None:
+                raise self.fail("model list", exc) from None
+            self.notes.append(f"no model list ({exc})")
+            return
+        data = body.get("data") if isinstance(body, dict) else None
+        entries = data if isinstance(data, list) else []
+        ids = [m.get("id") for m in entries if isinstance(m, dict)]
+        self.models = [i for i in ids if isinstance(i, str) and i]
+        if self.model is None:
+            if not self.models:
+                self.problems.append("the server lists no model: pass --model")
+                raise _Stop
+            self.model = self.models[0]
+        elif self.models and self.model not in self.models:
+            self.notes.append(
+                f"model {self.model!r} is not in the server's list ({', '.join(self.models)})"
+            )
+
+    async def tokenize_labels(self, server: OpenAICompletions, profile: Profile) -> None:
+        """Each label word's tokens right after ``CONTEXT``: the tokens of context + label
+        beyond those of the context alone (a word can tokenize differently on its own)."""
+        if profile.tokenizer == "none":
+            return
+        context = await self.pieces(server, profile.tokenizer, CONTEXT)
+        reports = []
+        for lab in self.label_reports:
+            full = await self.pieces(server, profile.tokenizer, CONTEXT + lab.label)
+            if context is None or full is None:
+                reports.append(lab)
+                continue
+            same = 0
+            while same < min(len(context), len(full)) and context[same] == full[same]:
+                same += 1
+            tail = full[same:]
+            if same < len(context):
+                self.notes.append(
+                    f"label {lab.label!r} merges with the end of the prompt into other tokens"
+                )
+            names = [piece for _, piece in tail]
+            pieces = [n for n in names if n is not None]
+            if len(pieces) != len(names):
+                pieces = []
+            reports.append(
+                lab.model_copy(
+                    update={
+                        "token_ids": [i for i, _ in tail],
+                        "pieces": pieces or None,
+                        "single_token": len(tail) == 1 and same == len(context),
+                        "leading_space": pieces[0].startswith(_SPACE_MARKS) if pieces else None,
+                    }
+                )
+            )
+        self.label_reports = reports
+
+    async def pieces(
+        self, server: OpenAICompletions, shape: str, text: str
+    ) -> list[tuple[int, str | None]] | None:
+        """``text``'s tokens (id, text) without BOS, from the server's ``/tokenize``."""
+        if shape == "llamacpp":
+            payload: dict[str, object] = {"content": text, "add_special": False}
+            payload["with_pieces"] = True
+        else:
+            payload = {"model": self.model, "prompt": text, "add_special_tokens": False}
+            payload["return_token_strs"] = True
+        try:
+            body = await server.call("POST", "/tokenize", payload)
+        except BackendError as exc:
+            self.notes.append(f"/tokenize failed: {exc}")
+            return None
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        strs = body.get("token_strs") if isinstance(body, dict) else None
+        if not isinstance(tokens, list):
+            return None
+        out: list[tuple[int, str | None]] = []
+        for n, tok in enumerate(tokens):
+            if isinstance(tok, dict) and isinstance(tok.get("id"), int):  # llama.cpp pieces
+                piece = tok.get("piece")
+                out.append((tok["id"], piece if isinstance(piece, str) else None))
+            elif isinstance(tok, int):
+                piece = strs[n] if isinstance(strs, list) and n < len(strs) else None
+                out.append((tok, piece if isinstance(piece, str) else None))
+            else:
+                return None
+        return out
+
+    def advise(self, multi_token_exact: bool, k: int) -> None:
+        for lab in self.label_reports:
+            if lab.token_ids is not None and not lab.single_token:
+                n = len(lab.token_ids)
+                if multi_token_exact:
+                    self.notes.append(
+                        f"label {lab.label!r} is {n} tokens: scored exactly, token by token"
+                    )
+                else:
+                    self.problems.append(
+                        f"label {lab.label!r} is {n} tokens for this model, and this server "
+                        "can only score the single next token: choose one-token label words"
+                    )
+            if lab.in_top_k is False:
+                self.notes.append(
+                    f"label {lab.label!r} is not in the top {k} after the probe prompt: its "
+                    "logprob is an upper bound (a larger --top-k helps, where the server allows)"
+                )
+        cap = self.profile.max_logprobs if self.profile is not None else None
+        if cap is not None and cap < 20:
+            self.notes.append(f"the server returns at most {cap} logprobs: pass --top-k {cap}")
+
+    async def measure_prefix_cache(self, server: OpenAICompletions, n_tokens: int) -> None:
+        payload: dict[str, object] = {
+            "model": self.model,
+            "prompt": _long_prompt(n_tokens),
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": 1,
+        }
+        try:
+            start = time.perf_counter()
+            await server.call("POST", "/v1/completions", payload)
+            middle = time.perf_counter()
+            repeat = await server.call("POST", "/v1/completions", payload)
+            end = time.perf_counter()
+        except BackendError as exc:
+            self.notes.append(f"prefix cache not measured: {exc}")
+            return
+        self.prefix_cache = _cache_verdict(repeat, middle - start, end - middle)
+        if self.prefix_cache.effective is False:
+            self.notes.append(
+                "the prefix cache did not serve a repeated prompt: every ICM request will "
+                "recompute its shared demonstrations (vLLM: --enable-prefix-caching)"
+            )
+
+
+def _long_prompt(n_tokens: int) -> str:
+    """About ``n_tokens`` tokens of demonstrations, new ones each time (a random first line),
+    so that the first request cannot be a cache hit."""
+    lines = [f"Session {uuid.uuid4().hex[:12]}: statements to judge.\n\n"]
+    for i in range(max(1, n_tokens // 24)):  # ~24 tokens a line
+        lines.append(
+            f"Claim {i}: river {i} flows through valley {(i * 37) % 1000}.\n"
+            "I think this Claim is True\n\n"
+        )
+    lines.append(CONTEXT)
+    return "".join(lines)
+
+
+def _int_at(body: object, *path: str) -> int | None:
+    for key in path:
+        body = body.get(key) if isinstance(body, dict) else None
+    return body if isinstance(body, int) and not isinstance(body, bool) else None
+
+
+def _cache_verdict(repeat: object, first_s: float, repeat_s: float) -> PrefixCacheReport:
+    """Whether the repeat was served from the cache: by the server's own count where it
+    gives one (OpenAI-style ``cached_tokens``, llama.cpp's ``timings``), else by time."""
+    prompt = _int_at(repeat, "usage", "prompt_tokens")
+    cached = _int_at(repeat, "usage", "prompt_tokens_details", "cached_tokens")
+    cache_n = _int_at(repeat, "timings", "cache_n")
+    prompt_n = _int_at(repeat, "timings", "prompt_n")
+    times = f"first {first_s:.2f} s, repeat {repeat_s:.2f} s"
+    effective: bool | None
+    if cached is not None and prompt:
+        effective = cached >= prompt / 2
+        evidence = f"{cached} of {prompt} prompt tokens cached on the repeat ({times})"
+    elif cache_n is not None and prompt_n is not None:
+        effective = cache_n >= (cache_n + prompt_n) / 2
+        evidence = f"{cache_n} tokens reused, {prompt_n} computed on the repeat ({times})"
+    elif first_s >= 0.25:
+        effective = repeat_s < first_s / 2
+        evidence = f"by time, the server reports no cached-token count ({times})"
+    else:
+        effective = None
+        evidence = (
+            f"too fast to tell by time and no cached-token count ({times}); vLLM reports "
+            "one with --enable-prompt-tokens-details"
+        )
+    return PrefixCacheReport(
+        prompt_tokens=prompt,
+        first_s=round(first_s, 4),
+        repeat_s=round(repeat_s, 4),
+        cached_tokens=cached,
+        cache_n=cache_n,
+        prompt_n=prompt_n,
+        effective=effective,
+        evidence=evidence,
+    )

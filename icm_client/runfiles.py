@@ -1,0 +1,134 @@
+"""The files of a finished ``icm label`` run, found from any one of them.
+
+``icm label --out OUT`` writes ``OUT`` (labels JSONL), ``OUT.summary.json`` and the run
+directory ``OUT.run/`` (checkpoint, trajectory, ``diagnostics.json``). ``diagnostics.json``
+records where the other files and the input are (relative to the run directory, so the
+three move together), which is how ``--summary`` elsewhere or a renamed run is still found;
+without it the sibling names above are assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import DataError
+
+DIAGNOSTICS = "diagnostics.json"
+RUN_SUFFIX = ".run"
+SUMMARY_SUFFIX = ".summary.json"
+
+
+class LabelLine(BaseModel):
+    """One line of a labels file: ``id`` and ``label`` at least (``icm label`` also writes
+    ``confidence``, ``searched`` and ``bounded``; other keys are kept)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    id: str
+    label: str
+    confidence: float | None = None
+    bounded: bool | None = None
+
+
+def read_labels(path: str | os.PathLike[str]) -> list[LabelLine]:
+    """Every line of a labels JSONL; a bad line is a ``DataError`` naming ``path:LINE``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError("labels file not found", location=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read labels: {exc}", location=str(path)) from None
+    rows: list[LabelLine] = []
+    seen: set[str] = set()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = LabelLine.model_validate_json(line)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(x) for x in err["loc"]) or None
+            raise DataError(f"not a label row: {err['msg']}", location=where, field=field) from None
+        if row.id in seen:
+            raise DataError(f"duplicate id {row.id!r}", location=where, field="id")
+        seen.add(row.id)
+        rows.append(row)
+    if not rows:
+        raise DataError("labels file holds no rows", location=str(path))
+    return rows
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError("file not found", location=str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read JSON: {exc}", location=str(path)) from None
+    if not isinstance(data, dict):
+        raise DataError("not a JSON object", location=str(path))
+    return data
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Paths of one run's files; None where the file does not exist."""
+
+    labels: Path | None
+    summary: Path | None
+    run_dir: Path | None
+    recorded: dict[str, Any]  # diagnostics.json's "run" entry (input, task...), or {}
+
+    @property
+    def diagnostics(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / DIAGNOSTICS
+        return path if path.exists() else None
+
+    @classmethod
+    def locate(cls, path: str | os.PathLike[str]) -> RunFiles:
+        """From a run directory, a labels file or a summary file."""
+        path = Path(path)
+        if not path.exists():
+            raise DataError("no such run directory or file", location=str(path))
+        if path.is_dir():
+            run_dir: Path = path
+            labels = path.with_name(path.name.removesuffix(RUN_SUFFIX))
+        elif path.name.endswith(SUMMARY_SUFFIX):
+            labels = path.with_name(path.name.removesuffix(SUMMARY_SUFFIX))
+            run_dir = labels.with_name(labels.name + RUN_SUFFIX)
+        else:
+            labels = path
+            run_dir = labels.with_name(labels.name + RUN_SUFFIX)
+        summary = path if path.name.endswith(SUMMARY_SUFFIX) else None
+        summary = summary or labels.with_name(labels.name + SUMMARY_SUFFIX)
+        recorded: dict[str, Any] = {}
+        diag = run_dir / DIAGNOSTICS
+        if diag.is_file():
+            recorded = dict(read_json(diag).get("run") or {})
+            for key in ("labels", "summary"):
+                rel = recorded.get(key)
+                if isinstance(rel, str) and (run_dir / rel).exists():
+                    if key == "labels" and not path.is_file():
+                        labels = run_dir / rel
+                    elif key == "summary" and summary != path:
+                        summary = run_dir / rel
+        return cls(
+            labels=labels if labels.is_file() else None,
+            summary=summary if summary.is_file() else None,
+            run_dir=run_dir if run_dir.is_dir() else None,
+            recorded=recorded,
+        )
+
+
+def relative_to_run(target: Path, run_dir: Path) -> str:
+    return os.path.relpath(target.resolve(), run_dir.resolve())

@@ -1,0 +1,440 @@
+"""A fault-injecting OpenAI-compatible server on 127.0.0.1, for tests of what goes wrong.
+
+It is a real HTTP server (stdlib ``ThreadingHTTPServer`` in a background thread), so the
+client's whole stack runs as in production: connection pool, timeouts, dropped sockets.
+
+The stand-in model: the top-k logprobs of the next token come from the SHA-256 of the prompt
+over a small fixed vocabulary (log-softmax, so they are real log-probabilities). The same
+prompt always gets the same answer, in the OpenAI/vLLM shape or llama.cpp's.
+
+Faults follow a seeded schedule: attempt ``n`` at one request (path, prompt, k) fails with
+probability ``rate``, of a kind drawn from ``kinds``, both decided by a hash of
+(seed, request, n) and not by arrival order, so that concurrent clients see the same faults
+on every run. ``max_streak`` caps the consecutive faults of one request, so a client that
+retries often enough always gets through; the first ``after`` requests never fail. Beside
+the schedule the server behaves like a strict hosted API: a wrong key gets 401 (whose
+message echoes the key it was sent, as some servers do), an unknown model 404, a prompt
+longer than ``n_ctx`` tokens 400.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+TRANSIENT = (
+    "429",
+    "500",
+    "502",
+    "503",
+    "529",
+    "slow",
+    "drop",
+    "cut",
+    "truncated",
+    "malformed",
+)
+"""Faults a client should retry: rate limit, overload, timeout, broken connection or body."""
+
+PERMANENT = ("400", "401", "404", "no_logprobs")
+"""Faults retrying cannot fix: the run must stop and say why."""
+
+VOCAB = (
+    " True",
+    " False",
+    " Yes",
+    " No",
+    " A",
+    " B",
+    " C",
+    " D",
+    " the",
+    " a",
+    " is",
+    " not",
+    " and",
+    " of",
+    ",",
+    ".",
+    "\n",
+    " 1",
+    " 2",
+    " I",
+    " it",
+    " maybe",
+    " true",
+    " false",
+)
+
+_TOKEN_RE = re.compile(r"\s?[A-Za-z0-9]+|\s?[^\sA-Za-z0-9]|\s+")
+
+
+def toy_tokenize(text: str) -> list[str]:
+    """Words (with their leading space), punctuation marks and runs of whitespace."""
+    return _TOKEN_RE.findall(text)
+
+
+def model_logprobs(prompt: str) -> list[tuple[str, float]]:
+    """The stand-in model's next-token distribution after ``prompt``, most likely first."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    logits = [digest[i] / 32.0 for i in range(len(VOCAB))]
+    top = max(logits)
+    norm = top + math.log(sum(math.exp(v - top) for v in logits))
+    pairs = [(tok, v - norm) for tok, v in zip(VOCAB, logits, strict=True)]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))
+
+
+class FaultServer:
+    """``with FaultServer(rate=0.3) as server: OpenAICompletions(server.base_url)``."""
+
+    def __init__(
+        self,
+        *,
+        model: str = "stand-in-1",
+        api_key: str | None = None,
+        shape: str = "openai",
+        n_ctx: int = 4096,
+        rate: float = 0.0,
+        kinds: Sequence[str] = TRANSIENT,
+        seed: int = 0,
+        max_streak: int | None = None,
+        retry_after: str = "1",
+        slow_s: float = 2.0,
+        fault_paths: Sequence[str] = ("/v1/completions", "/v1/models"),
+        after: int = 0,
+        echo_auth: bool = False,
+        tokenizer: bool = True,
+    ) -> None:
+        unknown = set(kinds) - set(TRANSIENT) - set(PERMANENT)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}")
+        if shape not in ("openai", "llamacpp"):
+            raise ValueError(f"unknown shape {shape!r}")
+        self.model, self.api_key, self.shape, self.n_ctx = model, api_key, shape, n_ctx
+        self.rate, self.kinds, self.seed = rate, tuple(kinds), seed
+        self.max_streak, self.retry_after, self.slow_s = max_streak, retry_after, slow_s
+        self.fault_paths, self.after, self.tokenizer = tuple(fault_paths), after, tokenizer
+        self.echo_auth = echo_auth  # faults quote the Authorization header back
+        self.injected: Counter[str] = Counter()  # faults injected, by kind
+        self.requests: Counter[str] = Counter()  # requests received, by path
+        self.answered: Counter[str] = Counter()  # successful answers, by path
+        self.auth_headers: list[str] = []  # every Authorization header received
+        self.attempts: Counter[str] = Counter()  # attempts so far, by request
+        self._seen = 0  # requests on the fault paths so far
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "the server is not running"
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FaultServer:
+        server = self
+
+        class Handler(_Handler):
+            fault_server = server
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> FaultServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the schedule ------------------------------------------------------------------------
+
+    def fault_for(self, path: str, key: str) -> str | None:
+        """The fault for this attempt at request ``key`` on ``path``, or None."""
+        if path not in self.fault_paths or self.rate <= 0 or not self.kinds:
+            return None
+        with self._lock:
+            self._seen += 1
+            if self._seen <= self.after:
+                return None
+            attempt = self.attempts[f"{path}\x00{key}"]
+            self.attempts[f"{path}\x00{key}"] += 1
+        if self.max_streak is not None and attempt >= self.max_streak:
+            return None
+        rng = random.Random(f"{self.seed}\x00{path}\x00{key}\x00{attempt}")
+        if rng.random() >= self.rate:
+            return None
+        kind = self.kinds[rng.randrange(len(self.kinds))]
+        with self._lock:
+            self.injected[kind] += 1
+        return kind
+
+    # -- the stand-in model ------------------------------------------------------------------
+
+    def completion(self, prompt: str, k: int, *, with_logprobs: bool = True) -> dict[str, Any]:
+        top = model_logprobs(prompt)[: max(1, min(k, len(VOCAB)))]
+        token, logprob = top[0]
+        n_prompt = len(toy_tokenize(prompt))
+        choice: dict[str, Any] = {"index": 0, "text": token, "finish_reason": "length"}
+        if not with_logprobs:
+            choice["logprobs"] = None
+        elif self.shape == "openai":
+            choice["logprobs"] = {
+                "tokens": [token],
+                "token_logprobs": [logprob],
+                "top_logprobs": [dict(top)],
+                "text_offset": [len(prompt)],
+            }
+        else:
+            entries = [
+                {"id": VOCAB.index(t), "token": t, "logprob": lp, "bytes": list(t.encode())}
+                for t, lp in top
+            ]
+            choice["logprobs"] = {"content": [entries[0] | {"top_logprobs": entries}]}
+        return {
+            "id": "cmpl-fault",
+            "object": "text_completion",
+            "created": 0,
+            "model": self.model,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": n_prompt,
+                "completion_tokens": 1,
+                "total_tokens": n_prompt + 1,
+            },
+        }
+
+    def token_ids(self, text: str) -> list[int]:
+        return [
+            int.from_bytes(hashlib.sha256(t.encode()).digest()[:3], "big")
+            for t in toy_tokenize(text)
+        ]
+
+
+def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: faults must not poison pooled connections
+    fault_server: FaultServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+        declared_length: int | None = None,
+        close: bool = False,
+    ) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(declared_length or len(body)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if close:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+        except OSError:  # the client gave up (timeout) and closed its end
+            self.close_connection = True
+
+    def _json(self, status: int, data: object, **kw: Any) -> None:
+        self._send(status, json.dumps(data).encode(), **kw)
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        with suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        return json.loads(raw) if raw else None
+
+    def _authorised(self) -> bool:
+        fs = self.fault_server
+        presented = self.headers.get("Authorization", "")
+        with fs._lock:
+            fs.auth_headers.append(presented)
+        if fs.api_key is None or presented == f"Bearer {fs.api_key}":
+            return True
+        shown = presented.removeprefix("Bearer ") or "(none)"
+        self._json(
+            401,
+            _error(
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://example.invalid/account/api-keys.",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+        )
+        return False
+
+    def do_GET(self) -> None:
+        fs = self.fault_server
+        with fs._lock:
+            fs.requests[self.path] += 1
+        if not self._authorised():
+            return
+        if self.path != "/v1/models":
+            self._json(404, _error(f"no route {self.path}", "not_found"))
+            return
+        fault = fs.fault_for(self.path, "")
+        if fault is not None and self._inject(fault, {"data": [{"id": fs.model}]}):
+            return
+        with fs._lock:
+            fs.answered[self.path] += 1
+        self._json(200, {"object": "list", "data": [{"id": fs.model, "object": "model"}]})
+
+    def do_POST(self) -> None:
+        fs = self.fault_server
+        with fs._lock:
+            fs.requests[self.path] += 1
+        try:
+            payload = self._read_json()
+        except ValueError:
+            self._json(400, _error("request body is not JSON", "invalid_request_error"))
+            return
+        if not self._authorised():
+            return
+        if self.path == "/tokenize" and fs.tokenizer:
+            text = payload.get("content") if isinstance(payload, dict) else None
+            if not isinstance(text, str):
+                self._json(400, _error("'content' is required", "invalid_request_error"))
+                return
+            self._json(200, {"tokens": fs.token_ids(text)})
+            return
+        if self.path != "/v1/completions":
+            self._json(404, _error(f"no route {self.path}", "not_found"))
+            return
+        if not isinstance(payload, dict) or not isinstance(payload.get("prompt"), str):
+            self._json(400, _error("'prompt' must be a string", "invalid_request_error"))
+            return
+        prompt, k = payload["prompt"], int(payload.get("logprobs") or 0)
+        fault = fs.fault_for(self.path, f"{k}\x00{prompt}")
+        body = fs.completion(prompt, k)
+        if fault is not None and self._inject(fault, body):
+            return
+        if payload.get("model") != fs.model:
+            self._json(
+                404,
+                _error(
+                    f"The model `{payload.get('model')}` does not exist.",
+                    "invalid_request_error",
+                    "model_not_found",
+                ),
+            )
+            return
+        n_prompt = body["usage"]["prompt_tokens"]
+        if n_prompt + 1 > fs.n_ctx:
+            if fs.shape == "llamacpp":
+                message = "the request exceeds the available context size, try increasing it"
+            else:
+                message = (
+                    f"This model's maximum context length is {fs.n_ctx} tokens, however you "
+                    f"requested {n_prompt + 1} tokens. Please reduce your prompt."
+                )
+            self._json(400, _error(message, "invalid_request_error", "context_length_exceeded"))
+            return
+        if not k:
+            body["choices"][0]["logprobs"] = None
+        with fs._lock:
+            fs.answered[self.path] += 1
+        self._json(200, body)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def _inject(self, fault: str, good: dict[str, Any]) -> bool:
+        """Answer with ``fault``; True when the request is finished (always, except 'slow')."""
+        fs = self.fault_server
+        full = json.dumps(good).encode()
+        # a careless server or proxy that quotes the request's credentials back
+        echo = f" [{self.headers.get('Authorization', '')}]" if fs.echo_auth else ""
+        if fault == "429":
+            self._json(
+                429,
+                _error("Rate limit reached" + echo, "requests", "rate_limit_exceeded"),
+                headers={"Retry-After": fs.retry_after},
+            )
+        elif fault in ("500", "503"):
+            self._json(int(fault), _error("The server had an error" + echo, "server_error"))
+        elif fault == "502":
+            page = f"<html><body>502 Bad Gateway{echo}</body></html>"
+            self._send(502, page.encode(), content_type="text/html")
+        elif fault == "529":
+            self._json(
+                529,
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Busy" + echo}},
+            )
+        elif fault == "slow":
+            time.sleep(fs.slow_s)  # past the client's timeout: it has given up by now
+            self._send(200, full, close=True)
+        elif fault == "drop":
+            self._hang_up()
+        elif fault == "cut":
+            self._send(200, full[: len(full) // 2], declared_length=len(full))
+            self._hang_up()
+        elif fault == "truncated":
+            self._send(200, full[: len(full) // 2])
+        elif fault == "malformed":
+            self._send(200, echo.encode() + full.replace(b",", b",,", 1))
+        elif fault == "400":
+            self._json(400, _error("Invalid value for 'temperature'" + echo, "invalid_request"))
+        elif fault == "401":
+            self._json(401, _error("Invalid authentication" + echo, "invalid_request_error"))
+        elif fault == "404":
+            self._json(404, _error("Not Found" + echo, "invalid_request_error"))
+        elif fault == "no_logprobs":
+            good = json.loads(full)
+            if good.get("choices"):
+                good["choices"][0]["logprobs"] = None
+            self._json(200, good)
+        else:  # pragma: no cover
+            raise AssertionError(fault)
+        return True
+
+
+@contextmanager
+def fault_server(**kwargs: Any) -> Iterator[FaultServer]:
+    with FaultServer(**kwargs) as server:
+        yield server

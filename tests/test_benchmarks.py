@@ -1,0 +1,129 @@
+"""The benchmarks' quick modes, so that they cannot rot: each script runs as a user runs it
+(a subprocess, ``--quick``) and its JSON must hold the expected keys and consistent figures.
+Nothing here is timed: speed is what the benchmarks report, not what tests assert."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fault_server import model_logprobs, toy_tokenize
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+def run_quick(name: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    subprocess.run(
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out), *extra],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    doc: dict[str, Any] = json.loads(out.read_text())
+    assert doc["benchmark"] == name and doc["machine"]["cpus"] >= 1
+    return doc
+
+
+@pytest.fixture(scope="module")
+def sim() -> Any:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import _sim
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return _sim
+
+
+def test_the_benchmark_server_copies_the_tests_stand_in_model(sim: Any) -> None:
+    for prompt in ("Claim: the sea is salty.\nI think this Claim is", "x", "a, b.\n\nc"):
+        assert sim.model_logprobs(prompt) == model_logprobs(prompt)
+        assert sim.toy_tokenize(prompt) == toy_tokenize(prompt)
+    # The belief variant: True/False lead, by a belief about the target, not its context.
+    a = sim.belief_logprobs("ctx one\n\nQuestion: q\nClaim: c.\nI think this Claim is")
+    b = sim.belief_logprobs("ctx two\n\nQuestion: q\nClaim: c.\nI think this Claim is")
+    assert {a[0][0], a[1][0]} == {" True", " False"} and a[0][0] == b[0][0]
+
+
+def test_cost(tmp_path: Path) -> None:
+    doc = run_quick("cost", tmp_path)
+    runs = {(r["task"], r["n"], r["strategy"]): r for r in doc["runs"]}
+    baseline = {(b["task"], b["n"]): b for b in doc["baseline"]}
+    assert set(baseline) == {("truthfulqa", 16), ("gsm8k", 8)}
+    assert {s for _, _, s in runs} == {
+        "exact",
+        "bounded C=8",
+        "bounded C=32",
+        "exact +calibrate",
+        "bounded C=32 +calibrate",
+    }
+    for (task, n), base in baseline.items():
+        exact = runs[(task, n, "exact")]
+        # The naive baseline is counted on the exact run's own search: every prediction a
+        # call. The memo can only save calls, never add any.
+        assert base["calls"] == exact["predictions"] == exact["naive_same_search"]["calls"]
+        assert 0 < exact["calls"] <= base["calls"]
+        assert 0 < exact["prompt_tokens"] <= base["prompt_tokens"]
+        # Below C + 1 examples a bounded context holds every labeled example: same prompts.
+        bounded = runs[(task, n, "bounded C=32")]
+        assert (bounded["calls"], bounded["prompt_tokens"]) == (
+            exact["calls"],
+            exact["prompt_tokens"],
+        )
+        assert base["tokens_per_label"] == base["prompt_tokens"] / n
+    for r in doc["runs"]:
+        assert r["steps"] == r["n"] and r["calls"] > 0 and r["tokens_per_label"] > 0
+        # Neighbouring leave-one-out prompts share their leading demonstrations.
+        assert 0 < r["prefix_cached_tokens"] < r["prompt_tokens"]
+    for q in doc["ratios"]:
+        r = runs[(q["task"], q["n"], q["strategy"])]
+        base = baseline[(q["task"], q["n"])]
+        assert q["prompt_tokens"] == pytest.approx(base["prompt_tokens"] / r["prompt_tokens"])
+    assert doc["target"]["ratio_min"] == 20
+
+
+def test_overhead(tmp_path: Path) -> None:
+    doc = run_quick("overhead", tmp_path)
+    rows = doc["results"]
+    assert {(r["client"], r["concurrency"]) for r in rows} == {
+        (client, c)
+        for client in ("icm stack", "httpx2 alone", "minimal asyncio")
+        for c in (1, 8, 32)
+    }
+    for r in rows:
+        assert r["requests"] == r["concurrency"] * doc["params"]["rounds"]
+        # Nothing beats a server that only waits (allowing for timer granularity).
+        assert 0 < r["throughput_over_ideal"] <= 1.05
+        assert r["client_cpu_ms_per_request"] > 0
+    assert doc["target"]["concurrency"] == 32
+    assert isinstance(doc["target"]["throughput_met"], bool)
+
+
+def test_search_cpu(tmp_path: Path) -> None:
+    doc = run_quick("search_cpu", tmp_path)
+    rows = {(r["task"], r["n"]): r for r in doc["results"]}
+    assert set(rows) == {(t, n) for t in ("truthfulqa", "gsm8k") for n in (64, 256)}
+    for (task, n), r in rows.items():
+        assert r["steps"] == n and r["ms_per_step"] > 0
+        assert r["labeled_by_search"] > 8  # the search grows its labeled set
+        assert (r["constraints"] > 0) == (task == "gsm8k")
+    assert {q["task"] for q in doc["ratios"]} == {"truthfulqa", "gsm8k"}
+    assert set(doc["target"]["met"]) == {"truthfulqa", "gsm8k"}
+
+
+def test_rerun(tmp_path: Path) -> None:
+    doc = run_quick("rerun", tmp_path)
+    rows = {(r["path"], r["run"]): r for r in doc["results"]}
+    first = rows[("API", "first (fresh cache)")]
+    again = rows[("API", "re-run")]
+    assert first["calls"] > 0 and again["calls"] == 0
+    assert again["cache_hits"] == first["calls"]  # every score of the first run, from disk
+    cli_first = rows[("CLI", "first (fresh cache)")]
+    assert cli_first["calls"] >= first["calls"]  # (+ the CLI's preflight probe)
+    assert rows[("CLI", "re-run --restart (cache only)")]["calls"] == 0
+    assert rows[("CLI", "re-run, same command (checkpoint)")]["calls"] == 0
+    assert doc["target"]["calls"] == 0

@@ -1,0 +1,174 @@
+"""Cache integrity: a private directory, nothing ever evicted, corruption detected and
+recomputed, and several processes sharing one directory without losing or garbling a score."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import diskcache
+import pytest
+from cache_worker import LABELS, Stand, expected
+
+from icm_client.backends import Cached, ScoreRequest, ScoreResult, Usage, cache_key
+from icm_client.errors import ConfigError
+
+pytestmark = pytest.mark.anyio
+REQ = ScoreRequest("Shared prompt number 1. I think this Claim is", LABELS)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Refusing:
+    """A backend that must not be asked: everything should come from the cache."""
+
+    identity = Stand.identity
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        raise AssertionError(f"asked for {request.prompt!r}: it should have been cached")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_directory_is_created_private_with_its_parents(tmp_path: Path) -> None:
+    directory = tmp_path / "a" / "b" / "cache"
+    Cached(Stand(), directory).close()
+    assert mode(directory) == 0o700
+
+
+async def test_an_existing_open_directory_of_ours_is_made_private(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    Cached(Stand(), directory).close()
+    assert mode(directory) == 0o700
+
+
+async def test_nothing_is_evicted_even_where_a_size_limit_was_set_before(tmp_path: Path) -> None:
+    # a directory first opened by someone else with diskcache's defaults and a tiny limit
+    with diskcache.Cache(str(tmp_path), size_limit=4096, cull_limit=10) as other:
+        assert other.eviction_policy == "least-recently-stored"
+    cache = Cached(Stand(), tmp_path)
+    prompts = [f"Prompt {i:04d} padded to take room: " + "x" * 200 for i in range(300)]
+    for p in prompts:
+        await cache.score(ScoreRequest(p, LABELS))
+    cache.close()
+    with sqlite3.connect(tmp_path / "cache.db") as db:
+        settings = dict(db.execute("SELECT key, value FROM Settings").fetchall())
+        rows = db.execute("SELECT COUNT(*), SUM(size) FROM Cache").fetchone()
+    assert settings["eviction_policy"] == "none" and settings["cull_limit"] == 0
+    assert rows[0] == 300  # ~75 kB of entries kept under what was a 4 kB limit
+    again = Cached(Refusing(), tmp_path)
+    for p in prompts:
+        assert await again.score(ScoreRequest(p, LABELS)) == expected(p)
+    assert again.usage.cache_hits == 300
+    again.close()
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "{not json",
+        "",
+        "null",
+        "[]",
+        json.dumps({"logprobs": [-1.0], "bounded": [False]}),  # one label of two
+        json.dumps({"logprobs": [-1.0, -2.0, -3.0], "bounded": [False] * 3}),
+        json.dumps({"logprobs": [0.5, -1.0], "bounded": [False, False]}),  # not a logprob
+        '{"logprobs": [NaN, -1.0], "bounded": [false, false]}',
+        json.dumps({"logprobs": ["-1", -1.0], "bounded": [False, False]}),
+        json.dumps({"logprobs": [-1.0, -1.0], "bounded": [0, 1]}),
+        json.dumps({"logprobs": [-1.0, -1.0], "bounded": [False, False], "prompt_tokens": -4}),
+        b"\x00\x01 raw bytes",
+        12345,
+        {"a": "pickled dict"},
+    ],
+    ids=lambda v: repr(v)[:40],
+)
+async def test_corrupted_entry_is_dropped_with_a_warning_and_recomputed(
+    tmp_path: Path, planted: object
+) -> None:
+    key = cache_key(Stand.identity, REQ)
+    with diskcache.Cache(str(tmp_path)) as raw:  # plain Disk: stores bytes, ints, pickles
+        raw.set(key, planted)
+    backend = Stand()
+    cache = Cached(backend, tmp_path)
+    with pytest.warns(RuntimeWarning, match=f"dropping corrupted score cache entry {key}"):
+        result = await cache.score(REQ)
+    assert result == expected(REQ.prompt) and backend.usage.calls == 1
+    assert await cache.score(REQ) == result and backend.usage.calls == 1  # rewritten, clean
+    cache.close()
+
+
+async def test_an_entry_whose_value_file_vanished_is_a_miss(tmp_path: Path) -> None:
+    key = cache_key(Stand.identity, REQ)
+    with diskcache.Cache(str(tmp_path), disk_min_file_size=0) as raw:
+        raw.set(key, json.dumps(expected(REQ.prompt).to_json()))  # kept in a file
+    for path in tmp_path.rglob("*.val"):
+        path.unlink()
+    backend = Stand()
+    cache = Cached(backend, tmp_path)
+    assert await cache.score(REQ) == expected(REQ.prompt) and backend.usage.calls == 1
+    cache.close()
+
+
+async def test_a_garbage_database_is_a_clear_config_error(tmp_path: Path) -> None:
+    (tmp_path / "cache.db").write_bytes(b"this is not an SQLite database at all" * 100)
+    with pytest.raises(ConfigError, match=r"cannot open the score cache at .*delete this one"):
+        Cached(Stand(), tmp_path)
+
+
+async def test_lookup_and_store_share_the_cache_with_score(tmp_path: Path) -> None:
+    backend = Stand()
+    cache = Cached(backend, tmp_path)
+    assert await cache.lookup(REQ) is None and cache.usage.cache_hits == 0
+    await cache.store(REQ, expected(REQ.prompt))
+    assert await cache.lookup(REQ) == expected(REQ.prompt) and cache.usage.cache_hits == 1
+    assert await cache.score(REQ) == expected(REQ.prompt) and backend.usage.calls == 0
+    cache.close()
+
+
+def test_two_processes_sharing_one_directory_stay_correct(tmp_path: Path) -> None:
+    directory, go, n = tmp_path / "cache", tmp_path / "go", 300
+    worker = Path(__file__).with_name("cache_worker.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), str(directory), str(n), str(seed), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ | {"PYTHONPATH": str(worker.parent)},
+        )
+        for seed in (1, 2)
+    ]
+    go.touch()  # both start at once: the same keys, read and written concurrently
+    reports = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        reports.append(json.loads(out))
+    for report in reports:
+        assert report["wrong"] == [] and report["warnings"] == []
+        assert report["calls"] + report["hits"] == n
+        assert report["second_calls"] == 0 and report["second_hits"] == n  # the other's too
+    assert n <= sum(r["calls"] for r in reports) <= 2 * n
+    with sqlite3.connect(directory / "cache.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM Cache").fetchone() == (n,)
+    assert mode(directory) == 0o700

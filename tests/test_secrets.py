@@ -1,0 +1,176 @@
+"""The API key never leaves the Authorization header.
+
+Runs against ``fault_server.py`` with a key from the environment and from an explicit
+argument, through faults whose messages and bodies quote the key back (as careless servers
+and proxies do), and through a wrong key; then every artifact is searched for the key: labels,
+summary, every file of the cache directory as raw bytes (SQLite database, WAL), everything
+printed, every log record, every warning, and the messages, reprs and tracebacks of the errors
+and of every layer of the backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import warnings
+from pathlib import Path
+
+import pytest
+from fault_server import TRANSIENT, FaultServer
+
+from icm_client.backends import OpenAICompletions, ScoreRequest, stack
+from icm_client.backends.retry import Retrying
+from icm_client.cli import main
+from icm_client.dataset import load_dataset
+from icm_client.errors import PermanentBackendError
+from icm_client.run import LabelConfig, label
+from icm_client.search.anneal import SearchConfig
+from icm_client.tasks import get_task
+
+KEY = "sk-test-SECRET-4f1c9a7e2b6d8035"
+OTHER = "sk-test-OTHER-0000000000000000"
+FAST = [k for k in TRANSIENT if k != "slow"]  # the CLI's own (real) backoff: keep it short
+SAMPLES = Path(__file__).parents[1] / "icm_client" / "samples"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def assert_nowhere(secret: str, *texts: str, files: Path | None = None) -> None:
+    for i, text in enumerate(texts):
+        assert secret not in text, f"the key is in text #{i}: {text[:200]!r}"
+    if files is not None:
+        checked = 0
+        for path in files.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), f"the key is in {path}"
+                checked += 1
+        assert checked > 0
+
+
+def error_texts(exc: BaseException) -> list[str]:
+    """Message, repr and full traceback (chained causes included) of ``exc``."""
+    return [str(exc), repr(exc), "".join(traceback.format_exception(exc))]
+
+
+def cli_args(server: FaultServer, tmp: Path, *extra: str) -> list[str]:
+    return [
+        "label",
+        "sample:cities",
+        "--task",
+        "cities",
+        "--limit",
+        "10",
+        "--steps",
+        "10",
+        "--strategy",
+        "bounded",
+        "--context-size",
+        "4",
+        "--out",
+        str(tmp / "out" / "labels.jsonl"),
+        "--cache-dir",
+        str(tmp / "cache"),
+        "--base-url",
+        server.base_url,
+        *extra,
+    ]
+
+
+def test_cli_run_with_key_from_env_leaks_it_nowhere(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ICM_SECRET_KEY", KEY)
+    (tmp_path / "out").mkdir()
+    caplog.set_level(logging.DEBUG)
+    with (
+        FaultServer(
+            api_key=KEY, rate=0.15, kinds=FAST, max_streak=1, retry_after="0", echo_auth=True
+        ) as server,
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        code = main(cli_args(server, tmp_path, "--api-key-env", "ICM_SECRET_KEY"))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    # the key was really used, and the faults that quote it back really happened
+    assert set(server.auth_headers) == {f"Bearer {KEY}"}
+    assert sum(server.injected.values()) > 0
+    summary = json.loads((tmp_path / "out" / "labels.jsonl.summary.json").read_text())
+    assert summary["summary"]["retries"] > 0
+    assert any((tmp_path / "cache").iterdir())
+    logged = [f"{r.getMessage()} {r.args!r} {r.__dict__!r}" for r in caplog.records]
+    assert logged  # httpx logs every request
+    assert_nowhere(KEY, out, err, *logged, *(str(w.message) for w in caught), files=tmp_path)
+
+
+@pytest.mark.parametrize("when", ["preflight", "mid-run"])
+def test_cli_with_a_wrong_or_refused_key_leaks_it_nowhere(
+    when: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong key fails the preflight (exit 2); a key refused later stops the run (exit 1).
+    Either way the server's 401 message quotes the key, and the key is shown nowhere."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    (tmp_path / "out").mkdir()
+    caplog.set_level(logging.DEBUG)
+    if when == "preflight":
+        server = FaultServer(api_key=OTHER)
+    else:  # the right key, refused with a 401 once the run is under way
+        server = FaultServer(api_key=KEY, rate=0.1, kinds=("401",), after=8, echo_auth=True)
+    with server:
+        code = main(cli_args(server, tmp_path, "--quiet"))
+    out, err = capsys.readouterr()
+    assert code == (2 if when == "preflight" else 1)
+    assert "HTTP 401" in err and "check the API key (from $OPENAI_API_KEY" in err
+    assert set(server.auth_headers) == {f"Bearer {KEY}"}
+    logged = [f"{r.getMessage()} {r.args!r}" for r in caplog.records]
+    assert_nowhere(KEY, out, err, *logged, files=tmp_path)
+    assert [p for p in (tmp_path / "out").iterdir() if p.is_file()] == []  # no labels
+
+
+@pytest.mark.anyio
+async def test_explicit_key_in_no_repr_error_cache_or_result(tmp_path: Path) -> None:
+    dataset = load_dataset(SAMPLES / "cities_sample.jsonl", limit=8)
+    config = LabelConfig(strategy="bounded", context_size=4, search=SearchConfig(steps=8))
+    with FaultServer(
+        api_key=KEY, rate=0.2, kinds=TRANSIENT, max_streak=1, slow_s=1.0, echo_auth=True
+    ) as server:
+        inner = OpenAICompletions(server.base_url, api_key=KEY, api_key_env="NONE_SET", timeout=0.5)
+        backend = stack(inner, cache_dir=tmp_path / "cache", retry=False)
+        backend = Retrying(backend, base_wait=0.001, max_wait=0.01)  # fast waits, same layers
+        result = await label(dataset.examples, get_task("cities"), backend, config)
+        layers = [backend, backend.inner, inner]
+        texts = [repr(x) for x in layers] + [str(vars(x)) for x in layers]
+        texts += [result.model_dump_json(), backend.identity]
+
+        # every transient fault, each quoting the key, given up on: the final error
+        flaky = Retrying(
+            OpenAICompletions(server.base_url, api_key=KEY, timeout=0.5),
+            max_attempts=1,
+        )
+        server.rate, server.max_streak, server.echo_auth = 1.0, None, True
+        for kind in [*TRANSIENT, "401", "400", "404"]:
+            server.kinds = (kind,)
+            with pytest.raises(Exception) as info:
+                await flaky.score(ScoreRequest(f"Probe {kind}", (" True", " False")))
+            texts += error_texts(info.value)
+        wrong = OpenAICompletions(server.base_url, api_key=OTHER, timeout=0.5)
+        server.rate = 0.0
+        with pytest.raises(PermanentBackendError) as refused:
+            await wrong.score(ScoreRequest("Probe", (" True", " False")))
+        texts += error_texts(refused.value)
+        for b in (backend, flaky, wrong):
+            await b.aclose()
+    assert server.injected and f"Bearer {KEY}" in server.auth_headers
+    assert_nowhere(KEY, *texts, files=tmp_path / "cache")
+    assert_nowhere(OTHER, *error_texts(refused.value))
