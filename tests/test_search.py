@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -224,3 +225,36 @@ async def test_resuming_from_any_checkpoint_ends_like_an_uninterrupted_run() -> 
 def test_malformed_checkpoints_are_refused(data: object) -> None:
     with pytest.raises(ValueError, match="checkpoint"):
         Checkpoint.from_json(data)
+
+
+def test_incremental_sampling_weights_match_the_definition() -> None:
+    """Unlabeled examples related to a labeled one (same group or a constraint partner) weigh
+    ``related_weight``; the cached, incrementally updated weights must always say so."""
+    n = 40
+    constraints = [PairConstraint(k, k + 7, frozenset({(0, 1), (1, 0)})) for k in range(0, 30, 3)]
+    search = ICMSearch(
+        LatentScorer([0] * n),
+        Consistency(constraints, n),
+        groups=[None if i % 5 == 0 else str(i // 4) for i in range(n)],
+        n_labels=2,
+        config=SearchConfig(related_weight=100.0),
+    )
+    rng = random.Random(5)
+    labels: dict[int, int] = {}
+    for _ in range(200):
+        if rng.random() < 0.1 and labels:  # shrink now and then (resume, best state)
+            labels = dict(rng.sample(sorted(labels.items()), len(labels) // 2))
+        else:
+            labels[rng.randrange(n)] = rng.randrange(2)
+        groups = {search.groups[j] for j in labels} - {None}
+        expected = [
+            100.0
+            if i not in labels
+            and (
+                search.groups[i] in groups
+                or any(p in labels for p in search.consistency.partners(i))
+            )
+            else 1.0
+            for i in range(n)
+        ]
+        assert search._cum_weights(labels) == list(itertools.accumulate(expected))

@@ -11,6 +11,7 @@ order in which concurrent scores arrive, so a run is deterministic given the sco
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -161,6 +162,13 @@ class ICMSearch:
         self.on_step = on_step
         self.on_checkpoint = on_checkpoint
         self.rng = random.Random(self.config.seed)
+        self._members: dict[str, list[int]] = {}
+        for i, g in enumerate(self.groups):
+            if g is not None:
+                self._members.setdefault(g, []).append(i)
+        self._cum_key: frozenset[int] = frozenset()
+        self._weights = [1.0] * self.n
+        self._cum = list(itertools.accumulate(self._weights))
 
     @property
     def steps(self) -> int:
@@ -209,7 +217,7 @@ class ICMSearch:
     async def _step(self, state: State, n: int) -> tuple[State, Step]:
         cfg, rng = self.config, self.rng
         temperature = cfg.temperature(n)
-        i = rng.choices(range(self.n), weights=self._weights(state.labels))[0]
+        i = rng.choices(range(self.n), cum_weights=self._cum_weights(state.labels))[0]
         pred = (await self.scorer.predict_many([i], state.labels))[i]
         proposed, previous = pred.argmax(), state.labels.get(i)
         if proposed == previous:
@@ -246,17 +254,31 @@ class ICMSearch:
             len(state.violated),
         )
 
-    def _weights(self, labels: dict[int, Label]) -> list[float]:
-        labeled_groups = {self.groups[j] for j in labels} - {None}
+    def _cum_weights(self, labels: dict[int, Label]) -> list[float]:
+        """Cumulative sampling weights: an unlabeled example related to a labeled one (same
+        group, or a constraint partner) weighs ``related_weight``, every other example 1.
+
+        Kept up to date incrementally: a step labels at most a few new examples, and only
+        their group and partners change weight. ``choices(cum_weights=...)`` draws exactly
+        what ``choices(weights=...)`` draws, so seeds and checkpoints mean what they meant.
+        """
+        key = frozenset(labels)
+        added = key - self._cum_key
+        if self._cum_key - key or len(added) > 64:  # labels removed (resume, best state)
+            self._weights = [1.0] * self.n
+            added = key
         w = self.config.related_weight
-        out = []
-        for i in range(self.n):
-            related = i not in labels and (
-                self.groups[i] in labeled_groups
-                or any(p in labels for p in self.consistency.partners(i))
-            )
-            out.append(w if related else 1.0)
-        return out
+        for j in added:
+            self._weights[j] = 1.0
+            group = self.groups[j]
+            related = self._members.get(group, []) if group is not None else []
+            for i in (*related, *self.consistency.partners(j)):
+                if i not in key:
+                    self._weights[i] = w
+        if added or self._cum_key - key:
+            self._cum = list(itertools.accumulate(self._weights))
+        self._cum_key = key
+        return self._cum
 
     async def _fix(self, state: State) -> State:
         """Algorithm 2: repair one sampled inconsistent pair per round, keeping the best
