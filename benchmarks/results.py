@@ -287,8 +287,9 @@ def section(
     lines = [
         f"## {spec.name}",
         "",
-        f"{spec.note}. Task `{spec.task}`; {n_train} train / {n_test} test examples "
-        f"(gold-derived columns dropped: {', '.join(spec.drop) or 'none'}). "
+        f"{spec.note[:1].upper()}{spec.note[1:]}. Task `{spec.task}`; "
+        f"{n_train} train / {n_test} test examples "
+        f"(columns dropped, gold-derived or unused: {', '.join(spec.drop) or 'none'}). "
         f"{minutes:.1f} min.",
         "",
         "```sh",

@@ -3,14 +3,15 @@
     python benchmarks/search_cpu.py [--quick] [--n 2560] [--baseline-n 256] [--profile FILE]
 
 The scorer answers every ``predict_many`` at once with a fixed prediction per example (a
-belief about each example, 90 % confident on average, independent of the context), so the
+belief about each example, 80 % confident on average, independent of the context), so the
 search makes progress as over a real model and all the time measured is the search's own:
 sampling, bookkeeping, the energy, ConsistencyFix. Steps = N (the default). The figure is
-time per step at N (target: under 1 ms at N = 2,560) and its ratio to the same at the
-baseline N (how the step cost scales). ``scorer share`` is the part spent inside the
-instant scorer (building the dict it must return). Both tasks: ``truthfulqa`` (synthetic,
-no constraints between distinct claims) and ``gsm8k`` (answer constraints: ConsistencyFix
-runs).
+CPU time per step at N (``time.process_time``: the search's own, whatever else the machine
+runs; the wall time is beside it), target under 1 ms at N = 2,560, and its ratio to the
+same at the baseline N (how the step cost scales). ``scorer share`` is the part spent in
+the instant scorer (building the dict it must return). Both tasks: ``truthfulqa``
+(synthetic, no constraints between distinct claims) and ``gsm8k`` (answer constraints:
+ConsistencyFix runs). ``--profile FILE`` writes a cProfile of each task's N run.
 """
 
 from __future__ import annotations
@@ -123,7 +124,9 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
                 "cpu_ms_per_step": _num(big["cpu_ms_per_step"]) / _num(base["cpu_ms_per_step"]),
             }
         )
-    at = {str(r["task"]): _num(r["ms_per_step"]) for r in rows if r["n"] == args.n}
+    # CPU time (``time.process_time``): the search's own cost, not the waits of a shared
+    # machine's scheduler; the wall time per step is in the rows beside it.
+    at = {str(r["task"]): _num(r["cpu_ms_per_step"]) for r in rows if r["n"] == args.n}
     return {
         "benchmark": "search_cpu",
         "machine": machine(),
@@ -137,8 +140,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
         "results": rows,
         "ratios": ratios,
         "target": {
-            "what": f"under {TARGET_MS:g} ms of search per step at N={args.n}",
-            "ms_per_step": at,
+            "what": f"under {TARGET_MS:g} ms of search CPU per step at N={args.n}",
+            "cpu_ms_per_step": at,
             "met": {task: v < TARGET_MS for task, v in at.items()},
         },
     }
@@ -199,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     assert isinstance(ratios, list)
     for r in ratios:
         print(
-            f"{r['task']}: ms/step at N={r['n']} / at N={r['baseline_n']}: {r['ms_per_step']:.2f}x"
+            f"{r['task']}: CPU ms/step at N={r['n']} / at N={r['baseline_n']}: "
+            f"{r['cpu_ms_per_step']:.2f}x (wall: {r['ms_per_step']:.2f}x)"
         )
     t = doc["target"]
     assert isinstance(t, dict)

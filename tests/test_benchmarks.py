@@ -112,7 +112,11 @@ def test_search_cpu(tmp_path: Path) -> None:
         assert r["labeled_by_search"] > 8  # the search grows its labeled set
         assert (r["constraints"] > 0) == (task == "gsm8k")
     assert {q["task"] for q in doc["ratios"]} == {"truthfulqa", "gsm8k"}
-    assert set(doc["target"]["met"]) == {"truthfulqa", "gsm8k"}
+    assert (
+        set(doc["target"]["met"])
+        == set(doc["target"]["cpu_ms_per_step"])
+        == {"truthfulqa", "gsm8k"}
+    )
 
 
 def test_rerun(tmp_path: Path) -> None:
