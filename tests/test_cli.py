@@ -137,9 +137,17 @@ def test_label_on_the_real_model_then_again_from_cache(
     assert first["gold_examples"] == 12
     assert "agreement with gold" in stdout
 
+    # The same command again: it resumes the finished run's checkpoint, from the cache.
     code, _, _ = run_cli(args, capsys)
     assert code == 0
     again = json.loads((tmp_path / "labels.jsonl.summary.json").read_text())["summary"]
-    assert again["calls"] == 0
-    assert again["cache_hits"] >= first["calls"] - first["cache_hits"]
+    assert again["calls"] == 0 and again["resumed_from_step"] is not None
+    assert [json.loads(line) for line in out.read_text().splitlines()] == rows
+
+    # --restart replays the whole search: every score it needs comes from the disk cache.
+    code, _, _ = run_cli([*args, "--restart"], capsys)
+    assert code == 0
+    replay = json.loads((tmp_path / "labels.jsonl.summary.json").read_text())["summary"]
+    assert replay["calls"] == 0 and replay["resumed_from_step"] is None
+    assert replay["cache_hits"] >= first["calls"]
     assert [json.loads(line) for line in out.read_text().splitlines()] == rows

