@@ -87,6 +87,11 @@ class RunSummary(BaseModel):
     cached_tokens: int
     cache_hits: int
     retries: int
+    backend_counters: dict[str, int] = Field(
+        default_factory=dict,
+        description="a backend's own counters: scores routed to each replica and its failures, "
+        "routing spills and failovers, probe requests, cache tokens of sampled scores",
+    )
     bounded_predictions: int
     wall_time_s: float
     resumed_from_step: int | None = None
@@ -234,6 +239,7 @@ def _result(
         cached_tokens=usage.cached_tokens,
         cache_hits=usage.cache_hits,
         retries=usage.retries,
+        backend_counters=dict(usage.extra),
         bounded_predictions=scorer.stats.bounded,
         wall_time_s=round(wall, 3),
     )

@@ -458,6 +458,8 @@ def test_cli_labels_through_several_replicas(
     assert min(done) > 0  # both replicas did work
     summary = json.loads((tmp_path / "labels.jsonl.summary.json").read_text())["summary"]
     assert 0 < summary["calls"] <= sum(done)  # probes and preflight are not run calls
+    counters = summary["backend_counters"]
+    assert counters["endpoint0_calls"] > 0 and counters["endpoint1_calls"] > 0
     assert "labeled 8 examples" in capsys.readouterr().out
 
 
