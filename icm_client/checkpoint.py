@@ -26,6 +26,12 @@ CHECKPOINT = "checkpoint.json"
 TRAJECTORY = "trajectory.jsonl"
 
 
+def clear_run(path: str | os.PathLike[str]) -> None:
+    """Forget the run in ``path`` (``--restart``); the score cache is untouched."""
+    for name in (CHECKPOINT, TRAJECTORY):
+        (Path(path) / name).unlink(missing_ok=True)
+
+
 class RunStore:
     """Reads and writes one run directory (created with mode 0700: it names the inputs)."""
 
@@ -97,11 +103,6 @@ class RunStore:
     def record(self, step: dict[str, Any]) -> None:
         with self.trajectory_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(step) + "\n")
-
-    def clear(self) -> None:
-        """Forget the run (``--restart``); the score cache is untouched."""
-        self.checkpoint_path.unlink(missing_ok=True)
-        self.trajectory_path.unlink(missing_ok=True)
 
     def _read_steps(self, n: int) -> list[dict[str, Any]]:
         if n == 0 or not self.trajectory_path.exists():

@@ -15,7 +15,7 @@ from ..backends import OpenAICompletions, stack
 from ..backends.base import Backend, ScoreRequest
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
-from ..checkpoint import CHECKPOINT, TRAJECTORY
+from ..checkpoint import CHECKPOINT, clear_run
 from ..dataset import Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..run import LabelConfig, LabelResult, label
@@ -220,8 +220,7 @@ async def run(args: argparse.Namespace) -> int:
 def _prepare_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
     checkpoint = run_dir / CHECKPOINT
     if args.restart:
-        for name in (CHECKPOINT, TRAJECTORY):
-            (run_dir / name).unlink(missing_ok=True)
+        clear_run(run_dir)
     elif checkpoint.exists():
         print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
     elif args.resume:
