@@ -1,4 +1,5 @@
-"""Output files of the CLI: checked before any work, written atomically after it."""
+"""Edges of the CLI: output files (checked before any work, written atomically after it)
+and option errors."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from ..errors import ConfigError
 
@@ -50,3 +53,10 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic(path) as fh:
         json.dump(data, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+
+
+def option_error(exc: ValidationError) -> ConfigError:
+    """The first validation error of a settings model, named as the command-line option."""
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err["loc"])
+    return ConfigError(f"--{where.replace('_', '-')}: {err['msg']}")

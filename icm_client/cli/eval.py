@@ -27,7 +27,7 @@ from ..evaluate.core import demo_pool
 from ..evaluate.manyshot import longest_prompt
 from ..runfiles import RunFiles, read_labels
 from ..tasks import Task, get_task
-from ._io import check_writable, write_json, write_jsonl
+from ._io import check_writable, option_error, write_json, write_jsonl
 from .label import _backend, _fields, _input_path, add_backend_arguments
 
 
@@ -100,9 +100,7 @@ def _config(args: argparse.Namespace) -> EvalConfig:
             bootstrap_folds=args.bootstrap_folds,
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"--{where.replace('_', '-')}: {err['msg']}") from None
+        raise option_error(exc) from None
 
 
 def _load(spec: str, args: argparse.Namespace, task: Task) -> Dataset:

@@ -21,7 +21,7 @@ from ..errors import ConfigError, DataError, TaskError
 from ..run import LabelConfig, LabelResult, label
 from ..search.anneal import SearchConfig, Step
 from ..tasks import Task, get_task
-from ._io import check_writable, write_json, write_jsonl
+from ._io import check_writable, option_error, write_json, write_jsonl
 from .report import save_run_diagnostics
 
 SAMPLES = Path(__file__).parents[1] / "samples"
@@ -158,9 +158,7 @@ def _config(args: argparse.Namespace) -> LabelConfig:
             search=search,
         )
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"--{where.replace('_', '-')}: {err['msg']}") from None
+        raise option_error(exc) from None
 
 
 async def run(args: argparse.Namespace) -> int:
