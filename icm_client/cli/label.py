@@ -259,8 +259,8 @@ async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
         inner,
         cache_dir=cache_dir,
         max_concurrency=limit,
-        max_calls=args.max_calls,
-        max_prompt_tokens=args.max_tokens,
+        max_calls=getattr(args, "max_calls", None),  # budgets: ``icm label`` only
+        max_prompt_tokens=getattr(args, "max_tokens", None),
     )
     if backend is not inner:
         exits.push_async_callback(backend.aclose)

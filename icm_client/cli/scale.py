@@ -1,0 +1,187 @@
+"""``icm scale``: a dataset larger than one context, ICM on a seed set, propagation to the rest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from ..dataset import load_dataset
+from ..errors import ConfigError, DataError, TaskError
+from ..evaluate.manyshot import estimate_tokens
+from ..run import LabelConfig
+from ..scale import Plan, ScaleConfig, ScaleResult, clear_scale_run, label_large
+from ..scale.pipeline import Phase
+from ..search.anneal import SearchConfig
+from ..tasks import get_task
+from ._io import check_writable, option_error, write_json, write_jsonl
+from .label import _backend, _fields, _input_path, _preflight, add_backend_arguments
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "scale",
+        help="label a large dataset: ICM in batches on a seed set, many-shot propagation after",
+    )
+    p.set_defaults(run=run)
+    p.add_argument("input", help="JSON or JSONL (or CSV) file; 'sample:NAME' for a bundled sample")
+    p.add_argument("--task", required=True, help="built-in task name or a task config file")
+    p.add_argument("--out", required=True, type=Path, help="labels JSONL to write")
+    p.add_argument("--summary", type=Path, help="run summary JSON (default: OUT.summary.json)")
+    p.add_argument("--field", action="append", default=[], metavar="FILE_NAME=TASK_NAME")
+    p.add_argument("--limit", type=int, help="use only the first N records")
+    r = p.add_argument_group("run directory (a killed run continues where it stopped)")
+    r.add_argument("--run-dir", type=Path, help="default: OUT.run; the same command resumes")
+    how = r.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="fail unless there is a run to resume")
+    how.add_argument("--restart", action="store_true", help="discard the run (not the cache)")
+    add_backend_arguments(p)
+
+    s = p.add_argument_group("batches and propagation")
+    s.add_argument(
+        "--context-window",
+        type=int,
+        default=4096,
+        help="the model's context in tokens (vLLM: --max-model-len; llama.cpp: per slot); "
+        "sizes the ICM batches and the propagation prompts (default 4096)",
+    )
+    s.add_argument("--batch-tokens", type=int, help="tokens per ICM batch (default: from above)")
+    s.add_argument("--max-demo-tokens", type=int, help="propagation demonstrations (same)")
+    s.add_argument(
+        "--seed-examples",
+        type=int,
+        help="label this many examples (whole groups, at random) by ICM and propagate to the "
+        "rest (default: ICM on everything)",
+    )
+    s.add_argument("--chunk-size", type=int, default=1000, help="examples per propagation chunk")
+    s.add_argument(
+        "--iterative",
+        action="store_true",
+        help="chunk j+1 also takes demonstrations from the chunks up to j",
+    )
+    s.add_argument("--parallel-batches", type=int, default=4, help="ICM searches at once")
+    s.add_argument("--strategy", choices=["exact", "bounded"], default="bounded")
+    s.add_argument("--context-size", type=int, default=16, help="demonstrations for 'bounded'")
+    s.add_argument("--calibrate", action="store_true", help="contextual calibration")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=int, help="annealing steps per batch (default: its size)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _config(args: argparse.Namespace, longest: int) -> ScaleConfig:
+    room = args.context_window - longest - 16  # the target itself and the label word
+    if room < 16:
+        raise ConfigError(
+            f"--context-window {args.context_window} cannot hold the longest example "
+            f"(~{longest} tokens) and any demonstration"
+        )
+    try:
+        search = SearchConfig(seed=args.seed, steps=args.steps)
+        return ScaleConfig(
+            label=LabelConfig(
+                strategy=args.strategy,
+                context_size=args.context_size,
+                calibrate=args.calibrate,
+                search=search,
+            ),
+            batch_tokens=args.batch_tokens or room,
+            max_demo_tokens=args.max_demo_tokens or room,
+            seed_examples=args.seed_examples,
+            chunk_size=args.chunk_size,
+            iterative=args.iterative,
+            parallel_batches=args.parallel_batches,
+            seed=args.seed,
+        )
+    except ValidationError as exc:
+        raise option_error(exc) from None
+
+
+async def run(args: argparse.Namespace) -> int:
+    if args.concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
+    path = _input_path(args.input)
+    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    task = get_task(args.task)
+    longest = 0
+    for ex in dataset.examples:  # fail before any model call if a template field is missing
+        try:
+            longest = max(longest, estimate_tokens(task.render(ex)))
+        except TaskError as exc:
+            raise DataError(str(exc), location=str(path)) from None
+    config = _config(args, longest)
+    summary_path = args.summary or args.out.with_name(args.out.name + ".summary.json")
+    check_writable(args.out)
+    check_writable(summary_path)
+    run_dir = args.run_dir or args.out.with_name(args.out.name + ".run")
+    if args.restart:
+        clear_scale_run(run_dir)
+    elif (run_dir / "scale.json").exists():
+        print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
+    elif args.resume:
+        raise ConfigError(f"--resume: no run in {run_dir}")
+    bars: dict[Phase, tqdm[Any]] = {}
+
+    def on_plan(cut: Plan) -> None:
+        print(
+            f"icm: {len(dataset)} examples: ICM on {cut.seed_size} in {len(cut.batches)} "
+            f"batches, propagation to {cut.rest_size} in {len(cut.chunks)} chunks",
+            file=sys.stderr,
+        )
+        if args.quiet:
+            return
+        steps = sum(args.steps or len(b) for b in cut.batches)
+        bars["icm"] = tqdm(total=steps, desc="icm", unit="step", file=sys.stderr)
+        bars["propagate"] = tqdm(total=cut.rest_size, desc="propagate", unit="ex", file=sys.stderr)
+
+    def on_progress(phase: Phase, n: int) -> None:
+        if phase in bars:
+            bars[phase].update(n)
+
+    async with AsyncExitStack() as exits:
+        backend = await _backend(args, exits)
+        await _preflight(backend, task, dataset.examples, path)
+        try:
+            result = await label_large(
+                dataset.examples,
+                task,
+                backend,
+                config,
+                run_dir=run_dir,
+                on_progress=on_progress,
+                on_plan=on_plan,
+            )
+        finally:
+            for bar in bars.values():
+                bar.close()
+    result = result.with_gold(dataset.gold)
+    write_jsonl(args.out, [r.model_dump() for r in result.rows])
+    write_json(
+        summary_path, {"summary": result.summary.model_dump(), "config": config.model_dump()}
+    )
+    _print_summary(result, args.out, summary_path)
+    return 0
+
+
+def _print_summary(result: ScaleResult, out: Path, summary_path: Path) -> None:
+    s = result.summary
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
+    lines = [
+        f"labeled {s.examples} examples: {s.seed_examples} by ICM in {s.batches} batches, "
+        f"{s.examples - s.seed_examples} by propagation in {s.chunks} chunks -> {out}",
+        f"labels: {counts}; inconsistencies left by ICM: {s.icm_inconsistencies}; "
+        f"repaired in propagation: {s.propagation_repairs}",
+        f"backend calls: {s.calls}, prompt tokens: {s.prompt_tokens} "
+        f"(server-cached {s.cached_tokens}), cache hits: {s.cache_hits}, retries: {s.retries}",
+        f"wall time: {s.wall_time_s:.1f} s; summary -> {summary_path}",
+    ]
+    if s.resumed_batches or s.resumed_chunks:
+        lines.append(f"resumed: {s.resumed_batches} batches and {s.resumed_chunks} chunks done")
+    for name, value in (("ICM", s.gold_agreement_icm), ("propagated", s.gold_agreement_propagated)):
+        if value is not None:
+            lines.append(f"agreement with gold labels ({name}, evaluation only): {value:.1%}")
+    print("\n".join(lines))
