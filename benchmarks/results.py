@@ -322,12 +322,16 @@ def document(
         by = {c["name"]: c for c in ev["conditions"]}
         cells = [acc_cell(by[n]) if n in by else "—" for n in names]
         table.append(f"| {name} | {pct(ev['majority_accuracy'])} | " + " | ".join(cells) + " |")
-    command = "python benchmarks/results.py" + (" --quick" if args.quick else "")
+    named = ((args.work, "$WORK"), (args.data, "$DATA"))
+    placeholders = {str(p): n for p, n in named if p is not None}
+    argv = [placeholders.get(a) or shlex.quote(a) for a in sys.argv[1:]]
+    command = " ".join(["python benchmarks/results.py", *argv])
     mode = (
         "**Quick mode**: a handful of examples per task, to check the pipeline end to end. "
         "These numbers are noise; run without `--quick` for the real document."
         if args.quick
-        else "Full mode."
+        else "Sizes as in the settings below (the script's defaults are larger: 200 examples "
+        "per task, 16 demonstrations, hours on a CPU)."
     )
     return "\n".join(
         [
