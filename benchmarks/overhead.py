@@ -12,7 +12,13 @@ that opens the connections. Figures:
   1.0 means the client adds nothing;
 * client CPU per request: ``time.process_time()`` of this process (the client only: the
   server is another process), divided by the requests;
+* client CPU share: client CPU time / wall time; near the share of a core the machine's
+  load leaves this process, the client is CPU-bound (throughput = share / CPU per request);
 * server CPU per request, to show the server is not the bottleneck.
+
+Clients: the stack as built (the lean transport for ``http://``), the same stack over
+httpx2's own transport (the baseline of the "vs httpx2" column), each HTTP client alone
+(the same bodies through ``httpx2.AsyncClient``, lean or not), and a minimal asyncio client.
 
 Targets (issue 6): >= 95 % of ideal at concurrency 256, < 0.5 ms client CPU per request.
 ``--profile FILE`` writes a cProfile of the client at the highest concurrency.
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -35,6 +42,7 @@ import httpx2
 from _sim import MODEL, SimServer, machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, stack
+from icm_client.backends.lean import LeanTransport
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = (" True", " False")
@@ -63,11 +71,12 @@ Run = Callable[[int, int], Awaitable[None]]  # (first request id, count)
 
 
 @asynccontextmanager
-async def icm_stack(url: str, c: int, chars: int) -> AsyncIterator[Run]:
-    """The measured client: ``stack(OpenAICompletions(...))``, all requests started at once."""
-    backend = stack(
-        OpenAICompletions(url, MODEL, provider="generic"), max_concurrency=c, cache_dir=False
-    )
+async def icm_stack(url: str, c: int, chars: int, *, lean: bool = True) -> AsyncIterator[Run]:
+    """The measured client: ``stack(OpenAICompletions(...))``, all requests started at once;
+    its own client (the lean transport for ``http://``) or ``lean=False``: httpx2's."""
+    client = None if lean else httpx2.AsyncClient(timeout=120.0)
+    inner = OpenAICompletions(url, MODEL, provider="generic", client=client)
+    backend = stack(inner, max_concurrency=c, cache_dir=False)
 
     async def run(first: int, count: int) -> None:
         requests = [ScoreRequest(prompt(i, chars), LABELS) for i in range(first, first + count)]
@@ -77,14 +86,18 @@ async def icm_stack(url: str, c: int, chars: int) -> AsyncIterator[Run]:
         yield run
     finally:
         await backend.aclose()
+        if client is not None:
+            await client.aclose()
 
 
 @asynccontextmanager
-async def httpx_alone(url: str, c: int, chars: int) -> AsyncIterator[Run]:
-    """Baseline, the HTTP library alone: the same bodies through an ``httpx2.AsyncClient``
-    built as ``OpenAICompletions`` builds it, bounded by a ``CapacityLimiter``."""
+async def http_alone(url: str, c: int, chars: int, *, lean: bool = False) -> AsyncIterator[Run]:
+    """The HTTP library alone: the same bodies through an ``httpx2.AsyncClient`` built as
+    ``OpenAICompletions`` builds it (httpx2's transport, or ``lean``), bounded by a
+    ``CapacityLimiter``."""
     limiter = anyio.CapacityLimiter(c)
-    async with httpx2.AsyncClient(timeout=120.0) as client:
+    transport = LeanTransport() if lean else None
+    async with httpx2.AsyncClient(timeout=120.0, transport=transport) as client:
 
         async def one(body: dict[str, object]) -> None:
             async with limiter:
@@ -143,9 +156,13 @@ async def _burst(fn: Callable[[Any], Coroutine[Any, Any, object]], items: Sequen
 
 CLIENTS: dict[str, Callable[[str, int, int], AbstractAsyncContextManager[Run]]] = {
     "icm stack": icm_stack,
-    "httpx2 alone": httpx_alone,
+    "icm stack, httpx2": functools.partial(icm_stack, lean=False),
+    "lean alone": functools.partial(http_alone, lean=True),
+    "httpx2 alone": http_alone,
     "minimal asyncio": minimal,
 }
+BASELINE = "icm stack, httpx2"
+"""The "vs httpx2" column: CPU per request over the same stack's on httpx2's transport."""
 
 
 async def measure(
@@ -186,6 +203,7 @@ async def measure(
         "ideal_rps": round(c / latency, 1),
         "throughput_over_ideal": round(ideal / wall, 4),
         "client_cpu_ms_per_request": round(cpu * 1000 / n, 4),
+        "client_cpu_share": round(cpu / wall, 3),
         "server_cpu_ms_per_request": round(
             (server_after["cpu_s"] - server_before["cpu_s"]) * 1000 / n, 4
         ),
@@ -203,7 +221,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
                 rows.append(row)
     by = {(r["client"], r["concurrency"]): r for r in rows}
     for r in rows:
-        base = by.get(("httpx2 alone", r["concurrency"]))
+        base = by.get((BASELINE, r["concurrency"]))
         r["cpu_over_httpx2"] = (
             round(_num(r["client_cpu_ms_per_request"]) / _num(base["client_cpu_ms_per_request"]), 3)
             if base is not None
@@ -222,8 +240,11 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "HTTP/1.1 keep-alive, one fixed answer)",
             "clients": {
                 "icm stack": "stack(OpenAICompletions(provider='generic'), max_concurrency=c, "
-                "cache_dir=False): the measured client",
-                "httpx2 alone": "baseline: the same requests through httpx2.AsyncClient",
+                "cache_dir=False): the measured client (lean transport for http://)",
+                "icm stack, httpx2": "baseline: the same stack over httpx2's own transport",
+                "lean alone": "the same requests through httpx2.AsyncClient(transport="
+                "LeanTransport())",
+                "httpx2 alone": "the same requests through httpx2.AsyncClient",
                 "minimal asyncio": "floor: plain asyncio streams, c keep-alive connections",
             },
         },
@@ -271,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "throughput/ideal",
         "client CPU ms/req",
         "vs httpx2",
+        "CPU share",
         "server CPU ms/req",
     ]
     keys = [
@@ -283,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "throughput_over_ideal",
         "client_cpu_ms_per_request",
         "cpu_over_httpx2",
+        "client_cpu_share",
         "server_cpu_ms_per_request",
     ]
     print(table(headers, [[r[k] for k in keys] for r in rows]))

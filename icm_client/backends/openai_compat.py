@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from ..aio import gather
 from ..errors import CapabilityError, ConfigError, PermanentBackendError
 from .base import ScoreRequest, ScoreResult, Usage
+from .lean import http_client
 from .logprobs import (
     Entry,
     echo_sequences,
@@ -69,6 +70,8 @@ class OpenAICompletions:
     The API key comes from ``api_key`` or else from ``$api_key_env``; it is kept as a
     ``SecretStr`` and never shown in ``repr``, ``identity`` or error messages. ``client`` is
     the test seam (``httpx2.MockTransport``); a client passed in is not closed by ``aclose``.
+    Without one, a plain ``http://`` server is reached through ``lean.LeanTransport`` (a
+    fraction of httpx2's CPU per request; ``ICM_HTTP_TRANSPORT=httpx`` opts out).
     """
 
     def __init__(
@@ -99,7 +102,7 @@ class OpenAICompletions:
             api_key=SecretStr(key) if key else None,
             api_key_env=api_key_env,
             timeout=timeout,
-            client=client if client is not None else httpx2.AsyncClient(timeout=timeout),
+            client=client if client is not None else http_client(base_url, timeout),
         )
         self._http.model = model or None
         if isinstance(provider, Profile):
