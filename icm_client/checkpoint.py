@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,37 @@ class RunStore:
         tmp = self.trajectory_path.with_name(f".{TRAJECTORY}.tmp")
         tmp.write_text("".join(json.dumps(s) + "\n" for s in steps), encoding="utf-8")
         os.replace(tmp, self.trajectory_path)
+
+
+class Checkpointer:
+    """Saves a search's checkpoints to ``store``, but not after every step of a replay.
+
+    A checkpoint is an fsync'd file (several ms on a slow disk); a run re-run from its cache
+    (``--restart``) accepts a step every few ms. A checkpoint is written at once when the
+    backend answered a call since the last one (``calls`` counts them), else when the last
+    one is ``every_s`` old, and at ``flush``. A kill can then lose only steps that asked the
+    backend nothing: a resumed run replays them from the cache, which is cheap, and decides
+    them as before. The file on disk is always a whole, fsync'd checkpoint.
+    """
+
+    def __init__(self, store: RunStore, calls: Callable[[], int], every_s: float = 1.0) -> None:
+        self.store = store
+        self.calls = calls
+        self.every_s = every_s
+        self._calls = calls()
+        self._written = time.monotonic()
+        self._pending: Checkpoint | None = None
+
+    def save(self, checkpoint: Checkpoint) -> None:
+        calls, now = self.calls(), time.monotonic()
+        if calls == self._calls and now - self._written < self.every_s:
+            self._pending = checkpoint
+            return
+        self.store.save(checkpoint)
+        self._calls, self._written, self._pending = calls, now, None
+
+    def flush(self) -> None:
+        """Write the checkpoint held back, if any (at the end of a run, or when it fails)."""
+        if self._pending is not None:
+            self.store.save(self._pending)
+            self._pending = None

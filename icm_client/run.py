@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends.base import Backend, prepare
-from .checkpoint import RunStore
+from .checkpoint import Checkpointer, RunStore
 from .dataset import Example, GoldLabels, examples_of
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
@@ -156,8 +156,8 @@ async def label(
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
-    With ``run_dir`` the run checkpoints there after every accepted step and, when the
-    directory holds a checkpoint of the same run, continues from it (see ``checkpoint``).
+    With ``run_dir`` the run checkpoints there after accepted steps (see ``Checkpointer``)
+    and, when the directory holds a checkpoint of the same run, continues from it.
     """
     config = config or LabelConfig()
     exs = examples_of(examples)
@@ -167,6 +167,7 @@ async def label(
         RunStore(run_dir, fingerprint(task, exs, config, backend)) if run_dir is not None else None
     )
     resume, past = store.load() if store is not None else (None, [])
+    saver = Checkpointer(store, lambda: backend.usage.calls) if store is not None else None
 
     def step_done(step: Step) -> None:
         if store is not None:
@@ -184,9 +185,13 @@ async def label(
         len(task.labels),
         config.search,
         step_done,
-        store.save if store is not None else None,
+        saver.save if saver is not None else None,
     )
-    result = await search.run(resume)
+    try:
+        result = await search.run(resume)
+    finally:
+        if saver is not None:
+            saver.flush()
     out = _result(task, backend, exs, config, result, scorer, time.perf_counter() - start)
     if resume is None:
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -108,3 +109,50 @@ async def test_bounded_strategy_rescoring_touches_only_affected_targets() -> Non
     await scorer.predict_many(list(range(30)), {**labels, changed: 1 - labels[changed]})
     assert backend.usage.calls == 30 + len(affected)
     assert len(affected) < 30
+
+
+def test_bounded_context_is_the_smallest_keys_whatever_the_call_history() -> None:
+    # The strategy ranks incrementally and remembers the sets it was called with; whatever
+    # came before (sets growing and shrinking, a tuple passed again), a context must be the
+    # ``size`` other labeled examples of smallest (key, index), in dataset order.
+    rng = random.Random(3)
+    ids = [f"ex{i}" for i in range(40)]
+    for size in (1, 3, 8):
+        strategy = BoundedContext(ids, size=size, seed=4)
+        labeled: set[int] = set()
+        for _ in range(150):
+            if rng.random() < 0.7:
+                labeled.add(rng.randrange(40))
+            elif labeled:
+                labeled.discard(rng.choice(sorted(labeled)))
+            ordered = sorted(labeled)
+            call: list[int] | tuple[int, ...] = tuple(ordered) if rng.random() < 0.5 else ordered
+            for target in rng.sample(range(40), 6):
+                others = [j for j in ordered if j != target]
+                best = sorted(others, key=lambda j: (strategy._key(target, j), j))[:size]
+                assert strategy.context(target, call) == sorted(best)
+
+
+async def test_identical_prompts_of_different_examples_are_paid_once() -> None:
+    # Examples 1 and 2 read the same: with the same labels, 1's prompt (0, 2, then 1) and
+    # 2's prompt (0, 1, then 2) are the same text, and are asked once.
+    examples = [Example("a", {"q": "alpha"}), Example("b", {"q": "beta"})]
+    examples.append(Example("c", {"q": "beta"}))
+    backend = RecordingBackend()
+    scorer = ContextScorer(TASK, examples, backend)
+    preds = await scorer.predict_many([0, 1, 2], {0: 0, 1: 1, 2: 1})
+    assert backend.usage.calls == 2 and scorer.stats.memo_hits == 1
+    assert preds[1] == preds[2]
+    assert backend.prompts[1] == scorer.prompt(1, {0: 0, 1: 1, 2: 1})
+
+
+async def test_a_relabeled_demonstration_changes_the_prompt_asked() -> None:
+    backend = RecordingBackend()
+    scorer = ContextScorer(TASK, EXAMPLES, backend)
+    await scorer.predict_many([0], {0: 0, 3: 0})
+    await scorer.predict_many([0], {0: 0, 3: 1})
+    await scorer.predict_many([0], {0: 1, 3: 1})  # the target's own label is not in its prompt
+    assert backend.prompts == [
+        "Q: question 3\nI think this Claim is True\n\nQ: question 0\nI think this Claim is",
+        "Q: question 3\nI think this Claim is False\n\nQ: question 0\nI think this Claim is",
+    ]

@@ -12,6 +12,13 @@ and recomputed. Nothing is ever evicted (eviction policy ``none``, no culling): 
 have cost real money. The directory is private (mode 0700): prompts are user data. Several
 processes may share one directory; diskcache serialises their writes through SQLite, and
 two processes that compute the same key store the same value.
+
+Reads run on the event loop, not in a worker thread: with eviction policy ``none`` and no
+statistics a diskcache read is one SELECT in SQLite's WAL mode, which neither writes nor
+waits for writers, and costs microseconds where a thread hand-off costs far more (a re-run
+answered from the cache makes thousands). Their connection gives up on a lock after
+``_READ_WAIT_S`` (readers are locked out only in rare moments, such as the recovery after a
+crash) and the read then waits in a thread. Writes and deletes always run in a thread.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ CACHE_VERSION = 1
 """Bump when the meaning of a cached score changes; old entries then simply miss."""
 
 CACHE_DIR_ENV = "ICM_CACHE_DIR"
+
+_SETTINGS: dict[str, Any] = {"eviction_policy": "none", "size_limit": 2**62, "cull_limit": 0}
+_READ_WAIT_S = 0.05
 
 T = TypeVar("T")
 
@@ -116,12 +126,9 @@ class Cached:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
         try:
             _private_directory(self.directory)
-            self._cache = diskcache.Cache(
-                str(self.directory),
-                eviction_policy="none",
-                size_limit=2**62,
-                cull_limit=0,
-                disk=_JSONOnlyDisk,
+            self._cache = diskcache.Cache(str(self.directory), disk=_JSONOnlyDisk, **_SETTINGS)
+            self._reader = diskcache.Cache(
+                str(self.directory), timeout=_READ_WAIT_S, disk=_JSONOnlyDisk, **_SETTINGS
             )
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             raise ConfigError(
@@ -197,7 +204,10 @@ class Cached:
 
     async def _get(self, key: str, request: ScoreRequest) -> ScoreResult | None:
         try:
-            raw = await self._run(self._cache.get, key)
+            try:
+                raw = self._reader.get(key)  # on the event loop (see the module docstring)
+            except (sqlite3.OperationalError, diskcache.Timeout):  # locked: wait off the loop
+                raw = await self._run(self._cache.get, key)
             return None if raw is None else _decode(raw, request)
         except ValueError as exc:  # JSONDecodeError, from_json, _decode, _JSONOnlyDisk
             warnings.warn(
@@ -229,6 +239,7 @@ class Cached:
 
     def close(self) -> None:
         """Close the cache (not ``inner``)."""
+        self._reader.close()
         self._cache.close()
 
     async def aclose(self) -> None:

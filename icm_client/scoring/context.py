@@ -23,8 +23,10 @@ the target's whole context, so the server's prefix cache makes the extra call ch
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -45,7 +47,8 @@ class ContextStrategy(Protocol):
     def name(self) -> str: ...
 
     def context(self, target: int, labeled: Sequence[int]) -> list[int]:
-        """``labeled`` is the sorted list of labeled indices (it may contain ``target``)."""
+        """``labeled``: the labeled indices, ascending (it may contain ``target``); the
+        scorer passes one tuple for all the targets of a batch."""
         ...
 
 
@@ -59,6 +62,17 @@ class ExactContext:
         return [j for j in labeled if j != target]
 
 
+class _Ranking:
+    """One target's ranking of the examples met so far (see ``BoundedContext``)."""
+
+    __slots__ = ("order", "ranks", "upto")
+
+    def __init__(self) -> None:
+        self.ranks: list[int] = []  # ``key << 32 | j``, ascending: by key, then index
+        self.order: list[int] = []  # the ``j`` of each rank
+        self.upto = 0  # how many of ``BoundedContext._met`` are ranked
+
+
 @dataclass
 class BoundedContext:
     """At most ``size`` demonstrations, chosen by a keyed hash of the two example ids."""
@@ -67,13 +81,17 @@ class BoundedContext:
     size: int = 32
     seed: int = 0
     name: str = "bounded"
-    # Per target, every example met so far in its ``labeled``, ranked: ``key << 32 | j``,
-    # sorted, i.e. by key then index (the order of a stable sort by key of the ascending
+    # Every example met so far in a ``labeled``, in order of arrival, and per target those
+    # ranked by key then index (the order of a stable sort by key of the ascending
     # ``labeled``). The search calls ``context`` for every labeled target at every
-    # evaluation; walking this ranking costs about ``size`` steps instead of a key lookup
-    # per labeled example.
-    _ranked: dict[int, list[int]] = field(default_factory=dict, repr=False)
-    _met: dict[int, set[int]] = field(default_factory=dict, repr=False)
+    # evaluation: a call ranks the examples that arrived since its target's last call and
+    # takes the first ``size`` wanted ones of its ranking (about ``size`` steps), instead of
+    # a key lookup per labeled example. A tuple ``labeled`` (immutable) that is the same
+    # object as in the last call reuses that call's set: the scorer passes one per batch.
+    _met: list[int] = field(default_factory=list, repr=False)
+    _met_set: set[int] = field(default_factory=set, repr=False)
+    _rankings: dict[int, _Ranking] = field(default_factory=dict, repr=False)
+    _last: tuple[tuple[int, ...], frozenset[int]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.size < 1:
@@ -85,26 +103,40 @@ class BoundedContext:
         ).digest()
         return int.from_bytes(digest, "big")
 
+    def _members(self, labeled: Sequence[int]) -> frozenset[int]:
+        if self._last is not None and self._last[0] is labeled:
+            return self._last[1]
+        members = frozenset(labeled)
+        if fresh := members - self._met_set:
+            self._met += sorted(fresh)
+            self._met_set |= fresh
+        if isinstance(labeled, tuple):
+            self._last = (labeled, members)
+        return members
+
     def context(self, target: int, labeled: Sequence[int]) -> list[int]:
-        wanted = set(labeled)
-        wanted.discard(target)
-        if len(wanted) <= self.size:
+        members = self._members(labeled)
+        if len(members) - (target in members) <= self.size:
             return [j for j in labeled if j != target]
-        ranked = self._ranked.setdefault(target, [])
-        met = self._met.setdefault(target, set())
-        new = wanted - met
-        if new:
-            met |= new
-            ranked += [self._key(target, j) << 32 | j for j in new]
-            ranked.sort()
-        chosen: list[int] = []
-        for rank in ranked:
-            j = rank & 0xFFFFFFFF
-            if j in wanted:
-                chosen.append(j)
-                if len(chosen) == self.size:
-                    break
-        return sorted(chosen)
+        ranking = self._rankings.get(target)
+        if ranking is None:
+            ranking = self._rankings[target] = _Ranking()
+        if ranking.upto < len(self._met):
+            met = self._met[ranking.upto :]
+            ranking.upto = len(self._met)
+            new = [(self._key(target, j) << 32 | j, j) for j in met if j != target]
+            if len(new) <= 8:  # the usual case: an example or two labeled since the last call
+                for rank, j in new:
+                    at = bisect.bisect(ranking.ranks, rank)
+                    ranking.ranks.insert(at, rank)
+                    ranking.order.insert(at, j)
+            else:
+                merged = sorted([*zip(ranking.ranks, ranking.order, strict=True), *new])
+                ranking.ranks = [rank for rank, _ in merged]
+                ranking.order = [j for _, j in merged]
+        chosen = list(itertools.islice(filter(members.__contains__, ranking.order), self.size))
+        chosen.sort()
+        return chosen
 
 
 @dataclass
@@ -119,11 +151,20 @@ class ScorerStats:
 _FLOOR = -100.0
 
 
+#: What a target's prompt is made of: (target, demonstrations in prompt order, their labels).
+#: Equal keys make equal prompts (and equal content-free prompts).
+_Key = tuple[int, tuple[int, ...], tuple[int, ...]]
+
+
 class ContextScorer:
     """Scores targets through a backend, one request per distinct prompt.
 
-    Raw scores are memoised by the exact prompt text, so an assignment that was scored once
-    is never paid for twice in a run (the disk cache does the same across runs).
+    Raw scores are memoised by a digest of the exact prompt text, so an assignment that was
+    scored once is never paid for twice in a run (the disk cache does the same across runs).
+    Predictions are memoised by the prompt's parts (``_Key``): the search asks for every
+    labeled target at every evaluation and most of those prompts were built before, so a
+    repeat costs a tuple of indices instead of joining and hashing kilobytes of text, and
+    no prompt text stays in memory.
     """
 
     def __init__(
@@ -145,18 +186,20 @@ class ContextScorer:
         fields = dict.fromkeys(k for ex in self.examples for k in ex.fields)
         self._content_free = task.render(Example("content-free", dict.fromkeys(fields, "N/A")))
         self._demos: dict[tuple[int, int], str] = {}
-        self._memo: dict[str, ScoreResult] = {}
-        self._pending: dict[str, anyio.Event] = {}
+        self._memo: dict[bytes, ScoreResult] = {}  # prompt digest -> raw score
+        self._pending: dict[bytes, anyio.Event] = {}
+        self._predictions: dict[_Key, Prediction] = {}
 
     def prompt(self, target: int, labels: Assignment, labeled: Sequence[int] | None = None) -> str:
-        return self._context(target, labels, labeled) + self._rendered[target]
+        key = self._prompt_key(target, labels, sorted(labels) if labeled is None else labeled)
+        return self._text(key[1], key[2]) + self._rendered[target]
 
-    def _context(
-        self, target: int, labels: Assignment, labeled: Sequence[int] | None = None
-    ) -> str:
-        if labeled is None:
-            labeled = sorted(labels)
-        return "".join(self._demo(j, labels[j]) for j in self.strategy.context(target, labeled))
+    def _prompt_key(self, target: int, labels: Assignment, labeled: Sequence[int]) -> _Key:
+        ctx = tuple(self.strategy.context(target, labeled))
+        return target, ctx, tuple(map(labels.__getitem__, ctx))
+
+    def _text(self, ctx: Sequence[int], labs: Sequence[int]) -> str:
+        return "".join([self._demo(j, y) for j, y in zip(ctx, labs, strict=True)])
 
     def _demo(self, j: int, label: int) -> str:
         text = self._demos.get((j, label))
@@ -168,21 +211,46 @@ class ContextScorer:
     async def predict_many(
         self, targets: Sequence[int], labels: Assignment
     ) -> dict[int, Prediction]:
-        labeled = sorted(labels)
-        contexts = {t: self._context(t, labels, labeled) for t in targets}
-        prompts = {t: c + self._rendered[t] for t, c in contexts.items()}
-        nulls = {t: c + self._content_free for t, c in contexts.items()} if self.calibrate else {}
-        self.stats.predictions += len(prompts)
+        labeled = tuple(sorted(labels))  # one immutable object: see BoundedContext
+        keys = {t: self._prompt_key(t, labels, labeled) for t in targets}
+        known = self._predictions
+        missing = sorted(t for t, k in keys.items() if k not in known)
+        self.stats.predictions += len(keys)
+        self.stats.memo_hits += (len(keys) - len(missing)) * self._prompts_per_target
+        if missing:
+            await self._predict(missing, keys)
+        return {t: known[k] for t, k in keys.items()}
+
+    async def _predict(self, targets: list[int], keys: dict[int, _Key]) -> None:
+        """Score the prompts of ``targets`` that no earlier call scored, and memoise."""
         # Requests go out in target order: neighbouring targets share the longest prefixes;
         # a target's content-free prompt right after it shares its whole context.
-        wanted = [q for t in sorted(prompts) for q in (prompts[t], nulls.get(t)) if q is not None]
-        todo = list(dict.fromkeys(q for q in wanted if q not in self._memo))
-        self.stats.memo_hits += len(wanted) - len(todo)
+        texts: dict[bytes, str] = {}
+        prompts: dict[int, tuple[bytes, bytes | None]] = {}
+        for t in targets:
+            _, ctx, labs = keys[t]
+            context = self._text(ctx, labs)
+            prompt = self._add(texts, context + self._rendered[t])
+            null = self._add(texts, context + self._content_free) if self.calibrate else None
+            prompts[t] = (prompt, null)
+        todo = [d for d in texts if d not in self._memo]
+        self.stats.memo_hits += len(targets) * self._prompts_per_target - len(todo)
         if todo:
-            await gather([functools.partial(self._score, q) for q in todo])
-        return {t: self._prediction(p, nulls.get(t)) for t, p in prompts.items()}
+            await gather([functools.partial(self._score, d, texts[d]) for d in todo])
+        for t, (prompt, null) in prompts.items():
+            self._predictions[keys[t]] = self._prediction(prompt, null)
 
-    def _prediction(self, prompt: str, null: str | None) -> Prediction:
+    @property
+    def _prompts_per_target(self) -> int:
+        return 2 if self.calibrate else 1
+
+    @staticmethod
+    def _add(texts: dict[bytes, str], prompt: str) -> bytes:
+        digest = hashlib.blake2b(prompt.encode(), digest_size=16).digest()
+        texts.setdefault(digest, prompt)
+        return digest
+
+    def _prediction(self, prompt: bytes, null: bytes | None) -> Prediction:
         raw = self._memo[prompt]
         if null is None:
             return Prediction.from_raw(raw.logprobs, any(raw.bounded))
@@ -193,20 +261,20 @@ class ContextScorer:
         ]
         return Prediction.from_raw(calibrated, any(raw.bounded) or any(base.bounded))
 
-    async def _score(self, prompt: str) -> None:
+    async def _score(self, digest: bytes, prompt: str) -> None:
         # Concurrent evaluations (ConsistencyFix options) often need the same prompt: the
         # first asks the backend, the others wait for its answer instead of paying again.
-        while prompt not in self._memo:
-            pending = self._pending.get(prompt)
+        while digest not in self._memo:
+            pending = self._pending.get(digest)
             if pending is not None:
                 await pending.wait()
                 continue
-            self._pending[prompt] = event = anyio.Event()
+            self._pending[digest] = event = anyio.Event()
             try:
                 result = await self.backend.score(ScoreRequest(prompt, self.task.labels))
                 if any(result.bounded):
                     self.stats.bounded += 1
-                self._memo[prompt] = result
+                self._memo[digest] = result
             finally:
-                del self._pending[prompt]
+                del self._pending[digest]
                 event.set()

@@ -1,0 +1,103 @@
+"""Checkpointer: a checkpoint is written at once after a step that asked the backend, held
+back after steps answered from the cache, and written at the end of a run all the same."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from icm_client.backends import Cached
+from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.checkpoint import Checkpointer, RunStore
+from icm_client.dataset import Example
+from icm_client.run import LabelConfig, label
+from icm_client.search.anneal import Checkpoint, SearchConfig
+from icm_client.tasks import get_task
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def checkpoint(n: int) -> Checkpoint:
+    return Checkpoint(n, {0: n % 2}, random.Random(n).getstate())
+
+
+def written(store: RunStore) -> int | None:
+    if not store.checkpoint_path.exists():
+        return None
+    n = json.loads(store.checkpoint_path.read_text())["checkpoint"]["n"]
+    assert isinstance(n, int)
+    return n
+
+
+def test_steps_that_asked_nothing_wait_for_a_paid_step_or_the_flush(tmp_path: Path) -> None:
+    store, calls = RunStore(tmp_path, "fp"), [5]
+    saver = Checkpointer(store, lambda: calls[0], every_s=3600)
+    saver.save(checkpoint(0))
+    assert written(store) is None  # nothing asked since the saver started
+    calls[0] += 2
+    saver.save(checkpoint(1))
+    assert written(store) == 1
+    saver.save(checkpoint(2))
+    saver.save(checkpoint(3))
+    assert written(store) == 1
+    calls[0] += 1
+    saver.save(checkpoint(4))  # the latest state, at once
+    assert written(store) == 4
+    saver.save(checkpoint(5))
+    saver.flush()
+    assert written(store) == 5
+    saver.flush()  # nothing held back: nothing written
+    assert written(store) == 5
+
+
+def test_with_no_interval_every_checkpoint_is_written(tmp_path: Path) -> None:
+    store = RunStore(tmp_path, "fp")
+    saver = Checkpointer(store, lambda: 0, every_s=0)
+    for n in range(3):
+        saver.save(checkpoint(n))
+        assert written(store) == n
+
+
+class HashBackend:
+    identity = "hash"
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        self.usage.calls += 1
+        h = hashlib.sha256(request.prompt.encode()).digest()
+        return ScoreResult((-h[0] / 64, -h[1] / 64), (False, False))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_run_from_the_cache_ends_with_its_last_checkpoint_written(tmp_path: Path) -> None:
+    examples = [
+        Example(f"e{i}", {"statement": f"C{i} is in K{i % 3}.", "city": f"C{i}", "country": "K"})
+        for i in range(10)
+    ]
+    task, config = get_task("cities"), LabelConfig(search=SearchConfig(steps=30, seed=2))
+    paid, replay, resumed = HashBackend(), HashBackend(), HashBackend()
+    caches = [Cached(backend, tmp_path / "cache") for backend in (paid, replay, resumed)]
+    first = await label(examples, task, caches[0], config)
+    again = await label(examples, task, caches[1], config, run_dir=tmp_path / "run")
+    assert paid.usage.calls > 0 and replay.usage.calls == 0 and again.rows == first.rows
+    last = max(s["n"] for s in again.trajectory if s["accepted"])
+    assert isinstance(last, int)
+    assert written(RunStore(tmp_path / "run", "")) == last
+    done = await label(examples, task, caches[2], config, run_dir=tmp_path / "run")
+    assert done.summary.resumed_from_step == last and done.rows == first.rows
+    assert resumed.usage.calls == 0
+    for cache in caches:
+        cache.close()
