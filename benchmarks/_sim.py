@@ -7,14 +7,17 @@ progress over it as over a real model, so costs grow as in a real run), served
 by a minimal asyncio HTTP/1.1 keep-alive server in a CHILD process: it does not share the
 client's GIL, its CPU time is not the client's, and it answers thousands of requests a
 second, so the benchmarks measure the client, not the server. ``--latency`` delays every
-completion (not the server's CPU).
+completion (not the server's CPU). ``--capacity`` serves at most that many completions at
+once and queues the rest, like a GPU server with a fixed number of slots (default: no
+limit, every request is served at once).
 
 ``usage.prompt_tokens`` is the toy tokenizer's count (words with their leading space,
 punctuation marks, runs of whitespace): close to a BPE tokenizer's count on English prose.
 ``usage.prompt_tokens_details.cached_tokens`` is what an unbounded prefix cache of 16-token
 blocks would have served (``PrefixCache``), as vLLM and OpenAI report it.
 
-    python benchmarks/_sim.py [--latency 0.05]   # prints the port, serves until stdin closes
+    # prints the port, serves until stdin closes
+    python benchmarks/_sim.py [--latency 0.05] [--capacity 4]
 """
 
 from __future__ import annotations
@@ -168,9 +171,13 @@ class PrefixCache:
 
 
 class _Server:
-    def __init__(self, latency: float, model: str) -> None:
+    def __init__(self, latency: float, model: str, capacity: int | None = None) -> None:
         self.latency = latency
         self.model = model
+        # A completion holds a slot for its answer and its latency; the rest wait their turn.
+        self.slots = asyncio.Semaphore(capacity) if capacity is not None else None
+        self.in_service = self.in_service_peak = self.queued = self.queued_peak = 0
+        self.busy_s = 0.0  # slot-seconds spent serving completions
         self.cache = PrefixCache()
         self.cached_tokens = 0
         # "canned": one fixed answer, the request body unread, so that a server process
@@ -188,6 +195,9 @@ class _Server:
                 "prompt_tokens": self.prompt_tokens,
                 "cached_tokens": self.cached_tokens,
                 "cpu_s": time.process_time(),
+                "in_service_peak": self.in_service_peak,
+                "queued_peak": self.queued_peak,
+                "busy_s": self.busy_s,
             }
         if method == b"POST" and path == b"/reset":  # a fresh server: empty prefix cache
             self.cache = PrefixCache()
@@ -210,6 +220,27 @@ class _Server:
             return 200, answer
         return 404, {"error": {"message": f"no route {path.decode()}", "type": "not_found"}}
 
+    async def complete(self, method: bytes, path: bytes, body: bytes) -> tuple[int, object | bytes]:
+        """A completion: its answer and its latency, in a slot when the capacity is bounded."""
+        self.queued += 1
+        self.queued_peak = max(self.queued_peak, self.queued)
+        if self.slots is not None:
+            await self.slots.acquire()
+        self.queued -= 1
+        self.in_service += 1
+        self.in_service_peak = max(self.in_service_peak, self.in_service)
+        start = time.perf_counter()
+        try:
+            status, payload = self.route(method, path, body)
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            return status, payload
+        finally:
+            self.busy_s += time.perf_counter() - start
+            self.in_service -= 1
+            if self.slots is not None:
+                self.slots.release()
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -222,9 +253,10 @@ class _Server:
                     if name.strip().lower() == b"content-length":
                         length = int(value)
                 body = await reader.readexactly(length) if length else b""
-                status, payload = self.route(method, path, body)
-                if self.latency and path == b"/v1/completions":
-                    await asyncio.sleep(self.latency)
+                if path == b"/v1/completions":
+                    status, payload = await self.complete(method, path, body)
+                else:
+                    status, payload = self.route(method, path, body)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 writer.write(
                     b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
@@ -237,8 +269,8 @@ class _Server:
             writer.close()
 
 
-async def _serve(latency: float, model: str) -> None:
-    handler = _Server(latency, model).handle
+async def _serve(latency: float, model: str, capacity: int | None) -> None:
+    handler = _Server(latency, model, capacity).handle
     server = await asyncio.start_server(handler, "127.0.0.1", 0, backlog=1024)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
@@ -255,13 +287,19 @@ class SimServer:
 
     ``model``: ``belief`` (default), ``hash`` (exactly the stand-in of the tests) or
     ``canned`` (one fixed answer to every completion: the cheapest server, for timing).
+    ``capacity``: completions served at once (slots); the others queue. None: no limit.
     """
 
-    def __init__(self, latency: float = 0.0, model: str = "belief") -> None:
+    def __init__(
+        self, latency: float = 0.0, model: str = "belief", capacity: int | None = None
+    ) -> None:
         if model not in (*MODELS, "canned"):
             raise ValueError(f"unknown stand-in model {model!r}")
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.latency = latency
         self.model = model
+        self.capacity = capacity
         self.cache = PrefixCache()
         self.cached_tokens = 0
         self._proc: subprocess.Popen[str] | None = None
@@ -271,9 +309,17 @@ class SimServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs (for its scheduler statistics)."""
+        return self._proc.pid if self._proc is not None else None
+
     def __enter__(self) -> SimServer:
+        command = [sys.executable, __file__, "--latency", str(self.latency), "--model", self.model]
+        if self.capacity is not None:
+            command += ["--capacity", str(self.capacity)]
         self._proc = subprocess.Popen(
-            [sys.executable, __file__, "--latency", str(self.latency), "--model", self.model],
+            command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -294,7 +340,8 @@ class SimServer:
 
     def stats(self) -> dict[str, float]:
         """Completions answered, prompt tokens counted (and of those, served by the prefix
-        cache) by the server, and its CPU seconds."""
+        cache) by the server, its CPU seconds, the most completions in service and waiting
+        for a slot at once (peaks since start), and the slot-seconds spent serving."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=10) as r:
             data: dict[str, float] = json.loads(r.read())
         return data
@@ -386,6 +433,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--model", choices=[*sorted(MODELS), "canned"], default="belief")
+    parser.add_argument("--capacity", type=int, help="completions served at once (default: all)")
     args = parser.parse_args()
     threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
-    asyncio.run(_serve(args.latency, args.model))
+    asyncio.run(_serve(args.latency, args.model, args.capacity))

@@ -233,6 +233,32 @@ async def test_waits_for_a_slot_when_every_replica_is_saturated() -> None:
     assert all(s.in_flight == 0 for s in routing.stats())
 
 
+@pytest.mark.anyio
+async def test_a_stack_over_routing_lets_every_replica_fill_by_default() -> None:
+    cluster = Cluster(("a", "b", "c"))
+    gate = anyio.Event()
+
+    async def slow(req: httpx2.Request) -> httpx2.Response:
+        await gate.wait()
+        return httpx2.Response(200, json=ok_body())
+
+    cluster.behaviour = {"a": slow, "b": slow, "c": slow}
+    routing = cluster.routing(hosts=("a", "b", "c"), max_concurrency=(4, 4, 5))
+    assert routing.capacity == 13
+    backend = stack(routing, cache_dir=False)  # no max_concurrency: the routing's capacity
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(backend.score, request(f"Claim {i}: grass is green."))
+            while sum(cluster.in_flight.values()) < 13:
+                await anyio.sleep(0)
+            for _ in range(20):
+                await anyio.sleep(0)
+            assert sum(cluster.in_flight.values()) == 13  # not the plain default of 8
+            gate.set()
+    assert len(cluster.hits) == 20
+
+
 # -- health ------------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ def stack(
     inner: Backend,
     *,
     cache_dir: str | os.PathLike[str] | bool | None = None,
-    max_concurrency: int = 8,
+    max_concurrency: int | None = None,
     retry: bool = True,
     max_calls: int | None = None,
     max_prompt_tokens: int | None = None,
@@ -55,8 +55,11 @@ def stack(
     ``~/.cache/icm-client``); False for no cache. ``retry=False`` drops the retry layer (for
     tests and for callers that retry themselves). ``max_calls``/``max_prompt_tokens`` cap what
     reaches the server (cache hits are free); without them there is no budget layer. Closing
-    the result closes ``inner`` too.
+    the result closes ``inner`` too. ``max_concurrency``: requests in flight at most; by
+    default a ``Routing``'s ``capacity`` (the sum of its endpoints' limits), else 8.
     """
+    if max_concurrency is None:
+        max_concurrency = inner.capacity if isinstance(inner, Routing) else 8
     backend = inner
     if max_calls is not None or max_prompt_tokens is not None:
         # Inside the limit: checked when a request holds a slot, so at most max_concurrency

@@ -105,6 +105,8 @@ class Routing:
 
     ``max_concurrency``: requests in flight per endpoint (an int for all, or one per
     endpoint); a saturated preferred endpoint spills requests over to the others.
+    ``stack(routing)`` limits the whole stack to their sum (``capacity``) by default; a
+    lower ``max_concurrency`` there caps all the endpoints together and leaves replicas idle.
     ``cooldown``: seconds an endpoint rests after a transient failure.
     ``affinity``: the routing key of a request (default ``prefix_affinity(affinity_chars)``).
     ``names``: endpoint names for stats and hashing (default: each backend's URL); changing
@@ -154,6 +156,7 @@ class Routing:
                 "the routed backends must share one Usage (pass usage= to each)", field="usage"
             )
         self._usage = usage
+        self.capacity = sum(capacities)  # requests in flight over all endpoints
         self._endpoints = [
             _Endpoint(b, n, i, c)
             for i, (b, n, c) in enumerate(zip(backends, labels, capacities, strict=True))
