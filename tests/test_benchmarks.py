@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +93,13 @@ def test_overhead(tmp_path: Path) -> None:
     rows = doc["results"]
     assert {(r["client"], r["concurrency"]) for r in rows} == {
         (client, c)
-        for client in ("icm stack", "httpx2 alone", "minimal asyncio")
+        for client in (
+            "icm stack",
+            "icm stack, httpx2",
+            "lean alone",
+            "httpx2 alone",
+            "minimal asyncio",
+        )
         for c in (1, 8, 32)
     }
     for r in rows:
@@ -131,3 +139,60 @@ def test_rerun(tmp_path: Path) -> None:
     assert rows[("CLI", "re-run --restart (cache only)")]["calls"] == 0
     assert rows[("CLI", "re-run, same command (checkpoint)")]["calls"] == 0
     assert doc["target"]["calls"] == 0
+
+
+def test_the_benchmark_server_serves_at_most_capacity_at_once(sim: Any) -> None:
+    def peak(capacity: int | None) -> dict[str, float]:
+        with sim.SimServer(latency=0.5, model="canned", capacity=capacity) as server:
+            body = json.dumps({"model": sim.MODEL, "prompt": "x", "logprobs": 2}).encode()
+
+            def post(_: int) -> None:
+                request = urllib.request.Request(
+                    f"{server.base_url}/completions", body, {"Content-Type": "application/json"}
+                )
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    assert json.loads(response.read())["choices"]
+
+            with ThreadPoolExecutor(6) as pool:
+                list(pool.map(post, range(6)))
+            stats: dict[str, float] = server.stats()
+            return stats
+
+    unbounded, bounded = peak(None), peak(2)
+    assert unbounded["completions"] == bounded["completions"] == 6
+    assert unbounded["in_service_peak"] > 2  # the six requests overlap...
+    assert bounded["in_service_peak"] == 2  # ...but only two hold a slot at once
+    assert bounded["queued_peak"] >= 1
+
+
+def test_replicas(tmp_path: Path) -> None:
+    doc = run_quick("replicas", tmp_path)
+    p = doc["params"]
+    rows = {(r["workload"], r["replicas"]): r for r in doc["results"]}
+    assert set(rows) == {(w, n) for w in ("bounded C=8", "exact, 16 labeled") for n in (1, 2)}
+    for (_, n), r in rows.items():
+        calls = r["calls_per_replica"]
+        # Every request answered once (the router's count equals the servers'), and every
+        # replica took a share: the workload keeps them all busy.
+        assert len(calls) == n and sum(calls) == r["requests"] == p["requests"]
+        assert min(calls) > 0
+        assert r["ideal_rps"] == pytest.approx(n * p["capacity"] / p["latency_s"])
+        assert r["throughput_rps"] == pytest.approx(r["requests"] / r["wall_s"], rel=0.01)
+        assert r["achieved_over_ideal"] == pytest.approx(
+            r["throughput_rps"] / r["ideal_rps"], rel=0.01
+        )
+        assert r["efficiency"] == pytest.approx(r["speedup"] / n, abs=0.001)
+        assert r["target_met"] == (r["efficiency"] >= doc["target"]["efficiency_min"])
+        assert 1 <= r["in_service_peak"] <= p["capacity"]  # the servers' slots held
+        assert r["preferred_share"] == pytest.approx(1 - r["spills"] / r["requests"], abs=1e-4)
+        assert r["client_cpu_ms_per_request"] > 0
+        for wait in (r["client_cpu_wait_share"], r["server_cpu_wait_share"]):
+            assert wait is None or wait >= 0  # None: no /proc/PID/schedstat here
+    for workload in ("bounded C=8", "exact, 16 labeled"):
+        assert rows[(workload, 1)]["speedup"] == 1 and rows[(workload, 1)]["spills"] == 0
+    # One affinity key for every exact prompt: one replica is preferred, and the other
+    # serves exactly what spilled over to it.
+    exact = rows[("exact, 16 labeled", 2)]
+    assert exact["affinity_keys"] == 1 and rows[("bounded C=8", 2)]["affinity_keys"] > 1
+    assert exact["spills"] in {exact["requests"] - c for c in exact["calls_per_replica"]}
+    assert doc["target"]["met"] == (not doc["target"]["missed"])
