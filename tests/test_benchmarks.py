@@ -196,3 +196,26 @@ def test_replicas(tmp_path: Path) -> None:
     assert exact["affinity_keys"] == 1 and rows[("bounded C=8", 2)]["affinity_keys"] > 1
     assert exact["spills"] in {exact["requests"] - c for c in exact["calls_per_replica"]}
     assert doc["target"]["met"] == (not doc["target"]["missed"])
+
+
+def test_scale(tmp_path: Path) -> None:
+    doc = run_quick("scale", tmp_path, "--work", str(tmp_path / "work"))
+    assert doc["labeled"] == doc["examples"] == 2000
+    assert doc["icm_examples"] >= 200 and doc["chunks"] >= 2
+    # Killed after some chunks, resumed: what the killed run finished is kept, not redone.
+    assert doc["resumed_batches"] == doc["batches"]
+    assert doc["resumed_chunks"] == doc["killed_after_chunks"] >= 1
+    assert len(doc["calls_per_replica"]) == doc["settings"]["replicas"]
+    assert all(c > 0 for c in doc["calls_per_replica"])  # every replica took a share
+    assert doc["killed_run_calls"] > 0 and doc["resumed_run_calls"] > 0
+
+
+@pytest.mark.integration
+def test_quality(tmp_path: Path, shared_data: Path, require_local_model: None) -> None:
+    doc = run_quick("quality", tmp_path, "--data", str(shared_data))
+    summary = doc["tasks"]["cities"]["summary"]
+    assert set(summary) == {"exact", "bounded 8", "bounded 4"}
+    assert summary["exact"]["calls_ratio"] == 1 and summary["exact"]["prompt_tokens_ratio"] == 1
+    for s in summary.values():
+        assert 0 <= s["agreement_min"] <= s["agreement_mean"] <= s["agreement_max"] <= 1
+        assert s["calls"] > 0 and s["prompt_tokens"] > 0
