@@ -63,6 +63,7 @@ QUICK_GRID = [("truthfulqa", 16), ("gsm8k", 8)]
 STRATEGIES: dict[str, LabelConfig] = {
     "exact": LabelConfig(strategy="exact"),
     "bounded C=8": LabelConfig(strategy="bounded", context_size=8),
+    "bounded C=16": LabelConfig(strategy="bounded", context_size=16),
     "bounded C=32": LabelConfig(strategy="bounded", context_size=32),
     "exact +calibrate": LabelConfig(strategy="exact", calibrate=True),
     "bounded C=32 +calibrate": LabelConfig(strategy="bounded", context_size=32, calibrate=True),

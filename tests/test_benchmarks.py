@@ -59,6 +59,7 @@ def test_cost(tmp_path: Path) -> None:
     assert {s for _, _, s in runs} == {
         "exact",
         "bounded C=8",
+        "bounded C=16",
         "bounded C=32",
         "exact +calibrate",
         "bounded C=32 +calibrate",
