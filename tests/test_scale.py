@@ -293,6 +293,15 @@ def test_icm_scale_killed_mid_run_resumes_to_the_same_labels(tmp_path: Path) -> 
     assert (work / "labels.jsonl").read_text() == (ref / "labels.jsonl").read_text()
     summary = json.loads((work / "labels.jsonl.summary.json").read_text())["summary"]
     assert summary["examples"] == 400 and summary["resumed_chunks"] >= 1
+    # The labels go on to the next step like those of ``icm label``.
+    from icm_client.cli import main
+
+    chat = tmp_path / "chat.jsonl"
+    argv = ["export", str(work / "labels.jsonl"), "--format", "chat", "--out", str(chat)]
+    assert main([*argv, "--data", str(data), "--task", "gsm8k", "--min-confidence", "0.5"]) == 0
+    rows = [json.loads(line) for line in chat.read_text().splitlines()]
+    assert 0 < len(rows) <= 400
+    assert all(r["messages"][-1]["content"] in ("True", "False") for r in rows)
 
 
 def test_icm_scale_rejects_bad_settings_before_any_call(tmp_path: Path) -> None:
