@@ -5,16 +5,10 @@
 See ``pipeline`` for the steps and the run directory, ``plan`` for how the data is cut.
 """
 
-from .pipeline import (
-    ScaleConfig,
-    ScaleResult,
-    ScaleRow,
-    ScaleSummary,
-    clear_scale_run,
-    label_large,
-)
+from .pipeline import ScaleConfig, ScaleResult, ScaleRow, ScaleSummary, label_large
 from .plan import Plan, plan
 from .propagate import Propagated, propagate_chunk
+from .store import ScaleStore, clear_scale_run
 
 __all__ = [
     "Plan",
@@ -22,6 +16,7 @@ __all__ = [
     "ScaleConfig",
     "ScaleResult",
     "ScaleRow",
+    "ScaleStore",
     "ScaleSummary",
     "clear_scale_run",
     "label_large",

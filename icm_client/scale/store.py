@@ -1,0 +1,115 @@
+"""The run directory of a large run: what lets a killed ``icm scale`` continue.
+
+    RUN_DIR/scale.json           the fingerprint of the inputs, settings and model
+    RUN_DIR/batches/0007/        the checkpoint of batch 7's search (see ``checkpoint``)
+    RUN_DIR/batches/0007.json    batch 7's labels, once its search finished
+    RUN_DIR/propagated.jsonl     one line per finished chunk (a torn last line is dropped)
+
+Finished batches are written by atomic rename; chunks are appended and fsync'd, so a kill
+loses at most the chunk being written, which the next run labels again (its scores are in
+the disk cache).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+FORMAT_VERSION = 1
+
+
+class ScaleStore:
+    """The run directory of a large run (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"run directory {self.path} exists and is not a directory")
+        try:
+            (self.path / "batches").mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+        head = self.path / "scale.json"
+        if head.exists():
+            try:
+                data = json.loads(head.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"cannot read: {exc}", location=str(head)) from None
+            if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
+                raise ConfigError(
+                    "this run directory belongs to a different run (the input, task, settings "
+                    "or model changed); use another --run-dir or --restart",
+                    location=str(head),
+                )
+        else:
+            _atomic_json(head, {"format": FORMAT_VERSION, "fingerprint": fingerprint})
+
+    def batch_dir(self, b: int) -> Path:
+        return self.path / "batches" / f"{b:04d}"
+
+    def batch(self, b: int) -> dict[str, Any] | None:
+        path = self.path / "batches" / f"{b:04d}.json"
+        if not path.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None  # written by atomic rename, so only a hand-edited file: search again
+        return data
+
+    def save_batch(self, b: int, done: dict[str, Any]) -> None:
+        _atomic_json(self.path / "batches" / f"{b:04d}.json", done)
+
+    def chunks(self) -> dict[int, dict[str, Any]]:
+        path = self.path / "propagated.jsonl"
+        if not path.exists():
+            return {}
+        out: dict[int, dict[str, Any]] = {}
+        good = 0
+        with path.open("rb") as fh:
+            for raw in fh:
+                try:
+                    line = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    break  # cut short by a kill: this chunk is done again
+                if not raw.endswith(b"\n"):
+                    break
+                out[int(line["chunk"])] = line
+                good += len(raw)
+        if good != path.stat().st_size:
+            with path.open("rb+") as fh:
+                fh.truncate(good)
+        return out
+
+    def save_chunk(self, line: dict[str, Any]) -> None:
+        with (self.path / "propagated.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _atomic_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def clear_scale_run(path: str | os.PathLike[str]) -> None:
+    """Forget a large run (``--restart``): its batches and chunks; the score cache stays."""
+    root = Path(path)
+    (root / "scale.json").unlink(missing_ok=True)
+    (root / "propagated.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(root / "batches", ignore_errors=True)
