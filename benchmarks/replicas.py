@@ -9,11 +9,12 @@ replica's ideal throughput is capacity / latency (80 requests/s at the defaults)
 replicas' is R times that.
 
 The client is the real one: ``stack(Routing.from_urls(urls, max_concurrency=c),
-max_concurrency=c x R, cache_dir=False)``, as ``icm label --base-url ... (R times)
---concurrency c`` builds it, with c = 2 x capacity by default (the CLI's default 8 at
-capacity 4), so each server has a queue and never waits for the client's round trip. One
-replica goes through ``Routing`` too, so that the speed-up measures replication, not the
-routing layer (the CLI drops it for one URL).
+cache_dir=False)`` (which lets 2 x c x R requests in: c x R in flight, as many waiting in
+the routing for a slot on their preferred replica; ``--stack-limit`` sets another number),
+as ``icm label --base-url ... (R times) --concurrency c`` builds it, with c = 2 x capacity
+by default (the CLI's default 8 at capacity 4), so each server has a queue and never waits
+for the client's round trip. One replica goes through ``Routing`` too, so that the speed-up
+measures replication, not the routing layer (the CLI drops it for one URL).
 
 The workload is fixed: the same ``--requests`` distinct prompts for every replica count,
 made by the real ``ContextScorer`` over synthetic TruthfulQA-shaped examples, all started at
@@ -112,7 +113,7 @@ async def measure(
     routing = Routing.from_urls(
         [s.base_url for s in sims], MODEL, max_concurrency=c, provider="generic"
     )
-    backend = stack(routing, max_concurrency=c * replicas, cache_dir=False)
+    backend = stack(routing, max_concurrency=args.stack_limit, cache_dir=False)
 
     async def burst(texts: Sequence[str]) -> list[ScoreResult]:
         return await gather(
@@ -203,8 +204,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "server": "benchmarks/_sim.py --model canned --capacity N in a child process per "
             "replica (asyncio, HTTP/1.1 keep-alive, one fixed answer)",
             "http_transport": os.environ.get("ICM_HTTP_TRANSPORT", "auto"),
-            "client": "stack(Routing.from_urls(urls, max_concurrency=c), max_concurrency=c x R, "
-            "cache_dir=False)",
+            "client": "stack(Routing.from_urls(urls, max_concurrency=c), "
+            f"max_concurrency={args.stack_limit}, cache_dir=False)",
         },
         "results": rows,
         "target": {
@@ -231,6 +232,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "--concurrency", type=int, help="requests in flight per replica (default 2 x capacity)"
     )
     p.add_argument("--requests", type=int, default=1536, help="prompts in the workload")
+    p.add_argument(
+        "--stack-limit",
+        type=int,
+        help="requests let into the routing at once (default: stack()'s, 2 x the slots)",
+    )
     p.add_argument("--labeled", type=int, default=256, help="labeled examples (bounded workload)")
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     p.add_argument("--seed", type=int, default=0)

@@ -233,6 +233,86 @@ async def test_waits_for_a_slot_when_every_replica_is_saturated() -> None:
     assert all(s.in_flight == 0 for s in routing.stats())
 
 
+def preferring(routing: Routing, host: str, stem: str) -> ScoreRequest:
+    return next(
+        req
+        for i in range(1000)
+        if routing.ranking(req := request(f"{stem} {i}: the sky is blue."))[0] == url(host)
+    )
+
+
+@pytest.mark.anyio
+async def test_a_freed_slot_goes_to_a_waiting_request_that_prefers_it() -> None:
+    cluster = Cluster(("a", "b"))
+    gates = {"Fill": anyio.Event(), "Second": anyio.Event()}
+    fill_b = anyio.Event()
+    started: list[tuple[str, str]] = []  # (host, first word of the prompt)
+
+    async def held(req: httpx2.Request) -> httpx2.Response:
+        word = json.loads(req.content)["prompt"].split()[0]
+        started.append((req.url.host, word))
+        if word == "Fill":
+            await (fill_b if req.url.host == "b" else gates["Fill"]).wait()
+        elif word == "Second":
+            await gates["Second"].wait()
+        return httpx2.Response(200, json=ok_body())
+
+    cluster.behaviour = {"a": held, "b": held}
+    routing = cluster.routing(hosts=("a", "b"), max_concurrency=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(routing.score, preferring(routing, "a", "Fill"))
+            tg.start_soon(routing.score, preferring(routing, "b", "Fill"))
+            while sum(cluster.in_flight.values()) < 2:
+                await anyio.sleep(0)
+            tg.start_soon(routing.score, preferring(routing, "a", "First"))  # waits first
+            for _ in range(5):
+                await anyio.sleep(0)
+            tg.start_soon(routing.score, preferring(routing, "b", "Second"))
+            for _ in range(5):
+                await anyio.sleep(0)
+            fill_b.set()  # b frees up: "Second" prefers b and takes it, not "First"
+            while ("b", "Second") not in started:
+                await anyio.sleep(0)
+            assert [w for _, w in started].count("First") == 0  # still waiting for a
+            gates["Fill"].set()  # a frees up: "First" takes its own replica
+            while ("a", "First") not in started:
+                await anyio.sleep(0)
+            gates["Second"].set()
+    assert sum(s.spills for s in routing.stats()) == 0
+
+
+@pytest.mark.anyio
+async def test_a_waiting_request_spills_onto_a_slot_nobody_waiting_prefers() -> None:
+    cluster = Cluster(("a", "b"))
+    gates = {"a": anyio.Event(), "b": anyio.Event()}
+    served: list[tuple[str, str]] = []
+
+    async def held(req: httpx2.Request) -> httpx2.Response:
+        word = json.loads(req.content)["prompt"].split()[0]
+        if word == "Fill":
+            await gates[req.url.host].wait()
+        served.append((req.url.host, word))
+        return httpx2.Response(200, json=ok_body())
+
+    cluster.behaviour = {"a": held, "b": held}
+    routing = cluster.routing(hosts=("a", "b"), max_concurrency=1)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(routing.score, preferring(routing, "a", "Fill"))
+            tg.start_soon(routing.score, preferring(routing, "b", "Fill"))
+            while sum(cluster.in_flight.values()) < 2:
+                await anyio.sleep(0)
+            tg.start_soon(routing.score, preferring(routing, "a", "First"))
+            for _ in range(5):
+                await anyio.sleep(0)
+            gates["b"].set()  # nobody waiting prefers b: "First" takes it (no idle slot)
+            while ("b", "First") not in served:
+                await anyio.sleep(0)
+            gates["a"].set()
+    assert sum(s.spills for s in routing.stats()) == 1
+
+
 @pytest.mark.anyio
 async def test_a_stack_over_routing_lets_every_replica_fill_by_default() -> None:
     cluster = Cluster(("a", "b", "c"))

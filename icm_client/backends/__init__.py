@@ -56,10 +56,12 @@ def stack(
     tests and for callers that retry themselves). ``max_calls``/``max_prompt_tokens`` cap what
     reaches the server (cache hits are free); without them there is no budget layer. Closing
     the result closes ``inner`` too. ``max_concurrency``: requests in flight at most; by
-    default a ``Routing``'s ``capacity`` (the sum of its endpoints' limits), else 8.
+    default 8, and over a ``Routing`` twice its ``capacity`` (the sum of its endpoints'
+    limits): the endpoints are full and as many requests again wait inside the routing,
+    where each freed slot goes to a request that prefers that endpoint (its prefix cache).
     """
     if max_concurrency is None:
-        max_concurrency = inner.capacity if isinstance(inner, Routing) else 8
+        max_concurrency = 2 * inner.capacity if isinstance(inner, Routing) else 8
     backend = inner
     if max_calls is not None or max_prompt_tokens is not None:
         # Inside the limit: checked when a request holds a slot, so at most max_concurrency

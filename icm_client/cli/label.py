@@ -254,11 +254,11 @@ async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
         inner = Routing(replicas, max_concurrency=args.concurrency)
     exits.push_async_callback(inner.aclose)
     cache_dir: str | bool | None = False if args.no_cache else args.cache_dir
-    limit = args.concurrency * len(replicas)
     backend = stack(
         inner,
         cache_dir=cache_dir,
-        max_concurrency=limit,
+        # Replicas: the routing's default (2 x the slots: a queue where affinity holds).
+        max_concurrency=args.concurrency if len(replicas) == 1 else None,
         max_calls=getattr(args, "max_calls", None),  # budgets: ``icm label`` only
         max_prompt_tokens=getattr(args, "max_tokens", None),
     )
