@@ -1,184 +1,35 @@
-"""``icm doctor``: can this endpoint serve ICM, and how well? Found out by asking it.
-
-The checks run in the order in which a failure explains the later ones: the model list
-(reachable? key accepted? which model?), one plain completion (the model answers; its
-latency), the capability probe the backend itself uses (``backends.probe``: logprobs and the
-largest k, tokenizer, token-id prompts, ``logprob_token_ids``, echo), how each label word
-tokenizes right after a prompt, one real score through the same code path as ``icm label``,
-and the prefix cache (the same ~1,500-token prompt twice: the server's own count of cached
-tokens where it reports one, else the time of the repeat).
-
-A *problem* means ICM cannot run against the endpoint (unreachable, bad key, unknown model,
-no logprobs, a label word the backend cannot score); a *note* means it can, with a caveat
-(a small k cap, a label outside the top-k, an ineffective prefix cache). ``ok`` is no
-problems. Every probe is a few tokens except the prefix-cache pair.
-"""
+"""The checks of ``icm doctor``, in order (the package docstring says which and why)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
 
 import httpx2
-from pydantic import BaseModel, ConfigDict, computed_field
 
-from .backends.base import ScoreRequest
-from .backends.openai_compat import OpenAICompletions
-from .backends.probe import forget_probes, probe
-from .backends.profiles import Profile
-from .errors import BackendError, PermanentBackendError, TransientBackendError
+from ..backends.base import ScoreRequest
+from ..backends.openai_compat import OpenAICompletions
+from ..backends.probe import forget_probes, probe
+from ..backends.profiles import Profile
+from ..errors import BackendError, PermanentBackendError, TransientBackendError
+from .prefix_cache import cache_verdict
+from .report import K_TRIED, DoctorReport, LabelReport, PrefixCacheReport
 
 T = TypeVar("T")
 
 CONTEXT = "Claim: the sky is blue.\nI think this Claim is"
 """What a label word follows in the probes: like every task prompt, it ends in a word."""
 
-K_TRIED = 100
-"""The largest ``logprobs`` k tried; a server that takes it may take more."""
-
 _SPACE_MARKS = (" ", "\u0120", "\u2581")  # a space; GPT-2 BPE's "Ġ"; SentencePiece's "▁"
 
 
-class LabelReport(BaseModel):
-    """How one label word tokenizes after a prompt, and what the model gives it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    label: str
-    token_ids: list[int] | None = None  # in context; None without a tokenizer endpoint
-    pieces: list[str] | None = None  # the tokens' text, where the server says
-    single_token: bool | None = None
-    leading_space: bool | None = None  # the (first) token carries the label's space
-    logprob: float | None = None  # after CONTEXT, through the labeling code path
-    in_top_k: bool | None = None  # False: logprob is only an upper bound
-
-
-class PrefixCacheReport(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    prompt_tokens: int | None
-    first_s: float
-    repeat_s: float
-    cached_tokens: int | None  # usage.prompt_tokens_details.cached_tokens of the repeat
-    cache_n: int | None  # llama.cpp: timings.cache_n (reused) of the repeat
-    prompt_n: int | None  # llama.cpp: timings.prompt_n (computed) of the repeat
-    effective: bool | None  # None: cannot tell
-    evidence: str
-
-
-class DoctorReport(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    endpoint: str
-    model: str | None = None
-    models: list[str] = []
-    latency_s: float | None = None
-    logprobs: bool = False
-    max_logprobs: int | None = None  # the largest accepted k (K_TRIED: that or more)
-    tokenizer: str | None = None  # /tokenize shape: "llamacpp", "vllm" or "none"
-    token_prompts: bool | None = None
-    prompt_lists: bool | None = None
-    logprob_token_ids: bool | None = None  # vLLM's explicit label logprobs take effect
-    echo: bool | None = None
-    labels: list[LabelReport] = []
-    prefix_cache: PrefixCacheReport | None = None
-    problems: list[str] = []
-    notes: list[str] = []
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def text(self) -> str:
-        """The report for a terminal."""
-        yes = {True: "yes", False: "no", None: "unknown"}
-        rows: list[tuple[str, str]] = [("model", self.model or "?")]
-        if self.models:
-            rows.append(("served models", ", ".join(self.models)))
-        if self.latency_s is not None:
-            rows.append(("latency", f"{self.latency_s:.2f} s (a one-token completion)"))
-        if self.logprobs:
-            k = self.max_logprobs
-            most = f"at least {k} (the most tried)" if k == K_TRIED else f"at most {k}"
-            rows.append(("logprobs", f"yes; top-k: {most}"))
-        if self.tokenizer is not None:
-            rows.append(("tokenizer", "none" if self.tokenizer == "none" else self.tokenizer))
-            rows.append(("token-id prompts", yes[self.token_prompts]))
-            rows.append(("logprob_token_ids", yes[self.logprob_token_ids]))
-            rows.append(("echo", yes[self.echo]))
-        for lab in self.labels:
-            if lab.token_ids is not None or lab.logprob is not None:  # something was learnt
-                rows.append((f"label {lab.label!r}", _label_text(lab)))
-        if self.prefix_cache is not None:
-            pc = self.prefix_cache
-            rows.append(("prefix cache", f"{yes[pc.effective]}: {pc.evidence}"))
-        width = max(len(k) for k, _ in rows)
-        lines = [f"icm doctor: {self.endpoint}"]
-        lines += [f"  {k.ljust(width)}  {v}" for k, v in rows]
-        lines += [f"note: {n}" for n in self.notes]
-        lines += [f"problem: {p}" for p in self.problems]
-        verdict = "can serve ICM" if self.ok else "CANNOT serve ICM"
-        lines.append(f"verdict: {verdict}")
-        return "\n".join(lines)
-
-
-def _label_text(lab: LabelReport) -> str:
-    parts = []
-    if lab.token_ids is None:
-        parts.append("tokenization unknown (no /tokenize)")
-    else:
-        n = len(lab.token_ids)
-        pieces: list[str | None] = list(lab.pieces) if lab.pieces else [None] * n
-        shown = ", ".join(
-            str(i) if p is None else f"{i} {p!r}"
-            for i, p in zip(lab.token_ids, pieces, strict=True)
-        )
-        parts.append(f"{n} token{'s' if n != 1 else ''} [{shown}]")
-        if lab.leading_space is not None:
-            parts.append("leading space in the token" if lab.leading_space else "no space")
-    if lab.logprob is not None:
-        where = "" if lab.in_top_k else " (upper bound: not in the top-k)"
-        parts.append(f"logprob {lab.logprob:.3f}{where}")
-    return ", ".join(parts)
-
-
-async def diagnose(
-    base_url: str,
-    *,
-    model: str | None = None,
-    labels: tuple[str, ...] = (" True", " False"),
-    api_key: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    prefix_tokens: int = 1500,
-    timeout: float = 120.0,
-    client: httpx2.AsyncClient | None = None,
-) -> DoctorReport:
-    """Probe ``base_url`` (see the module docstring). Raises ``ConfigError`` only for a
-    malformed URL; whatever the server does wrong ends up in the report's ``problems``.
-
-    ``prefix_tokens``: size of the prefix-cache probe prompt (0 skips it). ``client`` is the
-    test seam; one made here is closed at the end.
-    """
-    http = client if client is not None else httpx2.AsyncClient(timeout=timeout)
-    try:
-        checks = _Checks(base_url, model, labels, api_key, api_key_env, timeout, http)
-        with contextlib.suppress(_Stop):  # a problem that ends the checks early
-            await checks.run(prefix_tokens)
-        return checks.report()
-    finally:
-        if client is None:
-            await http.aclose()
-
-
-class _Stop(Exception):
+class Stop(Exception):
     """A problem after which the later checks cannot run."""
 
 
-class _Checks:
+class Checks:
     """The checks, in order, filling in the report's fields as they find them."""
 
     def __init__(
@@ -239,14 +90,14 @@ class _Checks:
             notes=self.notes,
         )
 
-    def fail(self, what: str, exc: BackendError) -> _Stop:
+    def fail(self, what: str, exc: BackendError) -> Stop:
         """Record ``exc`` as a problem; raise the result to end the checks."""
         if isinstance(exc, TransientBackendError):
             why = "unreachable" if exc.status is None else "the server is failing or busy"
             self.problems.append(f"{what}: {why}: {exc}")
         else:
             self.problems.append(f"{what}: {exc}")
-        return _Stop()
+        return Stop()
 
     async def fatal(self, what: str, step: Awaitable[T]) -> T:
         """``step``'s result; a backend error becomes a problem and ends the checks."""
@@ -295,7 +146,7 @@ class _Checks:
         if self.model is None:
             if not self.models:
                 self.problems.append("the server lists no model: pass --model")
-                raise _Stop
+                raise Stop
             self.model = self.models[0]
         elif self.models and self.model not in self.models:
             self.notes.append(
@@ -408,7 +259,7 @@ class _Checks:
         except BackendError as exc:
             self.notes.append(f"prefix cache not measured: {exc}")
             return
-        self.prefix_cache = _cache_verdict(repeat, middle - start, end - middle)
+        self.prefix_cache = cache_verdict(repeat, middle - start, end - middle)
         if self.prefix_cache.effective is False:
             self.notes.append(
                 "the prefix cache did not serve a repeated prompt: every ICM request will "
@@ -427,45 +278,3 @@ def _long_prompt(n_tokens: int) -> str:
         )
     lines.append(CONTEXT)
     return "".join(lines)
-
-
-def _int_at(body: object, *path: str) -> int | None:
-    for key in path:
-        body = body.get(key) if isinstance(body, dict) else None
-    return body if isinstance(body, int) and not isinstance(body, bool) else None
-
-
-def _cache_verdict(repeat: object, first_s: float, repeat_s: float) -> PrefixCacheReport:
-    """Whether the repeat was served from the cache: by the server's own count where it
-    gives one (OpenAI-style ``cached_tokens``, llama.cpp's ``timings``), else by time."""
-    prompt = _int_at(repeat, "usage", "prompt_tokens")
-    cached = _int_at(repeat, "usage", "prompt_tokens_details", "cached_tokens")
-    cache_n = _int_at(repeat, "timings", "cache_n")
-    prompt_n = _int_at(repeat, "timings", "prompt_n")
-    times = f"first {first_s:.2f} s, repeat {repeat_s:.2f} s"
-    effective: bool | None
-    if cached is not None and prompt:
-        effective = cached >= prompt / 2
-        evidence = f"{cached} of {prompt} prompt tokens cached on the repeat ({times})"
-    elif cache_n is not None and prompt_n is not None:
-        effective = cache_n >= (cache_n + prompt_n) / 2
-        evidence = f"{cache_n} tokens reused, {prompt_n} computed on the repeat ({times})"
-    elif first_s >= 0.25:
-        effective = repeat_s < first_s / 2
-        evidence = f"by time, the server reports no cached-token count ({times})"
-    else:
-        effective = None
-        evidence = (
-            f"too fast to tell by time and no cached-token count ({times}); vLLM reports "
-            "one with --enable-prompt-tokens-details"
-        )
-    return PrefixCacheReport(
-        prompt_tokens=prompt,
-        first_s=round(first_s, 4),
-        repeat_s=round(repeat_s, 4),
-        cached_tokens=cached,
-        cache_n=cache_n,
-        prompt_n=prompt_n,
-        effective=effective,
-        evidence=evidence,
-    )

@@ -1,0 +1,147 @@
+"""Next-token scoring for ``OpenAICompletions`` (``openai_compat.py`` describes both paths):
+label words looked up by text in the top-k, or labels of any length scored by token id with
+the chain rule; either retried once with a larger k when a label is outside the top-k.
+"""
+
+from __future__ import annotations
+
+from ..errors import PermanentBackendError
+from .base import ScoreRequest, ScoreResult
+from .completions_requests import CompletionsRequests
+from .logprobs import Entry, label_logprobs, parse_top_entries, parse_top_logprobs, token_logprobs
+from .profiles import Profile
+from .transport import token_counts
+
+MAX_LOGPROB_TOKEN_IDS = 128
+"""vLLM's cap on ``logprob_token_ids`` (``vllm/sampling_params.py``)."""
+
+
+class NextTokenScoring(CompletionsRequests):
+    """``mode="next_token"``: the distribution over the token after the prompt."""
+
+    _top_k: int
+    _max_top_k: int
+    _escalate: bool  # off once the server refuses the larger k
+    _explicit: bool | None  # logprob_token_ids honoured? None: not seen yet
+
+    async def _score_text(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
+        k, big = self._k(self._top_k), self._k(self._max_top_k)
+        body = await self._complete(model, profile, request.prompt, k)
+        top = parse_top_logprobs(body, endpoint=self.completions_url)[0]
+        logprobs, bounded = label_logprobs(top, request.labels)
+        prompt_tokens, cached_tokens = token_counts(body)
+        if any(bounded) and self._escalate and big > k:
+            try:
+                body = await self._complete(model, profile, request.prompt, big)
+            except PermanentBackendError as exc:
+                self._stop_escalating(exc)
+            else:
+                top = parse_top_logprobs(body, endpoint=self.completions_url)[0]
+                logprobs, bounded = label_logprobs(top, request.labels)
+                prompt_tokens, cached_tokens = token_counts(body)
+        self._usage.bounded_labels += sum(bounded)
+        return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
+
+    async def _score_ids(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
+        ctx, labels = await self._in_context(request)
+        # The chain-rule positions, deduplicated (labels may share first tokens); P comes
+        # first so that the shared prefix is computed once, by the first element.
+        positions: dict[tuple[int, ...], int] = {}
+        for ids in labels:
+            for j in range(len(ids)):
+                positions.setdefault(tuple(ids[:j]), len(positions))
+        prompts = [ctx + list(prefix) for prefix in positions]
+        wanted = sorted({t for ids in labels for t in ids})
+        extra: dict[str, object] = {}
+        if profile.token_id_keys:
+            extra["return_tokens_as_token_ids"] = True
+        explicit = (
+            profile.explicit_token_logprobs
+            and self._explicit is not False
+            and len(wanted) <= MAX_LOGPROB_TOKEN_IDS
+        )
+        k, big = self._k(self._top_k), self._k(self._max_top_k)
+        tops, counts = await self._complete_ids(model, profile, prompts, k, extra, wanted, explicit)
+        if explicit:
+            honoured = all(set(wanted) <= {tid for tid, _, _ in top} for top in tops)
+            if self._explicit is None or not honoured:
+                self._explicit = honoured  # vLLM ignores unknown fields: read it off the answer
+            if not honoured:
+                self._usage.extra["explicit_ignored"] = 1
+        values, bounded = self._chain(tops, positions, labels)
+        if any(bounded) and self._escalate and big > k:
+            try:
+                tops, counts = await self._complete_ids(
+                    model, profile, prompts, big, extra, wanted, False
+                )
+            except PermanentBackendError as exc:
+                self._stop_escalating(exc)
+            else:
+                values, bounded = self._chain(tops, positions, labels)
+        self._usage.bounded_labels += sum(bounded)
+        return ScoreResult(values, bounded, *counts)
+
+    def _chain(
+        self,
+        tops: list[list[Entry]],
+        positions: dict[tuple[int, ...], int],
+        labels: list[list[int]],
+    ) -> tuple[tuple[float, ...], tuple[bool, ...]]:
+        """log P(t1..tn | P) = sum of log p(tj | P, t<j); an upper bound if any term is one."""
+        values: list[float] = []
+        flags: list[bool] = []
+        for ids in labels:
+            total, bounded = 0.0, False
+            for j, tid in enumerate(ids):
+                top = tops[positions[tuple(ids[:j])]]
+                (lp,), (bd,) = token_logprobs(top, [tid], endpoint=self.completions_url)
+                total += lp
+                bounded = bounded or bd
+            values.append(total)
+            flags.append(bounded)
+        return tuple(values), tuple(flags)
+
+    def _stop_escalating(self, exc: PermanentBackendError) -> None:
+        """A refused larger k means the server caps k: keep the bound from now on."""
+        if exc.status not in (400, 422) or "logprob" not in str(exc).lower():
+            raise exc
+        self._escalate = False
+
+    async def _complete(self, model: str, profile: Profile, prompt: object, k: int) -> object:
+        payload: dict[str, object] = {"max_tokens": 1, "temperature": 0, "logprobs": k}
+        [body] = await self._post_prompts(model, profile, [prompt], payload)
+        return body
+
+    async def _complete_ids(
+        self,
+        model: str,
+        profile: Profile,
+        prompts: list[list[int]],
+        k: int,
+        extra: dict[str, object],
+        wanted: list[int],
+        explicit: bool,
+    ) -> tuple[list[list[Entry]], tuple[int, int]]:
+        """First-position top-k entries of each token-id prompt, and (prompt, cached) tokens."""
+        payload: dict[str, object] = {"max_tokens": 1, "temperature": 0, "logprobs": k, **extra}
+        if explicit:
+            payload["logprob_token_ids"] = wanted
+        try:
+            bodies = await self._post_prompts(model, profile, list(prompts), payload)
+        except PermanentBackendError as exc:
+            # A server that knows the field but refuses it here: ask without it from now on.
+            if not explicit or exc.status not in (400, 422) or "logprob_token_ids" not in str(exc):
+                raise
+            self._explicit = False
+            payload.pop("logprob_token_ids")
+            bodies = await self._post_prompts(model, profile, list(prompts), payload)
+        tops = [
+            top for body in bodies for top in parse_top_entries(body, endpoint=self.completions_url)
+        ]
+        if len(tops) != len(prompts):
+            raise PermanentBackendError(
+                f"asked for {len(prompts)} prompts, got {len(tops)} choices",
+                endpoint=self.completions_url,
+            )
+        counts = [token_counts(body) for body in bodies]
+        return tops, (sum(c[0] for c in counts), sum(c[1] for c in counts))
