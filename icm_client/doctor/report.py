@@ -18,7 +18,7 @@ class LabelReport(BaseModel):
     pieces: list[str] | None = None  # the tokens' text, where the server says
     single_token: bool | None = None
     leading_space: bool | None = None  # the (first) token carries the label's space
-    logprob: float | None = None  # after CONTEXT, through the labeling code path
+    logprob: float | None = None  # after checks.CONTEXT, through the labeling code path
     in_top_k: bool | None = None  # False: logprob is only an upper bound
 
 
