@@ -33,7 +33,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--task", required=True, help="built-in task name or a task config file")
     p.add_argument("--out", required=True, type=Path, help="labels JSONL to write")
     p.add_argument("--summary", type=Path, help="run summary JSON (default: OUT.summary.json)")
-    p.add_argument("--field", action="append", default=[], metavar="FILE_NAME=TASK_NAME")
+    p.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="FILE_NAME=TASK_NAME",
+        help="rename an input field for the task (repeatable)",
+    )
     p.add_argument("--limit", type=int, help="use only the first N records")
     r = p.add_argument_group("run directory (a killed run continues where it stopped)")
     r.add_argument("--run-dir", type=Path, help="default: OUT.run; the same command resumes")
