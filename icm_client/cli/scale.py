@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from ..backends import OpenAICompletions
+from ..backends.context_window import context_window
 from ..dataset import load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..evaluate.manyshot import estimate_tokens
@@ -52,9 +54,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument(
         "--context-window",
         type=int,
-        default=4096,
-        help="the model's context in tokens (vLLM: --max-model-len; llama.cpp: per slot); "
-        "sizes the ICM batches and the propagation prompts (default 4096)",
+        help="the model's context in tokens; sizes the ICM batches and the propagation "
+        f"prompts (default: as the server reports it, vLLM's max_model_len or llama.cpp's "
+        f"per-slot n_ctx, else {FALLBACK_WINDOW})",
     )
     s.add_argument("--batch-tokens", type=int, help="tokens per ICM batch (default: from above)")
     s.add_argument("--max-demo-tokens", type=int, help="propagation demonstrations (same)")
@@ -79,11 +81,38 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _config(args: argparse.Namespace, longest: int) -> ScaleConfig:
-    room = args.context_window - longest - 16  # the target itself and the label word
+FALLBACK_WINDOW = 4096
+
+
+async def _window(args: argparse.Namespace) -> int:
+    """``--context-window``, else what the (first) server reports, else the fallback."""
+    if args.context_window is not None:
+        return int(args.context_window)
+    if not args.base_url:
+        from ..local.server import CTX_PER_SLOT
+
+        return CTX_PER_SLOT
+    probe = OpenAICompletions(args.base_url[0], args.model, api_key_env=args.api_key_env)
+    try:
+        window = await context_window(probe)
+    finally:
+        await probe.aclose()
+    if window is None:
+        print(
+            f"icm: the server does not report its context window; assuming {FALLBACK_WINDOW} "
+            "tokens (set --context-window)",
+            file=sys.stderr,
+        )
+        return FALLBACK_WINDOW
+    print(f"icm: context window {window} tokens (reported by the server)", file=sys.stderr)
+    return window
+
+
+def _config(args: argparse.Namespace, longest: int, window: int) -> ScaleConfig:
+    room = window - longest - 16  # the target itself and the label word
     if room < 16:
         raise ConfigError(
-            f"--context-window {args.context_window} cannot hold the longest example "
+            f"--context-window {window} cannot hold the longest example "
             f"(~{longest} tokens) and any demonstration"
         )
     try:
@@ -119,7 +148,8 @@ async def run(args: argparse.Namespace) -> int:
             longest = max(longest, estimate_tokens(task.render(ex)))
         except TaskError as exc:
             raise DataError(str(exc), location=str(path)) from None
-    config = _config(args, longest)
+    _config(args, longest, args.context_window or 1 << 30)  # bad options fail before any call
+    config = _config(args, longest, await _window(args))
     summary_path = args.summary or args.out.with_name(args.out.name + ".summary.json")
     check_writable(args.out)
     check_writable(summary_path)

@@ -97,6 +97,10 @@ def _identity_for(path: Path, bundled: bool) -> str:
     return f"gguf:{path.stem}:{digest}"
 
 
+CTX_PER_SLOT = 8192
+"""Tokens one request may hold on the embedded server (llama.cpp's context per slot)."""
+
+
 class EmbeddedServer:
     """Run the embedded model server for the duration of an ``async with`` block.
 
@@ -124,7 +128,7 @@ class EmbeddedServer:
         model_path: str | os.PathLike[str] | None = None,
         *,
         n_parallel: int = 2,
-        ctx_per_slot: int = 8192,
+        ctx_per_slot: int = CTX_PER_SLOT,
         threads: int | None = None,
         cache_ram_mib: int = 2048,
         model_name: str | None = None,
