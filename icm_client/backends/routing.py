@@ -7,11 +7,11 @@ rendezvous hashing of that key ranks the endpoints, the same way in every proces
 The first healthy endpoint in that ranking takes the request, unless it already has
 ``max_concurrency`` requests in flight; then the request spills over to the least-loaded
 healthy endpoint, because an idle replica is worth more than a warm cache with a queue.
-When every endpoint is full, requests wait here, and a freed slot goes to a waiting request
-that prefers that endpoint if there is one (else to whoever comes first): with a queue of
-requests, affinity then holds under saturation too (``benchmarks/replicas.py``: 96 % of
-requests on their preferred replica at 8 replicas, against 19 % when each freed slot went to
-the next request in line), at the same throughput.
+When every endpoint is full, requests wait here, and a freed slot is handed to the
+longest-waiting request that prefers that endpoint (else to the longest-waiting one that may
+use it): with a queue of requests, affinity holds under saturation too
+(``benchmarks/replicas.py``: 96 % of requests on their preferred replica at 8 replicas,
+against 19 % when each freed slot went to the next request in line), at the same throughput.
 
 Why the first characters: ICM prompts are demonstrations in dataset order followed by the
 target, so two prompts that agree on their first few hundred characters agree on their first
@@ -33,9 +33,11 @@ the same.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -93,6 +95,16 @@ class _Endpoint:
     down_until: float = 0.0
     ready: bool = False
     last_error: str = ""
+
+
+@dataclass(eq=False)
+class _Waiter:
+    """A request waiting for a slot: it may use the endpoints in ``usable``."""
+
+    seq: int
+    usable: frozenset[_Endpoint]
+    event: anyio.Event = field(default_factory=anyio.Event)
+    granted: _Endpoint | None = None
 
 
 def _endpoint_name(backend: Backend, index: int) -> str:
@@ -171,8 +183,8 @@ class Routing:
         self._affinity = affinity or prefix_affinity(affinity_chars)
         self._clock = clock
         self._identity: str | None = None
-        self._released: anyio.Event | None = None  # set when a slot frees up; made lazily
-        self._waiting: dict[_Endpoint, int] = {}  # requests waiting, by preferred endpoint
+        self._queues: dict[_Endpoint, deque[_Waiter]] = {}  # waiting, by preferred endpoint
+        self._order = itertools.count()
 
     @classmethod
     def from_urls(
@@ -331,17 +343,16 @@ class Routing:
         """Take a slot on the best endpoint for this request, waiting while all candidates
         are saturated; None when no healthy endpoint is left to try.
 
-        A request that waited (every endpoint was full) does not spill onto a freed slot
-        that another waiting request prefers: that one takes it, and keeps its prefix
-        cache. Without this, whichever waiter woke first took each freed slot, and under
-        saturation requests reached their preferred replica little more often than at
-        random (1/R). No slot stays idle while a request waits: a freed slot nobody waiting
-        prefers is taken by whoever comes first.
+        A waiting request queues on its preferred endpoint. A freed slot is handed over
+        (never released and raced for): to the longest-waiting request that prefers that
+        endpoint, else to the longest-waiting one that may use it (a spill, so that no slot
+        stays idle while requests wait). Without the hand-over, whichever request ran first
+        took each freed slot, and under saturation requests reached their preferred replica
+        little more often than at random (1/R); with it, one wake-up per freed slot.
         """
         by_name = {ep.name: ep for ep in self._endpoints}
         order = [by_name[n] for n in ranking]
-        waiting_on: _Endpoint | None = None  # counted in _waiting while this request waits
-        acquired = False
+        waiter: _Waiter | None = None
         try:
             while True:
                 now = self._clock()
@@ -351,43 +362,51 @@ class Routing:
                 chosen = healthy[0]
                 if chosen.in_flight >= chosen.capacity:
                     free = [ep for ep in healthy if ep.in_flight < ep.capacity]
-                    if waiting_on is not None:  # leave slots others wait for to them
-                        free = [ep for ep in free if not self._waiting.get(ep)]
                     if not free:
-                        if waiting_on is not chosen:
-                            self._unwait(waiting_on)
-                            waiting_on = chosen
-                            self._waiting[chosen] = self._waiting.get(chosen, 0) + 1
-                        if self._released is None:
-                            self._released = anyio.Event()
-                        await self._released.wait()
+                        waiter = _Waiter(next(self._order), frozenset(healthy))
+                        self._queues.setdefault(chosen, deque()).append(waiter)
+                        await waiter.event.wait()
+                        if waiter.granted is not None:  # handed over, already counted
+                            ep, waiter = waiter.granted, None
+                            return ep
+                        waiter = None  # its endpoint went down: choose again
                         continue
                     chosen = min(free, key=lambda ep: ep.in_flight / ep.capacity)  # stable
-                    chosen.spills += 1
-                    self._count("routing_spills")
+                    self._spilled(chosen)
                 chosen.in_flight += 1
-                acquired = True
                 return chosen
         finally:
-            if waiting_on is not None:
-                self._unwait(waiting_on)
-                if not acquired:  # cancelled: a slot left to this request must not stay idle
-                    self._wake()
-
-    def _unwait(self, ep: _Endpoint | None) -> None:
-        if ep is not None:
-            self._waiting[ep] -= 1
-            if not self._waiting[ep]:
-                del self._waiting[ep]
+            if waiter is not None:  # cancelled while waiting
+                if waiter.granted is not None:
+                    self._release(waiter.granted)  # pass the slot on
+                else:
+                    for queue in self._queues.values():
+                        if waiter in queue:
+                            queue.remove(waiter)
 
     def _release(self, ep: _Endpoint) -> None:
-        ep.in_flight -= 1
-        self._wake()
+        if ep.down_until > self._clock():  # its waiters choose again, elsewhere
+            ep.in_flight -= 1
+            for waiter in self._queues.pop(ep, ()):
+                waiter.event.set()
+            return
+        queue = self._queues.get(ep)
+        if queue:
+            waiter = queue.popleft()
+        else:  # nobody prefers it: the longest-waiting request that may use it
+            heads = [q[0] for q in self._queues.values() if q and ep in q[0].usable]
+            if not heads:
+                ep.in_flight -= 1
+                return
+            waiter = min(heads, key=lambda w: w.seq)
+            next(q for q in self._queues.values() if q and q[0] is waiter).popleft()
+            self._spilled(ep)
+        waiter.granted = ep  # the slot passes on: in_flight stays as it is
+        waiter.event.set()
 
-    def _wake(self) -> None:
-        released, self._released = self._released, None
-        if released is not None:
-            released.set()
+    def _spilled(self, ep: _Endpoint) -> None:
+        ep.spills += 1
+        self._count("routing_spills")
 
     async def _ready(self, ep: _Endpoint) -> None:
         if ep.ready:
