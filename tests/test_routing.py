@@ -283,6 +283,46 @@ async def test_a_freed_slot_goes_to_a_waiting_request_that_prefers_it() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
+    cluster = Cluster(("a",))
+    gate = anyio.Event()
+    sent: list[str] = []
+
+    async def held(req: httpx2.Request) -> httpx2.Response:
+        word = json.loads(req.content)["prompt"].split(":")[0]
+        sent.append(word)
+        if word == "Fill":
+            await gate.wait()
+        return httpx2.Response(200, json=ok_body())
+
+    cluster.behaviour = {"a": held}
+    routing = cluster.routing(hosts=("a",), max_concurrency=1)
+    quitter = anyio.CancelScope()
+
+    async def gives_up() -> None:
+        with quitter:
+            await routing.score(request("Quitter: the sky is blue."))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(routing.score, request("Fill: the sky is blue."))
+            while not sent:
+                await anyio.sleep(0)
+            tg.start_soon(gives_up)  # first in line...
+            for _ in range(5):
+                await anyio.sleep(0)
+            tg.start_soon(routing.score, request("Patient: the sky is blue."))
+            for _ in range(5):
+                await anyio.sleep(0)
+            quitter.cancel()  # ...but cancelled while it waits
+            for _ in range(5):
+                await anyio.sleep(0)
+            gate.set()  # the slot goes to the next in line, not to the one that left
+    assert sent == ["Fill", "Patient"]
+    assert routing.stats()[0].in_flight == 0
+
+
+@pytest.mark.anyio
 async def test_a_waiting_request_spills_onto_a_slot_nobody_waiting_prefers() -> None:
     cluster = Cluster(("a", "b"))
     gates = {"a": anyio.Event(), "b": anyio.Event()}
