@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .atomic import atomic
 from .errors import ConfigError
 from .search.anneal import Checkpoint
 
@@ -91,16 +91,8 @@ class RunStore:
             "fingerprint": self.fingerprint,
             "checkpoint": checkpoint.to_json(),
         }
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", dir=self.path)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(data, fh)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.checkpoint_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic(self.checkpoint_path) as fh:
+            json.dump(data, fh)
 
     def record(self, step: dict[str, Any]) -> None:
         with self.trajectory_path.open("a", encoding="utf-8") as fh:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from ..atomic import atomic
 from ..errors import ConfigError
 
 
@@ -26,21 +24,6 @@ def check_writable(path: Path) -> None:
         raise ConfigError(f"cannot write {path}: directory {parent} is not writable")
     if path.is_dir():
         raise ConfigError(f"cannot write {path}: it is a directory")
-
-
-@contextmanager
-def atomic(path: Path) -> Iterator[Any]:
-    """Write to a temporary file beside ``path`` and rename it: never a partial output."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path("."))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

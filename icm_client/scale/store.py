@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic
 from ..errors import ConfigError
 
 FORMAT_VERSION = 1
@@ -95,16 +95,8 @@ class ScaleStore:
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic(path) as fh:
+        json.dump(data, fh)
 
 
 def clear_scale_run(path: str | os.PathLike[str]) -> None:
