@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from ..backends.base import Backend, ScoreRequest
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, clear_run
-from ..dataset import Example, load_dataset
+from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..run import LabelConfig, LabelResult, label
 from ..search.anneal import SearchConfig, Step
@@ -30,29 +32,7 @@ SAMPLES = Path(__file__).parents[1] / "samples"
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("label", help="label a dataset by Internal Coherence Maximization")
     p.set_defaults(run=run)
-    p.add_argument("input", help="JSON or JSONL (or CSV) file; 'sample:NAME' for a bundled sample")
-    p.add_argument("--task", required=True, help="built-in task name or a task config file")
-    p.add_argument("--out", required=True, type=Path, help="labels JSONL to write")
-    p.add_argument("--summary", type=Path, help="run summary JSON (default: OUT.summary.json)")
-    p.add_argument(
-        "--field",
-        action="append",
-        default=[],
-        metavar="FILE_NAME=TASK_NAME",
-        help="rename an input field for the task (repeatable)",
-    )
-    p.add_argument("--limit", type=int, help="use only the first N records")
-    r = p.add_argument_group("checkpoints (a killed run continues where it stopped)")
-    r.add_argument(
-        "--run-dir",
-        type=Path,
-        help="checkpoint directory (default: OUT.run); the same command again resumes there",
-    )
-    how = r.add_mutually_exclusive_group()
-    how.add_argument("--resume", action="store_true", help="fail unless there is a run to resume")
-    how.add_argument(
-        "--restart", action="store_true", help="discard the run's checkpoint (not the cache)"
-    )
+    add_input_arguments(p)
 
     b = add_backend_arguments(p)
     b.add_argument(
@@ -80,6 +60,77 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--final-temperature", type=float, default=0.01)
     s.add_argument("--cooling", type=float, default=0.99)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_input_arguments(p: Any) -> None:
+    """The input, output and run-directory options of ``label`` and ``scale``."""
+    p.add_argument("input", help="JSON or JSONL (or CSV) file; 'sample:NAME' for a bundled sample")
+    p.add_argument("--task", required=True, help="built-in task name or a task config file")
+    p.add_argument("--out", required=True, type=Path, help="labels JSONL to write")
+    p.add_argument("--summary", type=Path, help="run summary JSON (default: OUT.summary.json)")
+    p.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="FILE_NAME=TASK_NAME",
+        help="rename an input field for the task (repeatable)",
+    )
+    p.add_argument("--limit", type=int, help="use only the first N records")
+    r = p.add_argument_group("run directory (a killed run continues where it stopped)")
+    r.add_argument(
+        "--run-dir",
+        type=Path,
+        help="default: OUT.run; the same command again resumes there",
+    )
+    how = r.add_mutually_exclusive_group()
+    how.add_argument("--resume", action="store_true", help="fail unless there is a run to resume")
+    how.add_argument("--restart", action="store_true", help="discard the run (not the cache)")
+
+
+@dataclass(frozen=True)
+class Input:
+    """The loaded input: every example rendered once (a missing template field fails here,
+    before any model call), and the longest prompt, for the preflight request."""
+
+    path: Path
+    dataset: Dataset
+    task: Task
+    longest: Example
+
+
+def load_input(args: argparse.Namespace) -> Input:
+    path = _input_path(args.input)
+    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    task = get_task(args.task)
+    longest, size = dataset.examples[0], -1
+    for ex in dataset.examples:
+        try:
+            n = len(task.render(ex))
+        except TaskError as exc:
+            raise DataError(str(exc), location=str(path)) from None
+        if n > size:
+            longest, size = ex, n
+    return Input(path, dataset, task, longest)
+
+
+def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(summary file, run directory), checked writable before any work."""
+    summary_path = args.summary or args.out.with_name(args.out.name + ".summary.json")
+    check_writable(args.out)
+    check_writable(summary_path)
+    return summary_path, args.run_dir or args.out.with_name(args.out.name + ".run")
+
+
+def prepare_run_dir(
+    run_dir: Path, args: argparse.Namespace, marker: str, clear: Callable[[Path], None]
+) -> None:
+    """``--restart`` clears the run; a run dir holding ``marker`` is resumed (and said so)."""
+    if args.restart:
+        clear(run_dir)
+    elif (run_dir / marker).exists():
+        print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
+    elif args.resume:
+        raise ConfigError(f"--resume: no checkpoint in {run_dir}")
 
 
 def add_backend_arguments(p: Any) -> Any:
@@ -165,20 +216,12 @@ async def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
     config = _config(args)
-    path = _input_path(args.input)
-    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
-    task = get_task(args.task)
-    for ex in dataset.examples:  # fail before any model call if a template field is missing
-        try:
-            task.render(ex)
-        except TaskError as exc:
-            raise DataError(str(exc), location=str(path)) from None
-    summary_path = args.summary or args.out.with_name(args.out.name + ".summary.json")
-    check_writable(args.out)
-    check_writable(summary_path)
+    given = load_input(args)
+    path, dataset, task = given.path, given.dataset, given.task
+    summary_path, run_dir = output_paths(args)
     async with AsyncExitStack() as exits:
         backend = await _backend(args, exits)
-        await _preflight(backend, task, dataset.examples, path)
+        await _preflight(backend, task, given.longest, path)
         bar = (
             None
             if args.quiet
@@ -197,8 +240,7 @@ async def run(args: argparse.Namespace) -> int:
                     refresh=False,
                 )
 
-        run_dir = args.run_dir or args.out.with_name(args.out.name + ".run")
-        _prepare_run_dir(run_dir, args)
+        prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
         try:
             result = await label(dataset.examples, task, backend, config, on_step, run_dir)
         finally:
@@ -213,16 +255,6 @@ async def run(args: argparse.Namespace) -> int:
     run_info = {"input": str(path.resolve()), "task": args.task, "fields": _fields(args.field)}
     save_run_diagnostics(run_dir, result, {**run_info, "limit": args.limit}, args.out, summary_path)
     return 0
-
-
-def _prepare_run_dir(run_dir: Path, args: argparse.Namespace) -> None:
-    checkpoint = run_dir / CHECKPOINT
-    if args.restart:
-        clear_run(run_dir)
-    elif checkpoint.exists():
-        print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
-    elif args.resume:
-        raise ConfigError(f"--resume: no checkpoint in {run_dir}")
 
 
 async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
@@ -267,12 +299,9 @@ async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
     return backend
 
 
-async def _preflight(
-    backend: Backend, task: Task, examples: tuple[Example, ...], path: Path
-) -> None:
+async def _preflight(backend: Backend, task: Task, longest: Example, path: Path) -> None:
     """A wrong URL, key or model, or an example the model cannot hold, fails here in seconds
     (exit 2) instead of after minutes of retries or hours into the run."""
-    longest = max(examples, key=lambda ex: len(task.render(ex)))
     await preflight(
         backend,
         ScoreRequest(task.render(longest), task.labels),

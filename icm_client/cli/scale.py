@@ -13,16 +13,22 @@ from tqdm import tqdm
 
 from ..backends import OpenAICompletions
 from ..backends.context_window import context_window
-from ..dataset import load_dataset
-from ..errors import ConfigError, DataError, TaskError
+from ..errors import ConfigError
 from ..evaluate.manyshot import estimate_tokens
 from ..run import LabelConfig
 from ..scale import Plan, ScaleConfig, ScaleResult, clear_scale_run, label_large
 from ..scale.pipeline import Phase
 from ..search.anneal import SearchConfig
-from ..tasks import get_task
-from ._io import check_writable, option_error, write_json, write_jsonl
-from .label import _backend, _fields, _input_path, _preflight, add_backend_arguments
+from ._io import option_error, write_json, write_jsonl
+from .label import (
+    _backend,
+    _preflight,
+    add_backend_arguments,
+    add_input_arguments,
+    load_input,
+    output_paths,
+    prepare_run_dir,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -31,23 +37,7 @@ def add_parser(sub: Any) -> None:
         help="label a large dataset: ICM in batches on a seed set, many-shot propagation after",
     )
     p.set_defaults(run=run)
-    p.add_argument("input", help="JSON or JSONL (or CSV) file; 'sample:NAME' for a bundled sample")
-    p.add_argument("--task", required=True, help="built-in task name or a task config file")
-    p.add_argument("--out", required=True, type=Path, help="labels JSONL to write")
-    p.add_argument("--summary", type=Path, help="run summary JSON (default: OUT.summary.json)")
-    p.add_argument(
-        "--field",
-        action="append",
-        default=[],
-        metavar="FILE_NAME=TASK_NAME",
-        help="rename an input field for the task (repeatable)",
-    )
-    p.add_argument("--limit", type=int, help="use only the first N records")
-    r = p.add_argument_group("run directory (a killed run continues where it stopped)")
-    r.add_argument("--run-dir", type=Path, help="default: OUT.run; the same command resumes")
-    how = r.add_mutually_exclusive_group()
-    how.add_argument("--resume", action="store_true", help="fail unless there is a run to resume")
-    how.add_argument("--restart", action="store_true", help="discard the run (not the cache)")
+    add_input_arguments(p)
     add_backend_arguments(p)
 
     s = p.add_argument_group("batches and propagation")
@@ -139,27 +129,13 @@ def _config(args: argparse.Namespace, longest: int, window: int) -> ScaleConfig:
 async def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
-    path = _input_path(args.input)
-    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
-    task = get_task(args.task)
-    longest = 0
-    for ex in dataset.examples:  # fail before any model call if a template field is missing
-        try:
-            longest = max(longest, estimate_tokens(task.render(ex)))
-        except TaskError as exc:
-            raise DataError(str(exc), location=str(path)) from None
+    given = load_input(args)
+    path, dataset, task = given.path, given.dataset, given.task
+    longest = estimate_tokens(task.render(given.longest))
     _config(args, longest, args.context_window or 1 << 30)  # bad options fail before any call
     config = _config(args, longest, await _window(args))
-    summary_path = args.summary or args.out.with_name(args.out.name + ".summary.json")
-    check_writable(args.out)
-    check_writable(summary_path)
-    run_dir = args.run_dir or args.out.with_name(args.out.name + ".run")
-    if args.restart:
-        clear_scale_run(run_dir)
-    elif (run_dir / "scale.json").exists():
-        print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
-    elif args.resume:
-        raise ConfigError(f"--resume: no run in {run_dir}")
+    summary_path, run_dir = output_paths(args)
+    prepare_run_dir(run_dir, args, "scale.json", clear_scale_run)
     bars: dict[Phase, tqdm[Any]] = {}
 
     def on_plan(cut: Plan) -> None:
@@ -180,7 +156,7 @@ async def run(args: argparse.Namespace) -> int:
 
     async with AsyncExitStack() as exits:
         backend = await _backend(args, exits)
-        await _preflight(backend, task, dataset.examples, path)
+        await _preflight(backend, task, given.longest, path)
         try:
             result = await label_large(
                 dataset.examples,
