@@ -241,22 +241,34 @@ def preferring(routing: Routing, host: str, stem: str) -> ScoreRequest:
     )
 
 
+class Gated:
+    """A handler for every host that logs (host, first word of the prompt) as each request
+    arrives, and holds the requests named in ``gates`` until their gate opens."""
+
+    def __init__(self, gates: dict[tuple[str, str], anyio.Event]) -> None:
+        self.gates = gates
+        self.arrived: list[tuple[str, str]] = []
+
+    async def __call__(self, req: httpx2.Request) -> httpx2.Response:
+        word = json.loads(req.content)["prompt"].split()[0].rstrip(":")
+        self.arrived.append((req.url.host, word))
+        gate = self.gates.get((req.url.host, word))
+        if gate is not None:
+            await gate.wait()
+        return httpx2.Response(200, json=ok_body())
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await anyio.sleep(0)
+
+
 @pytest.mark.anyio
 async def test_a_freed_slot_goes_to_a_waiting_request_that_prefers_it() -> None:
     cluster = Cluster(("a", "b"))
-    gates = {"Fill": anyio.Event(), "Second": anyio.Event()}
-    fill_b = anyio.Event()
-    started: list[tuple[str, str]] = []  # (host, first word of the prompt)
-
-    async def held(req: httpx2.Request) -> httpx2.Response:
-        word = json.loads(req.content)["prompt"].split()[0]
-        started.append((req.url.host, word))
-        if word == "Fill":
-            await (fill_b if req.url.host == "b" else gates["Fill"]).wait()
-        elif word == "Second":
-            await gates["Second"].wait()
-        return httpx2.Response(200, json=ok_body())
-
+    fill_a, fill_b, second = anyio.Event(), anyio.Event(), anyio.Event()
+    held = Gated({("a", "Fill"): fill_a, ("b", "Fill"): fill_b, ("b", "Second"): second})
+    started = held.arrived
     cluster.behaviour = {"a": held, "b": held}
     routing = cluster.routing(hosts=("a", "b"), max_concurrency=1)
     with anyio.fail_after(5):
@@ -266,19 +278,17 @@ async def test_a_freed_slot_goes_to_a_waiting_request_that_prefers_it() -> None:
             while sum(cluster.in_flight.values()) < 2:
                 await anyio.sleep(0)
             tg.start_soon(routing.score, preferring(routing, "a", "First"))  # waits first
-            for _ in range(5):
-                await anyio.sleep(0)
+            await settle()
             tg.start_soon(routing.score, preferring(routing, "b", "Second"))
-            for _ in range(5):
-                await anyio.sleep(0)
+            await settle()
             fill_b.set()  # b frees up: "Second" prefers b and takes it, not "First"
             while ("b", "Second") not in started:
                 await anyio.sleep(0)
             assert [w for _, w in started].count("First") == 0  # still waiting for a
-            gates["Fill"].set()  # a frees up: "First" takes its own replica
+            fill_a.set()  # a frees up: "First" takes its own replica
             while ("a", "First") not in started:
                 await anyio.sleep(0)
-            gates["Second"].set()
+            second.set()
     assert sum(s.spills for s in routing.stats()) == 0
 
 
@@ -286,15 +296,7 @@ async def test_a_freed_slot_goes_to_a_waiting_request_that_prefers_it() -> None:
 async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
     cluster = Cluster(("a",))
     gate = anyio.Event()
-    sent: list[str] = []
-
-    async def held(req: httpx2.Request) -> httpx2.Response:
-        word = json.loads(req.content)["prompt"].split(":")[0]
-        sent.append(word)
-        if word == "Fill":
-            await gate.wait()
-        return httpx2.Response(200, json=ok_body())
-
+    held = Gated({("a", "Fill"): gate})
     cluster.behaviour = {"a": held}
     routing = cluster.routing(hosts=("a",), max_concurrency=1)
     quitter = anyio.CancelScope()
@@ -306,19 +308,16 @@ async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(routing.score, request("Fill: the sky is blue."))
-            while not sent:
+            while not held.arrived:
                 await anyio.sleep(0)
             tg.start_soon(gives_up)  # first in line...
-            for _ in range(5):
-                await anyio.sleep(0)
+            await settle()
             tg.start_soon(routing.score, request("Patient: the sky is blue."))
-            for _ in range(5):
-                await anyio.sleep(0)
+            await settle()
             quitter.cancel()  # ...but cancelled while it waits
-            for _ in range(5):
-                await anyio.sleep(0)
+            await settle()
             gate.set()  # the slot goes to the next in line, not to the one that left
-    assert sent == ["Fill", "Patient"]
+    assert [word for _, word in held.arrived] == ["Fill", "Patient"]
     assert routing.stats()[0].in_flight == 0
 
 
@@ -326,15 +325,7 @@ async def test_a_cancelled_waiter_gives_its_place_to_the_next() -> None:
 async def test_a_waiting_request_spills_onto_a_slot_nobody_waiting_prefers() -> None:
     cluster = Cluster(("a", "b"))
     gates = {"a": anyio.Event(), "b": anyio.Event()}
-    served: list[tuple[str, str]] = []
-
-    async def held(req: httpx2.Request) -> httpx2.Response:
-        word = json.loads(req.content)["prompt"].split()[0]
-        if word == "Fill":
-            await gates[req.url.host].wait()
-        served.append((req.url.host, word))
-        return httpx2.Response(200, json=ok_body())
-
+    held = Gated({("a", "Fill"): gates["a"], ("b", "Fill"): gates["b"]})
     cluster.behaviour = {"a": held, "b": held}
     routing = cluster.routing(hosts=("a", "b"), max_concurrency=1)
     with anyio.fail_after(5):
@@ -344,10 +335,9 @@ async def test_a_waiting_request_spills_onto_a_slot_nobody_waiting_prefers() -> 
             while sum(cluster.in_flight.values()) < 2:
                 await anyio.sleep(0)
             tg.start_soon(routing.score, preferring(routing, "a", "First"))
-            for _ in range(5):
-                await anyio.sleep(0)
+            await settle()
             gates["b"].set()  # nobody waiting prefers b: "First" takes it (no idle slot)
-            while ("b", "First") not in served:
+            while ("b", "First") not in held.arrived:
                 await anyio.sleep(0)
             gates["a"].set()
     assert sum(s.spills for s in routing.stats()) == 1
