@@ -36,8 +36,11 @@ class SpendingScorer(LatentScorer):
 
 
 async def test_search_stops_at_the_budget_with_its_best_state() -> None:
-    full = await make_search(SpendingScorer(10**9), len(TRUTH), steps=60, seed=4).run()
-    cut = await make_search(SpendingScorer(400), len(TRUTH), steps=60, seed=4).run()
+    unlimited = SpendingScorer(10**9)
+    full = await make_search(unlimited, len(TRUTH), steps=60, seed=4).run()
+    cut = await make_search(
+        SpendingScorer(unlimited.spent // 2), len(TRUTH), steps=60, seed=4
+    ).run()
     assert full.stopped is None and cut.stopped == "budget"
     assert 0 < len(cut.trajectory) < 60
     accepted = [s.energy for s in cut.trajectory if s.accepted]

@@ -137,9 +137,9 @@ async def test_consistency_fix_enumerates_all_options_and_picks_the_best() -> No
     )
     state = await search._evaluate({0: 0, 1: 0}, None, [0, 1])
     assert state.violated == {0}
-    fixed = await search._fix(state)
+    fixed, repairs = await search._fix(state)
     assert fixed.labels == {0: 0, 1: 1}
-    assert not fixed.violated
+    assert not fixed.violated and repairs == 1
 
 
 async def test_consistency_fix_keeps_state_unless_u_strictly_improves() -> None:
@@ -154,7 +154,8 @@ async def test_consistency_fix_keeps_state_unless_u_strictly_improves() -> None:
         SearchConfig(alpha=1000.0, initial_labeled=2, steps=0),
     )
     state = await search._evaluate({0: 0, 1: 0}, None, [0, 1])
-    assert (await search._fix(state)).labels == {0: 0, 1: 0}
+    kept, repairs = await search._fix(state)
+    assert kept.labels == {0: 0, 1: 0} and repairs == 0
 
 
 async def test_consistency_fix_can_choose_both_false() -> None:
@@ -169,7 +170,7 @@ async def test_consistency_fix_can_choose_both_false() -> None:
         SearchConfig(alpha=1.0, initial_labeled=2, steps=0),
     )
     state = await search._evaluate({0: 0, 1: 0}, None, [0, 1])
-    assert (await search._fix(state)).labels == {0: 1, 1: 1}
+    assert (await search._fix(state))[0].labels == {0: 1, 1: 1}
 
 
 async def test_final_labels_respect_constraints_found_by_search() -> None:
@@ -258,3 +259,87 @@ def test_incremental_sampling_weights_match_the_definition() -> None:
             for i in range(n)
         ]
         assert search._cum_weights(labels) == list(itertools.accumulate(expected))
+
+
+async def test_consistency_fix_repairs_every_violated_pair_not_one() -> None:
+    # Six exclusive pairs, all violated (every example wants True); each pair's best option
+    # keeps the stronger example True. One call must repair all six (the reference repairs
+    # each pair it examines; one sampled pair per round left five).
+    prefs = {2 * k: (0.0, -3.0) for k in range(6)} | {2 * k + 1: (0.0, -0.5) for k in range(6)}
+    constraints = [PairConstraint(2 * k, 2 * k + 1, EXCLUSIVE) for k in range(6)]
+    search = ICMSearch(
+        TableScorer(prefs),
+        Consistency(constraints, 12),
+        [None] * 12,
+        2,
+        SearchConfig(alpha=1.0, steps=0),
+    )
+    state = await search._evaluate(dict.fromkeys(range(12), 0), None, range(12))
+    assert len(state.violated) == 6
+    fixed, repairs = await search._fix(state)
+    assert not fixed.violated and repairs == 6
+    assert fixed.labels == {i: i % 2 for i in range(12)}
+    capped, repairs = await ICMSearch(
+        TableScorer(prefs),
+        Consistency(constraints, 12),
+        [None] * 12,
+        2,
+        SearchConfig(alpha=1.0, steps=0, fix_iterations=2),
+    )._fix(state)
+    assert repairs == 2 and len(capped.violated) == 4
+
+
+def test_converging_schedule_reaches_the_floor() -> None:
+    cfg = SearchConfig()
+    n = 50
+    assert cfg.temperature(n, n) == cfg.temperature(n)  # the paper's up to step N
+    assert cfg.temperature(n + 1, n) < cfg.temperature(n)
+    assert cfg.temperature(2 * n, n) == cfg.final_temperature
+    temps = [cfg.temperature(k, n) for k in range(1, 3 * n)]
+    assert all(a >= b for a, b in itertools.pairwise(temps))
+
+
+async def test_default_run_converges_and_reaches_a_fixed_point() -> None:
+    """No fixed step count: the run ends after a sweep at the final temperature in which
+    every example was proposed against an unchanged state and none was accepted."""
+    scorer = LatentScorer(TRUTH)
+    search = make_search(scorer, len(TRUTH), seed=3)
+    result = await search.run()
+    assert result.converged is True and result.stopped is None
+    assert set(result.searched) == set(range(len(TRUTH)))  # every example joined the search
+    assert result.never_reproposed == 0
+    last = result.trajectory[-len(TRUTH) :]
+    assert sorted(s.example for s in last) == list(range(len(TRUTH)))
+    assert not any(s.accepted for s in last)
+    assert all(s.temperature == search.config.final_temperature for s in last)
+    # a fixed point: each label is the model's own prediction given all the others
+    final = await scorer.predict_many(range(len(TRUTH)), result.labels)
+    assert all(final[i].argmax() == result.labels[i] for i in range(len(TRUTH)))
+    acc = sum(result.labels[i] == TRUTH[i] for i in range(len(TRUTH))) / len(TRUTH)
+    assert max(acc, 1 - acc) == 1.0
+    assert result.free_proposals >= len(TRUTH)  # the last sweep cost no model call
+
+
+async def test_converging_run_stops_at_its_cap_and_says_so() -> None:
+    result = await make_search(LatentScorer(TRUTH), len(TRUTH), seed=3, max_steps=30).run()
+    assert result.converged is False and result.stopped == "max-steps"
+    assert len(result.trajectory) == 30
+
+
+async def test_fixed_steps_keep_the_papers_loop() -> None:
+    result = await make_search(LatentScorer(TRUTH), len(TRUTH), steps=24, seed=3).run()
+    assert result.converged is None and result.stopped is None
+    assert len(result.trajectory) == 24
+    assert all(s.temperature > 1.0 for s in result.trajectory)  # the paper's schedule
+
+
+async def test_resuming_a_converging_run_ends_like_an_uninterrupted_one() -> None:
+    checkpoints: list[Checkpoint] = []
+    search = make_search(LatentScorer(TRUTH), len(TRUTH), seed=5)
+    search.on_checkpoint = checkpoints.append
+    full = await search.run()
+    assert full.converged
+    for cp in checkpoints[:: max(1, len(checkpoints) // 6)]:
+        resumed = await make_search(LatentScorer(TRUTH), len(TRUTH), seed=5).run(cp)
+        assert resumed.labels == full.labels and resumed.converged
+        assert resumed.trajectory == full.trajectory[cp.n :]

@@ -3,6 +3,23 @@ assignments) with Algorithm 2 (ConsistencyFix).
 
     U(D) = alpha * sum_i log P(y_i | x_i, D \\ i)  -  I(D)
 
+By default the search runs until it has converged rather than for a fixed number of steps:
+
+1. steps 1..N (N examples) follow the paper: weighted random proposals at temperature
+   T0 / (1 + beta log n);
+2. steps N+1..2N cool geometrically from T(N) to the final temperature, and a proposal
+   that labels a still unlabeled example is always taken (every example joins the search,
+   so its label is checked against the others before the run ends);
+3. at the final temperature the search sweeps: each example is proposed once, in random
+   order, against an unchanged state, and only strict improvements of U are accepted.
+   A sweep with no accepted step ends the run (``converged``): every label is then the
+   model's own prediction given all the others, or changing it lowers U. An accepted step
+   starts a new sweep. U rises strictly with every accepted step of this phase, so it
+   ends; ``max_steps`` caps it anyway.
+
+A proposal for a labeled example in an unchanged state is the prediction the state already
+holds, so sweeps cost no model call until something changes.
+
 The search is pure: it does no I/O of its own (scores come from the ``Scorer`` it is given),
 all randomness comes from one ``random.Random(seed)``, and random draws never depend on the
 order in which concurrent scores arrive, so a run is deterministic given the scores.
@@ -37,8 +54,21 @@ class SearchConfig(BaseModel):
     final_temperature: float = Field(0.01, gt=0)
     cooling: float = Field(0.99, gt=0, description="beta in T = T0 / (1 + beta * log n)")
     initial_labeled: int = Field(8, ge=1, description="K random labels to start from")
-    steps: int | None = Field(None, ge=0, description="iterations; default: the dataset size")
-    fix_iterations: int = Field(10, ge=0, description="M, ConsistencyFix rounds per call")
+    steps: int | None = Field(
+        None,
+        ge=0,
+        description="a fixed number of iterations at the paper's schedule (no convergence "
+        "phase); default: run until converged, at most max_steps",
+    )
+    max_steps: int | None = Field(
+        None, ge=1, description="cap of a converging run; default: 10 x the dataset size + 100"
+    )
+    fix_iterations: int | None = Field(
+        None,
+        ge=0,
+        description="cap of ConsistencyFix repairs per call; default: repair until no "
+        "consistent option of any violated pair raises U",
+    )
     related_weight: float = Field(
         100.0, gt=0, description="sampling weight of unlabeled examples related to a labeled one"
     )
@@ -52,11 +82,21 @@ class SearchConfig(BaseModel):
     )
     seed: int = 0
 
-    def temperature(self, n: int) -> float:
-        return max(
+    def temperature(self, n: int, n_examples: int | None = None) -> float:
+        """T at step ``n``: the paper's schedule; with ``n_examples`` (a converging run of
+        that many examples) it falls geometrically from T(N) at step N to the final
+        temperature at step 2N."""
+        paper = max(
             self.final_temperature,
             self.initial_temperature / (1.0 + self.cooling * math.log(n)),
         )
+        if n_examples is None or n <= n_examples:
+            return paper
+        if n >= 2 * n_examples:
+            return self.final_temperature
+        start = self.temperature(n_examples)
+        ratio = self.final_temperature / start
+        return max(self.final_temperature, start * math.pow(ratio, (n - n_examples) / n_examples))
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +176,20 @@ class SearchResult:
     mutual_predictability: float
     violated: list[PairConstraint]  # constraints violated by the final labels of all examples
     trajectory: list[Step] = field(default_factory=list)
-    stopped: str | None = None  # "budget": the budget ran out; some examples may be unlabeled
+    stopped: str | None = None  # "budget", or "max-steps" (a converging run hit its cap)
+    converged: bool | None = None  # None: a fixed number of steps was asked for
+    flips: int = 0  # accepted steps that changed an existing label
+    pairs_fixed: int = 0  # ConsistencyFix repairs kept in the accepted states
+    free_proposals: int = 0  # proposals answered from the state's predictions: no model call
+    never_reproposed: int | None = None  # initial labels never proposed again (None: resumed)
+
+
+@dataclass
+class _Tally:
+    flips: int = 0
+    pairs_fixed: int = 0
+    free_proposals: int = 0
+    proposed: set[int] = field(default_factory=set)
 
 
 class ICMSearch:
@@ -169,10 +222,28 @@ class ICMSearch:
         self._cum_key: frozenset[int] = frozenset()
         self._weights = [1.0] * self.n
         self._cum = list(itertools.accumulate(self._weights))
+        self._tally = _Tally()
+
+    @property
+    def converging(self) -> bool:
+        """True when the run ends at convergence (no fixed ``steps``)."""
+        return self.config.steps is None
 
     @property
     def steps(self) -> int:
-        return self.n if self.config.steps is None else self.config.steps
+        """The most steps this search runs: ``steps``, or a converging run's cap."""
+        if self.config.steps is not None:
+            return self.config.steps
+        if self.config.max_steps is not None:
+            return self.config.max_steps
+        return 10 * self.n + 100
+
+    def temperature(self, n: int) -> float:
+        return self.config.temperature(n, self.n if self.converging else None)
+
+    def sweeping(self, n: int) -> bool:
+        """Step ``n`` of a converging run is at the final temperature: sweeps, strict rule."""
+        return self.converging and n >= 2 * self.n
 
     async def run(self, resume: Checkpoint | None = None) -> SearchResult:
         """Search from scratch, or continue after ``resume`` (same scorer, same config).
@@ -180,12 +251,17 @@ class ICMSearch:
         The returned trajectory holds the steps run by this call only.
         """
         if self.n == 0:
-            return SearchResult({}, frozenset(), {}, 0.0, 0.0, [])
+            return SearchResult({}, frozenset(), {}, 0.0, 0.0, [], converged=True)
+        self._tally = _Tally()
+        seeds: frozenset[int] | None = None
         if resume is None:
             cfg, rng = self.config, self.rng
-            seeds = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
-            labels = {i: rng.randrange(self.n_labels) for i in seeds}
-            state = await self._fix(await self._evaluate(labels, None, labels.keys()))
+            initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
+            labels = {i: rng.randrange(self.n_labels) for i in initial}
+            state, self._tally.pairs_fixed = await self._fix(
+                await self._evaluate(labels, None, labels.keys())
+            )
+            seeds = frozenset(state.labels)
             self._checkpoint(0, state)
             start = 1
         else:
@@ -196,36 +272,71 @@ class ICMSearch:
             start = resume.n + 1
         trajectory: list[Step] = []
         best = state
+        sweep: list[int] = []  # examples not yet proposed in this sweep (final temperature)
+        converged: bool | None = False if self.converging else None
+        stopped: str | None = None
         try:
             for n in range(start, self.steps + 1):
-                state, step = await self._step(state, n)
+                if self.sweeping(n) and not sweep:
+                    sweep = list(range(self.n))
+                state, step = await self._step(state, n, sweep if self.sweeping(n) else None)
                 trajectory.append(step)
                 if self.on_step is not None:
                     self.on_step(step)
                 if step.accepted:
                     self._checkpoint(n, state)
                     best = state if state.energy > best.energy else best
+                    sweep = []
+                elif self.sweeping(n) and not sweep:
+                    converged = True
+                    break
+            else:
+                stopped = "max-steps" if self.converging else None
         except BudgetExhausted:  # stop where we are, with the best state seen
-            return await self._finish(best, trajectory, "budget")
-        return await self._finish(state, trajectory)
+            return await self._finish(best, trajectory, "budget", converged, seeds)
+        return await self._finish(state, trajectory, stopped, converged, seeds)
 
     def _checkpoint(self, n: int, state: State) -> None:
         if self.on_checkpoint is not None:
             version, internal, gauss = self.rng.getstate()
             self.on_checkpoint(Checkpoint(n, dict(state.labels), (version, internal, gauss)))
 
-    async def _step(self, state: State, n: int) -> tuple[State, Step]:
-        cfg, rng = self.config, self.rng
-        temperature = cfg.temperature(n)
-        i = rng.choices(range(self.n), cum_weights=self._cum_weights(state.labels))[0]
-        pred = (await self.scorer.predict_many([i], state.labels))[i]
-        proposed, previous = pred.argmax(), state.labels.get(i)
+    def _draw(self, state: State, sweep: list[int] | None) -> int:
+        if sweep is None:
+            return self.rng.choices(range(self.n), cum_weights=self._cum_weights(state.labels))[0]
+        k = self.rng.randrange(len(sweep))
+        i = sweep[k]
+        sweep[k] = sweep[-1]
+        sweep.pop()
+        return i
+
+    async def _step(self, state: State, n: int, sweep: list[int] | None) -> tuple[State, Step]:
+        temperature = self.temperature(n)
+        i = self._draw(state, sweep)
+        tally = self._tally
+        tally.proposed.add(i)
+        previous = state.labels.get(i)
+        if previous is not None:  # the state holds i's prediction given all the others
+            pred = state.predictions[i]
+            tally.free_proposals += 1
+        else:
+            pred = (await self.scorer.predict_many([i], state.labels))[i]
+        proposed = pred.argmax()
         if proposed == previous:
             return state, self._record(n, temperature, i, previous, proposed, state, None, False)
-        candidate = await self._evaluate({**state.labels, i: proposed}, state, [i])
-        candidate = await self._fix(candidate)
+        candidate, fixed = await self._fix(
+            await self._evaluate({**state.labels, i: proposed}, state, [i])
+        )
         delta = candidate.energy - state.energy
-        accepted = delta > 0 or rng.random() < _acceptance(delta, temperature)
+        if sweep is not None:  # the final temperature: strict improvements only
+            accepted = delta > 0 or previous is None
+        elif previous is None and self.converging and n > self.n:
+            accepted = True  # every example joins the search before it cools down
+        else:
+            accepted = delta > 0 or self.rng.random() < _acceptance(delta, temperature)
+        if accepted:
+            tally.pairs_fixed += fixed
+            tally.flips += previous is not None
         new = candidate if accepted else state
         return new, self._record(n, temperature, i, previous, proposed, new, candidate, accepted)
 
@@ -280,24 +391,33 @@ class ICMSearch:
         self._cum_key = key
         return self._cum
 
-    async def _fix(self, state: State) -> State:
-        """Algorithm 2: repair one sampled inconsistent pair per round, keeping the best
-        consistent option only if it strictly improves U."""
-        for _ in range(self.config.fix_iterations):
-            if not state.violated:
+    async def _fix(self, state: State) -> tuple[State, int]:
+        """Algorithm 2 over every violated pair: try all consistent options of each violated
+        pair (in random order) and take a pair's best option when it strictly raises U;
+        after a repair, scan again; stop when no option of any violated pair raises U (or
+        after ``fix_iterations`` repairs). Returns the state and the number of repairs."""
+        cap = self.config.fix_iterations
+        fixed = 0
+        while state.violated and (cap is None or fixed < cap):
+            order = sorted(state.violated)
+            self.rng.shuffle(order)
+            for k in order:
+                c = self.consistency.constraints[k]
+                candidates = await self._evaluate_many(
+                    [({**state.labels, c.i: a, c.j: b}, [c.i, c.j]) for a, b in sorted(c.allowed)],
+                    state,
+                )
+                best = candidates[0]
+                for cand in candidates[1:]:
+                    if cand.energy > best.energy:
+                        best = cand
+                if best.energy > state.energy:
+                    state = best
+                    fixed += 1
+                    break
+            else:
                 break
-            c = self.consistency.constraints[self.rng.choice(sorted(state.violated))]
-            options = sorted(c.allowed)
-            candidates = await self._evaluate_many(
-                [({**state.labels, c.i: a, c.j: b}, [c.i, c.j]) for a, b in options], state
-            )
-            best = candidates[0]
-            for cand in candidates[1:]:
-                if cand.energy > best.energy:
-                    best = cand
-            if best.energy > state.energy:
-                state = best
-        return state
+        return state, fixed
 
     async def _evaluate_many(
         self, assignments: list[tuple[dict[int, Label], list[int]]], base: State
@@ -324,7 +444,12 @@ class ICMSearch:
         return State(labels, preds, frozenset(violated), mp, energy)
 
     async def _finish(
-        self, state: State, trajectory: list[Step], stopped: str | None = None
+        self,
+        state: State,
+        trajectory: list[Step],
+        stopped: str | None,
+        converged: bool | None,
+        seeds: frozenset[int] | None,
     ) -> SearchResult:
         rest = [i for i in range(self.n) if i not in state.labels]
         try:
@@ -345,6 +470,11 @@ class ICMSearch:
             violated=violated,
             trajectory=trajectory,
             stopped=stopped,
+            converged=converged,
+            flips=self._tally.flips,
+            pairs_fixed=self._tally.pairs_fixed,
+            free_proposals=self._tally.free_proposals,
+            never_reproposed=None if seeds is None else len(seeds - self._tally.proposed),
         )
 
 
