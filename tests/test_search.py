@@ -308,8 +308,10 @@ async def test_default_run_converges_and_reaches_a_fixed_point() -> None:
     assert result.converged is True and result.stopped is None
     assert set(result.searched) == set(range(len(TRUTH)))  # every example joined the search
     assert result.never_reproposed == 0
-    last = result.trajectory[-len(TRUTH) :]
-    assert sorted(s.example for s in last) == list(range(len(TRUTH)))
+    *sweep, complement = result.trajectory[-len(TRUTH) - 1 :]
+    assert complement.example == -1 and not complement.accepted  # every label flipped
+    last = [*sweep, complement]
+    assert sorted(s.example for s in sweep) == list(range(len(TRUTH)))
     assert not any(s.accepted for s in last)
     assert all(s.temperature == search.config.final_temperature for s in last)
     # a fixed point: each label is the model's own prediction given all the others

@@ -12,10 +12,13 @@ By default the search runs until it has converged rather than for a fixed number
    so its label is checked against the others before the run ends);
 3. at the final temperature the search sweeps: each example is proposed once, in random
    order, against an unchanged state, and only strict improvements of U are accepted.
-   A sweep with no accepted step ends the run (``converged``): every label is then the
-   model's own prediction given all the others, or changing it lowers U. An accepted step
-   starts a new sweep. U rises strictly with every accepted step of this phase, so it
-   ends; ``max_steps`` caps it anyway.
+   After a sweep with no accepted step, a binary task tries the complement of the labeling
+   (every label flipped, then ConsistencyFix): a labeling and its complement are often
+   equally coherent, single flips cannot cross from one to the other, and what the model
+   knows zero-shot should decide. If that does not raise U either, the run has converged:
+   every label is the model's own prediction given all the others, or changing it lowers
+   U. An accepted step starts a new sweep. U rises strictly with every accepted step of
+   this phase, so it ends; ``max_steps`` caps it anyway.
 
 A proposal for a labeled example in an unchanged state is the prediction the state already
 holds, so sweeps cost no model call until something changes.
@@ -39,9 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..aio import gather
 from ..errors import BudgetExhausted
-from ..scoring.base import Prediction, Scorer
+from ..scoring.base import Assignment, Prediction, Scorer
 from ..tasks.base import Label, PairConstraint
 from .consistency import Consistency
+
+#: Largest group of examples that ConsistencyFix relabels jointly (all their labelings).
+JOINT_REPAIR = 6
 
 
 class SearchConfig(BaseModel):
@@ -273,23 +279,35 @@ class ICMSearch:
         trajectory: list[Step] = []
         best = state
         sweep: list[int] = []  # examples not yet proposed in this sweep (final temperature)
+        quiet = False  # a whole sweep went by with no accepted step
         converged: bool | None = False if self.converging else None
         stopped: str | None = None
         try:
             for n in range(start, self.steps + 1):
-                if self.sweeping(n) and not sweep:
-                    sweep = list(range(self.n))
-                state, step = await self._step(state, n, sweep if self.sweeping(n) else None)
+                sweeping = self.sweeping(n)
+                if sweeping and quiet:
+                    if self.n_labels != 2:
+                        converged = True
+                        break
+                    state, step = await self._complement(state, n)
+                elif sweeping:
+                    if not sweep:
+                        sweep = list(range(self.n))
+                    state, step = await self._step(state, n, sweep)
+                else:
+                    state, step = await self._step(state, n, None)
                 trajectory.append(step)
                 if self.on_step is not None:
                     self.on_step(step)
                 if step.accepted:
                     self._checkpoint(n, state)
                     best = state if state.energy > best.energy else best
-                    sweep = []
-                elif self.sweeping(n) and not sweep:
+                    sweep, quiet = [], False
+                elif sweeping and quiet:  # the complement was no better either
                     converged = True
                     break
+                elif sweeping and not sweep:
+                    quiet = True
             else:
                 stopped = "max-steps" if self.converging else None
         except BudgetExhausted:  # stop where we are, with the best state seen
@@ -339,6 +357,29 @@ class ICMSearch:
             tally.flips += previous is not None
         new = candidate if accepted else state
         return new, self._record(n, temperature, i, previous, proposed, new, candidate, accepted)
+
+    async def _complement(self, state: State, n: int) -> tuple[State, Step]:
+        """The label-symmetry move of a binary task, tried when a sweep found nothing: every
+        label flipped, then every label set to the model's prediction given that complement
+        (the predictions its evaluation already holds), then ConsistencyFix; taken if U
+        strictly rises. A model that learns from its demonstrations finds a labeling and its
+        complement about equally coherent, and single flips cannot cross from one to the
+        other: what the model knows zero-shot should decide. Recorded as a step with
+        ``example == -1``."""
+        temperature = self.temperature(n)
+        flipped = {i: 1 - y for i, y in state.labels.items()}
+        mirror = await self._evaluate(flipped, None, flipped)
+        followed = {i: mirror.predictions[i].argmax() for i in flipped}
+        if followed != flipped:
+            candidate = await self._evaluate(followed, None, followed)
+            mirror = candidate if candidate.energy > mirror.energy else mirror
+        candidate, fixed = await self._fix(mirror)
+        accepted = candidate.energy > state.energy
+        if accepted:
+            self._tally.pairs_fixed += fixed
+            self._tally.flips += sum(candidate.labels[i] != y for i, y in state.labels.items())
+        new = candidate if accepted else state
+        return new, self._record(n, temperature, -1, None, -1, new, candidate, accepted)
 
     def _record(
         self,
@@ -392,19 +433,26 @@ class ICMSearch:
         return self._cum
 
     async def _fix(self, state: State) -> tuple[State, int]:
-        """Algorithm 2 over every violated pair: try all consistent options of each violated
-        pair (in random order) and take a pair's best option when it strictly raises U;
-        after a repair, scan again; stop when no option of any violated pair raises U (or
-        after ``fix_iterations`` repairs). Returns the state and the number of repairs."""
+        """Algorithm 2 over every violated pair: a repair tries every consistent option of a
+        violated pair, and takes the best one if it strictly raises U; after a repair the
+        violated pairs are scanned again (in random order), until no option of any raises U
+        (or ``fix_iterations`` repairs were made). Violated pairs that share an example are
+        repaired together: the options are every labeling of their examples (up to
+        ``JOINT_REPAIR`` of them) that violates fewer of the constraints among them, so a
+        move that needs three labels to change at once is found (one pair at a time, each
+        step would have to lower U). Returns the state and the number of repairs."""
         cap = self.config.fix_iterations
         fixed = 0
         while state.violated and (cap is None or fixed < cap):
-            order = sorted(state.violated)
-            self.rng.shuffle(order)
-            for k in order:
-                c = self.consistency.constraints[k]
+            units = self._repair_units(state.violated)
+            self.rng.shuffle(units)
+            for members in units:
+                options = self._options(members, state.labels)
                 candidates = await self._evaluate_many(
-                    [({**state.labels, c.i: a, c.j: b}, [c.i, c.j]) for a, b in sorted(c.allowed)],
+                    [
+                        ({**state.labels, **dict(zip(members, o, strict=True))}, members)
+                        for o in options
+                    ],
                     state,
                 )
                 best = candidates[0]
@@ -418,6 +466,54 @@ class ICMSearch:
             else:
                 break
         return state, fixed
+
+    def _repair_units(self, violated: frozenset[int]) -> list[list[int]]:
+        """The examples of each group of violated pairs that share examples (sorted), or
+        each pair alone where a group has more than ``JOINT_REPAIR`` examples."""
+        constraints = self.consistency.constraints
+        parent: dict[int, int] = {}
+
+        def find(i: int) -> int:
+            while parent.setdefault(i, i) != i:
+                i = parent[i]
+            return i
+
+        for k in sorted(violated):
+            c = constraints[k]
+            parent[find(c.i)] = find(c.j)
+        groups: dict[int, set[int]] = {}
+        pairs: dict[int, list[int]] = {}
+        for k in sorted(violated):
+            root = find(constraints[k].i)
+            groups.setdefault(root, set()).update((constraints[k].i, constraints[k].j))
+            pairs.setdefault(root, []).append(k)
+        units: list[list[int]] = []
+        for root in sorted(groups):
+            if len(groups[root]) <= JOINT_REPAIR:
+                units.append(sorted(groups[root]))
+            else:
+                units += [[constraints[k].i, constraints[k].j] for k in pairs[root]]
+        return units
+
+    def _options(self, members: list[int], labels: Assignment) -> list[tuple[Label, ...]]:
+        """Every labeling of ``members`` that violates fewer of the constraints among them
+        than ``labels`` does (for one violated pair: its consistent options)."""
+        where = {i: pos for pos, i in enumerate(members)}
+        inside = [
+            (where[c.i], where[c.j], c.allowed)
+            for k in sorted({k for i in members for k in self.consistency.by_example[i]})
+            if (c := self.consistency.constraints[k]).i in where and c.j in where
+        ]
+
+        def violations(option: Sequence[Label]) -> int:
+            return sum((option[a], option[b]) not in allowed for a, b, allowed in inside)
+
+        now = violations([labels[i] for i in members])
+        return [
+            option
+            for option in itertools.product(range(self.n_labels), repeat=len(members))
+            if violations(option) < now
+        ]
 
     async def _evaluate_many(
         self, assignments: list[tuple[dict[int, Label], list[int]]], base: State

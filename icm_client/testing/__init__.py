@@ -1,0 +1,49 @@
+"""Simulated base models for testing ICM where a real model cannot show it.
+
+The embedded 270M model is at chance on every task, so whether the search reaches what a
+model knows is proven on models whose beliefs we set: ``Oracle`` (knows every answer),
+``Noisy`` (right with probability p), ``InContext`` (a kernel model of in-context learning)
+and ``LabelCopying`` (copies its demonstrations' labels, as small models do). Each is a
+next-token function served over the real HTTP path, in memory (``mock_client``) or on
+loopback (``LoopbackServer``), so prompts are rendered, sent and parsed as in production.
+``ceiling`` computes the best agreement a labeling the model supports can reach; the
+generators in ``data`` make task-shaped examples with gold labels for them.
+
+    data = gsm8k_like(128, seed=0)
+    task = get_task(data.task)
+    model = Noisy(task, data.examples, data.gold, p=0.9)
+    async with OpenAICompletions(MOCK_URL, "stand-in-1", client=mock_client(model)) as backend:
+        result = await label(data.examples, task, backend)
+    best = ceiling(model, ExactContext())
+"""
+
+from .ceiling import Ceiling, ceiling
+from .data import SHAPES, SimulatedData, comparison_like, gsm8k_like, truthfulqa_like
+from .models import InContext, LabelCopying, Noisy, Oracle, PromptReader, Reading, SimulatedModel
+from .protocol import VOCAB, CompletionsApp, NextToken, hash_logprobs, toy_tokenize
+from .server import MOCK_URL, LoopbackServer, mock_client
+
+__all__ = [
+    "MOCK_URL",
+    "SHAPES",
+    "VOCAB",
+    "Ceiling",
+    "CompletionsApp",
+    "InContext",
+    "LabelCopying",
+    "LoopbackServer",
+    "NextToken",
+    "Noisy",
+    "Oracle",
+    "PromptReader",
+    "Reading",
+    "SimulatedData",
+    "SimulatedModel",
+    "ceiling",
+    "comparison_like",
+    "gsm8k_like",
+    "hash_logprobs",
+    "mock_client",
+    "toy_tokenize",
+    "truthfulqa_like",
+]

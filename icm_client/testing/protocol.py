@@ -1,0 +1,218 @@
+"""The OpenAI-compatible completions protocol of the stand-in servers.
+
+A stand-in model is a function from a prompt to its next-token distribution over a small
+vocabulary (``NextToken``). This module turns one into what a real server answers: the
+``/v1/completions`` body in the OpenAI/vLLM shape or llama.cpp's, ``/v1/models`` and vLLM's
+``/tokenize``, with a toy tokenizer whose counts are close to a BPE tokenizer's on English.
+``CompletionsApp`` is the whole server as a function of (method, path, body); it serves as
+an ``httpx2.MockTransport`` handler directly and under the loopback servers of the tests and
+benchmarks, so every test double speaks one protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+import httpx2
+
+VOCAB = (
+    " True",
+    " False",
+    " Yes",
+    " No",
+    " A",
+    " B",
+    " C",
+    " D",
+    " the",
+    " a",
+    " is",
+    " not",
+    " and",
+    " of",
+    ",",
+    ".",
+    "\n",
+    " 1",
+    " 2",
+    " I",
+    " it",
+    " maybe",
+    " true",
+    " false",
+)
+"""Every token a stand-in model can predict."""
+
+#: A stand-in model: the next-token distribution after a prompt, most likely first.
+NextToken = Callable[[str], list[tuple[str, float]]]
+Shape = Literal["openai", "llamacpp"]
+
+_TOKEN_RE = re.compile(r"\s?[A-Za-z0-9]+|\s?[^\sA-Za-z0-9]|\s+")
+
+
+def toy_tokenize(text: str) -> list[str]:
+    """Words (with their leading space), punctuation marks and runs of whitespace."""
+    return _TOKEN_RE.findall(text)
+
+
+def token_ids(text: str) -> list[int]:
+    """Stable ids of ``toy_tokenize(text)`` (what ``/tokenize`` answers)."""
+    return [
+        int.from_bytes(hashlib.sha256(t.encode()).digest()[:3], "big") for t in toy_tokenize(text)
+    ]
+
+
+def hash_logprobs(prompt: str) -> list[tuple[str, float]]:
+    """A model with no beliefs: logits from the SHA-256 of the prompt (log-softmax, so they
+    are real log-probabilities). The same prompt always gets the same answer."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    return normalised([(tok, digest[i] / 32.0) for i, tok in enumerate(VOCAB)])
+
+
+def normalised(logits: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Log-softmax over ``logits``, most likely first (ties by token)."""
+    top = max(v for _, v in logits)
+    norm = top + math.log(sum(math.exp(v - top) for _, v in logits))
+    return sorted(((tok, v - norm) for tok, v in logits), key=lambda p: (-p[1], p[0]))
+
+
+def completion_body(
+    model: str, prompt: str, dist: list[tuple[str, float]], k: int, shape: Shape = "openai"
+) -> dict[str, Any]:
+    """A one-token completion of ``prompt`` with its top-``k`` logprobs (k=0: none)."""
+    choices = [_choice(0, prompt, dist, k, shape)]
+    n_prompt = len(toy_tokenize(prompt))
+    return {
+        "id": "cmpl-stand-in",
+        "object": "text_completion",
+        "created": 0,
+        "model": model,
+        "choices": choices,
+        "usage": {"prompt_tokens": n_prompt, "completion_tokens": 1, "total_tokens": n_prompt + 1},
+    }
+
+
+def _choice(
+    index: int, prompt: str, dist: list[tuple[str, float]], k: int, shape: Shape
+) -> dict[str, Any]:
+    top = dist[: max(1, min(k, len(dist)))]
+    token, logprob = top[0]
+    choice: dict[str, Any] = {"index": index, "text": token, "finish_reason": "length"}
+    if not k:
+        choice["logprobs"] = None
+    elif shape == "openai":
+        choice["logprobs"] = {
+            "tokens": [token],
+            "token_logprobs": [logprob],
+            "top_logprobs": [dict(top)],
+            "text_offset": [len(prompt)],
+        }
+    else:
+        entries = [
+            {"id": VOCAB.index(t), "token": t, "logprob": lp, "bytes": list(t.encode())}
+            for t, lp in top
+        ]
+        choice["logprobs"] = {"content": [entries[0] | {"top_logprobs": entries}]}
+    return choice
+
+
+def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+class CompletionsApp:
+    """A well-behaved OpenAI-compatible server around a stand-in model.
+
+    ``prompt`` may be one string or a list of strings (one choice per prompt, by ``index``).
+    Counts what it served: ``requests`` (HTTP requests by path) and ``prompts`` (completions).
+    """
+
+    def __init__(
+        self,
+        model: NextToken = hash_logprobs,
+        *,
+        name: str = "stand-in-1",
+        shape: Shape = "openai",
+        n_ctx: int = 1 << 20,
+        tokenizer: bool = True,
+    ) -> None:
+        self.model, self.name, self.shape = model, name, shape
+        self.n_ctx, self.tokenizer = n_ctx, tokenizer
+        self.requests: dict[str, int] = {}
+        self.prompts = 0
+        self.prompt_tokens = 0
+
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        self.requests[path] = self.requests.get(path, 0) + 1
+        if method == "GET" and path == "/v1/models":
+            return 200, {
+                "object": "list",
+                "data": [{"id": self.name, "object": "model", "max_model_len": self.n_ctx}],
+            }
+        if method != "POST":
+            return 404, error_body(f"no route {method} {path}", "not_found")
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            return 400, error_body("request body is not JSON", "invalid_request_error")
+        if not isinstance(payload, dict):
+            return 400, error_body("request body is not an object", "invalid_request_error")
+        if path == "/tokenize" and self.tokenizer:
+            text = payload.get("content", payload.get("prompt"))
+            if not isinstance(text, str):
+                return 400, error_body("'content' is required", "invalid_request_error")
+            ids = token_ids(text)
+            return 200, {"tokens": ids, "count": len(ids), "max_model_len": self.n_ctx}
+        if path != "/v1/completions":
+            return 404, error_body(f"no route {path}", "not_found")
+        return self._complete(payload)
+
+    def _complete(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        prompts = payload.get("prompt")
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if (
+            not isinstance(prompts, list)
+            or not prompts
+            or not all(isinstance(p, str) for p in prompts)
+        ):
+            return 400, error_body("'prompt' must be a string or strings", "invalid_request_error")
+        if payload.get("model") != self.name:
+            message = f"The model `{payload.get('model')}` does not exist."
+            return 404, error_body(message, "invalid_request_error", "model_not_found")
+        k = int(payload.get("logprobs") or 0)
+        choices, total = [], 0
+        for index, prompt in enumerate(prompts):
+            n_prompt = len(toy_tokenize(prompt))
+            if n_prompt + 1 > self.n_ctx:
+                message = (
+                    f"This model's maximum context length is {self.n_ctx} tokens, however you "
+                    f"requested {n_prompt + 1} tokens. Please reduce your prompt."
+                )
+                return 400, error_body(message, "invalid_request_error", "context_length_exceeded")
+            choices.append(_choice(index, prompt, self.model(prompt), k, self.shape))
+            total += n_prompt
+        self.prompts += len(prompts)
+        self.prompt_tokens += total
+        return 200, {
+            "id": "cmpl-stand-in",
+            "object": "text_completion",
+            "created": 0,
+            "model": self.name,
+            "choices": choices,
+            "usage": {
+                "prompt_tokens": total,
+                "completion_tokens": len(prompts),
+                "total_tokens": total + len(prompts),
+            },
+        }
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        """The ``httpx2.MockTransport`` handler."""
+        status, data = self.handle(request.method, request.url.path, request.content)
+        return httpx2.Response(status, json=data)

@@ -1,0 +1,87 @@
+"""Stand-in servers: a loopback HTTP server and an ``httpx2.MockTransport`` client, both
+serving one ``CompletionsApp``.
+
+The loopback server is a real HTTP/1.1 keep-alive server (stdlib, in a daemon thread), so a
+test goes through the client's whole stack: connection pool, timeouts, parsing. The mock
+client skips the sockets and is the faster seam for many runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx2
+
+from .protocol import CompletionsApp, NextToken
+
+
+class LoopbackServer:
+    """``with LoopbackServer(model) as server: OpenAICompletions(server.base_url)``."""
+
+    def __init__(self, model: NextToken | CompletionsApp) -> None:
+        self.app = model if isinstance(model, CompletionsApp) else CompletionsApp(model)
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not running")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def start(self) -> LoopbackServer:
+        app = self.app
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, data = app.handle(self.command, self.path, body)
+                raw = httpx2.Response(status, json=data).content
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = _serve
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def mock_client(model: NextToken | CompletionsApp) -> httpx2.AsyncClient:
+    """An ``httpx2.AsyncClient`` whose requests ``model`` answers in memory; pass it as
+    ``OpenAICompletions(MOCK_URL, client=...)``."""
+    app = model if isinstance(model, CompletionsApp) else CompletionsApp(model)
+    return httpx2.AsyncClient(transport=httpx2.MockTransport(app))
+
+
+MOCK_URL = "http://stand-in.invalid/v1"
+"""The base URL to pair with ``mock_client`` (never resolved: the transport answers)."""
