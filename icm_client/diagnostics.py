@@ -162,6 +162,12 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
         assert t.energy_start is not None and t.energy_max is not None
         if t.energy_max - t.energy_start < FLAT:
             warn("flat-energy", f"U did not rise over {t.steps} steps: the search found nothing")
+    if summary.get("converged") is False:
+        warn(
+            "unconverged",
+            f"the search stopped at its cap of {t.steps} steps before it converged: the "
+            "labels may still change; run again with a larger --max-steps (scores are cached)",
+        )
     if d.inconsistencies:
         warn(
             "inconsistent",
@@ -186,7 +192,7 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
                 code="few-searched",
                 severity="note",
                 message=f"only {d.labeled_by_search} of {n} labels come from the search, the "
-                "rest were predicted at the end; more --steps searches more of them",
+                "rest were predicted at the end; a converging run (no --steps) searches all",
             )
         )
     if d.gold_agreement is not None and d.gold_agreement < 0.5 and k == 2:
@@ -204,6 +210,11 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
             )
         )
     return out
+
+
+def _cell(value: object) -> str:
+    """A value as one markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
@@ -234,6 +245,15 @@ def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
         lines.append(f"- U: {t.energy_start:.3f} → {t.energy_end:.3f} (max {t.energy_max:.3f})")
     if d.labeled_by_search is not None:
         lines.append(f"- labeled by the search: {d.labeled_by_search} of {d.examples}")
+    if summary.get("converged") is not None:
+        lines.append(f"- converged: {'yes' if summary['converged'] else 'no (stopped at its cap)'}")
+    if "pairs_fixed" in summary:
+        lines.append(f"- ConsistencyFix repairs kept: {summary['pairs_fixed']}")
+    left = summary.get("violated_pairs") or []
+    if left:
+        lines += ["", "## Violated pairs left", "", "| example | example | relation |"]
+        lines.append("|---|---|---|")
+        lines += [f"| {_cell(a)} | {_cell(b)} | {_cell(why)} |" for a, b, why in left]
     lines += ["", "## Cost", ""]
     lines += [
         f"- wall time: {v:.1f} s" if k == "wall_time_s" else f"- {k.replace('_', ' ')}: {v:g}"

@@ -75,13 +75,33 @@ class RunSummary(BaseModel):
     seed: int
     steps: int
     accepted: int
+    converged: bool | None = Field(
+        None,
+        description="the search ended at convergence (True), at its max_steps cap (False); "
+        "None: a fixed number of steps was asked for",
+    )
+    flips: int = Field(0, description="accepted steps that changed an existing label")
+    never_reproposed: int | None = Field(
+        None,
+        description="initial labels the search never proposed again (None: resumed run)",
+    )
+    free_proposals: int = Field(
+        0, description="proposals answered from predictions the search held: no model call"
+    )
+    pairs_fixed: int = Field(0, description="ConsistencyFix repairs kept")
+    violated_pairs: list[tuple[str, str, str]] = Field(
+        default_factory=list,
+        description="constraints the final labels violate: (id, id, reason); at most 1,000",
+    )
     labeled_by_search: int
     energy: float
     mutual_predictability: float
     inconsistencies: int
     label_counts: dict[str, int]
     unlabeled: int = 0
-    stopped: str | None = Field(None, description='"budget" when the budget ran out')
+    stopped: str | None = Field(
+        None, description='"budget": the budget ran out; "max-steps": the search hit its cap'
+    )
     calls: int
     prompt_tokens: int
     cached_tokens: int
@@ -232,6 +252,12 @@ def _result(
         seed=config.search.seed,
         steps=len(result.trajectory),
         accepted=sum(s.accepted for s in result.trajectory),
+        converged=result.converged,
+        flips=result.flips,
+        never_reproposed=result.never_reproposed,
+        free_proposals=result.free_proposals,
+        pairs_fixed=result.pairs_fixed,
+        violated_pairs=[(exs[c.i].id, exs[c.j].id, c.reason) for c in result.violated[:1000]],
         labeled_by_search=len(result.searched),
         energy=result.energy,
         mutual_predictability=result.mutual_predictability,

@@ -19,12 +19,14 @@ generators in ``data`` make task-shaped examples with gold labels for them.
 
 from .ceiling import Ceiling, ceiling
 from .data import SHAPES, SimulatedData, comparison_like, gsm8k_like, truthfulqa_like
+from .harness import REGIMES, SimulatedRun, simulate
 from .models import InContext, LabelCopying, Noisy, Oracle, PromptReader, Reading, SimulatedModel
 from .protocol import VOCAB, CompletionsApp, NextToken, hash_logprobs, toy_tokenize
 from .server import MOCK_URL, LoopbackServer, mock_client
 
 __all__ = [
     "MOCK_URL",
+    "REGIMES",
     "SHAPES",
     "VOCAB",
     "Ceiling",
@@ -39,11 +41,13 @@ __all__ = [
     "Reading",
     "SimulatedData",
     "SimulatedModel",
+    "SimulatedRun",
     "ceiling",
     "comparison_like",
     "gsm8k_like",
     "hash_logprobs",
     "mock_client",
+    "simulate",
     "toy_tokenize",
     "truthfulqa_like",
 ]

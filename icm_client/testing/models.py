@@ -53,6 +53,19 @@ class PromptReader:
         self.index = {task.render(ex): i for i, ex in enumerate(examples)}
         if len(self.index) != len(examples):
             raise ValueError("two examples render to the same text: a reader cannot tell them")
+        self._demos: dict[str, tuple[int, int] | None] = {}  # block -> (example, label)
+
+    def _demo(self, block: str) -> tuple[int, int] | None:
+        if block in self._demos:
+            return self._demos[block]
+        found = None
+        for y, word in enumerate(self.labels):
+            if block.endswith(word) and (j := self.index.get(block[: -len(word)])) is not None:
+                found = (j, y)
+                break
+        if len(self._demos) < 1 << 16:
+            self._demos[block] = found
+        return found
 
     def read(self, prompt: str) -> Reading:
         pieces = prompt.split("\n\n")
@@ -60,11 +73,9 @@ class PromptReader:
         block = ""
         for piece in pieces[:-1]:
             block = f"{block}\n\n{piece}" if block else piece
-            for y, word in enumerate(self.labels):
-                if block.endswith(word) and (j := self.index.get(block[: -len(word)])) is not None:
-                    demos.append((j, y))
-                    block = ""
-                    break
+            if (found := self._demo(block)) is not None:
+                demos.append(found)
+                block = ""
         target_text = f"{block}\n\n{pieces[-1]}" if block else pieces[-1]
         return Reading(self.index.get(target_text), tuple(demos))
 

@@ -1,0 +1,143 @@
+"""Search quality on simulated models: does the default run reach what its model knows?
+
+    .venv/bin/python benchmarks/quality_sim.py [--quick] [--n 32 128 512] [--seeds 0 1 2]
+
+For each regime of ``icm_client.testing`` (oracle, noisy p=0.9, in-context kernel model,
+label-copying), data shape (TruthfulQA-, GSM8K- and comparison-shaped), scoring strategy
+(exact, bounded C=8 and C=16) and N, the default ``label()`` run (converging search) goes
+through the real HTTP path (httpx2 MockTransport) on a model whose ceiling is computed:
+the best agreement with gold a labeling the model supports can reach under the same
+objective and strategy. Reported per cell (means over seeds): agreement, ceiling, the gap,
+violated pairs left (run / ceiling), steps, prompt tokens per final label and wall time;
+prompt tokens and wall time also as a ratio to ``exact`` in the same run. ``exact`` runs
+for N <= 128 only (its cost grows as N^3 in tokens: N = 512 would take hours here).
+The reference implementation's best case at N = 128 is 720,600 prompt tokens per label
+(``../shared/research/ref-cost.md``); target: the recommended strategy (bounded C=8) within
+36,000 at the ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from _sim import machine, table, write_json
+
+from icm_client.run import LabelConfig
+from icm_client.search.anneal import SearchConfig
+from icm_client.testing import REGIMES, SHAPES, SimulatedRun, simulate
+
+RESULTS = Path(__file__).parent / "results"
+STRATEGIES = {
+    "exact": {"strategy": "exact"},
+    "bounded 8": {"strategy": "bounded", "context_size": 8},
+    "bounded 16": {"strategy": "bounded", "context_size": 16},
+}
+REFERENCE_TOKENS_PER_LABEL_N128 = 720_600
+
+
+def cell(runs: list[SimulatedRun]) -> dict[str, Any]:
+    s = [r.result.summary for r in runs]
+    return {
+        "agreement": statistics.mean(r.agreement for r in runs),
+        "ceiling": statistics.mean(r.ceiling.agreement for r in runs),
+        "worst_gap": max(r.gap for r in runs),
+        "violated": statistics.mean(x.inconsistencies for x in s),
+        "ceiling_violated": statistics.mean(r.ceiling.violated for r in runs),
+        "converged": all(x.converged for x in s),
+        "steps": statistics.mean(x.steps for x in s),
+        "calls": statistics.mean(x.calls for x in s),
+        "tokens_per_label": statistics.mean(
+            x.prompt_tokens / r.n for x, r in zip(s, runs, strict=True)
+        ),
+        "wall_s": statistics.mean(r.wall_s for r in runs),
+        "label_counts": [x.label_counts for x in s],
+    }
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    rows: list[dict[str, Any]] = []
+    for regime in args.regimes:
+        for shape in args.shapes:
+            for n in args.n:
+                base: dict[str, Any] | None = None
+                for name in args.strategies:
+                    if name == "exact" and n > args.max_exact:
+                        continue
+                    runs = []
+                    for seed in args.seeds:
+                        config = LabelConfig(**STRATEGIES[name], search=SearchConfig(seed=seed))
+                        runs.append(await simulate(shape, regime, n, config, seed=seed))
+                    row = {"regime": regime, "shape": shape, "n": n, "strategy": name}
+                    row |= cell(runs)
+                    if name == "exact":
+                        base = row
+                    if base is not None:
+                        row["tokens_vs_exact"] = row["tokens_per_label"] / base["tokens_per_label"]
+                        row["wall_vs_exact"] = row["wall_s"] / base["wall_s"]
+                    rows.append(row)
+                    print(
+                        f"{regime:13} {shape:10} N={n:<4} {name:10} agreement "
+                        f"{row['agreement']:.3f} ceiling {row['ceiling']:.3f} "
+                        f"tokens/label {row['tokens_per_label']:,.0f} {row['wall_s']:.1f} s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return {"rows": rows}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="N=32, one seed (CI)")
+    parser.add_argument("--n", type=int, nargs="+", default=[32, 128, 512])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument("--max-exact", type=int, default=128, help="largest N run with exact")
+    parser.add_argument("--out", type=Path, default=RESULTS / "quality_sim.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.seeds = [32], [0]
+    start = time.perf_counter()
+    doc = anyio.run(main, args)
+    headers = ["regime", "shape", "N", "strategy", "agreement", "ceiling", "gap (worst)"]
+    headers += ["violated (ceiling)", "steps", "tokens/label", "vs exact", "wall s", "vs exact"]
+    print(
+        table(
+            headers,
+            [
+                [
+                    r["regime"],
+                    r["shape"],
+                    r["n"],
+                    r["strategy"],
+                    f"{r['agreement']:.1%}",
+                    f"{r['ceiling']:.1%}",
+                    f"{100 * r['worst_gap']:+.1f}",
+                    f"{r['violated']:.1f} ({r['ceiling_violated']:.1f})",
+                    round(r["steps"]),
+                    round(r["tokens_per_label"]),
+                    f"{r['tokens_vs_exact']:.3f}" if "tokens_vs_exact" in r else "-",
+                    r["wall_s"],
+                    f"{r['wall_vs_exact']:.2f}" if "wall_vs_exact" in r else "-",
+                ]
+                for r in doc["rows"]
+            ],
+        )
+    )
+    doc = {
+        "benchmark": "quality_sim",
+        "command": " ".join(sys.argv),
+        "machine": machine(),
+        "seeds": args.seeds,
+        "reference_tokens_per_label_n128": REFERENCE_TOKENS_PER_LABEL_N128,
+        "wall_s": round(time.perf_counter() - start, 1),
+        **doc,
+    }
+    write_json(args.out, doc)

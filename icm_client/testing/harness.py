@@ -1,0 +1,104 @@
+"""One labeling run on a simulated model, measured against its ceiling.
+
+Shared by the search-quality tests and ``benchmarks/quality_sim.py``: the data are made,
+the model is built with the gold labels, ``label()`` runs through the real HTTP path (in
+memory, or on a loopback server), and the result is compared with the model's ceiling under
+the same strategy and search settings.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..backends import OpenAICompletions
+from ..run import LabelConfig, LabelResult, label, make_strategy
+from ..tasks import get_task
+from ..tasks.base import Task
+from .ceiling import Ceiling, ceiling
+from .data import SHAPES, SimulatedData
+from .models import InContext, LabelCopying, Noisy, Oracle, SimulatedModel
+from .protocol import CompletionsApp
+from .server import MOCK_URL, LoopbackServer, mock_client
+
+ModelFactory = Callable[[Task, SimulatedData, int], SimulatedModel]
+
+REGIMES: dict[str, ModelFactory] = {
+    "oracle": lambda task, data, seed: Oracle(task, data.examples, data.gold),
+    "noisy": lambda task, data, seed: Noisy(task, data.examples, data.gold, 0.9, seed=seed),
+    "in-context": lambda task, data, seed: InContext(task, data.examples, data.gold, seed=seed),
+    "label-copying": lambda task, data, seed: LabelCopying(task, data.examples, data.gold),
+}
+"""The simulated regimes by name, each built from (task, data, seed)."""
+
+
+@dataclass(frozen=True)
+class SimulatedRun:
+    shape: str
+    regime: str
+    n: int
+    seed: int
+    config: LabelConfig
+    result: LabelResult
+    ceiling: Ceiling
+    agreement: float  # of the run's final labels with gold
+    wall_s: float
+    server_prompts: int  # completions the server computed
+    server_requests: int  # HTTP requests it answered
+
+    @property
+    def gap(self) -> float:
+        """Ceiling minus agreement (negative: the run beat the ceiling)."""
+        return self.ceiling.agreement - self.agreement
+
+
+async def simulate(
+    shape: str,
+    regime: str,
+    n: int,
+    config: LabelConfig,
+    *,
+    seed: int = 0,
+    loopback: bool = False,
+) -> SimulatedRun:
+    """Label ``n`` examples shaped like ``shape`` (a key of ``data.SHAPES``) on the
+    ``regime`` model (a key of ``REGIMES``), data and model drawn from ``seed``; the search
+    seed is ``config.search.seed``."""
+    data = SHAPES[shape](n, seed)
+    task = get_task(data.task)
+    model = REGIMES[regime](task, data, seed)
+    app = CompletionsApp(model)
+    start = time.perf_counter()
+    if loopback:
+        with LoopbackServer(app) as server:
+            backend = OpenAICompletions(server.base_url, app.name)
+            try:
+                result = await label(data.examples, task, backend, config)
+            finally:
+                await backend.aclose()
+    else:
+        backend = OpenAICompletions(MOCK_URL, app.name, client=mock_client(app))
+        try:
+            result = await label(data.examples, task, backend, config)
+        finally:
+            await backend.aclose()
+    wall = time.perf_counter() - start
+    best = ceiling(model, make_strategy(config, data.examples), config.search)
+    words = [w.strip() for w in task.labels]
+    agreement = sum(
+        row.label == words[y] for row, y in zip(result.rows, data.gold, strict=True)
+    ) / len(data.gold)
+    return SimulatedRun(
+        shape,
+        regime,
+        n,
+        seed,
+        config,
+        result,
+        best,
+        agreement,
+        wall,
+        app.prompts,
+        sum(app.requests.values()),
+    )
