@@ -1,9 +1,9 @@
 """The benchmarks' loopback model server, synthetic data and output helpers.
 
-The server is a copy of the stand-in model of ``tests/fault_server.py`` (same vocabulary,
-same SHA-256 logprobs, same toy tokenizer: ``--model hash`` gives the same prompt the same
-answer) plus, by default, a variant with beliefs (``belief_logprobs``: the search makes
-progress over it as over a real model, so costs grow as in a real run), served
+The server serves the stand-in models of ``icm_client.testing`` (``--model hash``: the
+SHA-256 logprobs of ``tests/fault_server.py``, the same prompt gets the same answer; by
+default ``belief_logprobs``: the search makes progress over it as over a real model, so
+costs grow as in a real run), served
 by a minimal asyncio HTTP/1.1 keep-alive server in a CHILD process: it does not share the
 client's GIL, its CPU time is not the client's, and it answers thousands of requests a
 second, so the benchmarks measure the client, not the server. ``--latency`` delays every
@@ -24,12 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
-import math
 import os
-import random
-import re
 import subprocess
 import sys
 import threading
@@ -38,108 +34,27 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from icm_client.dataset import Example
+from icm_client.testing.protocol import belief_logprobs, completion_body, toy_tokenize
+from icm_client.testing.protocol import hash_logprobs as model_logprobs
 
-# -- the stand-in model (identical to tests/fault_server.py) -------------------------------
+# -- the stand-in models (icm_client.testing) ------------------------------------------------
 
-VOCAB = (
-    " True",
-    " False",
-    " Yes",
-    " No",
-    " A",
-    " B",
-    " C",
-    " D",
-    " the",
-    " a",
-    " is",
-    " not",
-    " and",
-    " of",
-    ",",
-    ".",
-    "\n",
-    " 1",
-    " 2",
-    " I",
-    " it",
-    " maybe",
-    " true",
-    " false",
-)
 MODEL = "stand-in-1"
-
-_TOKEN_RE = re.compile(r"\s?[A-Za-z0-9]+|\s?[^\sA-Za-z0-9]|\s+")
-
-
-def toy_tokenize(text: str) -> list[str]:
-    """Words (with their leading space), punctuation marks and runs of whitespace."""
-    return _TOKEN_RE.findall(text)
-
-
-def model_logprobs(prompt: str) -> list[tuple[str, float]]:
-    """The stand-in model's next-token distribution after ``prompt``, most likely first."""
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    logits = [digest[i] / 32.0 for i in range(len(VOCAB))]
-    top = max(logits)
-    norm = top + math.log(sum(math.exp(v - top) for v in logits))
-    pairs = [(tok, v - norm) for tok, v in zip(VOCAB, logits, strict=True)]
-    return sorted(pairs, key=lambda p: (-p[1], p[0]))
-
-
-def belief_logprobs(prompt: str) -> list[tuple[str, float]]:
-    """A stand-in with beliefs: the noise of ``model_logprobs``, but " True" and " False"
-    lead, split by a fixed belief about the TARGET (the text after the last blank line) and
-    only nudged by the context. A search over it grows its labeled set as over a real model;
-    over ``model_logprobs`` (pure noise) it seldom accepts a step and labels a handful."""
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    target = prompt.rpartition("\n\n")[2]
-    belief = hashlib.sha256(target.encode("utf-8")).digest()[0] / 255.0 * 6.0 - 3.0
-    nudge = digest[31] / 255.0 - 0.5
-    logits = [digest[i] / 32.0 for i in range(len(VOCAB))]
-    logits[0] = 9.0 + (belief + nudge) / 2  # " True"
-    logits[1] = 9.0 - (belief + nudge) / 2  # " False"
-    top = max(logits)
-    norm = top + math.log(sum(math.exp(v - top) for v in logits))
-    pairs = [(tok, v - norm) for tok, v in zip(VOCAB, logits, strict=True)]
-    return sorted(pairs, key=lambda p: (-p[1], p[0]))
-
-
 MODELS = {"belief": belief_logprobs, "hash": model_logprobs}
 
 
 def completion(
     prompt: str, k: int, model: str = "belief", n_prompt: int | None = None, cached: int = 0
 ) -> dict[str, Any]:
-    top = MODELS[model](prompt)[: max(1, min(k, len(VOCAB)))]
-    if n_prompt is None:
-        n_prompt = len(toy_tokenize(prompt))
-    return {
-        "id": "cmpl-sim",
-        "object": "text_completion",
-        "created": 0,
-        "model": MODEL,
-        "choices": [
-            {
-                "index": 0,
-                "text": top[0][0],
-                "finish_reason": "length",
-                "logprobs": {
-                    "tokens": [top[0][0]],
-                    "token_logprobs": [top[0][1]],
-                    "top_logprobs": [dict(top)],
-                    "text_offset": [len(prompt)],
-                },
-            }
-        ],
-        "usage": {
+    body = completion_body(MODEL, prompt, MODELS[model](prompt), k)
+    if n_prompt is not None:
+        body["usage"] = {
             "prompt_tokens": n_prompt,
             "completion_tokens": 1,
             "total_tokens": n_prompt + 1,
-            "prompt_tokens_details": {"cached_tokens": cached},
-        },
-    }
+        }
+    body["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
+    return body
 
 
 BLOCK = 16
@@ -351,46 +266,6 @@ class SimServer:
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/reset", b"{}")
         with urllib.request.urlopen(request, timeout=10) as r:
             r.read()
-
-
-# -- synthetic data -------------------------------------------------------------------------
-
-_TEXT = (
-    "people animals water city country music history science money health food language "
-    "school river mountain government president year world light sound power energy law "
-    "body heart brain sleep dream winter summer ocean island forest computer phone book "
-    "movie song war peace church king queen doctor teacher child parent friend enemy tree "
-    "flower stone metal gold silver iron glass paper fire earth moon star planet sun rain "
-    "snow wind cloud storm road car train ship plane bridge tower house door window wall"
-)
-_WORDS = _TEXT.split()
-_VERBS_TEXT = "eat drink break touch cross swallow read watch cut open wear keep"
-_VERBS = _VERBS_TEXT.split()
-
-
-def synthetic_examples(n: int, task: str = "truthfulqa", seed: int = 0) -> list[Example]:
-    """``n`` examples shaped like the paper's data: groups of 4 claims per question, questions
-    of ~10 words and claims of ~8 (the means of ``train_truthfulqa.json``). ``gsm8k``: each
-    question's 4 solutions end in one of two answers, so the task's constraints bind."""
-    rng = random.Random(f"{task}:{seed}")
-    out: list[Example] = []
-    for q in range(math.ceil(n / 4)):
-        words = " ".join(rng.choice(_WORDS) for _ in range(7))
-        question = f"What happens if you {rng.choice(_VERBS)} {words}?"
-        answers = (rng.randrange(100), rng.randrange(100, 200))
-        for c in range(4):
-            if len(out) == n:
-                break
-            claim = " ".join(rng.choice(_WORDS) for _ in range(7)).capitalize()
-            if task == "gsm8k":
-                fields = {
-                    "question": question,
-                    "solution": f"{claim}. The answer is {answers[c % 2]}.",
-                }
-            else:
-                fields = {"question": question, "choice": f"{claim}."}
-            out.append(Example(f"q{q}-{c}", fields))
-    return out
 
 
 # -- output ---------------------------------------------------------------------------------

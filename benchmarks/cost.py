@@ -5,9 +5,10 @@
 Default grid: truthfulqa at N = 64 and 256, gsm8k at N = 64 (``DEFAULT_GRID``); giving
 ``--n`` or ``--tasks`` runs every task at every size.
 
-Every strategy labels the same synthetic dataset (``_sim.synthetic_examples``) through the
-real client stack (``stack(OpenAICompletions(...), cache_dir=False)``) against the loopback
-stand-in server (``_sim.py``), with the search at its API/CLI defaults (steps = N). Calls and
+Every strategy labels the same synthetic dataset (``icm_client.testing.synthetic_examples``)
+through the real client stack (``stack(OpenAICompletions(...), cache_dir=False)``) against
+the loopback stand-in server (``_sim.py``), with the search at its API/CLI defaults (it runs
+until converged). Calls and
 prompt tokens are what the server counted (cross-checked against the client's ``Usage``).
 No disk cache: within one run the scorer's memo already answers every repeated prompt, so a
 cache only pays across runs (see ``rerun.py``).
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
-from _sim import SimServer, machine, synthetic_examples, table, toy_tokenize, write_json
+from _sim import SimServer, machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, stack
 from icm_client.backends.base import prepare
@@ -50,6 +51,8 @@ from icm_client.scoring.context import ContextScorer
 from icm_client.search.anneal import ICMSearch
 from icm_client.search.consistency import Consistency
 from icm_client.tasks import Task, get_task
+from icm_client.testing.data import synthetic_examples
+from icm_client.testing.protocol import toy_tokenize
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_RATIO = 20.0
@@ -220,7 +223,7 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "seed": args.seed,
             "concurrency": args.concurrency,
             "server": "benchmarks/_sim.py (stand-in model of tests/fault_server.py, toy tokens)",
-            "search": "API/CLI defaults (steps = N)",
+            "search": "API/CLI defaults (runs until converged)",
             "cache": "none (cache_dir=False); the scorer's in-run memo only",
         },
         "runs": runs,

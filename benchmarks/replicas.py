@@ -53,13 +53,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import anyio
-from _sim import MODEL, SimServer, machine, synthetic_examples, table, write_json
+from _sim import MODEL, SimServer, machine, table, write_json
 
 from icm_client.aio import gather
 from icm_client.backends import ScoreRequest, ScoreResult, stack
 from icm_client.backends.routing import DEFAULT_AFFINITY_CHARS, Routing
 from icm_client.scoring.context import BoundedContext, ContextScorer, ExactContext
 from icm_client.tasks import get_task
+from icm_client.testing.data import synthetic_examples
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_EFFICIENCY = 0.9

@@ -33,11 +33,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
-from _sim import SimServer, machine, synthetic_examples, table, write_json
+from _sim import SimServer, machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, stack
 from icm_client.run import LabelConfig, LabelResult, label
 from icm_client.tasks import get_task
+from icm_client.testing.data import synthetic_examples
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_S = 2.0

@@ -3,9 +3,9 @@
 It is a real HTTP server (stdlib ``ThreadingHTTPServer`` in a background thread), so the
 client's whole stack runs as in production: connection pool, timeouts, dropped sockets.
 
-The stand-in model: the top-k logprobs of the next token come from the SHA-256 of the prompt
-over a small fixed vocabulary (log-softmax, so they are real log-probabilities). The same
-prompt always gets the same answer, in the OpenAI/vLLM shape or llama.cpp's.
+The stand-in model (``icm_client.testing.hash_logprobs``): the top-k logprobs of the next
+token come from the SHA-256 of the prompt over a small fixed vocabulary. The same prompt
+always gets the same answer, in the OpenAI/vLLM shape or llama.cpp's.
 
 Faults follow a seeded schedule: attempt ``n`` at one request (path, prompt, k) fails with
 probability ``rate``, of a kind drawn from ``kinds``, both decided by a hash of
@@ -19,11 +19,8 @@ longer than ``n_ctx`` tokens 400.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import random
-import re
 import socket
 import threading
 import time
@@ -32,6 +29,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from icm_client.testing.protocol import completion_body, token_ids
+from icm_client.testing.protocol import hash_logprobs as model_logprobs
 
 TRANSIENT = (
     "429",
@@ -49,50 +49,6 @@ TRANSIENT = (
 
 PERMANENT = ("400", "401", "404", "no_logprobs")
 """Faults retrying cannot fix: the run must stop and say why."""
-
-VOCAB = (
-    " True",
-    " False",
-    " Yes",
-    " No",
-    " A",
-    " B",
-    " C",
-    " D",
-    " the",
-    " a",
-    " is",
-    " not",
-    " and",
-    " of",
-    ",",
-    ".",
-    "\n",
-    " 1",
-    " 2",
-    " I",
-    " it",
-    " maybe",
-    " true",
-    " false",
-)
-
-_TOKEN_RE = re.compile(r"\s?[A-Za-z0-9]+|\s?[^\sA-Za-z0-9]|\s+")
-
-
-def toy_tokenize(text: str) -> list[str]:
-    """Words (with their leading space), punctuation marks and runs of whitespace."""
-    return _TOKEN_RE.findall(text)
-
-
-def model_logprobs(prompt: str) -> list[tuple[str, float]]:
-    """The stand-in model's next-token distribution after ``prompt``, most likely first."""
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
-    logits = [digest[i] / 32.0 for i in range(len(VOCAB))]
-    top = max(logits)
-    norm = top + math.log(sum(math.exp(v - top) for v in logits))
-    pairs = [(tok, v - norm) for tok, v in zip(VOCAB, logits, strict=True)]
-    return sorted(pairs, key=lambda p: (-p[1], p[0]))
 
 
 class FaultServer:
@@ -198,44 +154,13 @@ class FaultServer:
 
     # -- the stand-in model ------------------------------------------------------------------
 
-    def completion(self, prompt: str, k: int, *, with_logprobs: bool = True) -> dict[str, Any]:
-        top = model_logprobs(prompt)[: max(1, min(k, len(VOCAB)))]
-        token, logprob = top[0]
-        n_prompt = len(toy_tokenize(prompt))
-        choice: dict[str, Any] = {"index": 0, "text": token, "finish_reason": "length"}
-        if not with_logprobs:
-            choice["logprobs"] = None
-        elif self.shape == "openai":
-            choice["logprobs"] = {
-                "tokens": [token],
-                "token_logprobs": [logprob],
-                "top_logprobs": [dict(top)],
-                "text_offset": [len(prompt)],
-            }
-        else:
-            entries = [
-                {"id": VOCAB.index(t), "token": t, "logprob": lp, "bytes": list(t.encode())}
-                for t, lp in top
-            ]
-            choice["logprobs"] = {"content": [entries[0] | {"top_logprobs": entries}]}
-        return {
-            "id": "cmpl-fault",
-            "object": "text_completion",
-            "created": 0,
-            "model": self.model,
-            "choices": [choice],
-            "usage": {
-                "prompt_tokens": n_prompt,
-                "completion_tokens": 1,
-                "total_tokens": n_prompt + 1,
-            },
-        }
+    def completion(self, prompt: str, k: int) -> dict[str, Any]:
+        body = completion_body(self.model, prompt, model_logprobs(prompt), k, self.shape)
+        body["id"] = "cmpl-fault"
+        return body
 
     def token_ids(self, text: str) -> list[int]:
-        return [
-            int.from_bytes(hashlib.sha256(t.encode()).digest()[:3], "big")
-            for t in toy_tokenize(text)
-        ]
+        return token_ids(text)
 
 
 def _error(message: str, kind: str, code: str | None = None) -> dict[str, Any]:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_server import model_logprobs, toy_tokenize
+
+from icm_client.testing.protocol import hash_logprobs as model_logprobs
+from icm_client.testing.protocol import toy_tokenize
 
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
@@ -79,7 +81,7 @@ def test_cost(tmp_path: Path) -> None:
         )
         assert base["tokens_per_label"] == base["prompt_tokens"] / n
     for r in doc["runs"]:
-        assert r["steps"] == r["n"] and r["calls"] > 0 and r["tokens_per_label"] > 0
+        assert r["steps"] >= r["n"] and r["calls"] > 0 and r["tokens_per_label"] > 0
         # Neighbouring leave-one-out prompts share their leading demonstrations.
         assert 0 < r["prefix_cached_tokens"] < r["prompt_tokens"]
     for q in doc["ratios"]:

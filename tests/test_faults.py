@@ -181,7 +181,7 @@ def test_cli_exits_1_on_a_permanent_fault_mid_run_and_writes_nothing(
 ) -> None:
     out = tmp_path / "labels.jsonl"
     # the preflight (model, host probe, test score) passes; faults start once the run is under way
-    with FaultServer(rate=0.1, kinds=("400",), seed=2, after=8) as server:
+    with FaultServer(rate=0.3, kinds=("400",), seed=2, after=8) as server:
         args = ["label", "sample:cities", "--task", "cities", "--limit", "16", "--quiet"]
         args += ["--out", str(out), "--base-url", server.base_url, "--no-cache"]
         args += ["--strategy", "bounded", "--context-size", "4", "--steps", "30"]

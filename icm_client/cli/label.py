@@ -20,7 +20,7 @@ from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, clear_run
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
-from ..run import LabelConfig, LabelResult, label
+from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..search.anneal import SearchConfig, Step
 from ..tasks import Task, get_task
 from ._io import check_writable, option_error, write_json, write_jsonl
@@ -50,15 +50,32 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="contextual calibration against a content-free input (for small models)",
     )
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--steps", type=int, help="annealing iterations (default: dataset size)")
-    s.add_argument("--alpha", type=float, default=50.0)
-    s.add_argument("--objective", choices=["mean", "sum"], default="mean")
-    s.add_argument("--initial-labeled", type=int, default=8)
-    s.add_argument("--fix-iterations", type=int, default=10)
-    s.add_argument("--initial-temperature", type=float, default=10.0)
-    s.add_argument("--final-temperature", type=float, default=0.01)
-    s.add_argument("--cooling", type=float, default=0.99)
+    d = {name: f.default for name, f in SearchConfig.model_fields.items()}
+    s.add_argument("--seed", type=int, default=d["seed"])
+    s.add_argument(
+        "--steps",
+        type=int,
+        help="a fixed number of annealing steps at the paper's schedule, then stop "
+        "(default: run until the search has converged; see README)",
+    )
+    s.add_argument(
+        "--max-steps",
+        type=int,
+        help="cap of a converging run; the summary says when it was hit "
+        "(default: 10 x the dataset size + 100)",
+    )
+    s.add_argument("--alpha", type=float, default=d["alpha"])
+    s.add_argument("--objective", choices=["mean", "sum"], default=d["objective"])
+    s.add_argument("--initial-labeled", type=int, default=d["initial_labeled"])
+    s.add_argument(
+        "--fix-iterations",
+        type=int,
+        default=d["fix_iterations"],
+        help="cap of ConsistencyFix repairs per step (default: until no repair raises U)",
+    )
+    s.add_argument("--initial-temperature", type=float, default=d["initial_temperature"])
+    s.add_argument("--final-temperature", type=float, default=d["final_temperature"])
+    s.add_argument("--cooling", type=float, default=d["cooling"])
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -198,6 +215,7 @@ def _config(args: argparse.Namespace) -> LabelConfig:
             cooling=args.cooling,
             initial_labeled=args.initial_labeled,
             steps=args.steps,
+            max_steps=args.max_steps,
             fix_iterations=args.fix_iterations,
             objective=args.objective,
             seed=args.seed,
@@ -225,9 +243,7 @@ async def run(args: argparse.Namespace) -> int:
         bar = (
             None
             if args.quiet
-            else tqdm(
-                total=config.search.steps or len(dataset), desc="icm", unit="step", file=sys.stderr
-            )
+            else tqdm(total=config.search.steps, desc="icm", unit="step", file=sys.stderr)
         )
 
         def on_step(step: Step) -> None:
@@ -310,13 +326,26 @@ async def _preflight(backend: Backend, task: Task, longest: Example, path: Path)
     )
 
 
+def _search_line(s: RunSummary) -> str:
+    how = {True: "converged", False: "stopped at --max-steps before it converged", None: "ran"}
+    line = (
+        f"search {how[s.converged]} after {s.steps} steps: {s.accepted} accepted, "
+        f"{s.flips} labels changed, {s.free_proposals} proposals answered without a call"
+    )
+    if s.never_reproposed:
+        line += f", {s.never_reproposed} initial labels never proposed again"
+    return line
+
+
 def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     s = result.summary
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
     lines = [
         f"labeled {s.examples} examples ({s.labeled_by_search} by the search) -> {out}",
         f"labels: {counts}",
-        f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies}",
+        f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies} "
+        f"(ConsistencyFix repairs kept: {s.pairs_fixed})",
+        _search_line(s),
         f"backend calls: {s.calls}, prompt tokens: {s.prompt_tokens} "
         f"(server-cached {s.cached_tokens}), cache hits: {s.cache_hits}, retries: {s.retries}",
         f"wall time: {s.wall_time_s:.1f} s; summary -> {summary_path}",

@@ -67,7 +67,12 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--context-size", type=int, default=16, help="demonstrations for 'bounded'")
     s.add_argument("--calibrate", action="store_true", help="contextual calibration")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--steps", type=int, help="annealing steps per batch (default: its size)")
+    s.add_argument(
+        "--steps",
+        type=int,
+        help="a fixed number of annealing steps per batch (default: each batch's search "
+        "runs until it has converged)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -146,7 +151,7 @@ async def run(args: argparse.Namespace) -> int:
         )
         if args.quiet:
             return
-        steps = sum(args.steps or len(b) for b in cut.batches)
+        steps = args.steps * len(cut.batches) if args.steps is not None else None
         bars["icm"] = tqdm(total=steps, desc="icm", unit="step", file=sys.stderr)
         bars["propagate"] = tqdm(total=cut.rest_size, desc="propagate", unit="ex", file=sys.stderr)
 

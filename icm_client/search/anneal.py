@@ -12,10 +12,12 @@ By default the search runs until it has converged rather than for a fixed number
    so its label is checked against the others before the run ends);
 3. at the final temperature the search sweeps: each example is proposed once, in random
    order, against an unchanged state, and only strict improvements of U are accepted.
-   After a sweep with no accepted step, a binary task tries the complement of the labeling
-   (every label flipped, then ConsistencyFix): a labeling and its complement are often
-   equally coherent, single flips cannot cross from one to the other, and what the model
-   knows zero-shot should decide. If that does not raise U either, the run has converged:
+   After a sweep with no accepted step come the global moves: ConsistencyFix over every
+   violated pair (during the search it repairs the pairs a step touched) and, for a
+   binary task, the complement of the labeling (every label flipped, then ConsistencyFix):
+   a labeling and its complement are often equally coherent, single flips cannot cross
+   from one to the other, and what the model knows zero-shot should decide. If neither
+   raises U, the run has converged:
    every label is the model's own prediction given all the others, or changing it lowers
    U. An accepted step starts a new sweep. U rises strictly with every accepted step of
    this phase, so it ends; ``max_steps`` caps it anyway.
@@ -286,10 +288,7 @@ class ICMSearch:
             for n in range(start, self.steps + 1):
                 sweeping = self.sweeping(n)
                 if sweeping and quiet:
-                    if self.n_labels != 2:
-                        converged = True
-                        break
-                    state, step = await self._complement(state, n)
+                    state, step = await self._settle(state, n)
                 elif sweeping:
                     if not sweep:
                         sweep = list(range(self.n))
@@ -303,7 +302,7 @@ class ICMSearch:
                     self._checkpoint(n, state)
                     best = state if state.energy > best.energy else best
                     sweep, quiet = [], False
-                elif sweeping and quiet:  # the complement was no better either
+                elif sweeping and quiet:  # the global moves found nothing either
                     converged = True
                     break
                 elif sweeping and not sweep:
@@ -343,7 +342,7 @@ class ICMSearch:
         if proposed == previous:
             return state, self._record(n, temperature, i, previous, proposed, state, None, False)
         candidate, fixed = await self._fix(
-            await self._evaluate({**state.labels, i: proposed}, state, [i])
+            await self._evaluate({**state.labels, i: proposed}, state, [i]), {i}
         )
         delta = candidate.energy - state.energy
         if sweep is not None:  # the final temperature: strict improvements only
@@ -358,22 +357,31 @@ class ICMSearch:
         new = candidate if accepted else state
         return new, self._record(n, temperature, i, previous, proposed, new, candidate, accepted)
 
-    async def _complement(self, state: State, n: int) -> tuple[State, Step]:
-        """The label-symmetry move of a binary task, tried when a sweep found nothing: every
-        label flipped, then every label set to the model's prediction given that complement
-        (the predictions its evaluation already holds), then ConsistencyFix; taken if U
-        strictly rises. A model that learns from its demonstrations finds a labeling and its
-        complement about equally coherent, and single flips cannot cross from one to the
-        other: what the model knows zero-shot should decide. Recorded as a step with
-        ``example == -1``."""
+    async def _settle(self, state: State, n: int) -> tuple[State, Step]:
+        """The global moves, tried when a sweep found nothing; the best is taken if it
+        strictly raises U. Recorded as a step with ``example == -1``.
+
+        * ConsistencyFix over every violated pair (during the search a repair looks only at
+          the pairs a step touched: a pair judged past repair stays so until a label near
+          it changes, which this catches at the end);
+        * for a binary task, the complement: every label flipped, then every label set to
+          the model's prediction given that complement (the predictions its evaluation
+          already holds), then ConsistencyFix. A model that learns from its demonstrations
+          finds a labeling and its complement about equally coherent, and single flips
+          cannot cross from one to the other: what the model knows zero-shot decides.
+        """
         temperature = self.temperature(n)
-        flipped = {i: 1 - y for i, y in state.labels.items()}
-        mirror = await self._evaluate(flipped, None, flipped)
-        followed = {i: mirror.predictions[i].argmax() for i in flipped}
-        if followed != flipped:
-            candidate = await self._evaluate(followed, None, followed)
-            mirror = candidate if candidate.energy > mirror.energy else mirror
-        candidate, fixed = await self._fix(mirror)
+        candidate, fixed = await self._fix(state)
+        if self.n_labels == 2:
+            flipped = {i: 1 - y for i, y in state.labels.items()}
+            mirror = await self._evaluate(flipped, None, flipped)
+            followed = {i: mirror.predictions[i].argmax() for i in flipped}
+            if followed != flipped:
+                other = await self._evaluate(followed, None, followed)
+                mirror = other if other.energy > mirror.energy else mirror
+            mirror, mirror_fixed = await self._fix(mirror)
+            if mirror.energy > candidate.energy:
+                candidate, fixed = mirror, mirror_fixed
         accepted = candidate.energy > state.energy
         if accepted:
             self._tally.pairs_fixed += fixed
@@ -432,7 +440,7 @@ class ICMSearch:
         self._cum_key = key
         return self._cum
 
-    async def _fix(self, state: State) -> tuple[State, int]:
+    async def _fix(self, state: State, focus: set[int] | None = None) -> tuple[State, int]:
         """Algorithm 2 over every violated pair: a repair tries every consistent option of a
         violated pair, and takes the best one if it strictly raises U; after a repair the
         violated pairs are scanned again (in random order), until no option of any raises U
@@ -462,6 +470,8 @@ class ICMSearch:
                 if best.energy > state.energy:
                     state = best
                     fixed += 1
+                    if focus is not None:
+                        focus.update(members)
                     break
             else:
                 break

@@ -99,6 +99,21 @@ def hash_logprobs(prompt: str) -> list[tuple[str, float]]:
     return normalised([(tok, digest[i] / 32.0) for i, tok in enumerate(VOCAB)])
 
 
+def belief_logprobs(prompt: str) -> list[tuple[str, float]]:
+    """A stand-in with beliefs: the noise of ``hash_logprobs``, but " True" and " False"
+    lead, split by a fixed belief about the TARGET (the text after the last blank line) and
+    only nudged by the context. A search over it grows its labeled set as over a real model;
+    over ``hash_logprobs`` (pure noise) it seldom accepts a step and labels a handful."""
+    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    target = prompt.rpartition("\n\n")[2]
+    belief = hashlib.sha256(target.encode("utf-8")).digest()[0] / 255.0 * 6.0 - 3.0
+    nudge = digest[31] / 255.0 - 0.5
+    logits = [digest[i] / 32.0 for i in range(len(VOCAB))]
+    logits[0] = 9.0 + (belief + nudge) / 2  # " True"
+    logits[1] = 9.0 - (belief + nudge) / 2  # " False"
+    return normalised(list(zip(VOCAB, logits, strict=True)))
+
+
 def normalised(logits: list[tuple[str, float]]) -> list[tuple[str, float]]:
     """Log-softmax over ``logits``, most likely first (ties by token)."""
     top = max(v for _, v in logits)
