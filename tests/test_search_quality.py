@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 
-from icm_client.diagnostics import diagnose
+from icm_client.diagnostics import diagnose, markdown
 from icm_client.run import LabelConfig
 from icm_client.search.anneal import SearchConfig
 from icm_client.testing import SHAPES, SimulatedRun, simulate
@@ -98,3 +98,18 @@ async def test_convergence_costs_no_call_once_the_labels_settle() -> None:
     sweep = run.result.trajectory[-run.n - 1 : -1]
     assert not any(step["accepted"] for step in sweep)
     assert s.calls == run.server_prompts  # nothing was asked twice
+
+
+async def test_pairs_left_violated_are_counted_and_listed_in_the_report() -> None:
+    # A noisy model confident in two contradicting solutions: at N=32 keeping both beats
+    # repairing (alpha / N outweighs one violation), so the ceiling itself leaves pairs.
+    run = await simulate("gsm8k", "noisy", 32, config("exact", 1), seed=1)
+    s = run.result.summary
+    assert s.inconsistencies == run.ceiling.violated > 0
+    assert len(s.violated_pairs) == s.inconsistencies
+    r = run.result
+    d = diagnose(s.model_dump(), r.trajectory, [row.model_dump() for row in r.rows])
+    report = markdown(d, s.model_dump())
+    assert "## Violated pairs left" in report
+    for a, b, why in s.violated_pairs:
+        assert f"| {a} | {b} | {why} |" in report
