@@ -107,9 +107,18 @@ class RunStore:
                 if len(steps) == n:
                     break
                 try:
-                    steps.append(json.loads(line))
-                except json.JSONDecodeError:
+                    step = json.loads(line)
+                except (json.JSONDecodeError, RecursionError):
                     break  # a line cut short by the kill: everything after it is gone too
+                if not isinstance(step, dict) or step.get("n") != len(steps) + 1:
+                    got = step.get("n") if isinstance(step, dict) else None
+                    raise ConfigError(
+                        f"line {len(steps) + 1} records step {got!r}, expected "
+                        f"{len(steps) + 1}: this trajectory is not one run's (did two runs "
+                        "write this directory?); start again with --restart",
+                        location=str(self.trajectory_path),
+                    )
+                steps.append(step)
         if len(steps) < n:
             raise ConfigError(
                 f"trajectory has {len(steps)} complete steps, the checkpoint needs {n}",

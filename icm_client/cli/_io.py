@@ -38,6 +38,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         fh.write("\n")
 
 
+def write_labels_then_summary(
+    labels: Path, rows: list[dict[str, Any]], summary: Path, data: dict[str, Any]
+) -> None:
+    """The old summary goes first: a kill at any point leaves labels without a summary,
+    never new labels beside the summary of the run before."""
+    summary.unlink(missing_ok=True)
+    write_jsonl(labels, rows)
+    write_json(summary, data)
+
+
 def option_error(exc: ValidationError) -> ConfigError:
     """The first validation error of a settings model, named as the command-line option."""
     err = exc.errors()[0]

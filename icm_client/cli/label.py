@@ -20,10 +20,11 @@ from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, clear_run
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
+from ..outputs import RunLock, check_outputs, remove_stale_temps
 from ..run import LabelConfig, LabelResult, label
 from ..search.anneal import SearchConfig, Step
 from ..tasks import Task, get_task
-from ._io import check_writable, option_error, write_json, write_jsonl
+from ._io import check_writable, option_error, write_labels_then_summary
 from .report import save_run_diagnostics
 
 SAMPLES = Path(__file__).parents[1] / "samples"
@@ -113,12 +114,16 @@ def load_input(args: argparse.Namespace) -> Input:
     return Input(path, dataset, task, longest)
 
 
-def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(summary file, run directory), checked writable before any work."""
+def output_paths(args: argparse.Namespace, input_path: Path) -> tuple[Path, Path]:
+    """(summary file, run directory), checked writable, and neither the input nor each
+    other, before any work."""
     summary_path = args.summary or args.out.with_name(args.out.name + ".summary.json")
+    run_dir = args.run_dir or args.out.with_name(args.out.name + ".run")
     check_writable(args.out)
     check_writable(summary_path)
-    return summary_path, args.run_dir or args.out.with_name(args.out.name + ".run")
+    outputs = {"--out": args.out, "--summary": summary_path, "--run-dir": run_dir}
+    check_outputs(input_path, outputs)
+    return summary_path, run_dir
 
 
 def prepare_run_dir(
@@ -218,8 +223,10 @@ async def run(args: argparse.Namespace) -> int:
     config = _config(args)
     given = load_input(args)
     path, dataset, task = given.path, given.dataset, given.task
-    summary_path, run_dir = output_paths(args)
+    summary_path, run_dir = output_paths(args, path)
     async with AsyncExitStack() as exits:
+        exits.enter_context(RunLock(run_dir))  # held until the outputs are written
+        remove_stale_temps(args.out, summary_path)
         backend = await _backend(args, exits)
         await _preflight(backend, task, given.longest, path)
         bar = (
@@ -246,14 +253,16 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    result = result.with_gold(dataset.gold)
-    write_jsonl(args.out, [r.model_dump() for r in result.rows])
-    write_json(
-        summary_path, {"summary": result.summary.model_dump(), "trajectory": result.trajectory}
-    )
-    _print_summary(result, args.out, summary_path)
-    run_info = {"input": str(path.resolve()), "task": args.task, "fields": _fields(args.field)}
-    save_run_diagnostics(run_dir, result, {**run_info, "limit": args.limit}, args.out, summary_path)
+        result = result.with_gold(dataset.gold)
+        write_labels_then_summary(
+            args.out,
+            [r.model_dump() for r in result.rows],
+            summary_path,
+            {"summary": result.summary.model_dump(), "trajectory": result.trajectory},
+        )
+        _print_summary(result, args.out, summary_path)
+        info = {"input": str(path.resolve()), "task": args.task, "fields": _fields(args.field)}
+        save_run_diagnostics(run_dir, result, {**info, "limit": args.limit}, args.out, summary_path)
     return 0
 
 
