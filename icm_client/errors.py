@@ -15,7 +15,13 @@ from __future__ import annotations
 
 
 class ICMError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose. Its message passes the
+    credential redaction (``redact.py``): a server that quotes the key back cannot leak it."""
+
+    def __init__(self, message: str = "") -> None:
+        from .redact import redact  # redact.py imports nothing of the package
+
+        super().__init__(redact(str(message)))
 
 
 class InputError(ICMError):

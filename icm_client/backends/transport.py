@@ -24,6 +24,7 @@ from ..errors import (
     PermanentBackendError,
     TransientBackendError,
 )
+from ..redact import describe_bad_key, redact, register
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 """Retried, like every 5xx: timeouts, conflicts, rate limits, overload (529)."""
@@ -68,6 +69,14 @@ def split_base_url(base_url: str) -> tuple[str, str]:
             f"invalid base URL {shown!r}: expected http(s)://host[:port][/prefix][/v1]",
             field="base_url",
         )
+    if "@" in parts.netloc:  # would become an Authorization: Basic header, key replaced
+        register(parts.password, user=parts.username)
+        register(urllib.parse.unquote(parts.password or ""), user=parts.username)
+        raise ConfigError(
+            f"base URL {shown!r} carries credentials (user:password@, not shown): "
+            "remove them and pass the key through --api-key-env (or api_key=)",
+            field="base_url",
+        )
     path = parts.path.rstrip("/").removesuffix("/v1")
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{parts.netloc}{path}", f"{parts.scheme}://{host}{path}"
@@ -90,6 +99,16 @@ class JSONTransport:
         client: httpx2.AsyncClient,
     ) -> None:
         self.root, self.shown_root = split_base_url(base_url)
+        if api_key is not None:
+            problem = describe_bad_key(api_key.get_secret_value())
+            if problem is not None:
+                raise ConfigError(
+                    f"the API key (from ${api_key_env} or api_key=) {problem}; an API key "
+                    "is printable ASCII: "
+                    "check how it was copied (a trailing newline from a file?)",
+                    field="api_key",
+                )
+            register(api_key.get_secret_value())
         self.api_key = api_key
         self.api_key_env = api_key_env
         self.timeout = timeout
@@ -140,9 +159,7 @@ class JSONTransport:
         try:
             return json.loads(response.content)
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            text = response.text  # redacted before it is cut: no half key either
-            if self.api_key is not None:
-                text = text.replace(self.api_key.get_secret_value(), "***")
+            text = redact(response.text)  # redacted before it is cut: no half key either
             raise TransientBackendError(
                 f"response is not valid JSON (truncated or garbled?): {text[:80]!r}",
                 endpoint=shown,
@@ -193,9 +210,7 @@ class JSONTransport:
             msg = msg or data.get("message") or data.get("detail")
         if msg is None:
             msg = response.text or response.reason_phrase
-        text = " ".join((msg if isinstance(msg, str) else json.dumps(msg)).split())
-        if self.api_key is not None:
-            text = text.replace(self.api_key.get_secret_value(), "***")
+        text = redact(" ".join((msg if isinstance(msg, str) else json.dumps(msg)).split()))
         return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
 
 
