@@ -77,6 +77,12 @@ class TransientBackendError(BackendError):
         super().__init__(message, endpoint=endpoint, status=status)
 
 
+class NoAnswerError(TransientBackendError):
+    """The server took the request but no complete answer came within the deadline: a busy
+    server (worth retrying in a run), or one that never answers (a wrong port, a server
+    still loading): ``preflight`` reports it at once instead of retrying."""
+
+
 class PermanentBackendError(BackendError):
     """Retrying cannot help: bad request, bad key, unknown model, an endpoint that cannot score."""
 

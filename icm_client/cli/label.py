@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from ..backends import OpenAICompletions, stack
 from ..backends.base import Backend, ScoreRequest
+from ..backends.lean import MAX_RESPONSE_BYTES
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, clear_run
@@ -162,6 +163,20 @@ def add_backend_arguments(p: Any) -> Any:
     )
     b.add_argument("--top-k", type=int, default=20, help="logprobs to request per call")
     b.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the most one request may take, whole (default 120)",
+    )
+    b.add_argument(
+        "--max-response-mb",
+        type=float,
+        default=MAX_RESPONSE_BYTES / 2**20,
+        metavar="MB",
+        help=f"refuse a server answer larger than this (default {MAX_RESPONSE_BYTES // 2**20})",
+    )
+    b.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight at most (per --base-url)"
     )
     b.add_argument(
@@ -287,6 +302,8 @@ async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
             api_key_env=args.api_key_env,
             top_k=args.top_k,
             usage=usage,
+            timeout=args.timeout,
+            max_response_bytes=int(args.max_response_mb * 2**20),
         )
         for u in base_urls
     ]
