@@ -296,6 +296,17 @@ CASES = [
         {"n_ctx": 256, "shape": "llamacpp"},
     ),
     Case(
+        "field-of-megabytes-refused-before-sending",
+        data(jsonl([*GOOD, GOOD[0] | {"id": "big", "statement": "word " * 400_000}])),
+        ("example 'big'", "data.jsonl", "2,000,", "context holds 4,096", "was not sent"),
+        {"n_ctx": 4096},
+    ),
+    Case(
+        "exact-search-larger-than-the-context",
+        good(**{"--context-window": "64", "--strategy": "exact"}),
+        ("the exact strategy", "6 examples", "context holds 64", "icm scale"),
+    ),
+    Case(
         "server-without-logprobs",
         good(),
         ("refused a test request", "/v1/completions", "no logprobs"),

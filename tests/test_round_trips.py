@@ -94,3 +94,16 @@ def test_a_full_disk_while_checkpointing_names_the_file_without_a_traceback(
     assert "checkpoint.json: cannot write: File too large" in proc.stderr
     assert not out.exists()
     assert [p.name for p in tmp_path.rglob(".checkpoint.json.*")] == []  # no temp file left
+
+
+def test_limit_reads_only_the_records_it_needs(tmp_path: Path) -> None:
+    """``--limit`` streams: what lies past the first N records is never read (here it is
+    not even UTF-8 or JSON, and would fail a whole-file read)."""
+    from icm_client.errors import DataError
+
+    path = tmp_path / "big.jsonl"
+    good = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows()[:3])
+    path.write_bytes(good.encode() + b"\xff not json at all\n" * 10_000)
+    assert len(load_dataset(path, limit=3)) == 3
+    with pytest.raises(DataError, match=r"big.jsonl:4: not UTF-8"):
+        load_dataset(path)

@@ -26,6 +26,7 @@ from ..run import LabelConfig, LabelResult, label
 from ..search.anneal import SearchConfig, Step
 from ..tasks import Task, get_task
 from ._io import check_writable, option_error, write_labels_then_summary
+from ._sizes import check_exact, check_prompt, known_window
 from .report import save_run_diagnostics
 
 SAMPLES = Path(__file__).parents[1] / "samples"
@@ -47,6 +48,13 @@ def add_parser(sub: Any) -> None:
     s = p.add_argument_group("search")
     s.add_argument("--strategy", choices=["exact", "bounded"], default="exact")
     s.add_argument("--context-size", type=int, default=32, help="demonstrations for 'bounded'")
+    s.add_argument(
+        "--context-window",
+        type=int,
+        metavar="TOKENS",
+        help="the model's context, to refuse prompts that cannot fit before sending them "
+        "(default: what the server reports, if it does)",
+    )
     s.add_argument(
         "--calibrate",
         action="store_true",
@@ -242,8 +250,11 @@ async def run(args: argparse.Namespace) -> int:
     async with AsyncExitStack() as exits:
         exits.enter_context(RunLock(run_dir))  # held until the outputs are written
         remove_stale_temps(args.out, summary_path)
+        window = await known_window(args)  # before any prompt is sent
+        check_prompt(task, given.longest, window, str(path))
         backend = await _backend(args, exits)
         await _preflight(backend, task, given.longest, path)
+        check_exact(task, dataset.examples, window, args.strategy, str(path))
         bar = (
             None
             if args.quiet
