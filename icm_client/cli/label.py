@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, clear_run
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
+from ..injection import normalise_separators, separator_fields, warning_text
 from ..outputs import RunLock, check_outputs, remove_stale_temps
 from ..run import LabelConfig, LabelResult, label
 from ..search.anneal import SearchConfig, Step
@@ -86,6 +87,12 @@ def add_input_arguments(p: Any) -> None:
         help="rename an input field for the task (repeatable)",
     )
     p.add_argument("--limit", type=int, help="use only the first N records")
+    p.add_argument(
+        "--normalize-separators",
+        action="store_true",
+        help="replace blank lines inside fields (which would read as the start of another "
+        "labeled demonstration) by one newline",
+    )
     r = p.add_argument_group("run directory (a killed run continues where it stopped)")
     r.add_argument(
         "--run-dir",
@@ -111,6 +118,11 @@ class Input:
 def load_input(args: argparse.Namespace) -> Input:
     path = _input_path(args.input)
     dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    found = separator_fields(dataset.examples)
+    if found and getattr(args, "normalize_separators", False):
+        dataset = replace(dataset, examples=normalise_separators(dataset.examples))
+    elif found:
+        print(f"icm: warning: {path}: {warning_text(found)}", file=sys.stderr)
     task = get_task(args.task)
     longest, size = dataset.examples[0], -1
     for ex in dataset.examples:
