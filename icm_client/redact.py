@@ -5,7 +5,8 @@ percent-encoded (a URL, a query), base64 alone and inside HTTP Basic ``user:pass
 as Python's ``repr`` writes it. ``redact(text)`` replaces each of them by ``***``.
 
 Where it applies: every ``ICMError`` message (``errors.py``), every log record of every
-logger (a log-record factory installed by the first ``register``), and what the CLI prints.
+logger and every warning as displayed (hooks installed by the first ``register``), and so
+everything the CLI prints.
 ``describe_bad_key`` says what is wrong with a key no HTTP header can carry (control
 characters, CR/LF, non-ASCII) without printing it, so that it is refused before any request
 is built: otherwise the HTTP library's own error would quote the header, key included.
@@ -17,6 +18,7 @@ import base64
 import logging
 import threading
 import urllib.parse
+import warnings
 from typing import Any
 
 MASK = "***"
@@ -87,7 +89,8 @@ def describe_bad_key(key: str) -> str | None:
 
 
 def _install_log_filter() -> None:
-    """Every log record, of any logger, is redacted when it is made."""
+    """Every log record, of any logger, is redacted when it is made; every warning when it
+    is formatted for display."""
     previous = logging.getLogRecordFactory()
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -103,3 +106,10 @@ def _install_log_filter() -> None:
         return record
 
     logging.setLogRecordFactory(factory)
+
+    show = warnings.formatwarning  # what the default warning display prints through
+
+    def formatwarning(*args: Any, **kwargs: Any) -> str:
+        return redact(show(*args, **kwargs))
+
+    warnings.formatwarning = formatwarning

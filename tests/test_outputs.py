@@ -128,7 +128,14 @@ def test_new_labels_are_never_left_beside_an_old_summary(tmp_path: Path) -> None
 
 def test_temp_files_of_killed_writes_are_removed_by_the_next_run(tmp_path: Path) -> None:
     out = tmp_path / "labels.jsonl"
-    litter = [tmp_path / ".labels.jsonl.ab12cd_9", tmp_path / ".labels.jsonl.summary.json.zzzzzzzz"]
+    run_dir = tmp_path / "labels.jsonl.run"
+    run_dir.mkdir()
+    litter = [
+        tmp_path / ".labels.jsonl.ab12cd_9",
+        tmp_path / ".labels.jsonl.summary.json.zzzzzzzz",
+        run_dir / ".checkpoint.json.k3j4h5g6",
+        run_dir / ".diagnostics.json.00000000",
+    ]
     for path in litter:
         path.write_text("partial")
     keep = tmp_path / ".labels.jsonl.notmine-file"

@@ -229,7 +229,8 @@ def test_credentials_in_the_url_are_refused_and_never_printed(
     (tmp_path / "out").mkdir()
     with FaultServer(echo_auth=True) as server:
         url = server.base_url.replace("//", f"//user:{password}@", 1)
-        code = main([*cli_args(server, tmp_path, "--quiet"), "--base-url", url])
+        args = [url if a == server.base_url else a for a in cli_args(server, tmp_path, "--quiet")]
+        code = main(args)
     out, err = capsys.readouterr()
     assert code == 2 and "carries credentials" in err, err
     assert server.auth_headers == []
@@ -277,6 +278,7 @@ async def test_a_server_quoting_the_key_in_any_form_is_redacted(
         await client.aclose()
     logging.getLogger("icm_test").warning("a careless log line: %s", echo)
     texts += [r.getMessage() for r in caplog.records]
+    texts.append(warnings.formatwarning(f"a careless warning: {echo}", UserWarning, "x.py", 1))
     for form in forms:
         assert_nowhere(form, *texts)
     assert any("***" in t for t in texts)

@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError, TaskError
 from ..injection import normalise_separators, separator_fields, warning_text
 from ..outputs import RunLock, check_outputs, remove_stale_temps
 from ..run import LabelConfig, LabelResult, label
+from ..runfiles import DIAGNOSTICS
 from ..search.anneal import SearchConfig, Step
 from ..tasks import Task, get_task
 from ._io import check_writable, option_error, write_labels_then_summary
@@ -261,7 +262,7 @@ async def run(args: argparse.Namespace) -> int:
     summary_path, run_dir = output_paths(args, path)
     async with AsyncExitStack() as exits:
         exits.enter_context(RunLock(run_dir))  # held until the outputs are written
-        remove_stale_temps(args.out, summary_path)
+        remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
         backend = await _backend(args, exits)
