@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic
+from .atomic import atomic, write_error
 from .errors import ConfigError
 from .search.anneal import Checkpoint
 
@@ -67,7 +67,7 @@ class RunStore:
         where = str(self.checkpoint_path)
         try:
             data = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, huge ints
             raise ConfigError(f"cannot read checkpoint: {exc}", location=where) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise ConfigError("not a checkpoint of this version of icm-client", location=where)
@@ -95,8 +95,11 @@ class RunStore:
             json.dump(data, fh)
 
     def record(self, step: dict[str, Any]) -> None:
-        with self.trajectory_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(step) + "\n")
+        try:
+            with self.trajectory_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(step) + "\n")
+        except OSError as exc:
+            raise write_error(self.trajectory_path, exc) from None
 
     def _read_steps(self, n: int) -> list[dict[str, Any]]:
         if n == 0 or not self.trajectory_path.exists():
@@ -107,9 +110,18 @@ class RunStore:
                 if len(steps) == n:
                     break
                 try:
-                    steps.append(json.loads(line))
-                except json.JSONDecodeError:
+                    step = json.loads(line)
+                except (ValueError, RecursionError):
                     break  # a line cut short by the kill: everything after it is gone too
+                if not isinstance(step, dict) or step.get("n") != len(steps) + 1:
+                    got = step.get("n") if isinstance(step, dict) else None
+                    raise ConfigError(
+                        f"line {len(steps) + 1} records step {got!r}, expected "
+                        f"{len(steps) + 1}: this trajectory is not one run's (did two runs "
+                        "write this directory?); start again with --restart",
+                        location=str(self.trajectory_path),
+                    )
+                steps.append(step)
         if len(steps) < n:
             raise ConfigError(
                 f"trajectory has {len(steps)} complete steps, the checkpoint needs {n}",
@@ -119,8 +131,12 @@ class RunStore:
 
     def _write_steps(self, steps: list[dict[str, Any]]) -> None:
         tmp = self.trajectory_path.with_name(f".{TRAJECTORY}.tmp")
-        tmp.write_text("".join(json.dumps(s) + "\n" for s in steps), encoding="utf-8")
-        os.replace(tmp, self.trajectory_path)
+        try:
+            tmp.write_text("".join(json.dumps(s) + "\n" for s in steps), encoding="utf-8")
+            os.replace(tmp, self.trajectory_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_error(self.trajectory_path, exc) from None
 
 
 class Checkpointer:

@@ -136,6 +136,9 @@ def _read_records(path: Path, limit: int | None) -> list[_Raw]:
         raise DataError("file not found", location=str(path))
     if path.is_dir():
         raise DataError("is a directory, not a dataset file", location=str(path))
+    fmt = _FORMATS.get(path.suffix.lower())
+    if fmt == "jsonl":  # streamed: --limit reads only what it needs
+        return _read_jsonl(path, limit)
     data = path.read_bytes()
     try:
         text = data.decode("utf-8-sig")
@@ -148,18 +151,33 @@ def _read_records(path: Path, limit: int | None) -> list[_Raw]:
     stripped = text.lstrip()
     if not stripped:
         raise DataError("file is empty", location=str(path))
-    fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         fmt = "json" if stripped[0] == "[" else "jsonl" if stripped[0] == "{" else "csv"
     if fmt == "json":
         records = _read_json(path, text, stripped)
     elif fmt == "jsonl":
-        records = _read_jsonl(path, text, limit)
+        records = _read_jsonl(path, limit)
     else:
         records = _read_csv(path, text, limit)
     if not records:
         raise DataError("file holds no records", location=str(path))
     return records[:limit] if limit is not None else records
+
+
+def _loads(text: str, where: str, *, add_line: bool = False) -> object:
+    """``json.loads``, with every way it can fail as a ``DataError`` at ``where`` (plus the
+    line of a syntax error with ``add_line``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"invalid JSON: {exc.msg} (column {exc.colno})",
+            location=f"{where}:{exc.lineno}" if add_line else where,
+        ) from None
+    except RecursionError:
+        raise DataError("JSON nests too deeply to read", location=where) from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise DataError(f"invalid JSON: {exc}", location=where) from None
 
 
 def _read_json(path: Path, text: str, stripped: str) -> list[_Raw]:
@@ -169,28 +187,38 @@ def _read_json(path: Path, text: str, stripped: str) -> list[_Raw]:
             "name the file .jsonl)",
             location=str(path),
         )
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(
-            f"invalid JSON: {exc.msg} (column {exc.colno})", location=f"{path}:{exc.lineno}"
-        ) from None
+    value = _loads(text, str(path), add_line=True)
+    if not isinstance(value, list):
+        raise DataError("a .json file must hold a list of records", location=str(path))
     return [(f"{path}: record {n}", rec) for n, rec in enumerate(value, start=1)]
 
 
-def _read_jsonl(path: Path, text: str, limit: int | None) -> list[_Raw]:
+def _read_jsonl(path: Path, limit: int | None) -> list[_Raw]:
+    """One record per line, lines ended by "\\n" only (U+2028 and friends may sit inside a
+    JSON string), read as a stream: ``limit`` records are all that is read."""
     out: list[_Raw] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            out.append((f"{path}:{lineno}", json.loads(line)))
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"invalid JSON: {exc.msg} (column {exc.colno})", location=f"{path}:{lineno}"
-            ) from None
-        if limit is not None and len(out) >= limit:
-            break
+    offset, blank = 0, True
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw, offset = raw[3:], 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                at = offset + exc.start
+                raise DataError(
+                    f"not UTF-8: invalid byte 0x{raw[exc.start]:02x} at byte offset {at}",
+                    location=f"{path}:{lineno}",
+                ) from None
+            offset += len(raw)
+            if not line.strip():
+                continue
+            blank = False
+            out.append((f"{path}:{lineno}", _loads(line, f"{path}:{lineno}")))
+            if limit is not None and len(out) >= limit:
+                break
+    if blank:
+        raise DataError("file is empty", location=str(path))
     return out
 
 
@@ -240,6 +268,7 @@ def _build_dataset(
     for loc, rec in records:
         if not isinstance(rec, dict):
             raise DataError(f"record is a JSON {_json_type(rec)}, not an object", location=loc)
+        _check_text(rec, loc)
         seen_fields.update(rec)
         ex_fields: dict[str, FieldValue] = {}
         for key, value in rec.items():
@@ -289,6 +318,24 @@ def _build_dataset(
         )
     _check_unique_ids(examples, explicit, source)
     return Dataset(tuple(examples), GoldLabels(gold) if gold else None, source=source)
+
+
+def _check_text(rec: dict[str, object], loc: str) -> None:
+    """A lone surrogate (``"\\ud800"`` is valid JSON) is no text: it could be neither sent
+    to a server nor written back as UTF-8, so it is refused here, where it can be named."""
+    for key, value in rec.items():
+        for text in (key, value):
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise DataError(
+                        f"{'name' if text is key else 'value'} holds a lone surrogate "
+                        f"({ascii(text[exc.start])[1:-1]}) at character {exc.start + 1}: not "
+                        "text that can be sent or written as UTF-8",
+                        location=loc,
+                        field=ascii(key)[1:-1] if text is key else key,
+                    ) from None
 
 
 def _check_unique_ids(

@@ -15,7 +15,13 @@ from __future__ import annotations
 
 
 class ICMError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose. Its message passes the
+    credential redaction (``redact.py``): a server that quotes the key back cannot leak it."""
+
+    def __init__(self, message: str = "") -> None:
+        from .redact import redact  # redact.py imports nothing of the package
+
+        super().__init__(redact(str(message)))
 
 
 class InputError(ICMError):
@@ -69,6 +75,12 @@ class TransientBackendError(BackendError):
     ):
         self.retry_after = retry_after
         super().__init__(message, endpoint=endpoint, status=status)
+
+
+class NoAnswerError(TransientBackendError):
+    """The server took the request but no complete answer came within the deadline: a busy
+    server (worth retrying in a run), or one that never answers (a wrong port, a server
+    still loading): ``preflight`` reports it at once instead of retrying."""
 
 
 class PermanentBackendError(BackendError):

@@ -47,7 +47,7 @@ def read_labels(path: str | os.PathLike[str]) -> list[LabelLine]:
         raise DataError(f"cannot read labels: {exc}", location=str(path)) from None
     rows: list[LabelLine] = []
     seen: set[str] = set()
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is text
         if not line.strip():
             continue
         where = f"{path}:{n}"
@@ -71,7 +71,7 @@ def read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError("file not found", location=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, huge ints
         raise DataError(f"cannot read JSON: {exc}", location=str(path)) from None
     if not isinstance(data, dict):
         raise DataError("not a JSON object", location=str(path))

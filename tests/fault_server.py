@@ -249,7 +249,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with fs._lock:
             fs.answered[self.path] += 1
-        self._json(200, {"object": "list", "data": [{"id": fs.model, "object": "model"}]})
+        model = {"id": fs.model, "object": "model", "max_model_len": fs.n_ctx}  # as vLLM
+        self._json(200, {"object": "list", "data": [model]})
 
     def do_POST(self) -> None:
         fs = self.fault_server

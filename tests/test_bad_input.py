@@ -113,6 +113,31 @@ CASES = [
         ("data.jsonl:3", "duplicate id 'c0'", "first used at", "data.jsonl:1"),
     ),
     Case(
+        "json-nesting-bomb-in-a-line",
+        data(jsonl(GOOD[:1]) + '{"id": "n", "statement": ' + "[" * 100_000 + "]" * 100_000 + "}\n"),
+        ("data.jsonl:2", "nests too deeply"),
+    ),
+    Case(
+        "json-nesting-bomb-in-an-array",
+        data("[" * 100_000 + "]" * 100_000, name="data.json"),
+        ("data.json", "nests too deeply"),
+    ),
+    Case(
+        "int-of-5000-digits",
+        data(jsonl(GOOD[:1]) + '{"id": 1' + "0" * 5000 + ', "statement": "s"}\n'),
+        ("data.jsonl:2", "invalid JSON", "digits"),
+    ),
+    Case(
+        "lone-surrogate-in-a-field",
+        data(jsonl(GOOD[:1]) + '{"id": "s", "statement": "caf\\ud800e"}\n'),
+        ("data.jsonl:2", "field 'statement'", "lone surrogate", "\\ud800"),
+    ),
+    Case(
+        "lone-surrogate-in-an-id",
+        data(jsonl(GOOD[:1]) + '{"id": "\\udc00x", "statement": "s"}\n'),
+        ("data.jsonl:2", "field 'id'", "lone surrogate"),
+    ),
+    Case(
         "non-utf8-bytes",
         data(jsonl(GOOD[:2]).encode() + b'{"id": "c9", "statement": "caf\xe9"}\n'),
         ("data.jsonl:3", "not UTF-8", "0xe9"),
@@ -158,6 +183,27 @@ CASES = [
         "task-positional-placeholder",
         task_file('name = "t"\ntemplate = "{} is"\n'),
         ("task.toml", "field 'template'", "positional"),
+    ),
+    Case(
+        "task-template-attribute",
+        task_file('name = "t"\ntemplate = "{statement.__class__.__mro__} is"\n'),
+        ("task.toml", "field 'template'", "not a plain field name"),
+        absent=("<class",),
+    ),
+    Case(
+        "task-template-format-spec",
+        task_file('name = "t"\ntemplate = "{statement:>900000000} is"\n'),
+        ("task.toml", "field 'template'", "{statement:>900000000}", "no attributes"),
+    ),
+    Case(
+        "task-template-index",
+        task_file('name = "t"\ntemplate = "{statement[0]} is"\n'),
+        ("task.toml", "not a plain field name"),
+    ),
+    Case(
+        "task-json-nesting-bomb",
+        task_file('{"name": "t", "x": ' + "[" * 100_000 + "]" * 100_000 + "}", name="t.json"),
+        ("t.json", "invalid JSON"),
     ),
     Case(
         "task-label-trailing-space",
@@ -248,6 +294,17 @@ CASES = [
         data(jsonl(LONG)),
         ("example 'huge'", "exceeds the available context size"),
         {"n_ctx": 256, "shape": "llamacpp"},
+    ),
+    Case(
+        "field-of-megabytes-refused-before-sending",
+        data(jsonl([*GOOD, GOOD[0] | {"id": "big", "statement": "word " * 400_000}])),
+        ("example 'big'", "data.jsonl", "2,000,", "context holds 4,096", "was not sent"),
+        {"n_ctx": 4096},
+    ),
+    Case(
+        "exact-search-larger-than-the-context",
+        good(**{"--context-window": "64", "--strategy": "exact"}),
+        ("the exact strategy", "6 examples", "context holds 64", "icm scale"),
     ),
     Case(
         "server-without-logprobs",

@@ -95,6 +95,8 @@ async def test_nothing_is_evicted_even_where_a_size_limit_was_set_before(tmp_pat
         json.dumps({"logprobs": ["-1", -1.0], "bounded": [False, False]}),
         json.dumps({"logprobs": [-1.0, -1.0], "bounded": [0, 1]}),
         json.dumps({"logprobs": [-1.0, -1.0], "bounded": [False, False], "prompt_tokens": -4}),
+        "[" * 100_000 + "]" * 100_000,  # nesting past the recursion limit
+        '{"logprobs": [' + "9" * 5000 + "]}",  # an int past the digit limit
         b"\x00\x01 raw bytes",
         12345,
         {"a": "pickled dict"},
@@ -116,15 +118,56 @@ async def test_corrupted_entry_is_dropped_with_a_warning_and_recomputed(
     cache.close()
 
 
-async def test_an_entry_whose_value_file_vanished_is_a_miss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["inside", "absolute", "dotdot"])
+@pytest.mark.parametrize("mode", [diskcache.core.MODE_BINARY, diskcache.core.MODE_TEXT, 3, 4])
+async def test_a_row_naming_a_file_is_dropped_without_touching_the_file_system(
+    tmp_path: Path, where: str, mode: int
+) -> None:
+    """Rows are inert data: a planted row that names a file (in the cache, by an absolute
+    path, or by ``../``) in any mode is corruption, and that file is neither read nor
+    removed, nor its parent directories, when the row is dropped and rewritten."""
+    cache_dir, victim_dir = tmp_path / "cache", tmp_path / "victim" / "nested"
+    victim_dir.mkdir(parents=True)
+    victim = victim_dir / "precious.val"
+    good = json.dumps(expected(REQ.prompt).to_json())
+    victim.write_text(good)  # a valid score: a reader that follows the name would accept it
     key = cache_key(Stand.identity, REQ)
-    with diskcache.Cache(str(tmp_path), disk_min_file_size=0) as raw:
-        raw.set(key, json.dumps(expected(REQ.prompt).to_json()))  # kept in a file
-    for path in tmp_path.rglob("*.val"):
-        path.unlink()
+    with diskcache.Cache(str(cache_dir), disk_min_file_size=0) as raw:
+        raw.set(key, good)  # a row of the plain Disk, kept in a file of the cache
+    inside = next(cache_dir.rglob("*.val"))
+    name = {
+        "inside": str(inside.relative_to(cache_dir)),
+        "absolute": str(victim),
+        "dotdot": os.path.relpath(victim, cache_dir),
+    }[where]
+    with sqlite3.connect(cache_dir / "cache.db") as db:
+        db.execute("UPDATE Cache SET mode = ?, filename = ?, value = NULL", (mode, name))
+    target = inside if where == "inside" else victim
+    os.utime(target, (1_000_000, 1_000_000))
+    backend = Stand()
+    cache = Cached(backend, cache_dir)
+    with pytest.warns(RuntimeWarning, match="not inline JSON text"):
+        result = await cache.score(REQ)
+    assert result == expected(REQ.prompt) and backend.usage.calls == 1  # recomputed
+    assert await cache.score(REQ) == result and backend.usage.calls == 1  # rewritten inline
+    cache.close()
+    assert target.stat().st_atime == 1_000_000 and target.read_text() == good  # not read
+    assert victim_dir.is_dir()  # not removed, nor its parents
+    with sqlite3.connect(cache_dir / "cache.db") as db:
+        rows = db.execute("SELECT mode, filename FROM Cache").fetchall()
+    assert rows == [(diskcache.core.MODE_RAW, None)]
+
+
+async def test_token_counts_that_are_booleans_are_corruption(tmp_path: Path) -> None:
+    key = cache_key(Stand.identity, REQ)
+    planted = expected(REQ.prompt).to_json() | {"prompt_tokens": True}
+    with diskcache.Cache(str(tmp_path)) as raw:
+        raw.set(key, json.dumps(planted))
     backend = Stand()
     cache = Cached(backend, tmp_path)
-    assert await cache.score(REQ) == expected(REQ.prompt) and backend.usage.calls == 1
+    with pytest.warns(RuntimeWarning, match="token counts are not integers"):
+        await cache.score(REQ)
+    assert backend.usage.calls == 1
     cache.close()
 
 
@@ -132,6 +175,15 @@ async def test_a_garbage_database_is_a_clear_config_error(tmp_path: Path) -> Non
     (tmp_path / "cache.db").write_bytes(b"this is not an SQLite database at all" * 100)
     with pytest.raises(ConfigError, match=r"cannot open the score cache at .*delete this one"):
         Cached(Stand(), tmp_path)
+
+
+async def test_a_cache_that_cannot_be_opened_is_never_advised_deleted(tmp_path: Path) -> None:
+    """Read-only, full or otherwise unusable (here: its database is a directory), a real
+    cache holds paid scores: the advice is another directory, not deleting this one."""
+    (tmp_path / "cache.db").mkdir()
+    with pytest.raises(ConfigError) as info:
+        Cached(Stand(), tmp_path)
+    assert "keep this one" in str(info.value) and "delete" not in str(info.value)
 
 
 async def test_lookup_and_store_share_the_cache_with_score(tmp_path: Path) -> None:

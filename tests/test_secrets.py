@@ -174,3 +174,111 @@ async def test_explicit_key_in_no_repr_error_cache_or_result(tmp_path: Path) -> 
     assert server.injected and f"Bearer {KEY}" in server.auth_headers
     assert_nowhere(KEY, *texts, files=tmp_path / "cache")
     assert_nowhere(OTHER, *error_texts(refused.value))
+
+
+# -- keys an HTTP header cannot carry, credentials in the URL, the key in other forms ------
+
+BAD_KEYS = {
+    "trailing-cr": KEY + "\r",
+    "trailing-lf": KEY + "\n",
+    "crlf-inside": KEY[:10] + "\r\nX-Evil: 1\r\n" + KEY[10:],
+    "non-ascii": KEY[:10] + "é" + KEY[10:],
+    "escape": KEY + "\x1b",
+    "space": KEY[:10] + " " + KEY[10:],
+}
+
+
+@pytest.mark.parametrize("transport", ["lean", "httpx"])
+@pytest.mark.parametrize("name", list(BAD_KEYS))
+def test_a_key_no_header_can_carry_is_refused_without_printing_it(
+    name: str,
+    transport: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bad = BAD_KEYS[name]
+    monkeypatch.setenv("ICM_HTTP_TRANSPORT", transport)
+    monkeypatch.setenv("ICM_SECRET_KEY", bad)
+    (tmp_path / "out").mkdir()
+    caplog.set_level(logging.DEBUG)
+    with FaultServer(api_key=KEY, echo_auth=True) as server:
+        code = main(cli_args(server, tmp_path, "--api-key-env", "ICM_SECRET_KEY", "--quiet"))
+    out, err = capsys.readouterr()
+    assert code == 2, err
+    assert "Traceback" not in err and "$ICM_SECRET_KEY" in err and "(not shown)" in err
+    assert server.auth_headers == []  # refused before any request
+    logged = [r.getMessage() for r in caplog.records]
+    assert_nowhere(KEY[10:], out, err, *logged)  # not even the part after the bad character
+
+
+@pytest.mark.parametrize("transport", ["lean", "httpx"])
+@pytest.mark.parametrize("password", [KEY, "p%40ss%2Fw0rd-" + KEY[8:]])
+def test_credentials_in_the_url_are_refused_and_never_printed(
+    password: str,
+    transport: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import base64
+    import urllib.parse
+
+    monkeypatch.setenv("ICM_HTTP_TRANSPORT", transport)
+    (tmp_path / "out").mkdir()
+    with FaultServer(echo_auth=True) as server:
+        url = server.base_url.replace("//", f"//user:{password}@", 1)
+        args = [url if a == server.base_url else a for a in cli_args(server, tmp_path, "--quiet")]
+        code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 2 and "carries credentials" in err, err
+    assert server.auth_headers == []
+    plain = urllib.parse.unquote(password)
+    basic = base64.b64encode(f"user:{plain}".encode()).decode()
+    assert_nowhere(password, out, err)
+    assert_nowhere(plain, out, err)
+    assert_nowhere(basic, out, err)
+
+
+@pytest.mark.anyio
+async def test_a_server_quoting_the_key_in_any_form_is_redacted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Raw, percent-encoded, base64 and Basic-encoded echoes of the key, in error messages,
+    the garbled-body message, reprs, tracebacks and log lines."""
+    import base64
+    import urllib.parse
+
+    import httpx2
+
+    key = KEY + "/+="
+    forms = [
+        key,
+        urllib.parse.quote(key, safe=""),
+        urllib.parse.quote_plus(key),
+        base64.b64encode(key.encode()).decode(),
+        base64.b64encode(f":{key}".encode()).decode(),
+    ]
+    echo = " ".join(forms)
+    replies = {
+        "401": httpx2.Response(401, json={"error": {"message": f"bad key {echo}"}}),
+        "500": httpx2.Response(500, text=f"<html>oops {echo}</html>"),
+        "garbled": httpx2.Response(200, text=f"{echo} {{not json"),
+    }
+    texts: list[str] = []
+    for kind, reply in replies.items():
+        client = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r, x=reply: x))
+        backend = OpenAICompletions(
+            "https://api.example.invalid/v1", "m", api_key=key, provider="openai", client=client
+        )
+        with pytest.raises(Exception) as info:
+            await backend.score(ScoreRequest(f"Probe {kind}", (" True", " False")))
+        texts += [*error_texts(info.value), repr(backend)]
+        await client.aclose()
+    logging.getLogger("icm_test").warning("a careless log line: %s", echo)
+    texts += [r.getMessage() for r in caplog.records]
+    texts.append(warnings.formatwarning(f"a careless warning: {echo}", UserWarning, "x.py", 1))
+    for form in forms:
+        assert_nowhere(form, *texts)
+    assert any("***" in t for t in texts)

@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from ..aio import gather
 from ..errors import BackendError, ConfigError, PermanentBackendError, TransientBackendError
+from ..redact import describe_bad_key, register
 from .base import ScoreRequest, Usage
 from .one_word import SYSTEM, SampledScore, estimate, instruction, label_words, parse_answer
 from .transport import TRANSIENT_STATUSES, parse_retry_after, split_base_url
@@ -100,6 +101,10 @@ class AnthropicChat:
         key = api_key if api_key is not None else os.environ.get(api_key_env)
         if not key:
             raise ConfigError(f"no Anthropic API key: set ${api_key_env}", field="api_key")
+        problem = describe_bad_key(key)
+        if problem is not None:
+            raise ConfigError(f"the API key from ${api_key_env} {problem}", field="api_key")
+        register(key)
         self._key = SecretStr(key)
         self._key_env = api_key_env
         self.model = model

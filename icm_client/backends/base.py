@@ -57,7 +57,7 @@ class ScoreResult:
         if not all(isinstance(x, bool) for x in bd):
             raise ValueError("score result bounded flags are not booleans")
         pt, ct = data.get("prompt_tokens", 0), data.get("cached_tokens", 0)
-        if not isinstance(pt, int) or not isinstance(ct, int):
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (pt, ct)):
             raise ValueError("score result token counts are not integers")
         return cls(tuple(float(x) for x in lp), tuple(bd), pt, ct)
 

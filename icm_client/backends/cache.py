@@ -55,12 +55,30 @@ T = TypeVar("T")
 
 
 class _JSONOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """A ``Disk`` that never unpickles: a pickled row reads as corruption, not as code."""
+    """A ``Disk`` whose rows are inert data: JSON text stored inline in the database.
+
+    This project stores every value inline (``MODE_RAW``, no file name). A row in any other
+    mode, or naming a file, was not written by it: it is corruption, and reading it would
+    follow a planted path (``MODE_PICKLE`` would even run code, CVE-2025-69872). Such a row
+    is refused before the file system is touched, and ``remove`` never deletes a file: the
+    only file names it could get come from such planted rows.
+    """
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == diskcache.core.MODE_PICKLE:
-            raise ValueError("cache entry is pickled; only JSON text is accepted")
-        return super().fetch(mode, filename, value, read)
+        if mode != diskcache.core.MODE_RAW or filename is not None or not isinstance(value, str):
+            raise ValueError(
+                f"cache entry is not inline JSON text (mode {mode}, "
+                f"{'a file name' if filename is not None else 'no file'}); not read"
+            )
+        return value
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if read or not isinstance(value, str):
+            raise TypeError("the score cache stores JSON text only")
+        return 0, diskcache.core.MODE_RAW, None, value  # inline, whatever its size
+
+    def remove(self, file_path: str) -> None:
+        """Never delete a file: no row of ours names one (see the class docstring)."""
 
 
 def default_cache_dir() -> Path:
@@ -131,9 +149,15 @@ class Cached:
                 str(self.directory), timeout=_READ_WAIT_S, disk=_JSONOnlyDisk, **_SETTINGS
             )
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
+            garbage = isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc)
+            advice = (
+                "pass another --cache-dir, or delete this one: it is not a score cache"
+                if garbage  # read-only, full, locked: the scores in it were paid for
+                else "pass another --cache-dir or --no-cache, and keep this one: the scores "
+                "in it were paid for (make it writable, or free disk space, to use it again)"
+            )
             raise ConfigError(
-                f"cannot open the score cache at {self.directory}: {exc} (pass another "
-                "--cache-dir, or delete this one: it only holds scores that can be recomputed)",
+                f"cannot open the score cache at {self.directory}: {exc} ({advice})",
                 field="cache_dir",
             ) from exc
         self._limiter = anyio.CapacityLimiter(8)  # not the default pool, shared by everything
@@ -209,7 +233,7 @@ class Cached:
             except (sqlite3.OperationalError, diskcache.Timeout):  # locked: wait off the loop
                 raw = await self._run(self._cache.get, key)
             return None if raw is None else _decode(raw, request)
-        except ValueError as exc:  # JSONDecodeError, from_json, _decode, _JSONOnlyDisk
+        except (ValueError, RecursionError) as exc:  # JSON, from_json, _decode, _JSONOnlyDisk
             warnings.warn(
                 f"dropping corrupted score cache entry {key} in {self.directory}: {exc}",
                 RuntimeWarning,

@@ -4,12 +4,13 @@ vLLM lists ``max_model_len`` with each model under ``/v1/models``; llama.cpp's s
 the context of one slot (what one request may use) as ``default_generation_settings.n_ctx``
 under ``/props``. Hosted APIs mostly report neither: the caller then needs the number from
 the model's documentation. A server that answers neither route (404, an error, no number)
-is "unknown", not an error: nothing about scoring depends on it.
+is "unknown", not an error: nothing about scoring depends on it. A server that does not
+answer at all raises ``NoAnswerError``.
 """
 
 from __future__ import annotations
 
-from ..errors import BackendError
+from ..errors import BackendError, NoAnswerError
 from .openai_compat import OpenAICompletions
 
 
@@ -17,6 +18,8 @@ async def context_window(backend: OpenAICompletions) -> int | None:
     """Tokens one request may hold on ``backend``'s server; None when it does not say."""
     try:
         body = await backend.call("GET", "/v1/models", None)
+    except NoAnswerError:
+        raise  # a server that does not answer is not one that does not say
     except BackendError:
         body = None
     data = body.get("data") if isinstance(body, dict) else None

@@ -28,6 +28,7 @@ import re
 import urllib.parse
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 
 import httpx2
 
@@ -37,6 +38,10 @@ DEFAULT_MAX_CONNECTIONS = 512
 """Per (host, port), far above any useful concurrency; past it requests wait for one."""
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle connection is kept, as httpx2 keeps them."""
+
+MAX_RESPONSE_BYTES = 8 * 2**20
+"""Default cap on a response body (after decompression too): a score is a few KiB, so a
+larger answer is a broken or hostile server, and must not fill the memory."""
 
 _MAX_HEAD = 65536
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -70,6 +75,14 @@ def http_transport(base_url: str) -> LeanTransport | None:
     if choice == "httpx" or not plain or (proxied and choice == "auto"):
         return None
     return LeanTransport()
+
+
+class ResponseTooLarge(httpx2.RemoteProtocolError):
+    """The answer (declared, received or decompressed) is past the response size cap."""
+
+    def __init__(self, limit: int, what: str = "the response") -> None:
+        self.limit = limit
+        super().__init__(f"{what} is larger than the {limit:,}-byte cap")
 
 
 class _Closed(Exception):
@@ -226,6 +239,8 @@ class LeanTransport(httpx2.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         key = (request.url.raw_host, request.url.port or 80)
         pool = self._pools.get(key) or self._pools.setdefault(key, _Pool())
+        limit = int(request.extensions.get("max_response_bytes", MAX_RESPONSE_BYTES))
+        on_head = request.extensions.get("on_head")  # called when the answer's head is in
         data, closing = _encode(request, await request.aread())
         head_only, start = request.method == "HEAD", loop.time()
         for attempt in (0, 1):
@@ -233,7 +248,7 @@ class LeanTransport(httpx2.AsyncBaseTransport):
             keep = False
             try:
                 await conn.send(data, timeouts.get("write"))
-                answer = await _read(conn, head_only, timeouts.get("read"))
+                answer = await _read(conn, head_only, timeouts.get("read"), limit, on_head)
                 keep = not (answer[-1] or closing)
                 break
             except _Closed:
@@ -262,8 +277,10 @@ class LeanTransport(httpx2.AsyncBaseTransport):
             stream=httpx2.ByteStream(body),
             extensions={"http_version": version, "reason_phrase": reason},
         )
-        response.read()  # decoded now, without the async iteration of the client's aread()
         response.elapsed = datetime.timedelta(seconds=loop.time() - start)
+        if response.headers.get("content-encoding", "identity").strip() not in ("", "identity"):
+            return response  # decompressed by the caller, under its own cap (a gzip bomb)
+        response.read()  # decoded now, without the async iteration of the client's aread()
         return response
 
     async def _acquire(
@@ -339,7 +356,13 @@ def _encode(request: httpx2.Request, body: bytes) -> tuple[bytes, bool]:
     return b"".join(out), closing
 
 
-async def _read(conn: _Conn, head_only: bool, timeout: float | None) -> _Answer:
+async def _read(
+    conn: _Conn,
+    head_only: bool,
+    timeout: float | None,
+    limit: int = MAX_RESPONSE_BYTES,
+    on_head: Callable[[], None] | None = None,
+) -> _Answer:
     """(status, reason, version, headers, body, close after it) of the next answer."""
     buf = conn.buf
     while True:  # past 1xx interim answers
@@ -357,6 +380,8 @@ async def _read(conn: _Conn, head_only: bool, timeout: float | None) -> _Answer:
             break
         if status == 101:
             raise httpx2.RemoteProtocolError("unexpected 101 Switching Protocols")
+    if on_head is not None:
+        on_head()
     version, reason = parts[0], parts[2] if len(parts) > 2 else b""
     headers: list[tuple[bytes, bytes]] = []
     length: int | None = None
@@ -382,22 +407,28 @@ async def _read(conn: _Conn, head_only: bool, timeout: float | None) -> _Answer:
         body = b""
     elif te:
         close = close or length is not None or not chunked  # RFC 9112 6.3
-        body = await _chunked(conn, timeout) if chunked else await _to_close(conn, timeout)
+        chunks = _chunked(conn, timeout, limit) if chunked else _to_close(conn, timeout, limit)
+        body = await chunks
     elif length is not None:
+        if length > limit:
+            raise ResponseTooLarge(limit, f"the declared Content-Length {length:,}")
         body = await conn.take(length, timeout)
     else:
-        close, body = True, await _to_close(conn, timeout)
+        close, body = True, await _to_close(conn, timeout, limit)
     return status, reason, version, headers, body, close
 
 
-async def _chunked(conn: _Conn, timeout: float | None) -> bytes:
-    parts = []
+async def _chunked(conn: _Conn, timeout: float | None, limit: int) -> bytes:
+    parts, total = [], 0
     while True:
         size = (await conn.line(timeout)).split(b";", 1)[0].strip(b" \t")
         if not _HEX.fullmatch(size):
             raise httpx2.RemoteProtocolError(f"malformed chunk size {size[:40]!r}")
         if not (n := int(size, 16)):
             break
+        total += n
+        if total > limit:
+            raise ResponseTooLarge(limit)
         chunk = await conn.take(n + 2, timeout)
         if chunk[-2:] != b"\r\n":
             raise httpx2.RemoteProtocolError("chunk not followed by CRLF")
@@ -407,11 +438,15 @@ async def _chunked(conn: _Conn, timeout: float | None) -> bytes:
     return b"".join(parts)
 
 
-async def _to_close(conn: _Conn, timeout: float | None) -> bytes:
+async def _to_close(conn: _Conn, timeout: float | None, limit: int) -> bytes:
     while not conn.eof:
+        if len(conn.buf) > limit:
+            raise ResponseTooLarge(limit)
         await conn.fill(timeout)
     if conn.error is not None:
         raise httpx2.ReadError(str(conn.error) or type(conn.error).__name__)
+    if len(conn.buf) > limit:
+        raise ResponseTooLarge(limit)
     body = bytes(conn.buf)
     conn.buf.clear()
     return body

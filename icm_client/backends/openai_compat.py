@@ -37,7 +37,7 @@ from ..errors import ConfigError
 from .base import ScoreRequest, ScoreResult, Usage
 from .completions_echo import EchoScoring
 from .completions_next_token import NextTokenScoring
-from .lean import http_client
+from .lean import MAX_RESPONSE_BYTES, http_client
 from .profiles import Profile, get_profile, profile_for_url
 from .transport import TRANSIENT_STATUSES, JSONTransport, parse_retry_after
 
@@ -61,6 +61,8 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     The API key comes from ``api_key`` or else from ``$api_key_env``; it is kept as a
     ``SecretStr`` and never shown in ``repr``, ``identity`` or error messages. ``client`` is
     the test seam (``httpx2.MockTransport``); a client passed in is not closed by ``aclose``.
+    ``timeout`` bounds each request whole (connect, send, wait, read), and
+    ``max_response_bytes`` the size of an answer, decompressed (a larger one is an error).
     Without one, a plain ``http://`` server is reached through ``lean.LeanTransport`` (a
     fraction of httpx2's CPU per request; ``ICM_HTTP_TRANSPORT=httpx`` opts out).
     """
@@ -79,6 +81,7 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         timeout: float = 120.0,
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
@@ -94,6 +97,7 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
             api_key_env=api_key_env,
             timeout=timeout,
             client=client if client is not None else http_client(base_url, timeout),
+            max_response_bytes=max_response_bytes,
         )
         self._http.model = model or None
         if isinstance(provider, Profile):

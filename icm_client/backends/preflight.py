@@ -19,6 +19,7 @@ from ..errors import (
     BackendError,
     ConfigError,
     ContextLengthError,
+    NoAnswerError,
     PermanentBackendError,
     TaskError,
     TransientBackendError,
@@ -53,7 +54,14 @@ async def preflight(
     a label word is several tokens for the served model.
     """
     cached, inner = _unwrap(backend)
-    quick = Retrying(inner, max_attempts=attempts, base_wait=0.25, max_wait=max_wait, sleep=sleep)
+    quick = Retrying(
+        inner,
+        max_attempts=attempts,
+        base_wait=0.25,
+        max_wait=max_wait,
+        sleep=sleep,
+        never=(NoAnswerError,),  # a silent server: said at once, not after three timeouts
+    )
     try:
         await prepare(quick)
         result = await cached.lookup(probe) if cached is not None else None
@@ -68,6 +76,11 @@ async def preflight(
         ) from None
     except PermanentBackendError as exc:
         raise ConfigError(f"the server refused a test request before the run: {exc}") from None
+    except NoAnswerError as exc:
+        raise ConfigError(
+            f"the server does not answer: {exc}; check the URL (is it the API's port?) and "
+            "the server's log, or allow more time with --timeout"
+        ) from None
     except TransientBackendError as exc:
         if exc.status is not None:
             return None  # it answers, but busy: let the run's retries wait for it

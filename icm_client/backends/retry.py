@@ -15,6 +15,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     wait_random_exponential,
 )
@@ -42,6 +43,7 @@ class Retrying:
         base_wait: float = 0.5,
         max_wait: float = 60.0,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        never: tuple[type[TransientBackendError], ...] = (),
     ) -> None:
         if max_attempts < 1:
             raise ConfigError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -50,6 +52,7 @@ class Retrying:
         self.max_wait = max_wait
         self._jitter = wait_random_exponential(multiplier=base_wait, max=max_wait)
         self._sleep: Callable[[float], Awaitable[None]] = sleep or anyio.sleep
+        self._never = never  # transient errors this caller does not retry
 
     @property
     def identity(self) -> str:
@@ -72,7 +75,8 @@ class Retrying:
             sleep=self._sleep,
             stop=stop_after_attempt(self.max_attempts),
             wait=self._wait,
-            retry=retry_if_exception_type(TransientBackendError),
+            retry=retry_if_exception_type(TransientBackendError)
+            & retry_if_not_exception_type(self._never),
             before_sleep=self._count_retry,
             reraise=True,
         )

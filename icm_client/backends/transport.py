@@ -14,6 +14,7 @@ import re
 import time
 import urllib.parse
 
+import anyio
 import httpx2
 from pydantic import SecretStr
 
@@ -21,15 +22,25 @@ from ..errors import (
     BackendError,
     ConfigError,
     ContextLengthError,
+    NoAnswerError,
     PermanentBackendError,
     TransientBackendError,
 )
+from ..redact import describe_bad_key, redact, register
+from .lean import MAX_RESPONSE_BYTES, ResponseTooLarge
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 """Retried, like every 5xx: timeouts, conflicts, rate limits, overload (529)."""
 
 _MAX_MESSAGE = 300
+CONNECT_TIMEOUT = 10.0
+"""Seconds to open a connection, at most (``timeout`` when shorter)."""
 _CONTEXT_RE = re.compile(r"context|too long|too many tokens|maximum.*length", re.IGNORECASE)
+_BUSY_RE = re.compile(
+    r"overload|rate.?limit|too many requests|busy|unavailable|capacity|try again|timed? ?out",
+    re.IGNORECASE,
+)
+_ANSWER_KEYS = frozenset({"choices", "data", "tokens", "content"})
 _QUOTA_RE = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
 
 
@@ -68,6 +79,14 @@ def split_base_url(base_url: str) -> tuple[str, str]:
             f"invalid base URL {shown!r}: expected http(s)://host[:port][/prefix][/v1]",
             field="base_url",
         )
+    if "@" in parts.netloc:  # would become an Authorization: Basic header, key replaced
+        register(parts.password, user=parts.username)
+        register(urllib.parse.unquote(parts.password or ""), user=parts.username)
+        raise ConfigError(
+            f"base URL {shown!r} carries credentials (user:password@, not shown): "
+            "remove them and pass the key through --api-key-env (or api_key=)",
+            field="base_url",
+        )
     path = parts.path.rstrip("/").removesuffix("/v1")
     host = parts.netloc.rpartition("@")[2]
     return f"{parts.scheme}://{parts.netloc}{path}", f"{parts.scheme}://{host}{path}"
@@ -88,8 +107,27 @@ class JSONTransport:
         api_key_env: str,
         timeout: float,
         client: httpx2.AsyncClient,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.root, self.shown_root = split_base_url(base_url)
+        if not timeout > 0:
+            raise ConfigError(f"timeout must be positive, got {timeout}", field="timeout")
+        if max_response_bytes < 1024:
+            raise ConfigError(
+                f"max_response_bytes must be at least 1024, got {max_response_bytes}",
+                field="max_response_bytes",
+            )
+        self.max_response_bytes = max_response_bytes
+        if api_key is not None:
+            problem = describe_bad_key(api_key.get_secret_value())
+            if problem is not None:
+                raise ConfigError(
+                    f"the API key (from ${api_key_env} or api_key=) {problem}; an API key "
+                    "is printable ASCII: "
+                    "check how it was copied (a trailing newline from a file?)",
+                    field="api_key",
+                )
+            register(api_key.get_secret_value())
         self.api_key = api_key
         self.api_key_env = api_key_env
         self.timeout = timeout
@@ -105,15 +143,48 @@ class JSONTransport:
     async def send(
         self, method: str, path: str, payload: dict[str, object] | None
     ) -> httpx2.Response:
-        """The raw response (any status); transport failures raise ``TransientBackendError``."""
+        """The response (any status), its body read whole under the size cap and within the
+        deadline; transport failures raise ``TransientBackendError``, an answer past the
+        cap ``PermanentBackendError``."""
         shown = self.shown_root + path
         headers = {"Accept": "application/json"}
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        request = self.client.build_request(
+            method,
+            self._url(path),
+            json=payload,
+            headers=headers,
+            timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
+        )
+        answered: list[bool] = []
+        request.extensions["max_response_bytes"] = self.max_response_bytes
+        request.extensions["on_head"] = lambda: answered.append(True)  # (lean transport)
         try:
-            return await self.client.request(
-                method, self._url(path), json=payload, headers=headers, timeout=self.timeout
-            )
+            with anyio.fail_after(self.timeout):  # the whole request, however it trickles
+                response = await self.client.send(request, stream=True)
+                answered.append(True)
+                try:
+                    await self._read_body(response)
+                finally:
+                    await response.aclose()
+            return response
+        except (TimeoutError, httpx2.ReadTimeout) as exc:
+            why = "ReadTimeout" if isinstance(exc, httpx2.ReadTimeout) else "deadline"
+            raise NoAnswerError(
+                f"the answer did not complete within {self.timeout:g} s ({why}; a server "
+                "sending it slowly)"
+                if answered
+                else f"the server accepted the connection but sent no answer within "
+                f"{self.timeout:g} s ({why}; busy, still loading, or not an OpenAI-compatible "
+                "API?)",
+                endpoint=shown,
+            ) from None
+        except ResponseTooLarge as exc:
+            raise PermanentBackendError(
+                f"{exc} (max_response_bytes): a broken or hostile server; the answer was not read",
+                endpoint=shown,
+            ) from None
         except httpx2.TimeoutException as exc:
             raise TransientBackendError(
                 f"no answer within {self.timeout:g} s ({type(exc).__name__})", endpoint=shown
@@ -128,6 +199,26 @@ class JSONTransport:
                 f"connection failed: {type(exc).__name__}: {exc}", endpoint=shown
             ) from exc
 
+    async def _read_body(self, response: httpx2.Response) -> None:
+        """Read the (decompressed) body, refusing it past ``max_response_bytes``."""
+        limit = self.max_response_bytes
+        declared = response.headers.get("content-length", "")
+        encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
+        if declared.isdigit() and int(declared) > limit and not encoded:
+            raise ResponseTooLarge(limit, f"the declared Content-Length {int(declared):,}")
+        if response.is_stream_consumed:  # read by the lean transport, under the same cap
+            if len(response.content) > limit:
+                raise ResponseTooLarge(limit)
+            return
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():  # decompressed chunk by chunk
+            size += len(chunk)
+            if size > limit:
+                raise ResponseTooLarge(limit, "the (decompressed) response")
+            parts.append(chunk)
+        response._content = b"".join(parts)
+
     def _url(self, path: str) -> httpx2.URL:
         url = self._urls.get(path)
         if url is None:
@@ -138,16 +229,34 @@ class JSONTransport:
         if not response.is_success:
             raise self.http_error(response, shown)
         try:
-            return json.loads(response.content)
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            text = response.text  # redacted before it is cut: no half key either
-            if self.api_key is not None:
-                text = text.replace(self.api_key.get_secret_value(), "***")
+            data = json.loads(response.content)
+        except RecursionError:
+            raise PermanentBackendError(
+                "response JSON nests too deeply to read (a broken or hostile server)",
+                endpoint=shown,
+                status=response.status_code,
+            ) from None
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a huge integer
+            text = redact(response.text)  # redacted before it is cut: no half key either
             raise TransientBackendError(
                 f"response is not valid JSON (truncated or garbled?): {text[:80]!r}",
                 endpoint=shown,
                 status=response.status_code,
             ) from exc
+        if isinstance(data, dict) and data.get("error") and not _ANSWER_KEYS & data.keys():
+            raise self.error_in_body(response, shown)
+        return data
+
+    def error_in_body(self, response: httpx2.Response, shown: str) -> BackendError:
+        """A success status with an error object instead of an answer (some proxies and
+        servers do this): the server's message, classified like an HTTP error."""
+        msg = self.server_message(response)
+        text = f"the server answered HTTP {response.status_code} with an error: {msg}"
+        if _BUSY_RE.search(response.text[:4096]):
+            return TransientBackendError(text, endpoint=shown, status=response.status_code)
+        if _CONTEXT_RE.search(msg):
+            return ContextLengthError(text, endpoint=shown, status=response.status_code)
+        return PermanentBackendError(text, endpoint=shown, status=response.status_code)
 
     def http_error(self, response: httpx2.Response, shown: str) -> BackendError:
         status, msg = response.status_code, self.server_message(response)
@@ -184,7 +293,7 @@ class JSONTransport:
         """The server's own error message, on one line, cut to ~300 chars, key redacted."""
         try:
             data: object = json.loads(response.content)
-        except ValueError:
+        except (ValueError, RecursionError):
             data = None
         msg: object = None
         if isinstance(data, dict):
@@ -193,9 +302,12 @@ class JSONTransport:
             msg = msg or data.get("message") or data.get("detail")
         if msg is None:
             msg = response.text or response.reason_phrase
-        text = " ".join((msg if isinstance(msg, str) else json.dumps(msg)).split())
-        if self.api_key is not None:
-            text = text.replace(self.api_key.get_secret_value(), "***")
+        if not isinstance(msg, str):
+            try:
+                msg = json.dumps(msg)[: _MAX_MESSAGE * 4]
+            except (ValueError, TypeError, RecursionError):
+                msg = response.reason_phrase
+        text = redact(" ".join(msg[: _MAX_MESSAGE * 4].split()))
         return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
 
 

@@ -26,16 +26,31 @@ def check_writable(path: Path) -> None:
         raise ConfigError(f"cannot write {path}: it is a directory")
 
 
+_LINE_BREAKS = str.maketrans({c: f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"})
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object a line, UTF-8; the characters other tools take for line breaks
+    (U+0085, U+2028, U+2029) are written escaped, so any JSONL reader gets the rows back."""
     with atomic(path) as fh:
         for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(row, ensure_ascii=False).translate(_LINE_BREAKS) + "\n")
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     with atomic(path) as fh:
         json.dump(data, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+
+
+def write_labels_then_summary(
+    labels: Path, rows: list[dict[str, Any]], summary: Path, data: dict[str, Any]
+) -> None:
+    """The old summary goes first: a kill at any point leaves labels without a summary,
+    never new labels beside the summary of the run before."""
+    summary.unlink(missing_ok=True)
+    write_jsonl(labels, rows)
+    write_json(summary, data)
 
 
 def option_error(exc: ValidationError) -> ConfigError:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,20 @@ from tqdm import tqdm
 
 from ..backends import OpenAICompletions, stack
 from ..backends.base import Backend, ScoreRequest
+from ..backends.lean import MAX_RESPONSE_BYTES
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, clear_run
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
+from ..injection import normalise_separators, separator_fields, warning_text
+from ..outputs import RunLock, check_outputs, remove_stale_temps
 from ..run import LabelConfig, LabelResult, RunSummary, label
+from ..runfiles import DIAGNOSTICS
 from ..search.anneal import SearchConfig, Step
 from ..tasks import Task, get_task
-from ._io import check_writable, option_error, write_json, write_jsonl
+from ._io import check_writable, option_error, write_labels_then_summary
+from ._sizes import check_exact, check_prompt, known_window
 from .report import save_run_diagnostics
 
 SAMPLES = Path(__file__).parents[1] / "samples"
@@ -45,6 +50,13 @@ def add_parser(sub: Any) -> None:
     s = p.add_argument_group("search")
     s.add_argument("--strategy", choices=["exact", "bounded"], default="exact")
     s.add_argument("--context-size", type=int, default=32, help="demonstrations for 'bounded'")
+    s.add_argument(
+        "--context-window",
+        type=int,
+        metavar="TOKENS",
+        help="the model's context, to refuse prompts that cannot fit before sending them "
+        "(default: what the server reports, if it does)",
+    )
     s.add_argument(
         "--calibrate",
         action="store_true",
@@ -93,6 +105,12 @@ def add_input_arguments(p: Any) -> None:
         help="rename an input field for the task (repeatable)",
     )
     p.add_argument("--limit", type=int, help="use only the first N records")
+    p.add_argument(
+        "--normalize-separators",
+        action="store_true",
+        help="replace blank lines inside fields (which would read as the start of another "
+        "labeled demonstration) by one newline",
+    )
     r = p.add_argument_group("run directory (a killed run continues where it stopped)")
     r.add_argument(
         "--run-dir",
@@ -118,6 +136,11 @@ class Input:
 def load_input(args: argparse.Namespace) -> Input:
     path = _input_path(args.input)
     dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    found = separator_fields(dataset.examples)
+    if found and getattr(args, "normalize_separators", False):
+        dataset = replace(dataset, examples=normalise_separators(dataset.examples))
+    elif found:
+        print(f"icm: warning: {path}: {warning_text(found)}", file=sys.stderr)
     task = get_task(args.task)
     longest, size = dataset.examples[0], -1
     for ex in dataset.examples:
@@ -130,12 +153,16 @@ def load_input(args: argparse.Namespace) -> Input:
     return Input(path, dataset, task, longest)
 
 
-def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """(summary file, run directory), checked writable before any work."""
+def output_paths(args: argparse.Namespace, input_path: Path) -> tuple[Path, Path]:
+    """(summary file, run directory), checked writable, and neither the input nor each
+    other, before any work."""
     summary_path = args.summary or args.out.with_name(args.out.name + ".summary.json")
+    run_dir = args.run_dir or args.out.with_name(args.out.name + ".run")
     check_writable(args.out)
     check_writable(summary_path)
-    return summary_path, args.run_dir or args.out.with_name(args.out.name + ".run")
+    outputs = {"--out": args.out, "--summary": summary_path, "--run-dir": run_dir}
+    check_outputs(input_path, outputs)
+    return summary_path, run_dir
 
 
 def prepare_run_dir(
@@ -173,6 +200,20 @@ def add_backend_arguments(p: Any) -> Any:
         help="environment variable holding the API key (default OPENAI_API_KEY)",
     )
     b.add_argument("--top-k", type=int, default=20, help="logprobs to request per call")
+    b.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the most one request may take, whole (default 120)",
+    )
+    b.add_argument(
+        "--max-response-mb",
+        type=float,
+        default=MAX_RESPONSE_BYTES / 2**20,
+        metavar="MB",
+        help=f"refuse a server answer larger than this (default {MAX_RESPONSE_BYTES // 2**20})",
+    )
     b.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight at most (per --base-url)"
     )
@@ -236,10 +277,15 @@ async def run(args: argparse.Namespace) -> int:
     config = _config(args)
     given = load_input(args)
     path, dataset, task = given.path, given.dataset, given.task
-    summary_path, run_dir = output_paths(args)
+    summary_path, run_dir = output_paths(args, path)
     async with AsyncExitStack() as exits:
+        exits.enter_context(RunLock(run_dir))  # held until the outputs are written
+        remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
+        window = await known_window(args)  # before any prompt is sent
+        check_prompt(task, given.longest, window, str(path))
         backend = await _backend(args, exits)
         await _preflight(backend, task, given.longest, path)
+        check_exact(task, dataset.examples, window, args.strategy, str(path))
         bar = (
             None
             if args.quiet
@@ -262,14 +308,16 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-    result = result.with_gold(dataset.gold)
-    write_jsonl(args.out, [r.model_dump() for r in result.rows])
-    write_json(
-        summary_path, {"summary": result.summary.model_dump(), "trajectory": result.trajectory}
-    )
-    _print_summary(result, args.out, summary_path)
-    run_info = {"input": str(path.resolve()), "task": args.task, "fields": _fields(args.field)}
-    save_run_diagnostics(run_dir, result, {**run_info, "limit": args.limit}, args.out, summary_path)
+        result = result.with_gold(dataset.gold)
+        write_labels_then_summary(
+            args.out,
+            [r.model_dump() for r in result.rows],
+            summary_path,
+            {"summary": result.summary.model_dump(), "trajectory": result.trajectory},
+        )
+        _print_summary(result, args.out, summary_path)
+        info = {"input": str(path.resolve()), "task": args.task, "fields": _fields(args.field)}
+        save_run_diagnostics(run_dir, result, {**info, "limit": args.limit}, args.out, summary_path)
     return 0
 
 
@@ -294,6 +342,8 @@ async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
             api_key_env=args.api_key_env,
             top_k=args.top_k,
             usage=usage,
+            timeout=args.timeout,
+            max_response_bytes=int(args.max_response_mb * 2**20),
         )
         for u in base_urls
     ]

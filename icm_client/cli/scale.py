@@ -15,11 +15,12 @@ from ..backends import OpenAICompletions
 from ..backends.context_window import context_window
 from ..errors import ConfigError
 from ..evaluate.manyshot import estimate_tokens
+from ..outputs import RunLock, remove_stale_temps
 from ..run import LabelConfig
 from ..scale import Plan, ScaleConfig, ScaleResult, clear_scale_run, label_large
 from ..scale.pipeline import Phase
 from ..search.anneal import SearchConfig
-from ._io import option_error, write_json, write_jsonl
+from ._io import option_error, write_labels_then_summary
 from .label import (
     _backend,
     _preflight,
@@ -139,8 +140,7 @@ async def run(args: argparse.Namespace) -> int:
     longest = estimate_tokens(task.render(given.longest))
     _config(args, longest, args.context_window or 1 << 30)  # bad options fail before any call
     config = _config(args, longest, await _window(args))
-    summary_path, run_dir = output_paths(args)
-    prepare_run_dir(run_dir, args, "scale.json", clear_scale_run)
+    summary_path, run_dir = output_paths(args, path)
     bars: dict[Phase, tqdm[Any]] = {}
 
     def on_plan(cut: Plan) -> None:
@@ -160,6 +160,9 @@ async def run(args: argparse.Namespace) -> int:
             bars[phase].update(n)
 
     async with AsyncExitStack() as exits:
+        exits.enter_context(RunLock(run_dir))  # held until the outputs are written
+        remove_stale_temps(args.out, summary_path)
+        prepare_run_dir(run_dir, args, "scale.json", clear_scale_run)
         backend = await _backend(args, exits)
         await _preflight(backend, task, given.longest, path)
         try:
@@ -175,11 +178,13 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             for bar in bars.values():
                 bar.close()
-    result = result.with_gold(dataset.gold)
-    write_jsonl(args.out, [r.model_dump() for r in result.rows])
-    write_json(
-        summary_path, {"summary": result.summary.model_dump(), "config": config.model_dump()}
-    )
+        result = result.with_gold(dataset.gold)
+        write_labels_then_summary(
+            args.out,
+            [r.model_dump() for r in result.rows],
+            summary_path,
+            {"summary": result.summary.model_dump(), "config": config.model_dump()},
+        )
     _print_summary(result, args.out, summary_path)
     return 0
 

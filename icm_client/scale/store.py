@@ -39,7 +39,7 @@ class ScaleStore:
         if head.exists():
             try:
                 data = json.loads(head.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, huge ints
                 raise ConfigError(f"cannot read: {exc}", location=str(head)) from None
             if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
                 raise ConfigError(
@@ -59,7 +59,7 @@ class ScaleStore:
             return None
         try:
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except (OSError, ValueError, RecursionError):
             return None  # written by atomic rename, so only a hand-edited file: search again
         return data
 
@@ -76,7 +76,7 @@ class ScaleStore:
             for raw in fh:
                 try:
                     line = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
+                except (ValueError, RecursionError):
                     break  # cut short by a kill: this chunk is done again
                 if not raw.endswith(b"\n"):
                     break

@@ -10,7 +10,9 @@ Constraints are computed from the inputs alone; a task never sees gold labels.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+import string
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -19,6 +21,42 @@ from ..errors import TaskError
 
 #: A label is an index into ``Task.labels``.
 Label = int
+
+
+@functools.lru_cache(maxsize=256)
+def template_parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """(literal text, field name or None) pieces of a prompt template.
+
+    Only plain ``{field}`` placeholders are allowed: ``str.format`` would also follow
+    attributes and indexes (``{question.__class__.__mro__}`` shows interpreter internals)
+    and obey format specs (``{question:>900000000}`` pads to 900 MB), and a task file is
+    input. ``ValueError`` names the first placeholder that is more than a field name.
+    """
+    parts: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        if name is not None:
+            plain = name and not any(c in name for c in ".[]") and not name.isdigit()
+            if not plain or spec or conversion:
+                shown = (
+                    name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+                )
+                raise ValueError(
+                    f"template placeholder {{{shown[:60]}}} is not a plain field name: only "
+                    "{field} is allowed (no attributes, indexes, conversions or format specs)"
+                )
+        parts.append((literal, name))
+    return tuple(parts)
+
+
+def fill_template(template: str, values: Mapping[str, object]) -> str:
+    """``template`` with each ``{field}`` replaced by ``str(values[field])``; ``KeyError``
+    for a missing field, ``ValueError`` for a template that is not plain fields only."""
+    out: list[str] = []
+    for literal, name in template_parts(template):
+        out.append(literal)
+        if name is not None:
+            out.append(str(values[name]))
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +135,11 @@ class TemplateTask:
             text = self.render_fn(example)
         else:
             try:
-                text = self.template.format_map(dict(example.fields))
+                text = fill_template(self.template, example.fields)
+            except ValueError as exc:
+                raise TaskError(
+                    str(exc), location=f"task {self.name!r}", field="template"
+                ) from None
             except KeyError as exc:
                 raise TaskError(
                     f"template of task {self.name!r} needs field {exc.args[0]!r}, "

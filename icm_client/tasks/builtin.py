@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from ..dataset import Example, FieldValue
 from ..errors import TaskError
-from .base import TemplateTask
+from .base import TemplateTask, fill_template
 from .relations import AnswerConsistency, Asymmetry, Equivalence, normalize_text
 from .statements import STATEMENT_TASKS, STATEMENT_TEMPLATE
 
@@ -36,7 +36,7 @@ SOLUTION_FIELDS = ("solution", "cot", "choice")
 
 def _format(task: str, template: str, example: Example, values: Mapping[str, FieldValue]) -> str:
     try:
-        return template.format_map(dict(values))
+        return fill_template(template, values)
     except KeyError as exc:
         raise TaskError(
             f"template of task {task!r} needs field {exc.args[0]!r}, "

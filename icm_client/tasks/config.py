@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import TaskError
-from .base import Relation, TemplateTask, validate_labels
+from .base import Relation, TemplateTask, template_parts, validate_labels
 from .relations import AnswerConsistency, Asymmetry, Equivalence, Negation
 
 
@@ -100,11 +100,15 @@ def load_task_config(path: str | Path) -> TemplateTask:
             raw: object = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise TaskError(f"invalid TOML: {exc}", location=where) from None
+        except RecursionError:
+            raise TaskError("invalid TOML: nests too deeply", location=where) from None
     elif suffix == ".json":
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise TaskError(f"invalid JSON: {exc.msg}", location=f"{path}:{exc.lineno}") from None
+        except (ValueError, RecursionError) as exc:  # nesting, an integer of > 4300 digits
+            raise TaskError(f"invalid JSON: {type(exc).__name__}", location=where) from None
     else:
         raise TaskError("a task config must be a .toml or .json file", location=where)
     if not isinstance(raw, dict):
@@ -138,9 +142,11 @@ def check_template(template: str, *, source: str = "<config>") -> list[str]:
     fields ("{}", "{0}"), which a per-example field mapping can never fill."""
     names: list[str] = []
     try:
-        for _, name, _, _ in string.Formatter().parse(template):
+        for _, name, spec, conversion in string.Formatter().parse(template):
             if name is None:
                 continue
+            if spec or conversion or any(c in name for c in ".[]"):
+                template_parts(template)  # raises, saying which placeholder and why
             base = name.split(".", 1)[0].split("[", 1)[0]
             if not base or base.isdigit():
                 raise TaskError(

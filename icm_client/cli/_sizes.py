@@ -1,0 +1,88 @@
+"""Size checks before any prompt is sent: what cannot fit the model's context fails here.
+
+A prompt longer than the context window would be sent (and tokenized, and paid for) only to
+be refused; a field of 50 MB would be sent again on every retry. When the window is known
+(``--context-window``, the embedded server, or what the server reports) the longest single
+prompt and, for the exact strategy, the prompt holding every example are checked against it
+first. Token counts are estimated from characters: the single prompt is refused only when
+even a generous ``_MAX_CHARS_PER_TOKEN`` cannot make it fit, so that no prompt that fits is
+refused; the exact search uses the usual ~4 characters per token, and says what to use
+instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..backends import OpenAICompletions
+from ..backends.context_window import context_window
+from ..dataset import Example
+from ..errors import ConfigError, NoAnswerError
+from ..tasks import Task
+
+_MAX_CHARS_PER_TOKEN = 16  # no tokenizer packs more into a token, in practice
+_CHARS_PER_TOKEN = 4
+
+
+async def known_window(args: argparse.Namespace) -> int | None:
+    """``--context-window``, the embedded server's, or the (first) server's; None if none."""
+    if getattr(args, "context_window", None) is not None:
+        return int(args.context_window)
+    if not args.base_url:
+        from ..local.server import CTX_PER_SLOT
+
+        return CTX_PER_SLOT
+    probe = OpenAICompletions(
+        args.base_url[0], args.model, api_key_env=args.api_key_env, timeout=args.timeout
+    )
+    try:
+        try:
+            await probe.prepare()  # the model name (the window is per model)
+        except NoAnswerError:
+            raise
+        except Exception:  # the preflight reports a wrong URL, key or model properly
+            return None
+        return await context_window(probe)
+    except NoAnswerError as exc:
+        raise ConfigError(
+            f"the server does not answer: {exc}; check the URL (is it the API's port?) and "
+            "the server's log, or allow more time with --timeout"
+        ) from None
+    finally:
+        await probe.aclose()
+
+
+def check_prompt(task: Task, longest: Example, window: int | None, source: str) -> None:
+    """``ConfigError`` if the longest single prompt cannot fit ``window`` tokens."""
+    if window is None:
+        return
+    prompt = task.render(longest)
+    if len(prompt) > window * _MAX_CHARS_PER_TOKEN:
+        raise ConfigError(
+            f"example {longest.id!r} of {source} renders to a prompt of {len(prompt):,} "
+            f"characters, at least ~{len(prompt) // _MAX_CHARS_PER_TOKEN:,} tokens, and the "
+            f"model's context holds {window:,}: shorten or drop that example (it was not sent)"
+        )
+
+
+def check_exact(
+    task: Task, examples: tuple[Example, ...], window: int | None, strategy: str, source: str
+) -> None:
+    """``ConfigError`` if the exact strategy's prompt (every example) cannot fit."""
+    if window is None or strategy != "exact":
+        return
+    chars = sum(len(task.render(ex)) + 8 for ex in examples)
+    tokens = chars // _CHARS_PER_TOKEN
+    if tokens > window:
+        raise ConfigError(
+            f"the exact strategy puts every example in each prompt: ~{tokens:,} tokens for "
+            f"{len(examples):,} examples of {source}, and the model's context holds "
+            f"{window:,}; use --strategy bounded, or `icm scale` for a dataset this large"
+        )
+    if tokens > window * 0.8:
+        print(
+            f"icm: warning: the exact strategy's full prompt (~{tokens:,} tokens) nearly "
+            f"fills the model's context ({window:,}); --strategy bounded is safer",
+            file=sys.stderr,
+        )

@@ -1,0 +1,186 @@
+"""Nothing unbounded: answers past the size cap (declared, endless, read to close, or
+decompressed), answers that trickle or never come, an error inside a 200 and a JSON nesting
+bomb, each on both HTTP transports (the lean one and httpx2's own), against a raw loopback
+server that sends exactly those bytes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from raw_server import RawServer, head
+
+from icm_client.backends import OpenAICompletions, ScoreRequest
+from icm_client.backends.retry import Retrying
+from icm_client.cli import main
+from icm_client.errors import (
+    NoAnswerError,
+    PermanentBackendError,
+    TransientBackendError,
+)
+
+pytestmark = pytest.mark.anyio
+REQ = ScoreRequest("Claim: the sea is salty.\nI think this Claim is", (" True", " False"))
+CAP = 2**20
+BIG = b"a" * 65536
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["lean", "httpx"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ICM_HTTP_TRANSPORT", request.param)
+    return str(request.param)
+
+
+def backend(server: RawServer, timeout: float = 10.0) -> OpenAICompletions:
+    return OpenAICompletions(
+        server.base_url, "m", provider="generic", timeout=timeout, max_response_bytes=CAP
+    )
+
+
+def send_until_closed(sock: socket.socket, first: bytes, more: bytes, most: int = 2**28) -> None:
+    sock.sendall(first)
+    sent = 0
+    while sent < most:  # far past the cap; the client hangs up long before
+        sock.sendall(more)
+        sent += len(more)
+
+
+def endless_chunked(sock: socket.socket) -> None:
+    chunk = b"%x\r\n%s\r\n" % (len(BIG), BIG)
+    send_until_closed(sock, head(Transfer_Encoding="chunked"), chunk)
+
+
+def huge_length(sock: socket.socket) -> None:
+    send_until_closed(sock, head(Content_Length=str(10**12)), BIG)
+
+
+def to_close(sock: socket.socket) -> None:
+    send_until_closed(sock, head(Connection="close"), BIG)
+
+
+def _gzip_bomb() -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    block = b"\0" * 2**20
+    return b"".join(z.compress(block) for _ in range(256)) + z.flush()  # 256 MiB inflated
+
+
+BOMB = _gzip_bomb()
+
+
+def gzip_bomb(sock: socket.socket) -> None:
+    sock.sendall(head(Content_Length=str(len(BOMB)), Content_Encoding="gzip") + BOMB)
+
+
+@pytest.mark.parametrize("script", [endless_chunked, huge_length, to_close, gzip_bomb])
+async def test_an_answer_past_the_size_cap_is_refused_not_read_nor_retried(
+    script: object, transport: str
+) -> None:
+    with RawServer(script) as server:  # type: ignore[arg-type]
+        client = Retrying(backend(server), max_attempts=3, base_wait=0.001)
+        with pytest.raises(PermanentBackendError, match="byte cap") as info:
+            await client.score(REQ)
+        await client.aclose()
+    assert "max_response_bytes" in str(info.value)
+    assert server.connections == 1  # permanent: not retried
+    if script is gzip_bomb:
+        assert len(BOMB) < CAP  # what came over the wire was small; inflated, it is not
+
+
+def drip(sock: socket.socket) -> None:
+    sock.sendall(head(Content_Length="400"))
+    for _ in range(400):
+        sock.sendall(b" ")
+        time.sleep(0.05)
+
+
+def silent(sock: socket.socket) -> None:
+    time.sleep(3)  # accepted, read the request, says nothing
+
+
+async def test_a_dripping_answer_hits_the_whole_request_deadline(transport: str) -> None:
+    """Each byte comes well within the read timeout; the whole answer would take 20 s."""
+    with RawServer(drip) as server:
+        client = backend(server, timeout=1.0)
+        with pytest.raises(NoAnswerError, match="did not complete within 1 s"):
+            await client.score(REQ)
+        await client.aclose()
+
+
+async def test_a_silent_server_is_named_as_such(transport: str) -> None:
+    with RawServer(silent) as server:
+        client = backend(server, timeout=0.5)
+        with pytest.raises(NoAnswerError, match="accepted the connection but sent no answer"):
+            await client.score(REQ)
+        await client.aclose()
+
+
+def test_the_cli_reports_a_silent_server_at_once_with_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with RawServer(silent) as server:
+        args = "label sample:cities --task cities --limit 4 --quiet --no-cache --model m"
+        args += " --provider generic --timeout 0.5"
+        code = main(
+            [*args.split(), "--out", str(tmp_path / "l.jsonl"), "--base-url", server.base_url]
+        )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "does not answer" in err and "accepted the connection" in err and "--timeout" in err
+    assert server.connections == 1  # said at once, not after three timeouts
+
+
+def answer(body: bytes):  # type: ignore[no-untyped-def]
+    def script(sock: socket.socket) -> None:
+        sock.sendall(head(Content_Length=str(len(body))) + body)
+
+    return script
+
+
+def error_200(message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind}}).encode()
+
+
+async def test_a_200_carrying_overload_is_transient_with_the_servers_message(
+    transport: str,
+) -> None:
+    body = error_200("Model is overloaded, please try again later", "overloaded_error")
+    with RawServer(answer(body)) as server:
+        client = Retrying(backend(server), max_attempts=2, base_wait=0.001)
+        with pytest.raises(TransientBackendError, match="Model is overloaded") as info:
+            await client.score(REQ)
+        await client.aclose()
+    assert "answered HTTP 200 with an error" in str(info.value)
+    assert server.connections >= 1 and "gave up after 2 attempts" in str(info.value)
+
+
+async def test_a_200_carrying_another_error_is_permanent_with_the_servers_message(
+    transport: str,
+) -> None:
+    body = error_200("model 'm' has been decommissioned", "invalid_request_error")
+    with RawServer(answer(body)) as server:
+        client = Retrying(backend(server), max_attempts=3, base_wait=0.001)
+        with pytest.raises(PermanentBackendError, match="decommissioned"):
+            await client.score(REQ)
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 200_000 + b"]" * 200_000, b'{"choices": [' + b"7" * 5000 + b"]}"],
+    ids=["nesting-bomb", "huge-int"],
+)
+async def test_a_hostile_json_answer_is_an_error_not_a_crash(body: bytes, transport: str) -> None:
+    with RawServer(answer(body)) as server:
+        client = Retrying(backend(server), max_attempts=2, base_wait=0.001)
+        with pytest.raises((PermanentBackendError, TransientBackendError)):
+            await client.score(REQ)
+        await client.aclose()

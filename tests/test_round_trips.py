@@ -1,0 +1,109 @@
+"""What ``icm label`` writes, ``icm report`` and ``icm export`` read back, whatever the text
+(ids and fields with U+2028, U+2029, U+0085, vertical tab, form feed, emoji), and a full
+disk is a message naming the file, not a traceback."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fault_server import FaultServer
+
+from icm_client.cli import main
+from icm_client.dataset import load_dataset
+from icm_client.runfiles import read_labels
+
+ODD = ["a\u2028b", "c\u2029d", "e\x85f", "g\x0bh", "i\x0cj", "k\x1cl", "emoji-🦜"]
+
+
+def rows() -> list[dict[str, object]]:
+    out = []
+    for i, odd in enumerate(ODD * 2):
+        out.append(
+            {
+                "id": f"{odd}-{i}",
+                "statement": f"The city of X{i // 2} {odd} is in Y{i}.",
+                "label": i % 2 == 0,
+            }
+        )
+    return out
+
+
+def test_jsonl_lines_end_at_newline_only(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows()))
+    dataset = load_dataset(path)
+    assert [ex.id for ex in dataset.examples] == [r["id"] for r in rows()]
+
+
+def test_label_output_reads_back_in_report_and_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows()))
+    out = tmp_path / "labels.jsonl"
+    with FaultServer() as server:
+        args = ["label", str(data), "--task", "cities", "--out", str(out), "--quiet"]
+        args += ["--no-cache", "--base-url", server.base_url, "--steps", "6"]
+        assert main(args) == 0, capsys.readouterr().err
+    text = out.read_text(encoding="utf-8")
+    assert text.splitlines() == text.split("\n")[:-1]  # any JSONL reader splits it right
+    assert [r.id for r in read_labels(out)] == [r["id"] for r in rows()]
+    assert main(["report", str(out), "--no-plot"]) == 0, capsys.readouterr().err
+    exported = tmp_path / "export.jsonl"
+    export = ["export", str(out), "--format", "labels", "--out", str(exported)]
+    assert main(export) == 0, capsys.readouterr().err
+    ids = [json.loads(line)["id"] for line in exported.read_text().split("\n") if line]
+    assert ids == [r["id"] for r in rows()]
+
+
+def test_a_full_disk_while_checkpointing_names_the_file_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """A file size limit (EFBIG, as a full disk gives ENOSPC) that the first checkpoint
+    (several KiB: the RNG state) cannot fit under."""
+
+    def small_files() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    out = tmp_path / "labels.jsonl"
+    with FaultServer() as server:
+        args = "label sample:cities --task cities --limit 8 --steps 8 --quiet --no-cache"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "icm_client.cli",
+                *args.split(),
+                "--out",
+                str(out),
+                "--base-url",
+                server.base_url,
+            ],
+            capture_output=True,
+            text=True,
+            preexec_fn=small_files,
+            timeout=120,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "checkpoint.json: cannot write: File too large" in proc.stderr
+    assert not out.exists()
+    assert [p.name for p in tmp_path.rglob(".checkpoint.json.*")] == []  # no temp file left
+
+
+def test_limit_reads_only_the_records_it_needs(tmp_path: Path) -> None:
+    """``--limit`` streams: what lies past the first N records is never read (here it is
+    not even UTF-8 or JSON, and would fail a whole-file read)."""
+    from icm_client.errors import DataError
+
+    path = tmp_path / "big.jsonl"
+    good = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows()[:3])
+    path.write_bytes(good.encode() + b"\xff not json at all\n" * 10_000)
+    assert len(load_dataset(path, limit=3)) == 3
+    with pytest.raises(DataError, match=r"big.jsonl:4: not UTF-8"):
+        load_dataset(path)
