@@ -13,7 +13,7 @@ import anyio
 
 from .. import __version__
 from ..errors import ICMError, InputError
-from . import doctor, export, label, report, scale
+from . import doctor, export, label, report, scale, task
 from . import eval as eval_cmd
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     label.add_parser(sub)
     doctor.add_parser(sub)
-    for command in (scale, eval_cmd, export, report):
+    for command in (scale, eval_cmd, export, report, task):
         command.add_parser(sub)
     return parser
 

@@ -23,8 +23,10 @@ from ..errors import ConfigError, DataError, TaskError
 from ..run import LabelConfig, LabelResult, label
 from ..search.anneal import SearchConfig, Step
 from ..tasks import Task, get_task
+from ..tasks.check import TaskCheck, check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
 from .report import save_run_diagnostics
+from .task import add_relation_argument
 
 SAMPLES = Path(__file__).parents[1] / "samples"
 
@@ -76,6 +78,7 @@ def add_input_arguments(p: Any) -> None:
         help="rename an input field for the task (repeatable)",
     )
     p.add_argument("--limit", type=int, help="use only the first N records")
+    add_relation_argument(p)
     r = p.add_argument_group("run directory (a killed run continues where it stopped)")
     r.add_argument(
         "--run-dir",
@@ -90,12 +93,14 @@ def add_input_arguments(p: Any) -> None:
 @dataclass(frozen=True)
 class Input:
     """The loaded input: every example rendered once (a missing template field fails here,
-    before any model call), and the longest prompt, for the preflight request."""
+    before any model call), the longest prompt, for the preflight request, and what the task
+    check found (every field the task names is in the data; the relation's pairs)."""
 
     path: Path
     dataset: Dataset
     task: Task
     longest: Example
+    check: TaskCheck
 
 
 def load_input(args: argparse.Namespace) -> Input:
@@ -110,7 +115,10 @@ def load_input(args: argparse.Namespace) -> Input:
             raise DataError(str(exc), location=str(path)) from None
         if n > size:
             longest, size = ex, n
-    return Input(path, dataset, task, longest)
+    found = check_task(
+        task, dataset.examples, source=str(path), allow_empty_relation=args.allow_empty_relation
+    )
+    return Input(path, dataset, task, longest, found)
 
 
 def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
