@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError, TaskError
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
 from ..evaluate.manyshot import longest_prompt
-from ..runfiles import RunFiles, read_labels
+from ..runfiles import read_labels
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
@@ -158,10 +158,10 @@ async def run(args: argparse.Namespace) -> int:
         raise DataError("the test examples have no gold labels: nothing to score against")
     icm = None
     if args.labels is not None:
-        files = RunFiles.locate(args.labels)
-        if files.labels is None:
-            raise ConfigError(f"--labels {args.labels}: no labels file found")
-        icm = {r.id: r.label for r in read_labels(files.labels)}
+        labels = read_labels(args.labels)
+        if labels.note():
+            print(f"icm: {labels.note()}", file=sys.stderr)
+        icm = {r.id: r.label for r in labels.rows}
     check_writable(args.out)
     if args.write_split is not None:
         gold = _merge(train_gold, test_gold)

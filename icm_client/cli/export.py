@@ -59,7 +59,10 @@ async def run(args: argparse.Namespace) -> int:
     files = RunFiles.locate(args.run_path)
     if files.labels is None:
         raise ConfigError(f"no labels file found for {args.run_path}")
-    rows = read_labels(files.labels)
+    labels = read_labels(files.labels)
+    if labels.note():
+        print(f"icm: {labels.note()}", file=sys.stderr)
+    rows = labels.rows
     rec = files.recorded
     data_spec = args.data or rec.get("input")
     task_spec = args.task or rec.get("task")

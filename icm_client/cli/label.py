@@ -322,7 +322,10 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     s = result.summary
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
     lines = [
-        f"labeled {s.examples} examples ({s.labeled_by_search} by the search) -> {out}",
+        f"labeled {s.examples - s.unlabeled} of {s.examples} examples "
+        f"({s.labeled_by_search} by the search"
+        + (f", {s.unlabeled} not reached: label null" if s.unlabeled else "")
+        + f") -> {out}",
         f"labels: {counts}",
         f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies}",
         f"backend calls: {s.calls}, prompt tokens: {s.prompt_tokens} "

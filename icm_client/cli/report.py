@@ -67,10 +67,15 @@ async def run(args: argparse.Namespace) -> int:
             location=str(args.run_path),
         )
     data = read_json(files.summary)
-    summary, trajectory = data.get("summary"), data.get("trajectory")
+    summary, trajectory = data.get("summary"), data.get("trajectory", [])  # scale: none
     if not isinstance(summary, dict) or not isinstance(trajectory, list):
         raise DataError("not an icm label summary", location=str(files.summary))
-    rows = [r.model_dump() for r in read_labels(files.labels)]
+    labels = read_labels(files.labels)
+    if labels.note():
+        print(f"icm: {labels.note()}", file=sys.stderr)
+    rows = [r.model_dump() for r in labels.rows] + [
+        {"id": i, "label": None} for i in labels.unlabeled
+    ]
     d = diagnose(summary, trajectory, rows)
     text = markdown(d, summary)
     out_dir = args.out_dir or files.run_dir or files.labels.parent
