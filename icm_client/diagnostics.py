@@ -247,6 +247,15 @@ def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
         f"- wall time: {v:.1f} s" if k == "wall_time_s" else f"- {k.replace('_', ' ')}: {v:g}"
         for k, v in d.usage.items()
     ]
+    ledger = summary.get("ledger")
+    if isinstance(ledger, Mapping) and isinstance(ledger.get("total"), Mapping):
+        t = ledger["total"]
+        lines.append(
+            f"- the run in total, over {ledger.get('invocations')} invocations (the figures "
+            f"above: the last one): calls {t.get('calls')}, prompt tokens "
+            f"{t.get('prompt_tokens')}, cache hits {t.get('cache_hits')}, wall time "
+            f"{float(t.get('wall_time_s', 0)):.1f} s"
+        )
     lines += ["", "## Warnings", ""]
     lines += [f"- **{f.code}**: {f.message}" for f in d.warnings] or ["- none"]
     notes = [f for f in d.findings if f.severity == "note"]
