@@ -5,6 +5,10 @@ figures), an interrupted run writes its summary too, and budgets are totals for 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +109,32 @@ def test_an_interrupted_run_writes_its_summary(
     assert isinstance(done, dict)
     assert done["ledger"]["invocations"] == 2
     assert done["ledger"]["total"]["calls"] == ledger.total.calls + done["calls"]
+
+
+def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) -> None:
+    out = tmp_path / "labels.jsonl"
+    with fault_server() as server:
+        argv = [sys.executable, "-m", "icm_client.cli", "label", str(claims(tmp_path, 40))]
+        argv += ["--task", "truthfulqa", "--out", str(out), "--base-url", server.base_url]
+        argv += ["--cache-dir", str(tmp_path / "cache"), "--quiet", "--allow-empty-relation"]
+        argv += ["--concurrency", "1"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        checkpoint = out.with_name(out.name + ".run") / "checkpoint.json"
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        if proc.returncode == 0:
+            pytest.skip("the run finished before the interrupt")  # a very fast machine
+        assert proc.returncode == 130, err
+        data = summary_of(out)
+        assert data["interrupted"] is True
+        first = Ledger.model_validate(data["ledger"])
+        assert first.unfinished == 1 and first.total.calls > 0
+        assert subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
+    done = summary_of(out)["summary"]
+    assert isinstance(done, dict)
+    assert done["ledger"]["invocations"] == 2
+    assert done["ledger"]["total"]["calls"] == first.total.calls + done["calls"]
