@@ -75,9 +75,4 @@ def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
             f"{d.bounded_labels} label probabilities are only bounds (a label word was not in "
             "the server's top logprobs): raise --top-k"
         )
-    if d.gold_agreement is not None and d.gold_agreement < 0.5 and not copies:
-        out.append(
-            "agreement with gold is below chance: the search may have found the inverted "
-            "concept; check that the prompt asks what the first label word answers"
-        )
     return out

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from tqdm import tqdm
 
 from ..backends import OpenAICompletions, stack
 from ..backends.base import Backend, ScoreRequest
@@ -21,14 +19,15 @@ from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
-from ..estimate import Eta, estimate_run, format_eta
+from ..estimate import Eta, estimate_run
 from ..evaluate.manyshot import estimate_tokens
 from ..ledger import LEDGER, Ledger, load_ledger, remaining
 from ..run import LabelConfig, LabelResult, label
-from ..search.anneal import SearchConfig, Step
+from ..search.anneal import SearchConfig
 from ..tasks import Task, get_task
 from ..tasks.check import TaskCheck, check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
+from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
 from .task import add_relation_argument
 
@@ -265,20 +264,7 @@ async def run(args: argparse.Namespace) -> int:
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
         done = 0 if args.restart else checkpointed_step(run_dir)
         bar = None if args.quiet else progress_bar(steps, done)
-        eta, started = Eta(plan, done), time.monotonic()
-
-        def on_step(step: Step) -> None:
-            if bar is not None:
-                bar.update(1)
-                calls = backend.usage.calls
-                left = eta.seconds_left(step.n, calls, time.monotonic() - started)
-                bar.set_postfix(
-                    labeled=step.labeled,
-                    U=f"{step.energy:.1f}",
-                    calls=calls,
-                    eta=format_eta(left),
-                    refresh=False,
-                )
+        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
 
         try:
             result = await label(dataset.examples, task, backend, config, on_step, run_dir)
@@ -355,19 +341,6 @@ async def _preflight(backend: Backend, task: Task, longest: Example, path: Path)
         ScoreRequest(task.render(longest), task.labels),
         probe_name=f"example {longest.id!r} of {path} (the longest prompt)",
         labels_of=f"task {task.name!r}",
-    )
-
-
-def progress_bar(steps: int, done: int) -> tqdm[Any]:
-    """Steps, starting at those a resumed run has done; the ETA is ours (``Eta``), since
-    tqdm's follows the last steps' rate, which swings with each step's cost."""
-    return tqdm(
-        total=steps,
-        initial=done,
-        desc="icm",
-        unit="step",
-        file=sys.stderr,
-        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
     )
 
 
