@@ -21,6 +21,7 @@ from typing import Any
 
 from .atomic import atomic, write_error
 from .errors import ConfigError
+from .ledger import LEDGER
 from .search.anneal import Checkpoint
 
 FORMAT_VERSION = 1
@@ -30,8 +31,19 @@ TRAJECTORY = "trajectory.jsonl"
 
 def clear_run(path: str | os.PathLike[str]) -> None:
     """Forget the run in ``path`` (``--restart``); the score cache is untouched."""
-    for name in (CHECKPOINT, TRAJECTORY):
+    for name in (CHECKPOINT, TRAJECTORY, LEDGER):
         (Path(path) / name).unlink(missing_ok=True)
+
+
+def checkpointed_step(path: str | os.PathLike[str]) -> int:
+    """The step a run in ``path`` would resume after (0: none, or unreadable: the run
+    itself then says why); for a progress bar that starts where the run stands."""
+    try:
+        data = json.loads((Path(path) / CHECKPOINT).read_text(encoding="utf-8"))
+        n = data["checkpoint"]["n"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    return n if isinstance(n, int) and n >= 0 else 0
 
 
 class RunStore:

@@ -54,7 +54,9 @@ class TrajectoryStats(_Frozen):
 
 class Diagnostics(_Frozen):
     task: str | None
-    examples: int
+    examples: int  # rows with a label
+    unlabeled: int = 0  # rows a budget-stopped run never labeled
+    disagreeing: int | None = None  # labels the model itself would not predict (``agrees``)
     label_counts: dict[str, int]
     label_share: dict[str, float]
     collapse: Literal["none", "near-constant", "all-same"]
@@ -94,9 +96,13 @@ def diagnose(
     rows: Sequence[Mapping[str, Any]],
 ) -> Diagnostics:
     """Diagnostics from a run summary (``RunSummary`` as JSON), its trajectory and its rows
-    (``id``, ``label``, optionally ``confidence`` and ``bounded``)."""
+    (``id``, ``label``, optionally ``confidence``, ``agrees`` and ``bounded``; rows with a
+    null label are counted as ``unlabeled`` and left out of the rest)."""
+    unlabeled = sum(r.get("label") is None for r in rows)
+    rows = [r for r in rows if r.get("label") is not None]
     counts = Counter(str(r["label"]) for r in rows)
     n = len(rows)
+    judged = [bool(r["agrees"]) for r in rows if r.get("agrees") is not None]
     top = max(counts.values()) if counts else 0
     collapse: Literal["none", "near-constant", "all-same"] = "none"
     if n and len(counts) == 1:
@@ -112,6 +118,8 @@ def diagnose(
     d = Diagnostics(
         task=summary.get("task"),
         examples=n,
+        unlabeled=unlabeled,
+        disagreeing=judged.count(False) if judged else None,
         label_counts=dict(sorted(counts.items())),
         label_share={k: v / n for k, v in sorted(counts.items())} if n else {},
         collapse=collapse,
@@ -259,6 +267,15 @@ def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
         f"- wall time: {v:.1f} s" if k == "wall_time_s" else f"- {k.replace('_', ' ')}: {v:g}"
         for k, v in d.usage.items()
     ]
+    ledger = summary.get("ledger")
+    if isinstance(ledger, Mapping) and isinstance(ledger.get("total"), Mapping):
+        t = ledger["total"]
+        lines.append(
+            f"- the run in total, over {ledger.get('invocations')} invocations (the figures "
+            f"above: the last one): calls {t.get('calls')}, prompt tokens "
+            f"{t.get('prompt_tokens')}, cache hits {t.get('cache_hits')}, wall time "
+            f"{float(t.get('wall_time_s', 0)):.1f} s"
+        )
     lines += ["", "## Warnings", ""]
     lines += [f"- **{f.code}**: {f.message}" for f in d.warnings] or ["- none"]
     notes = [f for f in d.findings if f.severity == "note"]

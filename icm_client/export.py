@@ -95,8 +95,8 @@ def preference_pairs(
     if not isinstance(relation, Asymmetry):
         raise ConfigError(
             f"preference pairs need a comparison task (an Asymmetry relation naming the "
-            f"prompt and the two responses); task {task.name!r} has none",
-            field="format",
+            f"prompt and the two responses): task {task.name!r} has none; --format labels "
+            "or chat export any task"
         )
     words = label_words(task.labels)
     if len(words) != 2:
@@ -106,9 +106,10 @@ def preference_pairs(
     duplicates = 0
     for ex, row in pairs:
         _check_word(row, words)
+        group = relation.group_field
         prompt, a, b = (
-            str(ex.fields.get(f, "") or "")
-            for f in (relation.group_field, relation.first_field, relation.second_field)
+            "\n".join(str(ex.fields.get(f, "") or "") for f in ((f,) if isinstance(f, str) else f))
+            for f in (group, relation.first_field, relation.second_field)
         )
         chosen, rejected = (a, b) if row.label == words[0] else (b, a)
         key = (prompt, chosen, rejected)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .backends.base import Backend, prepare
 from .checkpoint import Checkpointer, RunStore
 from .dataset import Example, GoldLabels, examples_of
+from .ledger import Figures, Ledger, record
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
 from .search.consistency import Consistency
@@ -49,9 +50,15 @@ class LabelConfig(BaseModel):
 
 
 class LabelRow(BaseModel):
-    """One output row. ``confidence`` is P(label) given all other final labels in context.
+    """One output row.
 
-    ``label`` and ``confidence`` are None only for examples a budget-stopped run never reached.
+    ``confidence`` is the model's probability of the row's label given all the other final
+    labels as demonstrations, P(label | the other labels), normalised over the label words
+    (calibrated with ``calibrate``). ``agrees`` says whether the label is also the model's
+    own prediction in that context (its most probable label): in a coherent labeling every
+    label is; a row that does not was kept by the search for consistency or for the labels
+    of the others. ``label``, ``confidence`` and ``agrees`` are None only for examples a
+    budget-stopped run never reached.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,6 +66,7 @@ class LabelRow(BaseModel):
     id: str
     label: str | None
     confidence: float | None
+    agrees: bool | None = Field(None, description="the label is the model's own prediction")
     searched: bool = Field(description="labeled by the search (else predicted at the end)")
     bounded: bool = Field(description="a label probability came from a top-k bound")
 
@@ -117,6 +125,12 @@ class RunSummary(BaseModel):
     resumed_from_step: int | None = None
     gold_agreement: float | None = None
     gold_examples: int | None = None
+    # The run's whole life (with a run directory): the figures above are this invocation's.
+    ledger: Ledger | None = Field(
+        None,
+        description="totals over every invocation of the run (resumed, interrupted, re-run) "
+        "and the last invocation's own figures",
+    )
 
 
 class LabelResult(BaseModel):
@@ -209,13 +223,21 @@ async def label(
     )
     try:
         result = await search.run(resume)
+    except BaseException:  # Ctrl-C, a failing backend: what it cost still counts
+        if run_dir is not None:
+            record(run_dir, Figures.of(backend.usage, time.perf_counter() - start), finished=False)
+        raise
     finally:
         if saver is not None:
             saver.flush()
     out = _result(task, backend, exs, config, result, scorer, time.perf_counter() - start)
-    if resume is None:
-        return out
-    summary = out.summary.model_copy(update={"resumed_from_step": resume.n})
+    update: dict[str, object] = {}
+    if run_dir is not None:
+        figures = Figures.of(backend.usage, out.summary.wall_time_s)
+        update["ledger"] = record(run_dir, figures, finished=True)
+    if resume is not None:
+        update["resumed_from_step"] = resume.n
+    summary = out.summary.model_copy(update=update)
     return out.model_copy(update={"summary": summary, "trajectory": past + out.trajectory})
 
 
@@ -234,6 +256,7 @@ def _result(
             id=ex.id,
             label=words[result.labels[i]],
             confidence=result.predictions[i].prob(result.labels[i]),
+            agrees=result.predictions[i].argmax() == result.labels[i],
             searched=i in result.searched,
             bounded=result.predictions[i].bounded,
         )

@@ -25,8 +25,9 @@ SUMMARY_SUFFIX = ".summary.json"
 
 
 class LabelLine(BaseModel):
-    """One line of a labels file: ``id`` and ``label`` at least (``icm label`` also writes
-    ``confidence``, ``searched`` and ``bounded``; other keys are kept)."""
+    """One labeled line of a labels file: ``id`` and ``label`` at least (``icm label`` also
+    writes ``confidence``, ``agrees``, ``searched`` and ``bounded``, ``icm scale`` ``source``
+    and ``part``, ``icm export --format labels`` the input fields; other keys are kept)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -36,9 +37,40 @@ class LabelLine(BaseModel):
     bounded: bool | None = None
 
 
-def read_labels(path: str | os.PathLike[str]) -> list[LabelLine]:
-    """Every line of a labels JSONL; a bad line is a ``DataError`` naming ``path:LINE``."""
+class _AnyLine(LabelLine):
+    label: str | None  # type: ignore[assignment]  # null: a budget-stopped run never got there
+
+
+@dataclass(frozen=True)
+class LabelFile:
+    """The labeled rows of a labels file, and the ids of the rows without a label (``icm
+    label`` writes ``label: null`` for examples a budget-stopped search never reached)."""
+
+    path: Path
+    rows: list[LabelLine]
+    unlabeled: list[str]
+
+    def note(self) -> str | None:
+        """What was skipped, for the user, or None."""
+        if not self.unlabeled:
+            return None
+        return (
+            f"{len(self.unlabeled)} of {len(self.rows) + len(self.unlabeled)} rows of "
+            f"{self.path} have no label (a budget stopped the run before them); skipped"
+        )
+
+
+def read_labels(path: str | os.PathLike[str]) -> LabelFile:
+    """The one reader of label rows, for every command: a labels JSONL written by ``icm
+    label``, ``icm scale`` or ``icm export --format labels``, or a run directory or summary
+    file of a run (its labels file is found with ``RunFiles``). Rows with a null label are
+    skipped and counted; a bad line is a ``DataError`` naming ``path:LINE``."""
     path = Path(path)
+    if path.is_dir() or path.name.endswith(SUMMARY_SUFFIX):
+        found = RunFiles.locate(path).labels
+        if found is None:
+            raise DataError("no labels file found for this run", location=str(path))
+        path = found
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -46,13 +78,14 @@ def read_labels(path: str | os.PathLike[str]) -> list[LabelLine]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read labels: {exc}", location=str(path)) from None
     rows: list[LabelLine] = []
+    unlabeled: list[str] = []
     seen: set[str] = set()
     for n, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 is text
         if not line.strip():
             continue
         where = f"{path}:{n}"
         try:
-            row = LabelLine.model_validate_json(line)
+            row = _AnyLine.model_validate_json(line)
         except ValidationError as exc:
             err = exc.errors()[0]
             field = ".".join(str(x) for x in err["loc"]) or None
@@ -60,10 +93,14 @@ def read_labels(path: str | os.PathLike[str]) -> list[LabelLine]:
         if row.id in seen:
             raise DataError(f"duplicate id {row.id!r}", location=where, field="id")
         seen.add(row.id)
-        rows.append(row)
+        if row.label is None:
+            unlabeled.append(row.id)
+        else:
+            rows.append(LabelLine.model_validate(row.model_dump()))
     if not rows:
-        raise DataError("labels file holds no rows", location=str(path))
-    return rows
+        what = "no labeled rows" if unlabeled else "no rows"
+        raise DataError(f"labels file holds {what}", location=str(path))
+    return LabelFile(path, rows, unlabeled)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -348,7 +348,9 @@ def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(
         code = main(args)
     err = capsys.readouterr().err
     assert code == 2, err
-    assert err.startswith("icm: error: ") and "Traceback" not in err
+    head, error, _ = err.partition("icm: error: ")  # at most the run's plan lines before it
+    assert error and all(line.startswith("icm: ") for line in head.splitlines())
+    assert "Traceback" not in err
     for fragment in case.expect:
         assert fragment in err, f"{fragment!r} not in {err!r}"
     for secret in case.absent:

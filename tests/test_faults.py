@@ -189,7 +189,11 @@ def test_cli_exits_1_on_a_permanent_fault_mid_run_and_writes_nothing(
     err = capsys.readouterr().err
     assert code == 1, err
     assert f"icm: error: {server.base_url}/completions: HTTP 400: request rejected" in err
-    assert [p for p in tmp_path.iterdir() if p.is_file()] == []  # (a run state may stay)
+    # no labels; only the run's summary, which says it did not finish (a run state may stay)
+    files = [p for p in tmp_path.iterdir() if p.is_file()]
+    assert [p.name for p in files if p.suffix == ".jsonl"] == []
+    for summary in files:
+        assert json.loads(summary.read_text())["interrupted"] is True
 
 
 def test_summary_counts_retries(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -596,7 +596,7 @@ def test_cli_labels_through_several_replicas(
     assert 0 < summary["calls"] <= sum(done)  # probes and preflight are not run calls
     counters = summary["backend_counters"]
     assert counters["endpoint0_calls"] > 0 and counters["endpoint1_calls"] > 0
-    assert "labeled 8 examples" in capsys.readouterr().out
+    assert "labeled 8 of 8 examples" in capsys.readouterr().out
 
 
 def test_cli_fails_over_when_a_replica_is_down(

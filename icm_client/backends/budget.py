@@ -18,8 +18,8 @@ class Budgeted:
         self, inner: Backend, *, max_calls: int | None = None, max_prompt_tokens: int | None = None
     ) -> None:
         for name, value in (("max_calls", max_calls), ("max_prompt_tokens", max_prompt_tokens)):
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}", field=name)
+            if value is not None and value < 0:  # 0: spent (a resumed run's total budget)
+                raise ConfigError(f"{name} must be at least 0, got {value}", field=name)
         self.inner = inner
         self.max_calls = max_calls
         self.max_prompt_tokens = max_prompt_tokens

@@ -25,10 +25,12 @@ from ..errors import ConfigError, DataError, TaskError
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
 from ..evaluate.manyshot import longest_prompt
-from ..runfiles import RunFiles, read_labels
+from ..runfiles import read_labels
 from ..tasks import Task, get_task
+from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
 from .label import _backend, _fields, _input_path, add_backend_arguments
+from .task import add_relation_argument
 
 
 def add_parser(sub: Any) -> None:
@@ -53,6 +55,7 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--field", action="append", default=[], metavar="FILE_NAME=TASK_NAME")
     d.add_argument("--drop", action="append", default=[], help="input field to discard")
     d.add_argument("--limit", type=int, help="use only the first N records of each file")
+    add_relation_argument(d)
     e = p.add_argument_group("evaluation")
     e.add_argument(
         "--conditions",
@@ -111,6 +114,7 @@ def _load(spec: str, args: argparse.Namespace, task: Task) -> Dataset:
             task.render(ex)
         except TaskError as exc:
             raise DataError(str(exc), location=str(path)) from None
+    check_task(task, ds.examples, source=str(path), allow_empty_relation=args.allow_empty_relation)
     return ds
 
 
@@ -154,10 +158,10 @@ async def run(args: argparse.Namespace) -> int:
         raise DataError("the test examples have no gold labels: nothing to score against")
     icm = None
     if args.labels is not None:
-        files = RunFiles.locate(args.labels)
-        if files.labels is None:
-            raise ConfigError(f"--labels {args.labels}: no labels file found")
-        icm = {r.id: r.label for r in read_labels(files.labels)}
+        labels = read_labels(args.labels)
+        if labels.note():
+            print(f"icm: {labels.note()}", file=sys.stderr)
+        icm = {r.id: r.label for r in labels.rows}
     check_writable(args.out)
     if args.write_split is not None:
         gold = _merge(train_gold, test_gold)

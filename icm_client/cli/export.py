@@ -22,6 +22,7 @@ from ..export import (
 )
 from ..runfiles import RunFiles, read_labels
 from ..tasks import get_task
+from ..tasks.check import check_task
 from ._io import check_writable, write_jsonl
 from .label import _fields, _input_path
 
@@ -59,7 +60,10 @@ async def run(args: argparse.Namespace) -> int:
     files = RunFiles.locate(args.run_path)
     if files.labels is None:
         raise ConfigError(f"no labels file found for {args.run_path}")
-    rows = read_labels(files.labels)
+    labels = read_labels(files.labels)
+    if labels.note():
+        print(f"icm: {labels.note()}", file=sys.stderr)
+    rows = labels.rows
     rec = files.recorded
     data_spec = args.data or rec.get("input")
     task_spec = args.task or rec.get("task")
@@ -72,6 +76,10 @@ async def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--format {args.format} needs the input file: pass --data")
     if args.format in ("preference", "chat") and task_spec is None:
         raise ConfigError(f"--format {args.format} needs the task: pass --task")
+    if args.format in ("preference", "chat") and examples:  # the fields it renders are there
+        check_task(
+            get_task(str(task_spec)), examples, source=str(data_spec), allow_empty_relation=True
+        )
     if args.format == "hf" and args.out.exists():
         raise ConfigError(f"--out {args.out} exists; a dataset is saved into a new directory")
     check_writable(args.out)

@@ -11,25 +11,30 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from tqdm import tqdm
 
 from ..backends import OpenAICompletions, stack
 from ..backends.base import Backend, ScoreRequest
 from ..backends.lean import MAX_RESPONSE_BYTES
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
-from ..checkpoint import CHECKPOINT, clear_run
+from ..checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
+from ..estimate import Eta, estimate_run
+from ..evaluate.manyshot import estimate_tokens
 from ..injection import normalise_separators, separator_fields, warning_text
+from ..ledger import LEDGER, Ledger, load_ledger, remaining
 from ..outputs import RunLock, check_outputs, remove_stale_temps
 from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..runfiles import DIAGNOSTICS
-from ..search.anneal import SearchConfig, Step
+from ..search.anneal import SearchConfig
 from ..tasks import Task, get_task
-from ._io import check_writable, option_error, write_labels_then_summary
+from ..tasks.check import TaskCheck, check_task
+from ._io import check_writable, option_error, write_json, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
+from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
+from .task import add_relation_argument
 
 SAMPLES = Path(__file__).parents[1] / "samples"
 
@@ -43,9 +48,10 @@ def add_parser(sub: Any) -> None:
     b.add_argument(
         "--max-calls",
         type=int,
-        help="budget: stop the search (keeping its best state) after this many backend calls",
+        help="budget for the whole run, counted over every invocation that resumed it: stop "
+        "the search (keeping its best state) once the run has made this many backend calls",
     )
-    b.add_argument("--max-tokens", type=int, help="budget: the same in prompt tokens")
+    b.add_argument("--max-tokens", type=int, help="budget: the same in prompt tokens (run total)")
 
     s = p.add_argument_group("search")
     s.add_argument("--strategy", choices=["exact", "bounded"], default="exact")
@@ -111,6 +117,7 @@ def add_input_arguments(p: Any) -> None:
         help="replace blank lines inside fields (which would read as the start of another "
         "labeled demonstration) by one newline",
     )
+    add_relation_argument(p)
     r = p.add_argument_group("run directory (a killed run continues where it stopped)")
     r.add_argument(
         "--run-dir",
@@ -125,32 +132,41 @@ def add_input_arguments(p: Any) -> None:
 @dataclass(frozen=True)
 class Input:
     """The loaded input: every example rendered once (a missing template field fails here,
-    before any model call), and the longest prompt, for the preflight request."""
+    before any model call), the longest prompt, for the preflight request, and what the task
+    check found (every field the task names is in the data; the relation's pairs)."""
 
     path: Path
     dataset: Dataset
     task: Task
     longest: Example
+    check: TaskCheck
+    mean_tokens: float  # a demonstration's estimated size, for the plan
 
 
 def load_input(args: argparse.Namespace) -> Input:
     path = _input_path(args.input)
     dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
-    found = separator_fields(dataset.examples)
-    if found and getattr(args, "normalize_separators", False):
+    forged = separator_fields(dataset.examples)
+    if forged and getattr(args, "normalize_separators", False):
         dataset = replace(dataset, examples=normalise_separators(dataset.examples))
-    elif found:
-        print(f"icm: warning: {path}: {warning_text(found)}", file=sys.stderr)
+    elif forged:
+        print(f"icm: warning: {path}: {warning_text(forged)}", file=sys.stderr)
     task = get_task(args.task)
-    longest, size = dataset.examples[0], -1
+    longest, size, chars = dataset.examples[0], -1, 0
     for ex in dataset.examples:
         try:
             n = len(task.render(ex))
         except TaskError as exc:
             raise DataError(str(exc), location=str(path)) from None
+        chars += n
         if n > size:
             longest, size = ex, n
-    return Input(path, dataset, task, longest)
+    found = check_task(
+        task, dataset.examples, source=str(path), allow_empty_relation=args.allow_empty_relation
+    )
+    label_tokens = estimate_tokens(max(task.labels, key=len) + "\n\n")
+    mean_tokens = chars / len(dataset) / 4 + label_tokens  # estimate_tokens' 4 chars a token
+    return Input(path, dataset, task, longest, found, mean_tokens)
 
 
 def output_paths(args: argparse.Namespace, input_path: Path) -> tuple[Path, Path]:
@@ -274,6 +290,9 @@ def _config(args: argparse.Namespace) -> LabelConfig:
 async def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
+    for option, value in (("--max-calls", args.max_calls), ("--max-tokens", args.max_tokens)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{option} must be at least 1, got {value}")
     config = _config(args)
     given = load_input(args)
     path, dataset, task = given.path, given.dataset, given.task
@@ -281,30 +300,42 @@ async def run(args: argparse.Namespace) -> int:
     async with AsyncExitStack() as exits:
         exits.enter_context(RunLock(run_dir))  # held until the outputs are written
         remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
+        before = Ledger() if args.restart else load_ledger(run_dir)
+        spent = before.total
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
-        backend = await _backend(args, exits)
+        backend = await _backend(
+            args,
+            exits,
+            max_calls=remaining(args.max_calls, spent.calls),
+            max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
+        )
+        # a converging run's calls come in its first 2N steps: its sweeps are free
+        steps = config.search.steps or 2 * len(dataset)
+        plan = estimate_run(
+            examples=len(dataset),
+            steps=steps,
+            strategy=config.strategy,
+            context_size=config.context_size,
+            calibrate=config.calibrate,
+            initial_labeled=config.search.initial_labeled,
+            mean_prompt_tokens=given.mean_tokens,
+            pairs=given.check.pairs,
+        )
+        print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
+        print(f"icm: {plan.line()}", file=sys.stderr)
         await _preflight(backend, task, given.longest, path)
         check_exact(task, dataset.examples, window, args.strategy, str(path))
-        bar = (
-            None
-            if args.quiet
-            else tqdm(total=config.search.steps, desc="icm", unit="step", file=sys.stderr)
-        )
-
-        def on_step(step: Step) -> None:
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    labeled=step.labeled,
-                    U=f"{step.energy:.1f}",
-                    calls=backend.usage.calls,
-                    refresh=False,
-                )
-
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
+        done = 0 if args.restart else checkpointed_step(run_dir)
+        bar = None if args.quiet else progress_bar(config.search.steps, done)
+        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
+
         try:
             result = await label(dataset.examples, task, backend, config, on_step, run_dir)
+        except BaseException:  # Ctrl-C, a failing backend: the run's cost so far is kept
+            _write_unfinished_summary(summary_path, run_dir, before.invocations)
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -321,7 +352,13 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
+async def _backend(
+    args: argparse.Namespace,
+    exits: AsyncExitStack,
+    *,
+    max_calls: int | None = None,
+    max_tokens: int | None = None,
+) -> Backend:
     from ..backends import Usage
     from ..backends.routing import Routing
 
@@ -357,8 +394,8 @@ async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
         cache_dir=cache_dir,
         # Replicas: the routing's default (2 x the slots: a queue where affinity holds).
         max_concurrency=args.concurrency if len(replicas) == 1 else None,
-        max_calls=getattr(args, "max_calls", None),  # budgets: ``icm label`` only
-        max_prompt_tokens=getattr(args, "max_tokens", None),
+        max_calls=max_calls,  # budgets: ``icm label`` only, what is left of the run's
+        max_prompt_tokens=max_tokens,
     )
     if backend is not inner:
         exits.push_async_callback(backend.aclose)
@@ -387,11 +424,31 @@ def _search_line(s: RunSummary) -> str:
     return line
 
 
+def _write_unfinished_summary(summary_path: Path, run_dir: Path, before: int) -> None:
+    """The summary of an invocation that did not finish: the run's ledger (what it has
+    cost so far, this invocation included); no labels. Nothing when the invocation stopped
+    before its search began (``before``: the invocations the ledger held at the start)."""
+    if not (run_dir / LEDGER).is_file() or load_ledger(run_dir).invocations <= before:
+        return
+    write_json(
+        summary_path,
+        {
+            "summary": None,
+            "interrupted": True,
+            "ledger": load_ledger(run_dir).model_dump(),
+            "note": "the run did not finish; the same command continues it",
+        },
+    )
+
+
 def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     s = result.summary
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
     lines = [
-        f"labeled {s.examples} examples ({s.labeled_by_search} by the search) -> {out}",
+        f"labeled {s.examples - s.unlabeled} of {s.examples} examples "
+        f"({s.labeled_by_search} by the search"
+        + (f", {s.unlabeled} not reached: label null" if s.unlabeled else "")
+        + f") -> {out}",
         f"labels: {counts}",
         f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies} "
         f"(ConsistencyFix repairs kept: {s.pairs_fixed})",
@@ -400,6 +457,13 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
         f"(server-cached {s.cached_tokens}), cache hits: {s.cache_hits}, retries: {s.retries}",
         f"wall time: {s.wall_time_s:.1f} s; summary -> {summary_path}",
     ]
+    if s.ledger is not None and s.ledger.invocations > 1:
+        t = s.ledger.total
+        lines.append(
+            f"the run in total, over {s.ledger.invocations} invocations: backend calls "
+            f"{t.calls}, prompt tokens {t.prompt_tokens}, cache hits {t.cache_hits}, "
+            f"wall time {t.wall_time_s:.1f} s (the figures above: this invocation)"
+        )
     if s.stopped == "budget":
         lines.append(
             f"stopped early: the budget ran out; {s.unlabeled} examples were not reached "

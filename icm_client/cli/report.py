@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..advice import advise
 from ..diagnostics import Diagnostics, diagnose, markdown
 from ..errors import DataError
+from ..ledger import Ledger
 from ..plot import INSTALL_HINT, have_matplotlib, plot_run
 from ..run import LabelResult
 from ..runfiles import DIAGNOSTICS, RunFiles, read_json, read_labels, relative_to_run
@@ -51,14 +53,30 @@ def save_run_diagnostics(
         "labels": relative_to_run(labels, run_dir),
         "summary": relative_to_run(summary, run_dir),
     }
-    write_json(run_dir / DIAGNOSTICS, {"run": info, "diagnostics": d.model_dump()})
+    advice = advise(d, result.summary.model_dump())
+    write_json(
+        run_dir / DIAGNOSTICS, {"run": info, "diagnostics": d.model_dump(), "advice": advice}
+    )
     for finding in d.warnings:
         print(f"icm: warning: {finding.message} [{finding.code}]", file=sys.stderr)
+    for line in advice:
+        print(f"icm: advice: {line}", file=sys.stderr)
     return d
 
 
 async def run(args: argparse.Namespace) -> int:
     files = RunFiles.locate(args.run_path)
+    if files.summary is not None:
+        unfinished = read_json(files.summary)
+        if unfinished.get("interrupted"):
+            ledger = Ledger.model_validate(unfinished.get("ledger") or {})
+            t = ledger.total
+            print(
+                f"the run did not finish (the same command continues it); so far, over "
+                f"{ledger.invocations} invocations: backend calls {t.calls}, prompt tokens "
+                f"{t.prompt_tokens}, cache hits {t.cache_hits}, wall time {t.wall_time_s:.1f} s"
+            )
+            return 0
     if files.labels is None or files.summary is None:
         missing = "labels file" if files.labels is None else "summary file"
         raise DataError(
@@ -67,12 +85,20 @@ async def run(args: argparse.Namespace) -> int:
             location=str(args.run_path),
         )
     data = read_json(files.summary)
-    summary, trajectory = data.get("summary"), data.get("trajectory")
+    summary, trajectory = data.get("summary"), data.get("trajectory", [])  # scale: none
     if not isinstance(summary, dict) or not isinstance(trajectory, list):
         raise DataError("not an icm label summary", location=str(files.summary))
-    rows = [r.model_dump() for r in read_labels(files.labels)]
+    labels = read_labels(files.labels)
+    if labels.note():
+        print(f"icm: {labels.note()}", file=sys.stderr)
+    rows = [r.model_dump() for r in labels.rows] + [
+        {"id": i, "label": None} for i in labels.unlabeled
+    ]
     d = diagnose(summary, trajectory, rows)
+    advice = advise(d, summary)
     text = markdown(d, summary)
+    if advice:
+        text += "\n## What to do\n\n" + "".join(f"- {line}\n" for line in advice)
     out_dir = args.out_dir or files.run_dir or files.labels.parent
     prefix = "" if args.out_dir or files.run_dir else f"{files.labels.name}."
     md_path, png_path = out_dir / f"{prefix}report.md", out_dir / f"{prefix}report.png"
@@ -93,7 +119,10 @@ async def run(args: argparse.Namespace) -> int:
             "labels": relative_to_run(files.labels, files.run_dir),
             "summary": relative_to_run(files.summary, files.run_dir),
         }
-        write_json(files.run_dir / DIAGNOSTICS, {"run": info, "diagnostics": d.model_dump()})
+        write_json(
+            files.run_dir / DIAGNOSTICS,
+            {"run": info, "diagnostics": d.model_dump(), "advice": advice},
+        )
     if args.json:
         print(json.dumps(d.model_dump(), indent=2))
     else:

@@ -73,6 +73,7 @@ class ConditionResult(_Frozen):
     demo_accuracy: float | None = None
     usage: dict[str, int] = {}
     wall_time_s: float = 0.0
+    bounded: int = 0  # test predictions, over seeds, with a label probability from a bound
 
     @classmethod
     def of(
@@ -99,6 +100,7 @@ class ConditionResult(_Frozen):
             demo_accuracy=_mean([s.demo_accuracy for s in outcome]),
             usage=usage,
             wall_time_s=round(wall, 3),
+            bounded=sum(s.bounded for s in outcome),
         )
 
 
@@ -138,7 +140,7 @@ class EvalResult(_Frozen):
             rows.append(
                 [
                     c.name,
-                    _pct(c.accuracy),
+                    _pct(c.accuracy) + ("*" if c.bounded else ""),
                     "—" if c.ci95 is None else _pct(c.ci95),
                     _pct(c.test_ci95),
                     "" if c.auroc is None else f"{c.auroc:.2f}",
@@ -147,10 +149,11 @@ class EvalResult(_Frozen):
                     str(c.usage.get("calls", 0)),
                 ]
             )
+        notes = self.bounded_notes()
         if style == "markdown":
             lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             lines += ["| " + " | ".join(r) + " |" for r in rows]
-            return "\n".join(lines)
+            return "\n".join(lines + [""] * bool(notes) + notes)
         live = [r for r in rows if r[1] != "skipped"]
         widths = [max(len(r[k]) for r in [head, *live]) for k in range(len(head))]
         out = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
@@ -159,7 +162,22 @@ class EvalResult(_Frozen):
                 out.append(f"{r[0].ljust(widths[0])}  skipped: {r[2]}")
             else:
                 out.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-        return "\n".join(out)
+        return "\n".join(out + notes)
+
+    def bounded_notes(self) -> list[str]:
+        """A warning per condition (marked * in the table) whose scores were bounded: a label
+        word outside the server's top-k gets only an upper bound, so accuracy and AUROC are
+        not the model's."""
+        out = []
+        for c in self.conditions:
+            if c.bounded:
+                scored = self.scored_examples * len(c.seeds)
+                out.append(
+                    f"* warning: {c.name}: {c.bounded} of {scored} test scores were bounded "
+                    "(a label word was not in the server's top-k logprobs): its accuracy and "
+                    "AUROC rest on bounds; raise --top-k"
+                )
+        return out
 
 
 def _mean(values: list[float | None]) -> float | None:

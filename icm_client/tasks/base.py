@@ -11,6 +11,7 @@ Constraints are computed from the inputs alone; a task never sees gold labels.
 from __future__ import annotations
 
 import functools
+import json
 import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -114,8 +115,9 @@ class TemplateTask:
     optional relation. Users define their own tasks with this class or the declarative config.
 
     ``render_fn`` replaces the template when formatting needs code (e.g. stripping newlines).
-    ``group_field`` names the input field whose value is the consistency group; ``group_fn``
-    computes it instead when it is not a field (the Spanish word of a translation statement).
+    ``group_field`` names the input field whose value is the consistency group (or several
+    fields, whose values together are the group: subject and relation); ``group_fn`` computes
+    it instead when it is not a field (the Spanish word of a translation statement).
     """
 
     name: str
@@ -123,7 +125,7 @@ class TemplateTask:
     labels: tuple[str, ...] = (" True", " False")
     relation: Relation | None = None
     render_fn: Callable[[Example], str] | None = None
-    group_field: str | None = None
+    group_field: str | tuple[str, ...] | None = None
     description: str = ""
     group_fn: Callable[[Example], str | None] | None = None
 
@@ -159,6 +161,11 @@ class TemplateTask:
             return self.group_fn(example)
         if self.group_field is None:
             return None
+        if isinstance(self.group_field, tuple):
+            values = [example.fields.get(name) for name in self.group_field]
+            if any(v is None for v in values):
+                return None
+            return json.dumps([str(v) for v in values], ensure_ascii=False)
         value = example.fields.get(self.group_field)
         return None if value is None else str(value)
 

@@ -5,7 +5,7 @@ Example (TOML)::
     name = "claims"
     template = "Question: {question}\\nClaim: {claim}\\nI think this Claim is"
     labels = [" True", " False"]      # optional; this is the default
-    group = "question"                # optional
+    group = "question"                # optional; a list of fields: ["subject", "relation"]
     [relation]                        # optional
     kind = "answer_consistency"       # or asymmetry / equivalence / negation / none
     answer = "final_answer"           # group defaults to the top-level group
@@ -36,17 +36,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+#: One field, or several whose values together make the group.
+GroupSpec = str | Annotated[list[str], Field(min_length=1)]
+
+
 class AnswerConsistencyConfig(_Strict):
     kind: Literal["answer_consistency"]
     answer: str
-    group: str | None = None
+    group: GroupSpec | None = None
 
 
 class AsymmetryConfig(_Strict):
     kind: Literal["asymmetry"]
     first: str
     second: str
-    group: str | None = None
+    group: GroupSpec | None = None
 
 
 class EquivalenceConfig(_Strict):
@@ -79,7 +83,7 @@ class TaskConfig(_Strict):
     name: str = Field(min_length=1)
     template: str = Field(min_length=1)
     labels: tuple[str, ...] = (" True", " False")
-    group: str | None = None
+    group: GroupSpec | None = None
     relation: RelationConfig | None = None
     description: str = ""
 
@@ -132,7 +136,7 @@ def task_from_config(raw: dict[str, object], *, source: str = "<config>") -> Tem
         template=config.template,
         labels=config.labels,
         relation=_relation(config, source),
-        group_field=config.group,
+        group_field=_group(config.group),
         description=config.description,
     )
 
@@ -175,7 +179,7 @@ def _relation(config: TaskConfig, source: str) -> Relation | None:
         return Equivalence(rel.key)
     if isinstance(rel, NegationConfig):
         return Negation(rel.field)
-    group = rel.group or config.group
+    group = _group(rel.group or config.group)
     if group is None:
         raise TaskError(
             f"relation {rel.kind!r} needs a group: set relation.group or the top-level group",
@@ -185,6 +189,12 @@ def _relation(config: TaskConfig, source: str) -> Relation | None:
     if isinstance(rel, AnswerConsistencyConfig):
         return AnswerConsistency(group, rel.answer)
     return Asymmetry(group, rel.first, rel.second)
+
+
+def _group(spec: str | list[str] | None) -> str | tuple[str, ...] | None:
+    if isinstance(spec, list):
+        return spec[0] if len(spec) == 1 else tuple(spec)
+    return spec
 
 
 def _readable(exc: ValidationError, source: str) -> TaskError:

@@ -24,8 +24,9 @@ from ..dataset import Example
 from ..errors import TaskError
 from .base import Label, PairConstraint, Relation
 
-#: Reads a value out of an example: a field name, or a function (None = "no value").
-Getter = str | Callable[[Example], Hashable | None]
+#: Reads a value out of an example: a field name, several field names (their values
+#: together; None if any is missing), or a function (None = "no value").
+Getter = str | tuple[str, ...] | Callable[[Example], Hashable | None]
 
 DEFAULT_MAX_GROUP_SIZE = 1000
 
@@ -41,6 +42,14 @@ def normalize_text(value: object) -> str:
 def _getter(spec: Getter, *, fold_case: bool = True) -> Callable[[Example], Hashable | None]:
     if callable(spec):
         return spec
+    if isinstance(spec, tuple):
+        parts = [_getter(name, fold_case=fold_case) for name in spec]
+
+        def get_all(example: Example) -> Hashable | None:
+            values = tuple(part(example) for part in parts)
+            return None if any(v is None for v in values) else values
+
+        return get_all
     name = spec
 
     def get(example: Example) -> Hashable | None:
@@ -116,7 +125,7 @@ class AnswerConsistency:
     no group or no answer (None) get no constraints.
     """
 
-    group_field: str
+    group_field: str | tuple[str, ...]
     answer: Getter
     max_group_size: int = DEFAULT_MAX_GROUP_SIZE
 
@@ -147,7 +156,7 @@ class Asymmetry:
     Self-swaps (first == second) are skipped: they would be their own opposite.
     """
 
-    group_field: str
+    group_field: str | tuple[str, ...]
     first_field: str
     second_field: str
 

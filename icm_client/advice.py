@@ -1,0 +1,78 @@
+"""Plain advice from a run's diagnostics: what the warnings mean for this model and task.
+
+``diagnose`` says what a run looks like (collapse, labels the model would not predict,
+inconsistencies); ``advise`` says what to do about it, in the terms of the choice a user
+actually has (another model, more steps, a larger budget). It reads nothing but the
+``Diagnostics`` and the summary, so it is a pure function and is tested on diagnostics
+values directly.
+
+The central case: a base model too small for ICM copies the labels of its demonstrations
+instead of judging the content. Its runs either collapse to one label (every label is then
+"predicted" by the others) or, when calibration prevents that, end with labels the model
+barely prefers (confidence near chance) and often does not predict at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .diagnostics import Diagnostics
+
+#: Share of labels the model would not predict itself, above which (with near-chance
+#: confidence) its predictions follow the demonstrations rather than the content.
+DISAGREE_SHARE = 0.25
+#: Mean confidence within this distance of chance is "near chance".
+NEAR_CHANCE = 0.1
+
+COPIES = (
+    "the model copies its demonstrations: its predictions follow the labels in its context, "
+    "not the content, so this model is too small for ICM on this task; try a larger base "
+    "model with --base-url (the paper uses Llama 3.1 8B and 70B)"
+)
+
+
+def copies_demonstrations(d: Diagnostics) -> bool:
+    """The run looks like a model that copies its demonstrations' labels (see module)."""
+    if d.collapse != "none":
+        return True
+    if d.mean_confidence is None or not d.examples:
+        return False
+    k = max(len(d.label_counts), 2)
+    near_chance = d.mean_confidence < 1 / k + NEAR_CHANCE
+    disagree = d.disagreeing is not None and d.disagreeing / d.examples > DISAGREE_SHARE
+    return near_chance and (disagree or d.disagreeing is None)
+
+
+def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
+    """Advice, most important first; empty when the run looks sound."""
+    out: list[str] = []
+    copies = copies_demonstrations(d)
+    if copies:
+        advice = COPIES
+        if d.collapse != "none" and not summary.get("calibrate", False):
+            advice += "; --calibrate keeps it from collapsing to one label"
+        out.append(advice)
+    elif d.disagreeing and d.examples and d.disagreeing / d.examples > DISAGREE_SHARE:
+        out.append(
+            f"{d.disagreeing} of {d.examples} labels are not what the model itself predicts "
+            "given the others: the labeling is not yet coherent; more --steps let the search "
+            "settle"
+        )
+    if d.inconsistencies and not copies:
+        out.append(
+            f"{d.inconsistencies} related pairs still contradict each other: the search ended "
+            "before repairing them; more --steps or --fix-iterations"
+        )
+    if d.unlabeled:
+        out.append(
+            f"the budget stopped the run with {d.unlabeled} examples unlabeled (label null); "
+            "the same command with a larger --max-calls/--max-tokens (totals for the run) "
+            "continues from the cache"
+        )
+    if d.examples and d.bounded_labels / d.examples > 0.1:
+        out.append(
+            f"{d.bounded_labels} label probabilities are only bounds (a label word was not in "
+            "the server's top logprobs): raise --top-k"
+        )
+    return out

@@ -1,0 +1,55 @@
+"""``icm task check TASK [DATA]``: a task file checked, and against data, without a model.
+
+Every field the task names must be in the data (else the error names the field, the fields
+there are and the closest one); the relation's constrained pairs are counted and printed.
+``icm label``, ``scale`` and ``eval`` run the same check before their first model call.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..dataset import load_dataset
+from ..tasks import get_task
+from ..tasks.check import check_task, task_fields
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("task", help="check a task (file) against data, without a model call")
+    actions = p.add_subparsers(dest="action", required=True)
+    c = actions.add_parser("check", help="every field the task names is in DATA; pairs found")
+    c.set_defaults(run=run)
+    c.add_argument("task", help="built-in task name or a task config file")
+    c.add_argument("data", nargs="?", help="JSON, JSONL or CSV file (or 'sample:NAME')")
+    c.add_argument("--field", action="append", default=[], metavar="FILE_NAME=TASK_NAME")
+    c.add_argument("--limit", type=int, help="use only the first N records")
+    add_relation_argument(c)
+
+
+def add_relation_argument(p: Any) -> None:
+    p.add_argument(
+        "--allow-empty-relation",
+        action="store_true",
+        help="go on when the task's relation finds no constrained pair in the data "
+        "(else an error: usually a wrong group or key field)",
+    )
+
+
+async def run(args: argparse.Namespace) -> int:
+    from .label import _fields, _input_path
+
+    task = get_task(args.task)
+    if args.data is None:
+        named = ", ".join(f"{role}={name}" for role, name in task_fields(task)) or "none"
+        print(f"task {task.name!r}: labels {list(task.labels)}; fields {named}")
+        return 0
+    path = _input_path(args.data)
+    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    for ex in dataset.examples:  # every example renders (the template's fields are there)
+        task.render(ex)
+    found = check_task(
+        task, dataset.examples, source=str(path), allow_empty_relation=args.allow_empty_relation
+    )
+    print("\n".join(found.lines()))
+    return 0

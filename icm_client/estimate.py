@@ -1,0 +1,153 @@
+"""What a labeling run will cost, said before its first model call, and a steady ETA.
+
+``estimate_run`` follows the search's expected course without running it: it starts with
+``initial_labeled`` labels, and each step scores one drawn example and, when the proposed
+label differs (always for a new example, sometimes for a labeled one), re-scores every
+labeled example whose context contains it: all of them under ``exact``, about
+``context_size`` of them under ``bounded``; with constrained pairs, some changes leave an
+inconsistent pair whose repair scores two more label options. Prompts hold the
+demonstrations of that context plus the target, at the task's mean prompt size.
+Calibration doubles the calls (one content-free call per prediction). Real runs differ with
+the search's path (acceptances, repairs, the scorer's memo), so the plan is an estimate,
+and ``Eta`` corrects it with what the run has measured so far.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Share of steps on an already labeled example whose proposal differs from its label.
+RELABEL_RATE = 0.25
+#: Share of changed steps that leave an inconsistent pair to repair, per constrained pair
+#: per example (a repair round scores two label options of the pair, each re-scoring like
+#: a step).
+REPAIR_RATE = 0.5
+#: Calls before an ETA is shown: the first calls (connection, warm-up) are not typical.
+MIN_TIMED_CALLS = 20
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Expected calls and prompt tokens: ``cumulative_calls[k]`` after step k (0: the seed
+    labels' evaluation), and the end-of-run predictions of the examples left unlabeled."""
+
+    examples: int
+    steps: int
+    strategy: str
+    context_size: int | None
+    calibrate: bool
+    cumulative_calls: tuple[float, ...]
+    calls: int
+    prompt_tokens: int
+
+    def calls_between(self, start: int, end: int) -> float:
+        """Expected calls of steps ``start + 1`` to ``end``."""
+        last = len(self.cumulative_calls) - 1
+        return self.cumulative_calls[min(end, last)] - self.cumulative_calls[min(start, last)]
+
+    def line(self) -> str:
+        how = self.strategy
+        if self.context_size is not None:
+            how += f" ({self.context_size} demonstrations per prompt)"
+        if self.calibrate:
+            how += ", calibrated"
+        return (
+            f"plan: {self.examples} examples, {self.steps} search steps, strategy {how}: "
+            f"about {_round(self.calls):,} model calls and {_round(self.prompt_tokens):,} "
+            "prompt tokens (estimated from the prompt sizes; the search's path moves it, "
+            "often by a third either way)"
+        )
+
+
+def estimate_run(
+    *,
+    examples: int,
+    steps: int,
+    strategy: str,
+    context_size: int | None,
+    calibrate: bool,
+    initial_labeled: int,
+    mean_prompt_tokens: float,
+    pairs: int = 0,
+) -> RunPlan:
+    """The expected cost of labeling ``examples`` examples (see the module docstring)."""
+    n = examples
+    size = context_size if strategy == "bounded" else None
+    factor = 2 if calibrate else 1
+    repairs = REPAIR_RATE * min(1.0, pairs / n) if n else 0.0
+
+    def demos(labeled: float) -> float:
+        others = max(labeled - 1, 0.0)
+        return others if size is None else min(float(size), others)
+
+    def per_call(labeled: float) -> float:
+        return (demos(labeled) + 1) * mean_prompt_tokens
+
+    labeled = float(min(initial_labeled, n))
+    calls = labeled * factor
+    tokens = calls * per_call(labeled)
+    cumulative = [calls]
+    for _ in range(steps):
+        new = (n - labeled) / n if n else 0.0
+        change = new + (1 - new) * RELABEL_RATE
+        after = labeled + new
+        rescored = after if size is None else min(float(size), after) + 1
+        step_calls = (1 + change * rescored * (1 + 2 * repairs)) * factor
+        calls += step_calls
+        tokens += step_calls * per_call(after)
+        cumulative.append(calls)
+        labeled = after
+    final = max(n - labeled, 0.0) * factor  # predictions of what the search never labeled
+    calls += final
+    tokens += final * per_call(labeled)
+    return RunPlan(
+        examples=n,
+        steps=steps,
+        strategy=strategy,
+        context_size=size,
+        calibrate=calibrate,
+        cumulative_calls=tuple(cumulative),
+        calls=math.ceil(calls),
+        prompt_tokens=math.ceil(tokens),
+    )
+
+
+class Eta:
+    """Seconds left, from the plan's remaining calls scaled by what the run measured.
+
+    Both measured quantities are cumulative (seconds per call, calls per expected call
+    since the start), so the estimate settles instead of swinging with each step's cost,
+    as a per-step rate does when one step costs one call and the next fifty.
+    """
+
+    def __init__(self, plan: RunPlan, start_step: int = 0) -> None:
+        self.plan = plan
+        self.start_step = start_step
+
+    def seconds_left(self, step: int, calls: int, elapsed_s: float) -> float | None:
+        """None until ``MIN_TIMED_CALLS`` calls were timed."""
+        if calls < MIN_TIMED_CALLS or elapsed_s <= 0:
+            return None
+        expected = self.plan.calls_between(self.start_step, step)
+        ratio = calls / expected if expected > 0 else 1.0
+        ratio = min(max(ratio, 0.25), 4.0)
+        left = self.plan.calls_between(step, self.plan.steps)
+        left += self.plan.calls - self.plan.cumulative_calls[-1]  # the final predictions
+        return max(left, 0.0) * ratio * (elapsed_s / calls)
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _round(value: int) -> int:
+    """Two significant figures: an estimate should not look like a measurement."""
+    if value < 100:
+        return value
+    digits = len(str(value)) - 2
+    return int(round(value, -digits))

@@ -1,0 +1,96 @@
+"""Stumble 3 of issue 18: a run says what it will cost before its first model call, its ETA
+settles instead of swinging, and a resumed run's progress bar starts where the run stands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fault_server import fault_server
+
+from icm_client.checkpoint import CHECKPOINT, checkpointed_step
+from icm_client.cli import main
+from icm_client.cli.progress import progress_bar
+from icm_client.estimate import Eta, RunPlan, estimate_run, format_eta
+
+
+def plan(**kw: object) -> RunPlan:
+    args: dict[str, object] = {
+        "examples": 200,
+        "steps": 200,
+        "strategy": "bounded",
+        "context_size": 8,
+        "calibrate": False,
+        "initial_labeled": 8,
+        "mean_prompt_tokens": 30.0,
+        "pairs": 0,
+    }
+    args.update(kw)
+    return estimate_run(**args)  # type: ignore[arg-type]
+
+
+def test_the_estimate_follows_the_strategy_and_the_prompts() -> None:
+    bounded, exact = plan(), plan(strategy="exact", context_size=None)
+    assert exact.calls > bounded.calls and exact.prompt_tokens > 10 * bounded.prompt_tokens
+    assert plan(calibrate=True).calls in (2 * bounded.calls - 1, 2 * bounded.calls)
+    assert plan(mean_prompt_tokens=60.0).prompt_tokens == pytest.approx(
+        2 * bounded.prompt_tokens, rel=0.01
+    )
+    assert plan(pairs=200).calls > bounded.calls  # repairs of inconsistent pairs
+    assert plan(examples=400, steps=400).calls > 1.9 * bounded.calls
+    # exact's prompts grow with the labeled set: tokens grow quadratically with the size
+    assert plan(strategy="exact", examples=400, steps=400).prompt_tokens > 3 * exact.prompt_tokens
+    assert "about" in bounded.line() and "estimated" in bounded.line()
+
+
+def test_the_eta_settles_when_steps_cost_unevenly() -> None:
+    """Steps cost 0.2x or 1.8x the plan's calls in turn (the real run 30% dearer than
+    planned overall), each call 0.5 s: after the first tenth of the run the ETA stays within
+    15% of the run's length of the true time left."""
+    p = plan(steps=300, examples=300)
+    per_step = [p.calls_between(k - 1, k) * 1.3 * (0.2 if k % 2 else 1.8) for k in range(301)]
+    final = (p.calls - p.cumulative_calls[-1]) * 1.3
+    total = (sum(per_step[1:]) + final) * 0.5
+    eta, calls, elapsed = Eta(p), 0.0, 0.0
+    for k in range(1, 301):
+        calls += per_step[k]
+        elapsed += per_step[k] * 0.5
+        left = eta.seconds_left(k, int(calls), elapsed)
+        if k >= 30:
+            assert left is not None
+            assert abs(left - (total - elapsed)) < 0.15 * total, k
+
+
+def test_no_eta_before_a_few_calls_were_timed() -> None:
+    assert Eta(plan()).seconds_left(1, 3, 2.0) is None
+    assert format_eta(None) == "?" and format_eta(75) == "1:15" and format_eta(3725) == "1:02:05"
+
+
+def test_the_plan_is_printed_before_the_first_model_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "claims.jsonl"
+    rows = [{"id": f"c{i}", "question": f"Q{i // 2}", "choice": f"A{i}"} for i in range(10)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with fault_server(rate=1.0, kinds=["401"]) as server:  # every call fails
+        argv = ["label", str(data), "--task", "truthfulqa", "--out", str(tmp_path / "o.jsonl")]
+        code = main([*argv, "--base-url", server.base_url, "--no-cache", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 or code == 1
+    assert "plan: 10 examples, 10 search steps, strategy exact" in err
+    assert err.index("plan:") < err.index("icm: error")
+    assert "relation equivalence: 0 constrained pairs" in err
+
+
+def test_a_resumed_run_s_bar_starts_at_the_resumed_step(tmp_path: Path) -> None:
+    assert checkpointed_step(tmp_path) == 0
+    (tmp_path / CHECKPOINT).write_text(json.dumps({"format": 1, "checkpoint": {"n": 37}}))
+    assert checkpointed_step(tmp_path) == 37
+    bar = progress_bar(40, checkpointed_step(tmp_path))
+    try:
+        assert bar.n == 37 and bar.total == 40
+    finally:
+        bar.close()
+    (tmp_path / CHECKPOINT).write_text("{cut sho")
+    assert checkpointed_step(tmp_path) == 0
