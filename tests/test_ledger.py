@@ -117,7 +117,7 @@ def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) ->
         argv = [sys.executable, "-m", "icm_client.cli", "label", str(claims(tmp_path, 40))]
         argv += ["--task", "truthfulqa", "--out", str(out), "--base-url", server.base_url]
         argv += ["--cache-dir", str(tmp_path / "cache"), "--quiet", "--allow-empty-relation"]
-        argv += ["--concurrency", "1"]
+        argv += ["--concurrency", "1", "--strategy", "bounded", "--context-size", "8"]
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         checkpoint = out.with_name(out.name + ".run") / "checkpoint.json"
         deadline = time.monotonic() + 120
