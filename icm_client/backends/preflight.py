@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
 from ..errors import (
     BackendError,
@@ -23,9 +24,7 @@ from ..errors import (
     TaskError,
     TransientBackendError,
 )
-from .base import Backend, ScoreRequest, ScoreResult, prepare
-from .cache import Cached
-from .limit import Limited
+from .base import Backend, ScoreRequest, ScoreResult, layers, prepare
 from .retry import Retrying
 
 
@@ -78,14 +77,23 @@ async def preflight(
     return result
 
 
-def _unwrap(backend: Backend) -> tuple[Cached | None, Backend]:
-    """The outermost cache (if any) and what the stack wraps below its retry layers."""
-    cached = None
-    while isinstance(backend, Cached | Retrying | Limited):
-        if isinstance(backend, Cached) and cached is None:
-            cached = backend
-        backend = backend.inner
-    return cached, backend
+@runtime_checkable
+class _ScoreStore(Protocol):
+    async def lookup(self, request: ScoreRequest) -> ScoreResult | None: ...
+
+    async def store(self, request: ScoreRequest, result: ScoreResult) -> None: ...
+
+
+def _unwrap(backend: Backend) -> tuple[_ScoreStore | None, Backend]:
+    """The outermost layer that stores scores (a cache), if any, and the innermost backend:
+    the one that talks to the server, below every wrapper (retries, limits, budgets).
+
+    One generic walk over ``inner`` (``layers``), so that no wrapper can hide the server's
+    tokenizer from the single-token check.
+    """
+    stack = list(layers(backend))
+    cached = next((b for b in stack if isinstance(b, _ScoreStore)), None)
+    return cached, stack[-1]
 
 
 async def _check_single_tokens(inner: Backend, labels: tuple[str, ...], labels_of: str) -> None:
