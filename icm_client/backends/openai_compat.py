@@ -27,7 +27,7 @@ whole prefill, every time.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, Self
 
 import anyio
 import httpx2
@@ -186,6 +186,12 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         if profile.scores_token_ids:
             return await self._score_ids(model, profile, request)
         return await self._score_text(model, profile, request)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -36,6 +36,7 @@ async def preflight(
     labels_of: str = "the task",
     attempts: int = 3,
     max_wait: float = 2.0,
+    check_labels: bool = True,
     sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> ScoreResult | None:
     """Resolve the model, score ``probe`` once, and check that each label word is one token.
@@ -44,6 +45,7 @@ async def preflight(
     shows here; ``probe_name`` names it in messages ("example 'q7' of data.jsonl") and
     ``labels_of`` names the owner of the label words ("task 'cities'"). Transient failures
     are retried ``attempts`` times with waits of at most ``max_wait`` seconds.
+    ``check_labels=False`` skips the single-token check (a probe whose labels are no task's).
 
     Returns the probe's score, or None when the server kept answering "busy": it exists and
     speaks HTTP, and the run's own patient retries are the right tool for a busy server.
@@ -73,7 +75,8 @@ async def preflight(
         raise ConfigError(
             f"cannot reach the server: {exc}; check the URL and that the server is running"
         ) from None
-    await _check_single_tokens(inner, probe.labels, labels_of)
+    if check_labels:
+        await _check_single_tokens(inner, probe.labels, labels_of)
     return result
 
 

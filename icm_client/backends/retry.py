@@ -8,7 +8,7 @@ pass straight through, because retrying them only delays the message the user ne
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import anyio
 from tenacity import (
@@ -92,6 +92,12 @@ class Retrying:
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         return await self._call(lambda: self.inner.score(request))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -13,11 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from ..backends import OpenAICompletions, stack
 from ..backends.base import Backend, ScoreRequest
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, clear_run
+from ..connection import connect
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..run import LabelConfig, LabelResult, label
@@ -258,45 +258,20 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _backend(args: argparse.Namespace, exits: AsyncExitStack) -> Backend:
-    from ..backends import Usage
-    from ..backends.routing import Routing
-
-    base_urls, model, provider = args.base_url or [], args.model, args.provider
-    if not base_urls:
-        from ..local import EmbeddedServer
-
-        server = await exits.enter_async_context(EmbeddedServer())
-        base_urls, model = [server.base_url], server.model_name
-        if provider == "auto":
-            provider = "llamacpp"  # known: no need to probe the embedded server
-    usage = Usage()
-    replicas = [
-        OpenAICompletions(
-            u,
-            model,
-            provider=provider,
-            api_key_env=args.api_key_env,
-            top_k=args.top_k,
-            usage=usage,
-        )
-        for u in base_urls
-    ]
-    inner: Backend = replicas[0]
-    if len(replicas) > 1:  # one replica: no routing layer, exactly as before
-        inner = Routing(replicas, max_concurrency=args.concurrency)
-    exits.push_async_callback(inner.aclose)
-    cache_dir: str | bool | None = False if args.no_cache else args.cache_dir
-    backend = stack(
-        inner,
-        cache_dir=cache_dir,
-        # Replicas: the routing's default (2 x the slots: a queue where affinity holds).
-        max_concurrency=args.concurrency if len(replicas) == 1 else None,
+    """The run's backend (``connect``), closed with ``exits``; checked by ``_preflight``."""
+    backend = connect(
+        args.base_url or None,
+        args.model,
+        check=False,  # _preflight probes with the longest example, named by its file
+        provider=args.provider,
+        api_key_env=args.api_key_env,
+        top_k=args.top_k,
+        max_concurrency=args.concurrency,
+        cache_dir=False if args.no_cache else args.cache_dir,
         max_calls=getattr(args, "max_calls", None),  # budgets: ``icm label`` only
         max_prompt_tokens=getattr(args, "max_tokens", None),
     )
-    if backend is not inner:
-        exits.push_async_callback(backend.aclose)
-    return backend
+    return await exits.enter_async_context(backend)
 
 
 async def _preflight(backend: Backend, task: Task, longest: Example, path: Path) -> None:
