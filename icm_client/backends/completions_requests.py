@@ -15,6 +15,7 @@ import anyio
 from ..aio import gather
 from ..errors import CapabilityError, PermanentBackendError
 from .base import ScoreRequest, Usage
+from .label_tokens import LabelIds, LabelTokens
 from .profiles import Profile
 from .transport import TRANSIENT_STATUSES, JSONTransport, token_counts
 
@@ -26,6 +27,7 @@ class CompletionsRequests:
     _profile: Profile | None
     _usage: Usage
     _lock: anyio.Lock
+    _label_tokens: LabelTokens | None  # None: tokenize every prompt in full
 
     @property
     def completions_url(self) -> str:
@@ -107,6 +109,46 @@ class CompletionsRequests:
                 )
             labels.append(whole[len(ctx) :])
         return ctx, labels
+
+    async def _labels_in_context(
+        self, request: ScoreRequest
+    ) -> tuple[list[int] | None, list[list[int]]]:
+        """Each label's tokens in context, and ``tok(prompt)``, or None in its place where the
+        label ids came from memory (``label_tokens.py``): the prompt may then go as text."""
+        if self._label_tokens is None:
+            return await self._in_context(request)
+        full: list[tuple[list[int], list[list[int]]]] = []
+
+        async def learn(ending: str, labels: tuple[str, ...]) -> LabelIds | None:
+            ctx, ids = await self._in_context(request)
+            full.append((ctx, ids))
+            alone = await self._ending_ids(ending, labels)
+            if alone != ids:
+                self._usage.extra["unstable_endings"] = (
+                    self._usage.extra.get("unstable_endings", 0) + 1
+                )
+                return None
+            return tuple(tuple(x) for x in ids)
+
+        known, _ = await self._label_tokens.get(request.prompt, request.labels, learn)
+        if full:  # learnt just now, from this very prompt
+            return full[0]
+        if known is None:  # this ending tokenizes differently on its own: no shortcut
+            return await self._in_context(request)
+        return None, [list(x) for x in known]
+
+    async def _ending_ids(self, ending: str, labels: tuple[str, ...]) -> list[list[int]] | None:
+        """Each label's tokens after ``ending`` alone (no BOS), or None where a label merges
+        with the ending's last token."""
+        texts = [ending, *(ending + label for label in labels)]
+        calls = [functools.partial(self.tokenize, t) for t in texts]
+        ctx, *wholes = await gather(calls)
+        out: list[list[int]] = []
+        for whole in wholes:
+            if ctx is None or whole is None or whole[: len(ctx)] != ctx or len(whole) == len(ctx):
+                return None
+            out.append(whole[len(ctx) :])
+        return out
 
     async def _tokenize_as(
         self, shape: str, text: str, add_special: bool, *, strict: bool

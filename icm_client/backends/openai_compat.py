@@ -37,6 +37,7 @@ from ..errors import ConfigError
 from .base import ScoreRequest, ScoreResult, Usage
 from .completions_echo import EchoScoring
 from .completions_next_token import NextTokenScoring
+from .label_tokens import LabelTokens
 from .lean import http_client
 from .profiles import Profile, get_profile, profile_for_url
 from .transport import TRANSIENT_STATUSES, JSONTransport, parse_retry_after
@@ -61,6 +62,9 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     The API key comes from ``api_key`` or else from ``$api_key_env``; it is kept as a
     ``SecretStr`` and never shown in ``repr``, ``identity`` or error messages. ``client`` is
     the test seam (``httpx2.MockTransport``); a client passed in is not closed by ``aclose``.
+    ``remember_label_tokens``: on servers scored by token id, learn the label words' ids once
+    per prompt ending and send later prompts as text (``label_tokens.py``); False tokenizes
+    every prompt and label in full (three ``/tokenize`` requests per score).
     Without one, a plain ``http://`` server is reached through ``lean.LeanTransport`` (a
     fraction of httpx2's CPU per request; ``ICM_HTTP_TRANSPORT=httpx`` opts out).
     """
@@ -79,6 +83,7 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         timeout: float = 120.0,
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
+        remember_label_tokens: bool = True,
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
@@ -108,6 +113,7 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         self._explicit: bool | None = None  # logprob_token_ids honoured? None: not seen yet
         self._usage = usage if usage is not None else Usage()
         self._lock = anyio.Lock()
+        self._label_tokens = LabelTokens() if remember_label_tokens else None
 
     # -- public ------------------------------------------------------------------------
 
