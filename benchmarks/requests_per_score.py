@@ -15,7 +15,8 @@ through ``stack(OpenAICompletions(..., provider="vllm"), cache_dir=False)``, by:
   checks them against the ending alone); later prompts go as text, one request each;
 * ``+ batched prompts``: the same, with concurrent prompts gathered into list requests.
 
-Each configuration's scores must be identical to the baseline's (checked, and printed).
+Each configuration's scores (logprobs, bound flags) must be identical to the baseline's
+(checked, and printed).
 Target (issue 16): <= 1.1 HTTP requests per score.
 """
 
@@ -41,8 +42,9 @@ from fake_completions import FakeServer
 RESULTS = Path(__file__).parent / "results"
 TARGET = 1.1
 CONFIGS: dict[str, dict[str, Any]] = {
-    "tokenize every score": {"remember_label_tokens": False},
-    "label ids learnt per ending": {},
+    "tokenize every score": {"remember_label_tokens": False, "batch_size": 1},
+    "label ids learnt per ending": {"batch_size": 1},
+    "+ batched prompts": {},
 }
 
 
@@ -67,7 +69,8 @@ async def run(requests: list[ScoreRequest], concurrency: int, options: dict[str,
             for i in range(len(requests)):
                 tg.start_soon(one, i)
     await client.aclose()
-    return results, Counter(server.paths()), server.completions(), backend.usage
+    scores = [(r.logprobs, r.bounded) for r in results if r is not None]
+    return scores, Counter(server.paths()), server.completions(), backend.usage
 
 
 async def bench(args: argparse.Namespace) -> dict[str, object]:

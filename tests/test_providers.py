@@ -16,7 +16,7 @@ from fake_completions import BOS, FakeServer
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.backends.label_tokens import ENDING_CHARS
-from icm_client.backends.probe import forget_probes
+from icm_client.backends.probe import PROBE_TEXT, forget_probes
 from icm_client.backends.profiles import PROFILES, get_profile, profile_for_url
 from icm_client.errors import CapabilityError, ConfigError
 
@@ -100,7 +100,7 @@ async def test_concurrent_scores_of_a_new_ending_learn_it_once() -> None:
         for prompt in prompts:
             tg.start_soon(b.score, ScoreRequest(prompt, LABELS))
     assert server.paths().count("/tokenize") == 6
-    assert server.paths().count("/v1/completions") == len(prompts)
+    assert b.usage.calls == b.usage.extra["prompts"] == len(prompts)
 
 
 class ReachingTokenizer(FakeServer):
@@ -466,7 +466,10 @@ async def test_probe_of_capped_host_without_tokenizer() -> None:
     await b.prepare()
     assert b.profile is not None and b.profile.max_logprobs == 5
     assert b.profile.tokenizer == "none" and not b.profile.scores_token_ids
-    assert [s["logprobs"] for s in server.completions()] == [20, 5]
+    # k = 20 refused, 5 taken; then the text twice in a list: taken, so prompts are batched
+    assert [s["logprobs"] for s in server.completions()] == [20, 5, 5]
+    assert server.completions()[-1]["prompt"] == [PROBE_TEXT, PROBE_TEXT]
+    assert b.profile.prompt_lists
     await b.score(ScoreRequest(PROMPT, LABELS))
     assert server.completions()[-1]["logprobs"] == 5
     assert b.identity == "openai-completions:toy:top5"

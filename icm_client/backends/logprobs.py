@@ -48,6 +48,8 @@ _NO_LOGPROBS = (
 
 
 def _logprob(value: object, endpoint: str | None) -> float:
+    if type(value) is float and VLLM_NEG_INF < value <= 0.0:  # the common case, checked fast
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PermanentBackendError(f"logprob is not a number: {value!r:.80}", endpoint=endpoint)
     lp = float(value)

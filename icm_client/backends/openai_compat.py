@@ -35,6 +35,7 @@ from pydantic import SecretStr
 
 from ..errors import ConfigError
 from .base import ScoreRequest, ScoreResult, Usage
+from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MicroBatcher
 from .completions_echo import EchoScoring
 from .completions_next_token import NextTokenScoring
 from .label_tokens import LabelTokens
@@ -65,6 +66,10 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     ``remember_label_tokens``: on servers scored by token id, learn the label words' ids once
     per prompt ending and send later prompts as text (``label_tokens.py``); False tokenizes
     every prompt and label in full (three ``/tokenize`` requests per score).
+    ``batch_size``: where the host takes a list of prompts, concurrent scores share one
+    request, up to this many prompts, the first waiting ``batch_wait`` seconds at most for
+    the others (``batching.py``); 1 sends one prompt per request. ``usage.extra`` counts
+    ``prompts`` and ``http_requests`` (completions) apart.
     Without one, a plain ``http://`` server is reached through ``lean.LeanTransport`` (a
     fraction of httpx2's CPU per request; ``ICM_HTTP_TRANSPORT=httpx`` opts out).
     """
@@ -84,11 +89,18 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
         remember_label_tokens: bool = True,
+        batch_size: int = DEFAULT_MAX_BATCH,
+        batch_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
         if max_top_k < top_k:
             raise ConfigError(f"max_top_k ({max_top_k}) < top_k ({top_k})", field="max_top_k")
+        if batch_size < 1 or batch_wait < 0:
+            raise ConfigError(
+                f"batch_size must be >= 1 and batch_wait >= 0, got {batch_size}, {batch_wait}",
+                field="batch_size",
+            )
         if mode not in ("next_token", "echo"):
             raise ConfigError(f"mode must be 'next_token' or 'echo', got {mode!r}", field="mode")
         key = api_key if api_key is not None else os.environ.get(api_key_env)
@@ -114,6 +126,11 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         self._usage = usage if usage is not None else Usage()
         self._lock = anyio.Lock()
         self._label_tokens = LabelTokens() if remember_label_tokens else None
+        self._batcher = (
+            MicroBatcher(self._send_batch, max_batch=batch_size, max_wait=batch_wait)
+            if batch_size > 1
+            else None
+        )
 
     # -- public ------------------------------------------------------------------------
 
