@@ -13,7 +13,14 @@ import pytest
 from fake_completions import FakeServer
 from fault_server import FaultServer
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, stack
+from icm_client.backends import (
+    OpenAICompletions,
+    Routing,
+    ScoreRequest,
+    ScoreResult,
+    Usage,
+    stack,
+)
 from icm_client.backends.batching import MicroBatcher, split_batch
 from icm_client.backends.profiles import Profile
 from icm_client.errors import ContextLengthError, PermanentBackendError, TransientBackendError
@@ -210,3 +217,31 @@ async def test_a_cancelled_leader_fails_its_batch_transiently_for_the_others() -
         await started.wait()
         leader.cancel()
     assert len(errors) == 1 and "cancelled" in str(errors[0])
+
+
+async def test_over_replicas_each_batch_holds_prompts_routed_to_its_replica() -> None:
+    """Each replica batches its own prompts: routing's prefix affinity is kept."""
+    servers = {"http://gpu-0:8000": FakeServer("vllm"), "http://gpu-1:8000": FakeServer("vllm")}
+    usage = Usage()
+    replicas = [
+        OpenAICompletions(
+            url,
+            "toy",
+            provider="vllm",
+            usage=usage,
+            client=httpx2.AsyncClient(transport=httpx2.MockTransport(server)),
+        )
+        for url, server in servers.items()
+    ]
+    routing = Routing(replicas, max_concurrency=64, affinity=lambda r: r.prompt)
+    texts = prompts(48)
+    await score_all(routing, texts)
+    assert "routing_spills" not in usage.extra
+    for url, server in servers.items():
+        name = f"{url}/v1/completions"
+        mine = {t for t in texts if routing.ranking(ScoreRequest(t, LABELS))[0] == name}
+        sent = [b["prompt"] for b in server.completions()]
+        lists = [s for s in sent if isinstance(s, list) and s and isinstance(s[0], str)]
+        got = {s for s in sent if isinstance(s, str)} | {p for s in lists for p in s}
+        assert got and got <= mine  # text prompts (ids: the first of an ending) by affinity
+        assert any(len(s) > 1 for s in lists)
