@@ -81,7 +81,8 @@ class CompletionsRequests:
         A single prompt joins the prompts of concurrent scores in one list request where the
         host takes lists (``batching.py``); its answer is its own part of the response."""
         body = {"model": model, **payload, **profile.extra_body}
-        if len(prompts) == 1 and profile.prompt_lists and self._batcher is not None:
+        echo = "echo" in payload or "echo_last" in payload  # echoed answers: not split
+        if len(prompts) == 1 and profile.prompt_lists and self._batcher is not None and not echo:
             shape = "ids" if isinstance(prompts[0], list) else "text"
             key = shape + json.dumps(body, sort_keys=True, separators=(",", ":"))
             answers = [await self._batcher.submit(key, prompts[0], body)]
