@@ -57,6 +57,20 @@ def completion(
     return body
 
 
+def merge(answers: list[dict[str, Any]]) -> dict[str, Any]:
+    """One answer to a list of prompts: a choice per prompt, by ``index``; usage summed."""
+    choices = [a["choices"][0] | {"index": i} for i, a in enumerate(answers)]
+    n = sum(a["usage"]["prompt_tokens"] for a in answers)
+    cached = sum(a["usage"]["prompt_tokens_details"]["cached_tokens"] for a in answers)
+    usage = {
+        "prompt_tokens": n,
+        "completion_tokens": len(answers),
+        "total_tokens": n + len(answers),
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
+    return answers[0] | {"choices": choices, "usage": usage}
+
+
 BLOCK = 16
 """Tokens per prefix-cache block, as vLLM's default block size."""
 
@@ -98,6 +112,7 @@ class _Server:
         # "canned": one fixed answer, the request body unread, so that a server process
         # costs next to nothing per request and a client benchmark measures the client.
         self.canned = json.dumps(completion("canned", 20)).encode() if model == "canned" else b""
+        self.canned_lists: dict[int, bytes] = {}
         self.completions = 0
         self.prompt_tokens = 0
 
@@ -118,21 +133,36 @@ class _Server:
             self.cache = PrefixCache()
             return 200, {}
         if method == b"POST" and path == b"/v1/completions" and self.canned:
-            self.completions += 1
-            return 200, self.canned
+            if b'"prompt":[' not in body and b'"prompt": [' not in body:  # one prompt
+                self.completions += 1
+                return 200, self.canned
+            n = len(json.loads(body)["prompt"])  # a list of prompts: n canned choices
+            self.completions += n
+            if n not in self.canned_lists:
+                answer = completion("canned", 20)
+                self.canned_lists[n] = json.dumps(merge([answer] * n)).encode()
+            return 200, self.canned_lists[n]
         if method == b"POST" and path == b"/v1/completions":
             payload = json.loads(body)
             prompt = payload.get("prompt")
-            if not isinstance(prompt, str) or payload.get("model") != MODEL:
+            prompts = [prompt] if isinstance(prompt, str) else prompt
+            if (
+                not isinstance(prompts, list)
+                or not prompts
+                or not all(isinstance(p, str) for p in prompts)
+                or payload.get("model") != MODEL
+            ):
                 return 400, {"error": {"message": "bad prompt or model", "type": "invalid"}}
-            tokens = toy_tokenize(prompt)
-            cached = self.cache.cached(tokens)
             k = int(payload.get("logprobs") or 1)
-            answer = completion(prompt, k, self.model, len(tokens), cached)
-            self.completions += 1
-            self.prompt_tokens += len(tokens)
-            self.cached_tokens += cached
-            return 200, answer
+            answers = []
+            for one in prompts:
+                tokens = toy_tokenize(one)
+                cached = self.cache.cached(tokens)
+                answers.append(completion(one, k, self.model, len(tokens), cached))
+                self.completions += 1
+                self.prompt_tokens += len(tokens)
+                self.cached_tokens += cached
+            return 200, answers[0] if len(answers) == 1 else merge(answers)
         return 404, {"error": {"message": f"no route {path.decode()}", "type": "not_found"}}
 
     async def complete(self, method: bytes, path: bytes, body: bytes) -> tuple[int, object | bytes]:

@@ -11,32 +11,23 @@ only to report agreement at the end: ``label()`` accepts examples, never a ``Dat
 from __future__ import annotations
 
 import argparse
-from contextlib import AsyncExitStack
 
 import anyio
 
-from icm_client.backends import OpenAICompletions, stack
-from icm_client.dataset import load_dataset
-from icm_client.run import LabelConfig, label
-from icm_client.search.anneal import SearchConfig
-from icm_client.tasks import get_task
+import icm_client as icm
 
 
 async def main(args: argparse.Namespace) -> None:
-    data = load_dataset(args.input)
-    task = get_task(args.task)
-    config = LabelConfig(
-        strategy="bounded", context_size=args.context_size, search=SearchConfig(seed=args.seed)
+    data = icm.load_dataset(args.input)
+    task = icm.get_task(args.task)
+    config = icm.LabelConfig(
+        strategy="bounded", context_size=args.context_size, search=icm.SearchConfig(seed=args.seed)
     )
-    async with AsyncExitStack() as exits:
-        base_url = args.base_url
-        if base_url is None:
-            from icm_client.local import EmbeddedServer
-
-            base_url = (await exits.enter_async_context(EmbeddedServer())).base_url
-        backend = stack(OpenAICompletions(base_url, args.model))  # disk cache + retry + limit
-        exits.push_async_callback(backend.aclose)
-        result = await label(data.examples, task, backend, config)
+    # No --base-url: the embedded model, started here and stopped when the block ends. The
+    # backend has a disk cache, retries and a concurrency limit, and is checked (one request,
+    # the label words single tokens) before the block runs.
+    async with icm.connect(args.base_url, args.model, task=task) as backend:
+        result = await icm.label(data.examples, task, backend, config)
 
     result = result.with_gold(data.gold)
     for row in result.rows:

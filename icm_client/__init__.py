@@ -1,3 +1,45 @@
-"""icm_client: label datasets without supervision by Internal Coherence Maximization."""
+"""icm_client: label datasets without supervision by Internal Coherence Maximization.
+
+The front door, for ``import icm_client as icm``::
+
+    data = icm.load_dataset("claims.jsonl")
+    task = icm.get_task("truthfulqa")
+    async with icm.connect("http://localhost:8000/v1", task=task) as backend:
+        result = await icm.label(data.examples, task, backend, icm.LabelConfig())
+
+The names in ``__all__`` are the supported API; the rest is reachable through the submodules.
+"""
+
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+from .backends.anthropic import AnthropicSampler
+from .backends.openai_compat import OpenAICompletions
+from .connection import connect
+from .dataset import load_dataset
+from .errors import BackendError, ConfigError, ICMError
+from .evaluate import EvalConfig, evaluate
+from .run import LabelConfig, label
+from .scale.pipeline import ScaleConfig, label_large
+from .search.anneal import SearchConfig
+from .tasks import TemplateTask, get_task
+
+__all__ = [
+    "AnthropicSampler",
+    "BackendError",
+    "ConfigError",
+    "EvalConfig",
+    "ICMError",
+    "LabelConfig",
+    "OpenAICompletions",
+    "ScaleConfig",
+    "SearchConfig",
+    "TemplateTask",
+    "connect",
+    "evaluate",
+    "get_task",
+    "label",
+    "label_large",
+    "load_dataset",
+]

@@ -30,7 +30,7 @@ from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from icm_client.testing.protocol import completion_body, token_ids
+from icm_client.testing.protocol import completion_body, token_ids, toy_tokenize
 from icm_client.testing.protocol import hash_logprobs as model_logprobs
 
 TRANSIENT = (
@@ -71,6 +71,7 @@ class FaultServer:
         after: int = 0,
         echo_auth: bool = False,
         tokenizer: bool = True,
+        prompt_lists: bool = True,
     ) -> None:
         unknown = set(kinds) - set(TRANSIENT) - set(PERMANENT)
         if unknown:
@@ -82,7 +83,9 @@ class FaultServer:
         self.max_streak, self.retry_after, self.slow_s = max_streak, retry_after, slow_s
         self.fault_paths, self.after, self.tokenizer = tuple(fault_paths), after, tokenizer
         self.echo_auth = echo_auth  # faults quote the Authorization header back
+        self.prompt_lists = prompt_lists  # False: a list of prompts is refused with 400
         self.injected: Counter[str] = Counter()  # faults injected, by kind
+        self.failed_prompts: Counter[str] = Counter()  # prompts in the requests that failed
         self.requests: Counter[str] = Counter()  # requests received, by path
         self.answered: Counter[str] = Counter()  # successful answers, by path
         self.auth_headers: list[str] = []  # every Authorization header received
@@ -134,6 +137,20 @@ class FaultServer:
 
     def fault_for(self, path: str, key: str) -> str | None:
         """The fault for this attempt at request ``key`` on ``path``, or None."""
+        return self.fault_for_any(path, [key])
+
+    def fault_for_any(self, path: str, keys: list[str]) -> str | None:
+        """The fault of one request for several prompts (``prompt`` a list): each prompt has
+        its own schedule, and the first fault drawn fails them all."""
+        drawn = [self._draw(path, key) for key in keys]
+        kind = next((k for k in drawn if k is not None), None)
+        if kind is not None:
+            with self._lock:
+                self.injected[kind] += 1
+                self.failed_prompts[kind] += len(keys)
+        return kind
+
+    def _draw(self, path: str, key: str) -> str | None:
         if path not in self.fault_paths or self.rate <= 0 or not self.kinds:
             return None
         with self._lock:
@@ -147,16 +164,28 @@ class FaultServer:
         rng = random.Random(f"{self.seed}\x00{path}\x00{key}\x00{attempt}")
         if rng.random() >= self.rate:
             return None
-        kind = self.kinds[rng.randrange(len(self.kinds))]
-        with self._lock:
-            self.injected[kind] += 1
-        return kind
+        return self.kinds[rng.randrange(len(self.kinds))]
 
     # -- the stand-in model ------------------------------------------------------------------
 
     def completion(self, prompt: str, k: int) -> dict[str, Any]:
         body = completion_body(self.model, prompt, model_logprobs(prompt), k, self.shape)
         body["id"] = "cmpl-fault"
+        return body
+
+    def completions(self, prompts: list[str], k: int) -> dict[str, Any]:
+        """The answer to ``prompts`` in one request (``prompt`` a list): a choice per prompt,
+        by ``index``, and the usage of them all."""
+        bodies = [self.completion(p, k) for p in prompts]
+        body = bodies[0]
+        if len(bodies) > 1:
+            body["choices"] = [b["choices"][0] | {"index": i} for i, b in enumerate(bodies)]
+            n = sum(b["usage"]["prompt_tokens"] for b in bodies)
+            body["usage"] = {
+                "prompt_tokens": n,
+                "completion_tokens": len(bodies),
+                "total_tokens": n + len(bodies),
+            }
         return body
 
     def token_ids(self, text: str) -> list[int]:
@@ -273,12 +302,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != "/v1/completions":
             self._json(404, _error(f"no route {self.path}", "not_found"))
             return
-        if not isinstance(payload, dict) or not isinstance(payload.get("prompt"), str):
+        prompt = payload.get("prompt") if isinstance(payload, dict) else None
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if (
+            not isinstance(prompts, list)
+            or not prompts
+            or not all(isinstance(p, str) for p in prompts)
+            or (isinstance(prompt, list) and not fs.prompt_lists)
+        ):
             self._json(400, _error("'prompt' must be a string", "invalid_request_error"))
             return
-        prompt, k = payload["prompt"], int(payload.get("logprobs") or 0)
-        fault = fs.fault_for(self.path, f"{k}\x00{prompt}")
-        body = fs.completion(prompt, k)
+        k = int(payload.get("logprobs") or 0)
+        fault = fs.fault_for_any(self.path, [f"{k}\x00{p}" for p in prompts])
+        body = fs.completions(prompts, k)
         if fault is not None and self._inject(fault, body):
             return
         if payload.get("model") != fs.model:
@@ -291,7 +327,7 @@ class _Handler(BaseHTTPRequestHandler):
                 ),
             )
             return
-        n_prompt = body["usage"]["prompt_tokens"]
+        n_prompt = max(len(toy_tokenize(p)) for p in prompts)
         if n_prompt + 1 > fs.n_ctx:
             if fs.shape == "llamacpp":
                 message = "the request exceeds the available context size, try increasing it"
@@ -303,7 +339,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, _error(message, "invalid_request_error", "context_length_exceeded"))
             return
         if not k:
-            body["choices"][0]["logprobs"] = None
+            for choice in body["choices"]:
+                choice["logprobs"] = None
         with fs._lock:
             fs.answered[self.path] += 1
         self._json(200, body)

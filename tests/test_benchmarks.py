@@ -114,6 +114,33 @@ def test_overhead(tmp_path: Path) -> None:
     assert isinstance(doc["target"]["throughput_met"], bool)
 
 
+def test_requests_per_score(tmp_path: Path) -> None:
+    doc = run_quick("requests_per_score", tmp_path)
+    configs = doc["configs"]
+    assert "tokenize every score" in configs and len(configs) >= 2
+    for figures in configs.values():
+        assert figures["identical_to_baseline"] is True  # same scores, fewer requests
+        assert figures["requests_per_score"] == figures["http_requests"] / doc["n"]
+        assert figures["completion_requests"] <= figures["http_requests"]
+    # the baseline tokenizes the prompt and each of the two labels for every score
+    assert configs["tokenize every score"]["tokenize_requests"] == 3 * doc["n"]
+    assert configs["label ids learnt per ending"]["tokenize_requests"] < doc["n"]
+
+
+def test_batching(tmp_path: Path) -> None:
+    doc = run_quick("batching", tmp_path)
+    rows = {r["client"]: r for r in doc["results"]}
+    assert set(rows) == {"one prompt per request", "batched", "batched, httpx2"}
+    n = doc["params"]["in_flight"] * doc["params"]["rounds"]
+    for r in rows.values():
+        assert r["prompts"] == n and r["client_cpu_ms_per_prompt"] > 0
+        assert 0 < r["throughput_over_ideal"] <= 1.05
+    assert rows["one prompt per request"]["http_requests"] == n
+    # batches hold batch_size prompts at most, so at least n / batch_size requests
+    for name in ("batched", "batched, httpx2"):
+        assert n / doc["params"]["batch_size"] <= rows[name]["http_requests"] < n
+
+
 def test_search_cpu(tmp_path: Path) -> None:
     doc = run_quick("search_cpu", tmp_path)
     rows = {(r["task"], r["n"]): r for r in doc["results"]}

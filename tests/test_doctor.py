@@ -181,6 +181,7 @@ async def test_a_vllm_like_server() -> None:
     assert report.notes == []
     text = report.text()
     assert "logprob_token_ids  yes" in text and "verdict: can serve ICM" in text
+    assert report.prompt_lists is True and "batched prompts" in text
 
 
 @pytest.mark.anyio

@@ -206,4 +206,5 @@ def test_summary_counts_retries(tmp_path: Path, capsys: pytest.CaptureFixture[st
         code = main(args)
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "labels.jsonl.summary.json").read_text())["summary"]
-    assert summary["retries"] == sum(server.injected.values()) > 0
+    # retries count scores: a failed request that carried n batched prompts is n retries
+    assert summary["retries"] == sum(server.failed_prompts.values()) > 0

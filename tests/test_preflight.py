@@ -4,11 +4,20 @@ error in seconds, costs no call when its score is cached, and lets a busy server
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fault_server import FaultServer
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage, stack
+from icm_client.backends import (
+    Backend,
+    OpenAICompletions,
+    ScoreRequest,
+    ScoreResult,
+    Usage,
+    stack,
+)
+from icm_client.backends.base import layers
 from icm_client.backends.preflight import preflight
 from icm_client.errors import ConfigError, TaskError
 
@@ -85,3 +94,47 @@ async def test_multi_token_labels_pass_where_the_backend_scores_them_exactly() -
     single.multi_token_labels = False
     with pytest.raises(TaskError, match="' Very true' is 2 tokens"):
         await preflight(single, odd, labels_of="task 'x'")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"cache_dir": False},
+        {"cache_dir": False, "max_calls": 100},
+        {"cache_dir": False, "max_prompt_tokens": 10_000},
+        {"cache_dir": False, "retry": False, "max_calls": 5},
+    ],
+)
+async def test_two_token_label_is_refused_whatever_the_wrappers(options: dict[str, Any]) -> None:
+    """The single-token check reaches the server's tokenizer below every wrapper, the
+    budget included (it once stopped at ``Budgeted`` and silently skipped the check)."""
+    odd = ScoreRequest(PROBE.prompt, (" Very true", " No"))
+    with FaultServer() as server:
+        backend = stack(OpenAICompletions(server.base_url), **options)
+        with pytest.raises(TaskError, match="' Very true' is 2 tokens"):
+            await preflight(backend, odd, labels_of="task 'x'")
+        await backend.aclose()
+
+
+class Passthrough:
+    """A wrapper written by a user: it names what it wraps in ``inner``, nothing else."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.identity = inner.identity
+        self.usage = inner.usage
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        return await self.inner.score(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_user_wrapper_does_not_hide_the_tokenizer() -> None:
+    single = MultiToken()
+    single.multi_token_labels = False
+    wrapped = Passthrough(Passthrough(single))
+    assert list(layers(wrapped))[-1] is single
+    with pytest.raises(TaskError, match="' Very true' is 2 tokens"):
+        await preflight(wrapped, ScoreRequest(PROBE.prompt, (" Very true", " No")))

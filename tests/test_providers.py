@@ -9,12 +9,14 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
 from fake_completions import BOS, FakeServer
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
-from icm_client.backends.probe import forget_probes
+from icm_client.backends.label_tokens import ENDING_CHARS
+from icm_client.backends.probe import PROBE_TEXT, forget_probes
 from icm_client.backends.profiles import PROFILES, get_profile, profile_for_url
 from icm_client.errors import CapabilityError, ConfigError
 
@@ -54,15 +56,75 @@ async def test_vllm_explicit_label_tokens_in_context_exact_beyond_top_k() -> Non
     assert result.logprobs == pytest.approx([exact(server, PROMPT, w) for w in LABELS])
     assert result.bounded == (False, False)
     tokenize = [body for path, body in server.requests if path == "/tokenize"]
-    assert [t["prompt"] for t in tokenize] == [PROMPT, PROMPT + " True", PROMPT + " False"]
-    assert all(t["add_special_tokens"] is True for t in tokenize)
+    # in context (with BOS, as the server adds it), then the ending alone (checked to agree)
+    ending = PROMPT[-ENDING_CHARS:]
+    in_context = [PROMPT, PROMPT + " True", PROMPT + " False"]
+    alone = [ending, ending + " True", ending + " False"]
+    assert [t["prompt"] for t in tokenize] == [*in_context, *alone]
+    assert [t["add_special_tokens"] for t in tokenize] == [True] * 3 + [False] * 3
     [sent] = server.completions()
     ids = server.tokenize(PROMPT)
     assert sent["prompt"] == ids and ids[0] == BOS  # token ids, BOS as the server adds it
     assert sent["logprob_token_ids"] == sorted(server.token_id(w) for w in LABELS)
     assert sent["return_tokens_as_token_ids"] is True and sent["logprobs"] == 1
     assert b.identity == "openai-completions:toy:top1:ids"
-    assert b.usage.calls == 1 and b.usage.extra["tokenize_calls"] == 3
+    assert b.usage.calls == 1 and b.usage.extra["tokenize_calls"] == 6
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("shape", ["vllm", "llamacpp"])
+async def test_label_ids_learnt_once_per_ending_then_prompts_go_as_text(shape: str) -> None:
+    """After the first prompt with an ending, no /tokenize: the prompt goes as text, and the
+    scores are those of the full in-context path (the server tokenizes text as tok(prompt))."""
+    prompts = [f"Claim: fact number {i} holds. I think this Claim is" for i in range(6)]
+    server = FakeServer(shape)
+    always = backend(server, provider=shape, top_k=20, remember_label_tokens=False)
+    before = [await always.score(ScoreRequest(p, LABELS)) for p in prompts]
+    assert server.paths().count("/tokenize") == 3 * len(prompts)
+    server.requests.clear()
+    learn = backend(server, provider=shape, top_k=20)
+    assert [await learn.score(ScoreRequest(p, LABELS)) for p in prompts] == before
+    assert server.paths().count("/tokenize") == 6  # the first prompt only (3 + 3 checks)
+    sent = [body["prompt"] for body in server.completions()]
+    as_ids = [x for x in sent if isinstance(x, list)]  # the first prompt's (k escalated)
+    assert as_ids and all(x == as_ids[0] for x in as_ids)
+    assert {x for x in sent if isinstance(x, str)} == set(prompts[1:])
+
+
+@pytest.mark.anyio
+async def test_concurrent_scores_of_a_new_ending_learn_it_once() -> None:
+    server = FakeServer("vllm")
+    b = backend(server, provider="vllm", top_k=20)
+    prompts = [f"Claim: fact number {i} holds. I think this Claim is" for i in range(16)]
+    async with anyio.create_task_group() as tg:
+        for prompt in prompts:
+            tg.start_soon(b.score, ScoreRequest(prompt, LABELS))
+    assert server.paths().count("/tokenize") == 6
+    assert b.usage.calls == b.usage.extra["prompts"] == len(prompts)
+
+
+class ReachingTokenizer(FakeServer):
+    """A tokenizer whose merges reach back past the ending: " True" splits in two when the
+    text starts with "Long:" (far before the label)."""
+
+    def tokenize(self, text: str, bos: bool = True) -> list[int]:
+        ids = super().tokenize(text, bos)
+        if text.startswith("Long:") and text.endswith(" True"):
+            ids[-1:] = [self.token_id(" Tr"), self.token_id("ue")]
+        return ids
+
+
+@pytest.mark.anyio
+async def test_an_ending_that_tokenizes_otherwise_alone_is_tokenized_in_full_every_time() -> None:
+    server = ReachingTokenizer("vllm")
+    b = backend(server, provider="vllm", top_k=20)
+    prompts = [f"Long: claim {i}. I think this Claim is" for i in range(3)]
+    for prompt in prompts:
+        result = await b.score(ScoreRequest(prompt, LABELS))
+        assert result.logprobs == pytest.approx([exact(server, prompt, w) for w in LABELS])
+    assert b.usage.extra["unstable_endings"] == 1
+    assert server.paths().count("/tokenize") == 6 + 3 * (len(prompts) - 1)
+    assert all(isinstance(body["prompt"], list) for body in server.completions())
 
 
 @pytest.mark.anyio
@@ -404,7 +466,10 @@ async def test_probe_of_capped_host_without_tokenizer() -> None:
     await b.prepare()
     assert b.profile is not None and b.profile.max_logprobs == 5
     assert b.profile.tokenizer == "none" and not b.profile.scores_token_ids
-    assert [s["logprobs"] for s in server.completions()] == [20, 5]
+    # k = 20 refused, 5 taken; then the text twice in a list: taken, so prompts are batched
+    assert [s["logprobs"] for s in server.completions()] == [20, 5, 5]
+    assert server.completions()[-1]["prompt"] == [PROBE_TEXT, PROBE_TEXT]
+    assert b.profile.prompt_lists
     await b.score(ScoreRequest(PROMPT, LABELS))
     assert server.completions()[-1]["logprobs"] == 5
     assert b.identity == "openai-completions:toy:top5"

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import anyio
 import httpx2
@@ -161,6 +161,12 @@ class AnthropicChat:
         self._count(reply)
         return reply
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.close()
@@ -270,6 +276,12 @@ class AnthropicSampler:
         await gather([sample] * max(self.samples - len(answers), 0))
         self._partial.pop(key, None)
         return estimate(answers[: self.samples], len(words), tokens[0], tokens[1])
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         await self.chat.aclose()

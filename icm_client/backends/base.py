@@ -8,6 +8,7 @@ around each other (``Cached(Retrying(Limited(OpenAICompletions(...))))``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -116,3 +117,25 @@ async def prepare(backend: object) -> None:
     fn = getattr(backend, "prepare", None)
     if fn is not None:
         await fn()
+
+
+def layers(backend: Backend) -> Iterator[Backend]:
+    """``backend`` and every backend it wraps, outermost first.
+
+    A wrapper names what it wraps in ``inner`` (``Cached``, ``Retrying``, ``Limited``,
+    ``Budgeted``, and any wrapper a user writes); the walk follows ``inner`` until a backend
+    has none, so code that needs the bottom of a stack (the server itself) or a layer with a
+    given ability never has to list the wrapper classes.
+    """
+    seen: set[int] = set()
+    current: object = backend
+    while isinstance(current, Backend) and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = getattr(current, "inner", None)
+
+
+def innermost(backend: Backend) -> Backend:
+    """The backend at the bottom of a stack of wrappers (the one that talks to a server)."""
+    *_, last = layers(backend)
+    return last

@@ -7,6 +7,8 @@ requests in flight may finish past the limit: at most ``max_concurrency - 1`` ex
 
 from __future__ import annotations
 
+from typing import Self
+
 from ..errors import BudgetExhausted, ConfigError
 from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
 
@@ -45,6 +47,12 @@ class Budgeted:
                 "prompt tokens"
             )
         return await self.inner.score(request)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

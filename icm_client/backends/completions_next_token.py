@@ -43,14 +43,20 @@ class NextTokenScoring(CompletionsRequests):
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
     async def _score_ids(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
-        ctx, labels = await self._in_context(request)
+        ctx, labels = await self._labels_in_context(request)
+        if ctx is None and any(len(ids) > 1 for ids in labels):  # chains need the prompt's ids
+            ctx, labels = await self._in_context(request)
         # The chain-rule positions, deduplicated (labels may share first tokens); P comes
         # first so that the shared prefix is computed once, by the first element.
         positions: dict[tuple[int, ...], int] = {}
         for ids in labels:
             for j in range(len(ids)):
                 positions.setdefault(tuple(ids[:j]), len(positions))
-        prompts = [ctx + list(prefix) for prefix in positions]
+        # Single-token labels known for this ending: the prompt as text (the server's own
+        # tokenization is tok(prompt)), no /tokenize round trip.
+        prompts: list[object] = (
+            [request.prompt] if ctx is None else [ctx + list(prefix) for prefix in positions]
+        )
         wanted = sorted({t for ids in labels for t in ids})
         extra: dict[str, object] = {}
         if profile.token_id_keys:
@@ -116,13 +122,13 @@ class NextTokenScoring(CompletionsRequests):
         self,
         model: str,
         profile: Profile,
-        prompts: list[list[int]],
+        prompts: list[object],
         k: int,
         extra: dict[str, object],
         wanted: list[int],
         explicit: bool,
     ) -> tuple[list[list[Entry]], tuple[int, int]]:
-        """First-position top-k entries of each token-id prompt, and (prompt, cached) tokens."""
+        """First-position top-k entries of each prompt, and (prompt, cached) tokens."""
         payload: dict[str, object] = {"max_tokens": 1, "temperature": 0, "logprobs": k, **extra}
         if explicit:
             payload["logprob_token_ids"] = wanted

@@ -6,6 +6,8 @@ hold a slot while it sleeps.
 
 from __future__ import annotations
 
+from typing import Self
+
 import anyio
 
 from ..errors import ConfigError
@@ -38,6 +40,12 @@ class Limited:
     async def score(self, request: ScoreRequest) -> ScoreResult:
         async with self.limiter:
             return await self.inner.score(request)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -48,6 +48,8 @@ _NO_LOGPROBS = (
 
 
 def _logprob(value: object, endpoint: str | None) -> float:
+    if type(value) is float and VLLM_NEG_INF < value <= 0.0:  # the common case, checked fast
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PermanentBackendError(f"logprob is not a number: {value!r:.80}", endpoint=endpoint)
     lp = float(value)
@@ -95,7 +97,12 @@ def _top_of_choice(choice: object, endpoint: str | None) -> list[Entry]:
             raise CapabilityError(_NO_LOGPROBS, endpoint=endpoint)
         if not isinstance(first, Mapping):
             raise PermanentBackendError("top_logprobs[0] is not an object", endpoint=endpoint)
-        top = [(_id_of_key(str(t)), str(t), _logprob(lp, endpoint)) for t, lp in first.items()]
+        top = []
+        for t, lp in first.items():  # per entry of every answer: kept lean
+            key = t if type(t) is str else str(t)
+            tid = _id_of_key(key) if key.startswith(_ID_KEY) else None
+            fast = type(lp) is float and VLLM_NEG_INF < lp <= 0.0
+            top.append((tid, key, lp if fast else _logprob(lp, endpoint)))
 
     if not top:
         raise CapabilityError(
@@ -175,7 +182,8 @@ def label_logprobs(
     """
     by_text: dict[str, list[float]] = {}
     for tok, lp in top:
-        by_text.setdefault(tok, []).append(lp)
+        if tok in labels:
+            by_text.setdefault(tok, []).append(lp)
     bound: float | None = None
     values: list[float] = []
     flags: list[bool] = []

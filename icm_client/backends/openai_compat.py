@@ -27,7 +27,7 @@ whole prefill, every time.
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Literal, Self
 
 import anyio
 import httpx2
@@ -35,8 +35,10 @@ from pydantic import SecretStr
 
 from ..errors import ConfigError
 from .base import ScoreRequest, ScoreResult, Usage
+from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MicroBatcher
 from .completions_echo import EchoScoring
 from .completions_next_token import NextTokenScoring
+from .label_tokens import LabelTokens
 from .lean import MAX_RESPONSE_BYTES, http_client
 from .profiles import Profile, get_profile, profile_for_url
 from .transport import TRANSIENT_STATUSES, JSONTransport, parse_retry_after
@@ -63,6 +65,13 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     the test seam (``httpx2.MockTransport``); a client passed in is not closed by ``aclose``.
     ``timeout`` bounds each request whole (connect, send, wait, read), and
     ``max_response_bytes`` the size of an answer, decompressed (a larger one is an error).
+    ``remember_label_tokens``: on servers scored by token id, learn the label words' ids once
+    per prompt ending and send later prompts as text (``label_tokens.py``); False tokenizes
+    every prompt and label in full (three ``/tokenize`` requests per score).
+    ``batch_size``: where the host takes a list of prompts, concurrent scores share one
+    request, up to this many prompts, the first waiting ``batch_wait`` seconds at most for
+    the others (``batching.py``); 1 sends one prompt per request. ``usage.extra`` counts
+    ``prompts`` and ``http_requests`` (completions) apart.
     Without one, a plain ``http://`` server is reached through ``lean.LeanTransport`` (a
     fraction of httpx2's CPU per request; ``ICM_HTTP_TRANSPORT=httpx`` opts out).
     """
@@ -82,11 +91,19 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        remember_label_tokens: bool = True,
+        batch_size: int = DEFAULT_MAX_BATCH,
+        batch_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
         if max_top_k < top_k:
             raise ConfigError(f"max_top_k ({max_top_k}) < top_k ({top_k})", field="max_top_k")
+        if batch_size < 1 or batch_wait < 0:
+            raise ConfigError(
+                f"batch_size must be >= 1 and batch_wait >= 0, got {batch_size}, {batch_wait}",
+                field="batch_size",
+            )
         if mode not in ("next_token", "echo"):
             raise ConfigError(f"mode must be 'next_token' or 'echo', got {mode!r}", field="mode")
         key = api_key if api_key is not None else os.environ.get(api_key_env)
@@ -112,6 +129,12 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         self._explicit: bool | None = None  # logprob_token_ids honoured? None: not seen yet
         self._usage = usage if usage is not None else Usage()
         self._lock = anyio.Lock()
+        self._label_tokens = LabelTokens() if remember_label_tokens else None
+        self._batcher = (
+            MicroBatcher(self._send_batch, max_batch=batch_size, max_wait=batch_wait)
+            if batch_size > 1
+            else None
+        )
 
     # -- public ------------------------------------------------------------------------
 
@@ -190,6 +213,12 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         if profile.scores_token_ids:
             return await self._score_ids(model, profile, request)
         return await self._score_text(model, profile, request)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
 
 from ..errors import (
     BackendError,
@@ -24,9 +25,7 @@ from ..errors import (
     TaskError,
     TransientBackendError,
 )
-from .base import Backend, ScoreRequest, ScoreResult, prepare
-from .cache import Cached
-from .limit import Limited
+from .base import Backend, ScoreRequest, ScoreResult, layers, prepare
 from .retry import Retrying
 
 
@@ -38,6 +37,7 @@ async def preflight(
     labels_of: str = "the task",
     attempts: int = 3,
     max_wait: float = 2.0,
+    check_labels: bool = True,
     sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> ScoreResult | None:
     """Resolve the model, score ``probe`` once, and check that each label word is one token.
@@ -46,6 +46,7 @@ async def preflight(
     shows here; ``probe_name`` names it in messages ("example 'q7' of data.jsonl") and
     ``labels_of`` names the owner of the label words ("task 'cities'"). Transient failures
     are retried ``attempts`` times with waits of at most ``max_wait`` seconds.
+    ``check_labels=False`` skips the single-token check (a probe whose labels are no task's).
 
     Returns the probe's score, or None when the server kept answering "busy": it exists and
     speaks HTTP, and the run's own patient retries are the right tool for a busy server.
@@ -87,18 +88,28 @@ async def preflight(
         raise ConfigError(
             f"cannot reach the server: {exc}; check the URL and that the server is running"
         ) from None
-    await _check_single_tokens(inner, probe.labels, labels_of)
+    if check_labels:
+        await _check_single_tokens(inner, probe.labels, labels_of)
     return result
 
 
-def _unwrap(backend: Backend) -> tuple[Cached | None, Backend]:
-    """The outermost cache (if any) and what the stack wraps below its retry layers."""
-    cached = None
-    while isinstance(backend, Cached | Retrying | Limited):
-        if isinstance(backend, Cached) and cached is None:
-            cached = backend
-        backend = backend.inner
-    return cached, backend
+@runtime_checkable
+class _ScoreStore(Protocol):
+    async def lookup(self, request: ScoreRequest) -> ScoreResult | None: ...
+
+    async def store(self, request: ScoreRequest, result: ScoreResult) -> None: ...
+
+
+def _unwrap(backend: Backend) -> tuple[_ScoreStore | None, Backend]:
+    """The outermost layer that stores scores (a cache), if any, and the innermost backend:
+    the one that talks to the server, below every wrapper (retries, limits, budgets).
+
+    One generic walk over ``inner`` (``layers``), so that no wrapper can hide the server's
+    tokenizer from the single-token check.
+    """
+    stack = list(layers(backend))
+    cached = next((b for b in stack if isinstance(b, _ScoreStore)), None)
+    return cached, stack[-1]
 
 
 async def _check_single_tokens(inner: Backend, labels: tuple[str, ...], labels_of: str) -> None:

@@ -7,7 +7,8 @@ A handful of tiny requests (a few tokens each) build the host's ``Profile``:
 2. a tokenizer: llama.cpp's ``/tokenize {"content"}``, else vLLM's ``{"model", "prompt"}``;
 3. token-id prompts and prompt lists: the probe prompt's ids (with BOS, as the server adds it
    to text) sent as a list of two must give the same distribution as the text did, and the
-   top-k must name token ids (natively, or with ``return_tokens_as_token_ids``);
+   top-k must name token ids (natively, or with ``return_tokens_as_token_ids``); without
+   token-id prompts, the text twice in a list (lists carry batched prompts, ``batching.py``);
 4. explicit token logprobs: ``logprob_token_ids`` with an id outside the natural top-k must
    come back (vLLM ignores unknown fields with HTTP 200, so only the answer tells);
 5. echo, only when the exact mode asks for it: where the echoed logprobs come back.
@@ -129,6 +130,12 @@ class _Probe:
             if token_prompts and outside is not None:
                 got = await self.complete(ids, 1, logprob_token_ids=[outside], **flags)
                 explicit = got is not None and outside in {tid for tid, _, _ in got[0]}
+
+        if not prompt_lists:  # text prompts in a list (servers without token-id prompts)
+            as_list = await self.complete([PROBE_TEXT, PROBE_TEXT], accepted)
+            prompt_lists = (
+                as_list is not None and len(as_list) == 2 and all(_same(t, top) for t in as_list)
+            )
 
         echo_shape: EchoShape = await self.echo() if echo else "none"
         return Profile(

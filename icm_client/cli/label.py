@@ -12,12 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..backends import OpenAICompletions, stack
 from ..backends.base import Backend, ScoreRequest
 from ..backends.lean import MAX_RESPONSE_BYTES
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, checkpointed_step, clear_run
+from ..connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, connect
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..estimate import Eta, estimate_run
@@ -219,9 +219,9 @@ def add_backend_arguments(p: Any) -> Any:
     b.add_argument(
         "--timeout",
         type=float,
-        default=120.0,
+        default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help="the most one request may take, whole (default 120)",
+        help=f"the most one request may take, whole (default {DEFAULT_TIMEOUT:g})",
     )
     b.add_argument(
         "--max-response-mb",
@@ -231,7 +231,10 @@ def add_backend_arguments(p: Any) -> Any:
         help=f"refuse a server answer larger than this (default {MAX_RESPONSE_BYTES // 2**20})",
     )
     b.add_argument(
-        "--concurrency", type=int, default=8, help="requests in flight at most (per --base-url)"
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="requests in flight at most (per --base-url)",
     )
     b.add_argument(
         "--cache-dir", help="score cache directory (default $ICM_CACHE_DIR or ~/.cache/icm-client)"
@@ -359,47 +362,22 @@ async def _backend(
     max_calls: int | None = None,
     max_tokens: int | None = None,
 ) -> Backend:
-    from ..backends import Usage
-    from ..backends.routing import Routing
-
-    base_urls, model, provider = args.base_url or [], args.model, args.provider
-    if not base_urls:
-        from ..local import EmbeddedServer
-
-        server = await exits.enter_async_context(EmbeddedServer())
-        base_urls, model = [server.base_url], server.model_name
-        if provider == "auto":
-            provider = "llamacpp"  # known: no need to probe the embedded server
-    usage = Usage()
-    replicas = [
-        OpenAICompletions(
-            u,
-            model,
-            provider=provider,
-            api_key_env=args.api_key_env,
-            top_k=args.top_k,
-            usage=usage,
-            timeout=args.timeout,
-            max_response_bytes=int(args.max_response_mb * 2**20),
-        )
-        for u in base_urls
-    ]
-    inner: Backend = replicas[0]
-    if len(replicas) > 1:  # one replica: no routing layer, exactly as before
-        inner = Routing(replicas, max_concurrency=args.concurrency)
-    exits.push_async_callback(inner.aclose)
-    cache_dir: str | bool | None = False if args.no_cache else args.cache_dir
-    backend = stack(
-        inner,
-        cache_dir=cache_dir,
-        # Replicas: the routing's default (2 x the slots: a queue where affinity holds).
-        max_concurrency=args.concurrency if len(replicas) == 1 else None,
+    """The run's backend (``connect``), closed with ``exits``; checked by ``_preflight``."""
+    backend = connect(
+        args.base_url or None,
+        args.model,
+        check=False,  # _preflight probes with the longest example, named by its file
+        provider=args.provider,
+        api_key_env=args.api_key_env,
+        top_k=args.top_k,
+        max_concurrency=args.concurrency,
+        cache_dir=False if args.no_cache else args.cache_dir,
         max_calls=max_calls,  # budgets: ``icm label`` only, what is left of the run's
         max_prompt_tokens=max_tokens,
+        timeout=args.timeout,
+        max_response_bytes=int(args.max_response_mb * 2**20),
     )
-    if backend is not inner:
-        exits.push_async_callback(backend.aclose)
-    return backend
+    return await exits.enter_async_context(backend)
 
 
 async def _preflight(backend: Backend, task: Task, longest: Example, path: Path) -> None:

@@ -71,6 +71,9 @@ class DoctorReport(BaseModel):
             k = self.max_logprobs
             most = f"at least {k} (the most tried)" if k == K_TRIED else f"at most {k}"
             rows.append(("logprobs", f"yes; top-k: {most}"))
+        if self.prompt_lists is not None:
+            lists = "yes (concurrent prompts share requests)" if self.prompt_lists else "no"
+            rows.append(("batched prompts", lists))
         if self.tokenizer is not None:
             rows.append(("tokenizer", "none" if self.tokenizer == "none" else self.tokenizer))
             rows.append(("token-id prompts", yes[self.token_prompts]))
