@@ -113,7 +113,7 @@ async def test_context_manager_starts_and_stops(require_local_model: None) -> No
     async with _small_server() as server:
         pid, url = server.pid, server.base_url
         assert pid is not None and _alive(pid)
-        assert server.identity_hint == "gemma-3-270m-q4_k_m"
+        assert server.identity_hint == "gemma-3-270m-q4_k_m-q8_0"
         async with httpx2.AsyncClient() as client:
             assert (await client.get(server.root_url + "/health")).status_code == 200
     assert not _alive(pid)
