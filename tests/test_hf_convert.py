@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import numpy as np
 import pytest
+from tiny_gguf import SPECIALS, make_tiny_gemma3_gguf
 
 from icm_client.local.hf_convert import add_bos, bos_template
-from tiny_gguf import SPECIALS, make_tiny_gemma3_gguf
 
 
 def _word_level_tokenizer(directory: Path) -> None:

@@ -28,9 +28,7 @@ def _tensors(path: Path) -> dict[str, tuple[str, np.ndarray]]:
 
 def _fields(path: Path) -> dict[str, object]:
     reader = gguf.GGUFReader(path)
-    return {
-        f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")
-    }
+    return {f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")}
 
 
 @pytest.mark.parametrize("fmt", ["q8_0", "f16", "bf16", "q4_0"])
