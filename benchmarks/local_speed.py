@@ -1,7 +1,7 @@
 """Embedded backend: prompt tokens/s of the old and new llama.cpp settings, in one run.
 
-    python benchmarks/local_speed.py [--rounds 4] [--blocks 40] [--no-scores]
-                                     [--new KEY=VALUE ...] [--old KEY=VALUE ...]
+    python benchmarks/local_speed.py [--rounds 4] [--blocks 40] [--no-scores] [--quick]
+                                     [--new KEY=VALUE ...] [--old KEY=VALUE ...] [--out F]
 
 Two embedded servers run side by side: "old" (the shipped Q4_K_M weights, OpenMP's default
 spinning wait policy: the settings before issue 17) and "new" (``EmbeddedServer()``'s
@@ -18,22 +18,27 @@ sample zero-shot (the README demo's data) and the script prints the mean and lar
 the sample's gold labels.
 
 ``--new weights=q4_0 --new threads=1`` (any ``EmbeddedServer`` keyword; ``omp_wait_policy=``
-empty for OpenMP's default) tries other settings against the same baseline.
+empty for OpenMP's default) tries other settings against the same baseline. The figures
+also go to ``--out`` (JSON, default ``benchmarks/results/local_speed.json``); ``--quick``
+(1 round of short prompts, 16 statements) is the CI-sized run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import time
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
+from _sim import machine
 
 from icm_client.backends import OpenAICompletions
 from icm_client.dataset import load_dataset
@@ -43,6 +48,7 @@ from icm_client.tasks import get_task
 
 OLD: dict[str, Any] = {"weights": "shipped", "omp_wait_policy": None}
 NEW: dict[str, Any] = {}
+RESULTS = Path(__file__).parent / "results"
 BLOCK = "Question: What is {a}+{b}?\nClaim: The answer is {c}.\nI think this Claim is {label}\n\n"
 
 
@@ -84,11 +90,11 @@ async def timed(client: httpx2.AsyncClient, server: EmbeddedServer, text: str) -
     return int(body["timings"]["prompt_n"]), elapsed
 
 
-async def p_true(server: EmbeddedServer) -> tuple[list[float], list[bool]]:
+async def p_true(server: EmbeddedServer, limit: int | None) -> tuple[list[float], list[bool]]:
     """Zero-shot P(True) of every statement of the bundled cities sample, and its gold."""
     sample = resources.files("icm_client.samples") / "cities_sample.jsonl"
     with resources.as_file(sample) as path:
-        dataset = load_dataset(path)
+        dataset = load_dataset(path, limit=limit)
     examples = list(dataset.examples)
     assert dataset.gold is not None
     gold = [dataset.gold.get(ex.id) == "True" for ex in examples]
@@ -111,7 +117,25 @@ def auroc(scores: Sequence[float], gold: Sequence[bool]) -> float:
 async def main(args: argparse.Namespace) -> None:
     old_kw, new_kw = settings(OLD, args.old), settings(NEW, args.new)
     rng = random.Random(args.seed)
+    doc: dict[str, Any] = {"benchmark": "local_speed", "machine": machine()}
+    doc["load_before"] = os.getloadavg()
+    doc["settings"] = {"old": old_kw, "new": new_kw}
     print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()}")
+    try:
+        await measure(args, old_kw, new_kw, rng, doc)
+    finally:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"-> {args.out}")
+
+
+async def measure(
+    args: argparse.Namespace,
+    old_kw: dict[str, Any],
+    new_kw: dict[str, Any],
+    rng: random.Random,
+    doc: dict[str, Any],
+) -> None:
     async with AsyncExitStack() as stack:
         started = time.perf_counter()
         new = await stack.enter_async_context(EmbeddedServer(**new_kw))
@@ -137,15 +161,20 @@ async def main(args: argparse.Namespace) -> None:
                 line.append(f"{name} {tokens} tok {seconds:6.2f} s = {tokens / seconds:6.0f} tok/s")
             print(f"round {r + 1}: " + " | ".join(line) + f" | load {os.getloadavg()[0]:.1f}")
         rate = {name: n / s for name, (n, s) in totals.items()}
+        doc["tokens_per_s"] = rate
+        doc["ratio"] = rate["new"] / rate["old"]
+        doc["prompt_tokens"] = {name: n for name, (n, _) in totals.items()}
         print(
             f"old: {rate['old']:.0f} prompt tok/s   new: {rate['new']:.0f} prompt tok/s   "
             f"ratio new/old: {rate['new'] / rate['old']:.2f}x"
         )
         print(f"load average after: {os.getloadavg()}")
+        doc["load_after"] = os.getloadavg()
         if args.no_scores:
             return
-        old_p, gold = await p_true(old)
-        new_p, _ = await p_true(new)
+        limit = 16 if args.quick else None
+        old_p, gold = await p_true(old, limit)
+        new_p, _ = await p_true(new, limit)
         diffs = [abs(a - b) for a, b in zip(old_p, new_p, strict=True)]
         same = sum((a > 0.5) == (b > 0.5) for a, b in zip(old_p, new_p, strict=True))
         print(
@@ -154,6 +183,14 @@ async def main(args: argparse.Namespace) -> None:
             f"same side of 0.5: {same}/{len(diffs)}"
         )
         print(f"AUROC vs gold: old {auroc(old_p, gold):.3f}, new {auroc(new_p, gold):.3f}")
+        doc["scores"] = {
+            "statements": len(diffs),
+            "mean_abs_dp": sum(diffs) / len(diffs),
+            "max_abs_dp": max(diffs),
+            "same_side": same,
+            "auroc_old": auroc(old_p, gold),
+            "auroc_new": auroc(new_p, gold),
+        }
 
 
 if __name__ == "__main__":
@@ -164,4 +201,9 @@ if __name__ == "__main__":
     parser.add_argument("--no-scores", action="store_true", help="skip the score comparison")
     parser.add_argument("--old", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--new", action="append", default=[], metavar="KEY=VALUE")
-    anyio.run(main, parser.parse_args())
+    parser.add_argument("--quick", action="store_true", help="1 round, short prompts (CI)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "local_speed.json")
+    parsed = parser.parse_args()
+    if parsed.quick:
+        parsed.rounds, parsed.blocks = 1, 4
+    anyio.run(main, parsed)

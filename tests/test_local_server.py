@@ -193,3 +193,16 @@ def test_server_threads_sleep_at_barriers_unless_the_user_says(
     assert "OMP_WAIT_POLICY" not in child_env(None)
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     assert child_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_a_users_model_file_is_served_as_given_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ICM_LOCAL_WEIGHTS", raising=False)
+    monkeypatch.delenv("ICM_LOCAL_MODEL", raising=False)
+    own = tmp_path / "mine.gguf"
+    assert EmbeddedServer(own).weights == "shipped"
+    assert EmbeddedServer(own).model_name == "mine"
+    assert EmbeddedServer(own, weights="q8_0").model_name == "mine-q8_0"
+    monkeypatch.setenv("ICM_LOCAL_MODEL", str(own))
+    assert EmbeddedServer().weights == "shipped"

@@ -112,9 +112,10 @@ def _identity_for(path: Path, bundled: bool, weights: str = "shipped") -> str:
     return f"gguf:{path.stem}:{digest}{suffix}"
 
 
-def default_weights() -> str:
-    """``$ICM_LOCAL_WEIGHTS`` if set, else ``DEFAULT_WEIGHTS``."""
-    chosen = os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS
+def default_weights(bundled: bool = True) -> str:
+    """``$ICM_LOCAL_WEIGHTS`` if set, else ``DEFAULT_WEIGHTS`` for the bundled model and
+    ``shipped`` for a model file of the user's (served as given unless asked otherwise)."""
+    chosen = os.environ.get(WEIGHTS_ENV) or (DEFAULT_WEIGHTS if bundled else "shipped")
     if chosen not in WEIGHT_FORMATS:
         raise ConfigError(
             f"${WEIGHTS_ENV}: unknown weights format {chosen!r}; one of {', '.join(WEIGHT_FORMATS)}"
@@ -193,7 +194,8 @@ class EmbeddedServer:
         self.n_ubatch = n_ubatch
         self.flash_attn = flash_attn
         self.omp_wait_policy = omp_wait_policy
-        self.weights = weights if weights is not None else default_weights()
+        bundled = model_path is None and not os.environ.get(MODEL_ENV)
+        self.weights = weights if weights is not None else default_weights(bundled)
         if self.weights not in WEIGHT_FORMATS:
             raise ConfigError(
                 f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}",
