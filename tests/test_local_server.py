@@ -183,6 +183,8 @@ def test_weights_format_names_the_model_and_is_checked(monkeypatch: pytest.Monke
         EmbeddedServer()
     with pytest.raises(ConfigError, match="weights must be one of"):
         EmbeddedServer(weights="int2")
+    with pytest.raises(ConfigError, match="flash_attn"):
+        EmbeddedServer(flash_attn="yes")
 
 
 def test_server_threads_sleep_at_barriers_unless_the_user_says(

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, cast
 
 import anyio
 import httpx2
@@ -40,8 +40,9 @@ WEIGHTS_ENV = "ICM_LOCAL_WEIGHTS"
 """Environment variable choosing the served weights' format: ``q8_0`` (default) or ``shipped``."""
 
 DEFAULT_WEIGHTS = "q8_0"
-"""The bundled Q4_K_M mix re-encoded as Q8_0 once (``weights.py``): ~2x faster prompt
-processing with the AVX2 kernels of the prebuilt llama.cpp, scores within noise."""
+"""The bundled Q4_K_M mix re-encoded as Q8_0 once (``weights.py``): faster prompt processing
+with the AVX2 kernels of the prebuilt llama.cpp (``benchmarks/local_speed.py``), scores within
+llama.cpp's batch noise."""
 
 WEIGHT_FORMATS = ("shipped", "q8_0", "q4_0", "f16", "bf16")
 
@@ -192,6 +193,10 @@ class EmbeddedServer:
         self.cache_ram_mib = cache_ram_mib
         self.n_batch = n_batch
         self.n_ubatch = n_ubatch
+        if flash_attn not in ("auto", "on", "off"):
+            raise ConfigError(
+                f"flash_attn must be 'auto', 'on' or 'off', got {flash_attn!r}", field="flash_attn"
+            )
         self.flash_attn = flash_attn
         self.omp_wait_policy = omp_wait_policy
         bundled = model_path is None and not os.environ.get(MODEL_ENV)
@@ -268,7 +273,7 @@ class EmbeddedServer:
         path = await anyio.to_thread.run_sync(resolve_model_path, self._model_path)
         self._identity = _identity_for(path, bundled, self.weights)
         if self.weights != "shipped":
-            fmt: Dtype = self.weights  # type: ignore[assignment]  # checked in __init__
+            fmt = cast(Dtype, self.weights)  # checked in __init__
             path = await anyio.to_thread.run_sync(ensure_converted, path, fmt)
         try:
             await anyio.to_thread.run_sync(self._spawn, path)
