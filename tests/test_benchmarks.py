@@ -249,3 +249,16 @@ def test_quality(tmp_path: Path, shared_data: Path, require_local_model: None) -
     for s in summary.values():
         assert 0 <= s["agreement_min"] <= s["agreement_mean"] <= s["agreement_max"] <= 1
         assert s["calls"] > 0 and s["prompt_tokens"] > 0
+
+
+@pytest.mark.integration
+def test_local_speed(tmp_path: Path, require_local_model: None) -> None:
+    doc = run_quick("local_speed", tmp_path)
+    assert doc["settings"]["old"]["weights"] == "shipped"
+    rate = doc["tokens_per_s"]
+    assert rate["old"] > 0 and rate["new"] > 0
+    assert doc["ratio"] == pytest.approx(rate["new"] / rate["old"])
+    scores = doc["scores"]
+    assert scores["statements"] == 16 and 0 <= scores["same_side"] <= 16
+    assert 0 <= scores["mean_abs_dp"] <= scores["max_abs_dp"] <= 1
+    assert 0 <= scores["auroc_old"] <= 1 and 0 <= scores["auroc_new"] <= 1

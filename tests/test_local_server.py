@@ -20,6 +20,7 @@ import pytest
 
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import DEFAULT_MODEL_NAME, EmbeddedServer
+from icm_client.local.server import child_env
 
 FEW_SHOT = (
     "Question: What is 2+2?\nClaim: The answer is 4.\nI think this Claim is True\n\n"
@@ -113,7 +114,7 @@ async def test_context_manager_starts_and_stops(require_local_model: None) -> No
     async with _small_server() as server:
         pid, url = server.pid, server.base_url
         assert pid is not None and _alive(pid)
-        assert server.identity_hint == "gemma-3-270m-q4_k_m"
+        assert server.identity_hint == "gemma-3-270m-q4_k_m-q8_0"
         async with httpx2.AsyncClient() as client:
             assert (await client.get(server.root_url + "/health")).status_code == 200
     assert not _alive(pid)
@@ -165,3 +166,45 @@ async def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no such model file|not installed"):
         async with EmbeddedServer(tmp_path / "missing.gguf"):
             pass
+
+
+# -- settings: no server needed ------------------------------------------------------------
+
+
+def test_weights_format_names_the_model_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ICM_LOCAL_WEIGHTS", raising=False)
+    monkeypatch.delenv("ICM_LOCAL_MODEL", raising=False)
+    assert EmbeddedServer().model_name == DEFAULT_MODEL_NAME == "gemma-3-270m-q8_0"
+    assert EmbeddedServer(weights="shipped").model_name == "gemma-3-270m"
+    monkeypatch.setenv("ICM_LOCAL_WEIGHTS", "shipped")
+    assert EmbeddedServer().weights == "shipped"
+    monkeypatch.setenv("ICM_LOCAL_WEIGHTS", "q3_k")
+    with pytest.raises(ConfigError, match="ICM_LOCAL_WEIGHTS"):
+        EmbeddedServer()
+    with pytest.raises(ConfigError, match="weights must be one of"):
+        EmbeddedServer(weights="int2")
+    with pytest.raises(ConfigError, match="flash_attn"):
+        EmbeddedServer(flash_attn="yes")
+
+
+def test_server_threads_sleep_at_barriers_unless_the_user_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert child_env()["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in child_env(None)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert child_env()["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_a_users_model_file_is_served_as_given_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("ICM_LOCAL_WEIGHTS", raising=False)
+    monkeypatch.delenv("ICM_LOCAL_MODEL", raising=False)
+    own = tmp_path / "mine.gguf"
+    assert EmbeddedServer(own).weights == "shipped"
+    assert EmbeddedServer(own).model_name == "mine"
+    assert EmbeddedServer(own, weights="q8_0").model_name == "mine-q8_0"
+    monkeypatch.setenv("ICM_LOCAL_MODEL", str(own))
+    assert EmbeddedServer().weights == "shipped"

@@ -30,6 +30,8 @@ _PARENT_POLL_S = 1.0
 # A clean shutdown of the native server takes ~0.1 s; if it ever hangs (a request in
 # flight, a native bug), the process still has to go away.
 _SHUTDOWN_GRACE_S = 1.0
+# llama.cpp's llama_flash_attn_type: -1 auto, 0 disabled, 1 enabled.
+_FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -55,6 +57,14 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=True,
         help="full-size KV cache for sliding-window layers (prefix reuse below ~650 tokens)",
     )
+    parser.add_argument("--n-batch", type=int, default=2048, help="logical batch (tokens)")
+    parser.add_argument("--n-ubatch", type=int, default=512, help="physical batch (tokens)")
+    parser.add_argument(
+        "--flash-attn",
+        choices=sorted(_FLASH_ATTN),
+        default="auto",
+        help="llama.cpp flash attention",
+    )
     parser.add_argument("--alias", default=None, help="model id reported by /v1/models")
     parser.add_argument(
         "--ready-file", default=None, help="write the listening address here once serving"
@@ -70,8 +80,9 @@ def _params(args: argparse.Namespace) -> Any:
     # llama.cpp's n_ctx is the total over all slots, not the per-request limit.
     p.n_ctx = args.ctx_per_slot * args.n_parallel
     p.n_parallel = args.n_parallel
-    p.n_batch = 2048
-    p.n_ubatch = 512
+    p.n_batch = args.n_batch
+    p.n_ubatch = min(args.n_ubatch, args.n_batch)
+    p.flash_attn_type = _FLASH_ATTN[args.flash_attn]
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
     p.hostnames = [args.host]

