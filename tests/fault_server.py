@@ -115,6 +115,7 @@ class FaultServer:
         after: int = 0,
         echo_auth: bool = False,
         tokenizer: bool = True,
+        report_context: bool = False,
     ) -> None:
         unknown = set(kinds) - set(TRANSIENT) - set(PERMANENT)
         if unknown:
@@ -126,6 +127,7 @@ class FaultServer:
         self.max_streak, self.retry_after, self.slow_s = max_streak, retry_after, slow_s
         self.fault_paths, self.after, self.tokenizer = tuple(fault_paths), after, tokenizer
         self.echo_auth = echo_auth  # faults quote the Authorization header back
+        self.report_context = report_context  # n_ctx as max_model_len under /v1/models
         self.injected: Counter[str] = Counter()  # faults injected, by kind
         self.requests: Counter[str] = Counter()  # requests received, by path
         self.answered: Counter[str] = Counter()  # successful answers, by path
@@ -324,7 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with fs._lock:
             fs.answered[self.path] += 1
-        model = {"id": fs.model, "object": "model", "max_model_len": fs.n_ctx}  # as vLLM
+        model: dict[str, Any] = {"id": fs.model, "object": "model"}
+        if fs.report_context:
+            model["max_model_len"] = fs.n_ctx  # as vLLM does
         self._json(200, {"object": "list", "data": [model]})
 
     def do_POST(self) -> None:
