@@ -72,6 +72,8 @@ class FaultServer:
         echo_auth: bool = False,
         tokenizer: bool = True,
         prompt_lists: bool = True,
+
+        report_context: bool = False,
     ) -> None:
         unknown = set(kinds) - set(TRANSIENT) - set(PERMANENT)
         if unknown:
@@ -84,6 +86,8 @@ class FaultServer:
         self.fault_paths, self.after, self.tokenizer = tuple(fault_paths), after, tokenizer
         self.echo_auth = echo_auth  # faults quote the Authorization header back
         self.prompt_lists = prompt_lists  # False: a list of prompts is refused with 400
+
+        self.report_context = report_context  # n_ctx as max_model_len under /v1/models
         self.injected: Counter[str] = Counter()  # faults injected, by kind
         self.failed_prompts: Counter[str] = Counter()  # prompts in the requests that failed
         self.requests: Counter[str] = Counter()  # requests received, by path
@@ -278,7 +282,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with fs._lock:
             fs.answered[self.path] += 1
-        model = {"id": fs.model, "object": "model", "max_model_len": fs.n_ctx}  # as vLLM
+        model: dict[str, Any] = {"id": fs.model, "object": "model"}
+        if fs.report_context:
+            model["max_model_len"] = fs.n_ctx  # as vLLM does
         self._json(200, {"object": "list", "data": [model]})
 
     def do_POST(self) -> None:

@@ -299,7 +299,7 @@ CASES = [
         "field-of-megabytes-refused-before-sending",
         data(jsonl([*GOOD, GOOD[0] | {"id": "big", "statement": "word " * 400_000}])),
         ("example 'big'", "data.jsonl", "2,000,", "context holds 4,096", "was not sent"),
-        {"n_ctx": 4096},
+        {"n_ctx": 4096, "report_context": True},
     ),
     Case(
         "exact-search-larger-than-the-context",
