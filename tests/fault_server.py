@@ -72,7 +72,6 @@ class FaultServer:
         echo_auth: bool = False,
         tokenizer: bool = True,
         prompt_lists: bool = True,
-
         report_context: bool = False,
     ) -> None:
         unknown = set(kinds) - set(TRANSIENT) - set(PERMANENT)
