@@ -27,11 +27,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from icm_client.testing.protocol import completion_body, token_ids, toy_tokenize
 from icm_client.testing.protocol import hash_logprobs as model_logprobs
+from icm_client.testing.server import ThreadedServer
 
 TRANSIENT = (
     "429",
@@ -51,7 +52,7 @@ PERMANENT = ("400", "401", "404", "no_logprobs")
 """Faults retrying cannot fix: the run must stop and say why."""
 
 
-class FaultServer:
+class FaultServer(ThreadedServer):
     """``with FaultServer(rate=0.3) as server: OpenAICompletions(server.base_url)``."""
 
     def __init__(
@@ -95,46 +96,17 @@ class FaultServer:
         self.attempts: Counter[str] = Counter()  # attempts so far, by request
         self._seen = 0  # requests on the fault paths so far
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    @property
-    def port(self) -> int:
-        assert self._httpd is not None, "the server is not running"
-        return int(self._httpd.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> FaultServer:
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
 
         class Handler(_Handler):
             fault_server = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> FaultServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
     # -- the schedule ------------------------------------------------------------------------
 

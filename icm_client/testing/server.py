@@ -10,28 +10,66 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 import httpx2
 
 from .protocol import CompletionsApp, NextToken
 
 
-class LoopbackServer:
-    """``with LoopbackServer(model) as server: OpenAICompletions(server.base_url)``."""
+class ThreadedServer:
+    """A stdlib HTTP/1.1 server on 127.0.0.1 (a free port) in a daemon thread, as a context
+    manager; subclasses give the request handler class."""
 
-    def __init__(self, model: NextToken | CompletionsApp) -> None:
-        self.app = model if isinstance(model, CompletionsApp) else CompletionsApp(model)
+    def __init__(self) -> None:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        raise NotImplementedError
+
     @property
-    def base_url(self) -> str:
+    def port(self) -> int:
         if self._httpd is None:
             raise RuntimeError("the server is not running")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        return int(self._httpd.server_address[1])
 
-    def start(self) -> LoopbackServer:
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> Self:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LoopbackServer(ThreadedServer):
+    """``with LoopbackServer(model) as server: OpenAICompletions(server.base_url)``."""
+
+    def __init__(self, model: NextToken | CompletionsApp) -> None:
+        super().__init__()
+        self.app = model if isinstance(model, CompletionsApp) else CompletionsApp(model)
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         app = self.app
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,27 +91,7 @@ class LoopbackServer:
 
             do_GET = do_POST = _serve
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LoopbackServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return Handler
 
 
 def mock_client(model: NextToken | CompletionsApp) -> httpx2.AsyncClient:
