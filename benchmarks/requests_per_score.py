@@ -30,11 +30,12 @@ from typing import Any
 
 import anyio
 import httpx2
-from _sim import machine, synthetic_examples, table, write_json
+from _sim import machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, stack
 from icm_client.backends.label_tokens import ENDING_CHARS
 from icm_client.tasks import get_task
+from icm_client.testing.data import synthetic_examples
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from fake_completions import FakeServer

@@ -40,11 +40,17 @@ class RunPlan:
     cumulative_calls: tuple[float, ...]
     calls: int
     prompt_tokens: int
+    converging: bool = False  # the run ends at convergence; ``steps``: those that call
 
     def calls_between(self, start: int, end: int) -> float:
         """Expected calls of steps ``start + 1`` to ``end``."""
         last = len(self.cumulative_calls) - 1
         return self.cumulative_calls[min(end, last)] - self.cumulative_calls[min(start, last)]
+
+    def _steps(self) -> str:
+        if self.converging:
+            return f"search until converged (about {self.steps} steps that call the model)"
+        return f"{self.steps} search steps"
 
     def line(self) -> str:
         how = self.strategy
@@ -53,7 +59,7 @@ class RunPlan:
         if self.calibrate:
             how += ", calibrated"
         return (
-            f"plan: {self.examples} examples, {self.steps} search steps, strategy {how}: "
+            f"plan: {self.examples} examples, {self._steps()}, strategy {how}: "
             f"about {_round(self.calls):,} model calls and {_round(self.prompt_tokens):,} "
             "prompt tokens (estimated from the prompt sizes; the search's path moves it, "
             "often by a third either way)"
@@ -70,6 +76,7 @@ def estimate_run(
     initial_labeled: int,
     mean_prompt_tokens: float,
     pairs: int = 0,
+    converging: bool = False,
 ) -> RunPlan:
     """The expected cost of labeling ``examples`` examples (see the module docstring)."""
     n = examples
@@ -110,6 +117,7 @@ def estimate_run(
         cumulative_calls=tuple(cumulative),
         calls=math.ceil(calls),
         prompt_tokens=math.ceil(tokens),
+        converging=converging,
     )
 
 

@@ -27,6 +27,8 @@ def rows() -> list[dict[str, object]]:
             {
                 "id": f"{odd}-{i}",
                 "statement": f"The city of X{i // 2} {odd} is in Y{i}.",
+                "city": f"X{i // 2} {odd}",
+                "country": f"Y{i}",
                 "label": i % 2 == 0,
             }
         )
@@ -52,7 +54,7 @@ def test_label_output_reads_back_in_report_and_export(
         assert main(args) == 0, capsys.readouterr().err
     text = out.read_text(encoding="utf-8")
     assert text.splitlines() == text.split("\n")[:-1]  # any JSONL reader splits it right
-    assert [r.id for r in read_labels(out)] == [r["id"] for r in rows()]
+    assert [r.id for r in read_labels(out).rows] == [r["id"] for r in rows()]
     assert main(["report", str(out), "--no-plot"]) == 0, capsys.readouterr().err
     exported = tmp_path / "export.jsonl"
     export = ["export", str(out), "--format", "labels", "--out", str(exported)]
