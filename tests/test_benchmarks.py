@@ -262,3 +262,18 @@ def test_local_speed(tmp_path: Path, require_local_model: None) -> None:
     assert scores["statements"] == 16 and 0 <= scores["same_side"] <= 16
     assert 0 <= scores["mean_abs_dp"] <= scores["max_abs_dp"] <= 1
     assert 0 <= scores["auroc_old"] <= 1 and 0 <= scores["auroc_new"] <= 1
+
+
+def test_quality_sim(tmp_path: Path) -> None:
+    doc = run_quick("quality_sim", tmp_path, "--regimes", "oracle", "noisy", "--shapes", "gsm8k")
+    rows = {(r["regime"], r["strategy"]): r for r in doc["rows"]}
+    assert set(rows) == {
+        (g, s) for g in ("oracle", "noisy") for s in ("exact", "bounded 8", "bounded 16")
+    }
+    for (regime, strategy), r in rows.items():
+        assert r["n"] == 32 and r["converged"] and r["steps"] >= 2 * r["n"]
+        assert r["agreement"] >= r["ceiling"] - 0.01 and r["worst_gap"] <= 0.01
+        assert (r["ceiling"] == 1.0) == (regime == "oracle")
+        if strategy != "exact":
+            exact = rows[(regime, "exact")]
+            assert r["tokens_vs_exact"] == r["tokens_per_label"] / exact["tokens_per_label"] < 1
