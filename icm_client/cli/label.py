@@ -305,6 +305,12 @@ async def run(args: argparse.Namespace) -> int:
         remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
         before = Ledger() if args.restart else load_ledger(run_dir)
         spent = before.total
+        backend = await _backend(  # checks the options; sends nothing
+            args,
+            exits,
+            max_calls=remaining(args.max_calls, spent.calls),
+            max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
+        )
         # a converging run's calls come in its first 2N steps: its sweeps are free
         steps = config.search.steps or 2 * len(dataset)
         plan = estimate_run(
@@ -322,12 +328,6 @@ async def run(args: argparse.Namespace) -> int:
         print(f"icm: {plan.line()}", file=sys.stderr)
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
-        backend = await _backend(
-            args,
-            exits,
-            max_calls=remaining(args.max_calls, spent.calls),
-            max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
-        )
         await _preflight(backend, task, given.longest, path)
         check_exact(task, dataset.examples, window, args.strategy, str(path))
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)

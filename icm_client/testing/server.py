@@ -24,15 +24,16 @@ class ThreadedServer:
     def __init__(self) -> None:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None  # kept after stop: messages name the address
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         raise NotImplementedError
 
     @property
     def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the server is not running")
-        return int(self._httpd.server_address[1])
+        if self._port is None:
+            raise RuntimeError("the server was never started")
+        return self._port
 
     @property
     def base_url(self) -> str:
@@ -41,6 +42,7 @@ class ThreadedServer:
     def start(self) -> Self:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
         self._httpd.daemon_threads = True
+        self._port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
