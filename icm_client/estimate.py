@@ -49,7 +49,7 @@ class RunPlan:
 
     def _steps(self) -> str:
         if self.converging:
-            return f"search until converged (about {self.steps} steps that call the model)"
+            return f"search until converged (estimated as {self.steps} steps)"
         return f"{self.steps} search steps"
 
     def line(self) -> str:

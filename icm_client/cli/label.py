@@ -311,8 +311,9 @@ async def run(args: argparse.Namespace) -> int:
             max_calls=remaining(args.max_calls, spent.calls),
             max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
         )
-        # a converging run's calls come in its first 2N steps: its sweeps are free
-        steps = config.search.steps or 2 * len(dataset)
+        # a converging run: 2N steps to label and cool, then sweeps, whose proposals are free
+        # until a label changes; 4N steps matched the calls of the README demo
+        steps = config.search.steps or 4 * len(dataset)
         plan = estimate_run(
             examples=len(dataset),
             steps=steps,
