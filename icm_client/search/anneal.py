@@ -14,12 +14,11 @@ By default the search runs until it has converged rather than for a fixed number
    order, against an unchanged state, and only strict improvements of U are accepted.
    After a sweep with no accepted step come the global moves: ConsistencyFix over every
    violated pair (during the search it repairs the pairs a step touched) and, for a
-   binary task, the complement of the labeling (every label flipped, then ConsistencyFix):
-   a labeling and its complement are often equally coherent, single flips cannot cross
-   from one to the other, and what the model knows zero-shot should decide. If neither
-   raises U, the run has converged:
-   every label is the model's own prediction given all the others, or changing it lowers
-   U. An accepted step starts a new sweep. U rises strictly with every accepted step of
+   binary task, the complement of the labeling (every label flipped): a labeling and its
+   complement are often equally coherent, single flips cannot cross from one to the
+   other, and what the model knows zero-shot should decide. If neither raises U, the run
+   has converged: every label is the model's own prediction given all the others, or
+   changing it lowers U. An accepted step starts a new sweep. U rises strictly with every accepted step of
    this phase, so it ends; ``max_steps`` caps it anyway.
 
 A proposal for a labeled example in an unchanged state is the prediction the state already
@@ -364,11 +363,15 @@ class ICMSearch:
         * ConsistencyFix over every violated pair (during the search a repair looks only at
           the pairs a step touched: a pair judged past repair stays so until a label near
           it changes, which this catches at the end);
-        * for a binary task, the complement: every label flipped, then every label set to
+        * for a binary task, the complement: every label flipped, or every label then set to
           the model's prediction given that complement (the predictions its evaluation
-          already holds), then ConsistencyFix. A model that learns from its demonstrations
-          finds a labeling and its complement about equally coherent, and single flips
-          cannot cross from one to the other: what the model knows zero-shot decides.
+          already holds), whichever has the higher U. A model that learns from its
+          demonstrations finds a labeling and its complement about equally coherent, and
+          single flips cannot cross from one to the other: what the model knows zero-shot
+          decides. It gets no ConsistencyFix of its own: under a relation that is not
+          symmetric in the labels ("not both True") the complement of a consistent labeling
+          violates many pairs, repairing them all would cost far more than the move is
+          worth, and the violations already count against it in U.
         """
         temperature = self.temperature(n)
         candidate, fixed = await self._fix(state)
@@ -379,9 +382,8 @@ class ICMSearch:
             if followed != flipped:
                 other = await self._evaluate(followed, None, followed)
                 mirror = other if other.energy > mirror.energy else mirror
-            mirror, mirror_fixed = await self._fix(mirror)
-            if mirror.energy > candidate.energy:
-                candidate, fixed = mirror, mirror_fixed
+            if mirror.energy > candidate.energy:  # (no repair: see the docstring)
+                candidate, fixed = mirror, 0
         accepted = candidate.energy > state.energy
         if accepted:
             self._tally.pairs_fixed += fixed
