@@ -54,16 +54,30 @@ def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
             advice += "; --calibrate keeps it from collapsing to one label"
         out.append(advice)
     elif d.disagreeing and d.examples and d.disagreeing / d.examples > DISAGREE_SHARE:
-        out.append(
-            f"{d.disagreeing} of {d.examples} labels are not what the model itself predicts "
-            "given the others: the labeling is not yet coherent; more --steps let the search "
-            "settle"
-        )
+        what = f"{d.disagreeing} of {d.examples} labels are not what the model itself predicts "
+        if summary.get("converged"):
+            out.append(
+                what + "given the others, although the search converged: changing any of them "
+                "lowers U (through the relation or the other examples' predictions), so the "
+                "model's own view of this data is not coherent; a larger model may be"
+            )
+        else:
+            out.append(
+                what + "given the others: the labeling is not yet coherent; let the search "
+                "converge (no --steps, a larger --max-steps)"
+            )
     if d.inconsistencies and not copies:
-        out.append(
-            f"{d.inconsistencies} related pairs still contradict each other: the search ended "
-            "before repairing them; more --steps or --fix-iterations"
-        )
+        if summary.get("converged"):
+            out.append(
+                f"{d.inconsistencies} related pairs still contradict each other: the search "
+                "converged, and repairing them lowers U (the model is confident in both "
+                "labels); icm report lists them"
+            )
+        else:
+            out.append(
+                f"{d.inconsistencies} related pairs still contradict each other: the search "
+                "ended before repairing them; let it converge (no --steps)"
+            )
     if d.unlabeled:
         out.append(
             f"the budget stopped the run with {d.unlabeled} examples unlabeled (label null); "

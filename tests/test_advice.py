@@ -57,6 +57,8 @@ def test_other_findings_become_what_to_do() -> None:
     sound = rows(labels, [0.9] * 40, [True] * 40)
     inconsistent = diag(sound, inconsistencies=3)
     assert any("3 related pairs" in a and "--steps" in a for a in advise(inconsistent, {}))
+    converged = advise(inconsistent, {"converged": True})
+    assert any("3 related pairs" in a and "lowers U" in a for a in converged)
     budget = diag([*sound, {"id": "x", "label": None, "confidence": None}])
     assert budget.unlabeled == 1 and budget.examples == 40
     assert any("--max-calls" in a and "totals for the run" in a for a in advise(budget, {}))
@@ -77,7 +79,12 @@ def test_rows_carry_agrees_and_the_run_ends_with_its_advice(
     err = capsys.readouterr().err
     written = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(isinstance(r["agrees"], bool) and 0 <= r["confidence"] <= 1 for r in written)
-    assert all(r["agrees"] == (r["confidence"] >= 0.5) for r in written)  # two labels
+    # two labels: agrees iff P >= 0.5 (an exact tie goes to the first label either way)
+    assert all(
+        r["agrees"] == (r["confidence"] >= 0.5)
+        for r in written
+        if abs(r["confidence"] - 0.5) > 1e-9
+    )
     saved = json.loads((tmp_path / "labels.jsonl.run" / "diagnostics.json").read_text())
     for line in saved["advice"]:
         assert f"icm: advice: {line}" in err
