@@ -14,12 +14,12 @@ By default the search runs until it has converged rather than for a fixed number
    order, against an unchanged state, and only strict improvements of U are accepted.
    After a sweep with no accepted step come the global moves: ConsistencyFix over every
    violated pair (during the search it repairs the pairs a step touched) and, for a
-   binary task, the complement of the labeling (every label flipped): a labeling and its
-   complement are often equally coherent, single flips cannot cross from one to the
-   other, and what the model knows zero-shot should decide. If neither raises U, the run
-   has converged: every label is the model's own prediction given all the others, or
-   changing it lowers U. An accepted step starts a new sweep. U rises strictly with every
-   accepted step of this phase, so it ends; ``max_steps`` caps it anyway.
+   binary task, the complement of the labeling (every label flipped, then
+   ConsistencyFix): a labeling and its complement are often equally coherent, single
+   flips cannot cross from one to the other, and what the model knows zero-shot should
+   decide. If neither raises U, the run has converged: every label is the model's own
+   prediction given all the others, or changing it lowers U. An accepted step starts a
+   new sweep. U rises strictly with every accepted step of this phase, so it ends; ``max_steps`` caps it anyway.
 
 A proposal for a labeled example in an unchanged state is the prediction the state already
 holds, so sweeps cost no model call until something changes.
@@ -365,13 +365,11 @@ class ICMSearch:
           it changes, which this catches at the end);
         * for a binary task, the complement: every label flipped, or every label then set to
           the model's prediction given that complement (the predictions its evaluation
-          already holds), whichever has the higher U. A model that learns from its
-          demonstrations finds a labeling and its complement about equally coherent, and
-          single flips cannot cross from one to the other: what the model knows zero-shot
-          decides. It gets no ConsistencyFix of its own: under a relation that is not
-          symmetric in the labels ("not both True") the complement of a consistent labeling
-          violates many pairs, repairing them all would cost far more than the move is
-          worth, and the violations already count against it in U.
+          already holds), whichever has the higher U, then ConsistencyFix (under "not both
+          True" the complement of a consistent labeling violates many pairs). A model that
+          learns from its demonstrations finds a labeling and its complement about equally
+          coherent, and single flips cannot cross from one to the other: what the model
+          knows zero-shot decides.
         """
         temperature = self.temperature(n)
         candidate, fixed = await self._fix(state)
@@ -382,8 +380,9 @@ class ICMSearch:
             if followed != flipped:
                 other = await self._evaluate(followed, None, followed)
                 mirror = other if other.energy > mirror.energy else mirror
-            if mirror.energy > candidate.energy:  # (no repair: see the docstring)
-                candidate, fixed = mirror, 0
+            mirror, mirror_fixed = await self._fix(mirror)
+            if mirror.energy > candidate.energy:
+                candidate, fixed = mirror, mirror_fixed
         accepted = candidate.energy > state.energy
         if accepted:
             self._tally.pairs_fixed += fixed
@@ -444,20 +443,31 @@ class ICMSearch:
 
     async def _fix(self, state: State, focus: set[int] | None = None) -> tuple[State, int]:
         """Algorithm 2 over every violated pair: a repair tries every consistent option of a
-        violated pair, and takes the best one if it strictly raises U; after a repair the
-        violated pairs are scanned again (in random order), until no option of any raises U
-        (or ``fix_iterations`` repairs were made). Violated pairs that share an example are
-        repaired together: the options are every labeling of their examples (up to
-        ``JOINT_REPAIR`` of them) that violates fewer of the constraints among them, so a
-        move that needs three labels to change at once is found (one pair at a time, each
-        step would have to lower U). Returns the state and the number of repairs."""
+        violated pair, and takes the best one if it strictly raises U; one pass goes over
+        the violated pairs in random order, and passes repeat until one repairs nothing: no
+        option of any violated pair raises U (or ``fix_iterations`` repairs were made).
+        Violated pairs that share an example are repaired together: the options are every
+        labeling of their examples (up to ``JOINT_REPAIR`` of them) that violates fewer of
+        the constraints among them, so a move that needs three labels to change at once is
+        found (one pair at a time, each step would have to lower U). With ``focus``, only
+        the pairs that touch those examples (and the examples each repair relabels) are
+        looked at. Returns the state and the number of repairs."""
         cap = self.config.fix_iterations
         fixed = 0
-        while state.violated and (cap is None or fixed < cap):
-            units = self._repair_units(state.violated)
+        focus = None if focus is None else set(focus)
+        improved = True
+        while improved and state.violated and (cap is None or fixed < cap):
+            improved = False
+            units = self._repair_units(state.violated)  # disjoint: repairs do not overlap
+            if focus is not None:
+                units = [u for u in units if not focus.isdisjoint(u)]
             self.rng.shuffle(units)
             for members in units:
+                if cap is not None and fixed >= cap:
+                    break
                 options = self._options(members, state.labels)
+                if not options:  # nothing violated among them any more
+                    continue
                 candidates = await self._evaluate_many(
                     [
                         ({**state.labels, **dict(zip(members, o, strict=True))}, members)
@@ -472,11 +482,9 @@ class ICMSearch:
                 if best.energy > state.energy:
                     state = best
                     fixed += 1
+                    improved = True
                     if focus is not None:
                         focus.update(members)
-                    break
-            else:
-                break
         return state, fixed
 
     def _repair_units(self, violated: frozenset[int]) -> list[list[int]]:
