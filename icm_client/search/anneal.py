@@ -19,7 +19,8 @@ By default the search runs until it has converged rather than for a fixed number
    flips cannot cross from one to the other, and what the model knows zero-shot should
    decide. If neither raises U, the run has converged: every label is the model's own
    prediction given all the others, or changing it lowers U. An accepted step starts a
-   new sweep. U rises strictly with every accepted step of this phase, so it ends; ``max_steps`` caps it anyway.
+   new sweep. U rises strictly with every accepted step of this phase, so it ends;
+   ``max_steps`` caps it anyway.
 
 A proposal for a labeled example in an unchanged state is the prediction the state already
 holds, so sweeps cost no model call until something changes.
