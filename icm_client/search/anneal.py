@@ -459,7 +459,7 @@ class ICMSearch:
         improved = True
         while improved and state.violated and (cap is None or fixed < cap):
             improved = False
-            units = self._repair_units(state.violated)  # disjoint: repairs do not overlap
+            units = self._repair_units(state.violated)  # stale ones are skipped below
             if focus is not None:
                 units = [u for u in units if not focus.isdisjoint(u)]
             self.rng.shuffle(units)

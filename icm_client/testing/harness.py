@@ -8,6 +8,7 @@ the same strategy and search settings.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,15 +71,12 @@ async def simulate(
     model = REGIMES[regime](task, data, seed)
     app = CompletionsApp(model)
     start = time.perf_counter()
-    if loopback:
-        with LoopbackServer(app) as server:
+    with contextlib.ExitStack() as stack:
+        if loopback:
+            server = stack.enter_context(LoopbackServer(app))
             backend = OpenAICompletions(server.base_url, app.name)
-            try:
-                result = await label(data.examples, task, backend, config)
-            finally:
-                await backend.aclose()
-    else:
-        backend = OpenAICompletions(MOCK_URL, app.name, client=mock_client(app))
+        else:
+            backend = OpenAICompletions(MOCK_URL, app.name, client=mock_client(app))
         try:
             result = await label(data.examples, task, backend, config)
         finally:
