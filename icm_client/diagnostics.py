@@ -143,20 +143,22 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
         out.append(Finding(code=code, severity="warning", message=message))
 
     n, t = d.examples, d.trajectory
+    # --calibrate is only advice for a run that did not already use it.
+    remedy = "a larger model" if summary.get("calibrate") else "--calibrate, a larger model"
     if d.collapse == "all-same":
         label = next(iter(d.label_counts))
         warn(
             "all-same",
             f"every example got the label {label!r}: the labels carry no information. Small "
-            "models copy their demonstrations' labels; try --calibrate, a larger model, or "
-            "check that the task's prompt asks what you mean",
+            f"models copy their demonstrations' labels; try {remedy}, or check that the "
+            "task's prompt asks what you mean",
         )
     elif d.collapse == "near-constant":
         label, count = max(d.label_counts.items(), key=lambda kv: kv[1])
         warn(
             "near-constant",
             f"{count} of {n} examples ({count / n:.0%}) got the label {label!r}: unless the "
-            "data really is that imbalanced, the search collapsed; try --calibrate",
+            f"data really is that imbalanced, the search collapsed; try {remedy}",
         )
     if t.steps and t.accepted == 0:
         what = "proposed no change" if t.proposals == 0 else f"rejected all {t.proposals}"

@@ -87,6 +87,17 @@ def test_degenerate_runs_are_flagged(
     assert codes({**SUMMARY, **summary}, trajectory, labels) == expected
 
 
+@pytest.mark.parametrize("calibrated", [False, True])
+@pytest.mark.parametrize("labels", ["T" * 20, "T" * 19 + "F"], ids=["all-same", "near-constant"])
+def test_collapse_advice_suggests_calibrate_only_when_the_run_was_not(
+    calibrated: bool, labels: str
+) -> None:
+    d = diagnose({**SUMMARY, "calibrate": calibrated}, HEALTHY, rows(labels))
+    (finding,) = d.warnings
+    assert ("--calibrate" in finding.message) is not calibrated
+    assert "a larger model" in finding.message
+
+
 def test_few_searched_is_a_note_not_a_warning() -> None:
     d = diagnose({**SUMMARY, "labeled_by_search": 3}, HEALTHY, rows("TF" * 10))
     assert d.warnings == [] and [f.code for f in d.findings] == ["few-searched"]
