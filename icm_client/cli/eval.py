@@ -25,7 +25,7 @@ from ..errors import ConfigError, DataError, TaskError
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
 from ..evaluate.manyshot import longest_prompt
-from ..runfiles import read_labels
+from ..runs.files import read_labels
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl

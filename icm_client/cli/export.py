@@ -20,7 +20,7 @@ from ..export import (
     preference_pairs,
     to_hf_dataset,
 )
-from ..runfiles import RunFiles, read_labels
+from ..runs.files import RunFiles, read_labels
 from ..tasks import get_task
 from ..tasks.check import check_task
 from ._io import check_writable, write_jsonl

@@ -16,17 +16,17 @@ from ..backends.base import Backend, ScoreRequest
 from ..backends.lean import MAX_RESPONSE_BYTES
 from ..backends.preflight import preflight
 from ..backends.profiles import PROVIDER_CHOICES
-from ..checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, connect
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..estimate import Eta, estimate_run
 from ..evaluate.manyshot import estimate_tokens
 from ..injection import normalise_separators, separator_fields, warning_text
-from ..ledger import LEDGER, Ledger, load_ledger, remaining
-from ..outputs import RunLock, check_outputs, remove_stale_temps
 from ..run import LabelConfig, LabelResult, RunSummary, label
-from ..runfiles import DIAGNOSTICS
+from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
+from ..runs.files import DIAGNOSTICS
+from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
+from ..runs.outputs import RunLock, check_outputs, remove_stale_temps
 from ..search.anneal import SearchConfig
 from ..tasks import Task, get_task
 from ..tasks.check import TaskCheck, check_task

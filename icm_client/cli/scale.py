@@ -15,9 +15,10 @@ from ..backends import OpenAICompletions
 from ..backends.context_window import context_window
 from ..errors import ConfigError
 from ..evaluate.manyshot import estimate_tokens
-from ..outputs import RunLock, remove_stale_temps
 from ..run import LabelConfig
-from ..scale import Plan, ScaleConfig, ScaleResult, clear_scale_run, label_large
+from ..runs.outputs import RunLock, remove_stale_temps
+from ..runs.scale_store import clear_scale_run
+from ..scale import Plan, ScaleConfig, ScaleResult, label_large
 from ..scale.pipeline import Phase
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_labels_then_summary

@@ -30,11 +30,11 @@ from ..aio import gather
 from ..backends.base import Backend, prepare
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, label
+from ..runs.scale_store import ScaleStore
 from ..search.anneal import Step
 from ..tasks.base import Label, Task
 from .plan import Plan, plan
 from .propagate import propagate_chunk
-from .store import ScaleStore
 
 Phase = Literal["icm", "propagate"]
 
