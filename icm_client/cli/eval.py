@@ -24,7 +24,7 @@ from ..dataset import Dataset, Example, GoldLabels, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
-from ..evaluate.manyshot import longest_prompt
+from ..evaluate.demos import longest_prompt
 from ..runs.files import read_labels
 from ..tasks import Task, get_task
 from ..tasks.check import check_task

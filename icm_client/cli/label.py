@@ -20,13 +20,13 @@ from ..connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, connect
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..estimate import Eta, estimate_run
-from ..evaluate.manyshot import estimate_tokens
 from ..injection import normalise_separators, separator_fields, warning_text
 from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..runs.files import DIAGNOSTICS
 from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
 from ..runs.outputs import RunLock, check_outputs, remove_stale_temps
+from ..scoring.manyshot import estimate_tokens
 from ..search.anneal import SearchConfig
 from ..tasks import Task, get_task
 from ..tasks.check import TaskCheck, check_task

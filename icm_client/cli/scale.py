@@ -14,12 +14,12 @@ from tqdm import tqdm
 from ..backends import OpenAICompletions
 from ..backends.context_window import context_window
 from ..errors import ConfigError
-from ..evaluate.manyshot import estimate_tokens
 from ..run import LabelConfig
 from ..runs.outputs import RunLock, remove_stale_temps
 from ..runs.scale_store import clear_scale_run
 from ..scale import Plan, ScaleConfig, ScaleResult, label_large
 from ..scale.pipeline import Phase
+from ..scoring.manyshot import estimate_tokens
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_labels_then_summary
 from .label import (
