@@ -29,8 +29,8 @@ from ..runs.files import read_labels
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
-from .label import _backend, _fields, _input_path, add_backend_arguments
-from .task import add_relation_argument
+from .backend_options import _backend, add_backend_arguments
+from .inputs import _fields, _input_path, add_relation_argument
 
 
 def add_parser(sub: Any) -> None:

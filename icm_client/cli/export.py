@@ -24,7 +24,7 @@ from ..runs.files import RunFiles, read_labels
 from ..tasks import get_task
 from ..tasks.check import check_task
 from ._io import check_writable, write_jsonl
-from .label import _fields, _input_path
+from .inputs import _fields, _input_path
 
 FORMATS = {
     "labels": "JSONL: id, the input fields, label, confidence",

@@ -22,15 +22,8 @@ from ..scale.pipeline import Phase
 from ..scoring.manyshot import estimate_tokens
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_labels_then_summary
-from .label import (
-    _backend,
-    _preflight,
-    add_backend_arguments,
-    add_input_arguments,
-    load_input,
-    output_paths,
-    prepare_run_dir,
-)
+from .backend_options import _backend, _preflight, add_backend_arguments
+from .inputs import add_input_arguments, load_input, output_paths, prepare_run_dir
 
 
 def add_parser(sub: Any) -> None:
