@@ -18,7 +18,7 @@ from ..tasks import Task
 
 
 def add_backend_arguments(p: Any) -> Any:
-    """The backend options, shared by every subcommand that calls a model (see ``_backend``)."""
+    """The backend options, shared by every subcommand that calls a model (see ``open_backend``)."""
     b = p.add_argument_group("backend (default: the embedded local model)")
     b.add_argument(
         "--base-url",
@@ -67,18 +67,18 @@ def add_backend_arguments(p: Any) -> Any:
     return b
 
 
-async def _backend(
+async def open_backend(
     args: argparse.Namespace,
     exits: AsyncExitStack,
     *,
     max_calls: int | None = None,
     max_tokens: int | None = None,
 ) -> Backend:
-    """The run's backend (``connect``), closed with ``exits``; checked by ``_preflight``."""
+    """The run's backend (``connect``), closed with ``exits``; checked by ``preflight_backend``."""
     backend = connect(
         args.base_url or None,
         args.model,
-        check=False,  # _preflight probes with the longest example, named by its file
+        check=False,  # preflight_backend probes with the longest example, named by its file
         provider=args.provider,
         api_key_env=args.api_key_env,
         top_k=args.top_k,
@@ -92,7 +92,7 @@ async def _backend(
     return await exits.enter_async_context(backend)
 
 
-async def _preflight(backend: Backend, task: Task, longest: Example, path: Path) -> None:
+async def preflight_backend(backend: Backend, task: Task, longest: Example, path: Path) -> None:
     """A wrong URL, key or model, or an example the model cannot hold, fails here in seconds
     (exit 2) instead of after minutes of retries or hours into the run."""
     await preflight(

@@ -29,8 +29,8 @@ from ..runs.files import read_labels
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
-from .backend_options import _backend, add_backend_arguments
-from .inputs import _fields, _input_path, add_relation_argument
+from .backend_options import add_backend_arguments, open_backend
+from .inputs import add_relation_argument, input_path, parse_fields
 
 
 def add_parser(sub: Any) -> None:
@@ -107,8 +107,8 @@ def _config(args: argparse.Namespace) -> EvalConfig:
 
 
 def _load(spec: str, args: argparse.Namespace, task: Task) -> Dataset:
-    path = _input_path(spec)
-    ds = load_dataset(path, fields=_fields(args.field), limit=args.limit, drop=args.drop)
+    path = input_path(spec)
+    ds = load_dataset(path, fields=parse_fields(args.field), limit=args.limit, drop=args.drop)
     for ex in ds.examples:  # a missing template field fails before any model call
         try:
             task.render(ex)
@@ -172,7 +172,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"icm: {len(part)} {name} examples -> {path}", file=sys.stderr)
     say = None if args.quiet else (lambda msg: print(f"icm eval: {msg}", file=sys.stderr))
     async with AsyncExitStack() as exits:
-        backend = await _backend(args, exits)
+        backend = await open_backend(args, exits)
         probe = longest_prompt(
             task,
             demo_pool(train, icm),

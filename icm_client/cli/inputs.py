@@ -79,8 +79,8 @@ class Input:
 
 
 def load_input(args: argparse.Namespace) -> Input:
-    path = _input_path(args.input)
-    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    path = input_path(args.input)
+    dataset = load_dataset(path, fields=parse_fields(args.field), limit=args.limit)
     forged = separator_fields(dataset.examples)
     if forged and getattr(args, "normalize_separators", False):
         dataset = replace(dataset, examples=normalise_separators(dataset.examples))
@@ -128,7 +128,8 @@ def prepare_run_dir(
         raise ConfigError(f"--resume: no checkpoint in {run_dir}")
 
 
-def _input_path(spec: str) -> Path:
+def input_path(spec: str) -> Path:
+    """The file an input argument names: a path, or ``sample:NAME`` for a bundled sample."""
     if spec.startswith("sample:"):
         name = spec.removeprefix("sample:")
         path = SAMPLES / f"{name}_sample.jsonl"
@@ -141,7 +142,8 @@ def _input_path(spec: str) -> Path:
     return Path(spec)
 
 
-def _fields(specs: list[str]) -> dict[str, str]:
+def parse_fields(specs: list[str]) -> dict[str, str]:
+    """``--field FILE_NAME=TASK_NAME`` options as a rename map for ``load_dataset``."""
     out = {}
     for spec in specs:
         src, sep, dst = spec.partition("=")

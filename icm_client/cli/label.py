@@ -20,8 +20,8 @@ from ..runs.outputs import RunLock, remove_stale_temps
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_json, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
-from .backend_options import _backend, _preflight, add_backend_arguments
-from .inputs import _fields, add_input_arguments, load_input, output_paths, prepare_run_dir
+from .backend_options import add_backend_arguments, open_backend, preflight_backend
+from .inputs import add_input_arguments, load_input, output_paths, parse_fields, prepare_run_dir
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
 
@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace) -> int:
         remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
         before = Ledger() if args.restart else load_ledger(run_dir)
         spent = before.total
-        backend = await _backend(  # checks the options; sends nothing
+        backend = await open_backend(  # checks the options; sends nothing
             args,
             exits,
             max_calls=remaining(args.max_calls, spent.calls),
@@ -147,7 +147,7 @@ async def run(args: argparse.Namespace) -> int:
         print(f"icm: {plan.line()}", file=sys.stderr)
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
-        await _preflight(backend, task, given.longest, path)
+        await preflight_backend(backend, task, given.longest, path)
         check_exact(task, dataset.examples, window, args.strategy, str(path))
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
         done = 0 if args.restart else checkpointed_step(run_dir)
@@ -170,7 +170,7 @@ async def run(args: argparse.Namespace) -> int:
             {"summary": result.summary.model_dump(), "trajectory": result.trajectory},
         )
         _print_summary(result, args.out, summary_path)
-        info = {"input": str(path.resolve()), "task": args.task, "fields": _fields(args.field)}
+        info = {"input": str(path.resolve()), "task": args.task, "fields": parse_fields(args.field)}
         save_run_diagnostics(run_dir, result, {**info, "limit": args.limit}, args.out, summary_path)
     return 0
 

@@ -22,7 +22,7 @@ from ..scale.pipeline import Phase
 from ..scoring.manyshot import estimate_tokens
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_labels_then_summary
-from .backend_options import _backend, _preflight, add_backend_arguments
+from .backend_options import add_backend_arguments, open_backend, preflight_backend
 from .inputs import add_input_arguments, load_input, output_paths, prepare_run_dir
 
 
@@ -157,8 +157,8 @@ async def run(args: argparse.Namespace) -> int:
         exits.enter_context(RunLock(run_dir))  # held until the outputs are written
         remove_stale_temps(args.out, summary_path)
         prepare_run_dir(run_dir, args, "scale.json", clear_scale_run)
-        backend = await _backend(args, exits)
-        await _preflight(backend, task, given.longest, path)
+        backend = await open_backend(args, exits)
+        await preflight_backend(backend, task, given.longest, path)
         try:
             result = await label_large(
                 dataset.examples,

@@ -13,7 +13,7 @@ from typing import Any
 from ..dataset import load_dataset
 from ..tasks import get_task
 from ..tasks.check import check_task, task_fields
-from .inputs import _fields, _input_path, add_relation_argument
+from .inputs import add_relation_argument, input_path, parse_fields
 
 
 def add_parser(sub: Any) -> None:
@@ -34,8 +34,8 @@ async def run(args: argparse.Namespace) -> int:
         named = ", ".join(f"{role}={name}" for role, name in task_fields(task)) or "none"
         print(f"task {task.name!r}: labels {list(task.labels)}; fields {named}")
         return 0
-    path = _input_path(args.data)
-    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    path = input_path(args.data)
+    dataset = load_dataset(path, fields=parse_fields(args.field), limit=args.limit)
     for ex in dataset.examples:  # every example renders (the template's fields are there)
         task.render(ex)
     found = check_task(
