@@ -56,26 +56,37 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--drop", action="append", default=[], help="input field to discard")
     d.add_argument("--limit", type=int, help="use only the first N records of each file")
     add_relation_argument(d)
+    defaults = EvalConfig()  # written once there
     e = p.add_argument_group("evaluation")
     e.add_argument(
         "--conditions",
-        default=",".join(CONDITIONS),
+        default=",".join(defaults.conditions),
         help=f"comma-separated subset of {','.join(CONDITIONS)} (default: all)",
     )
-    e.add_argument("--seeds", type=int, default=3, help="demonstration draws (default 3)")
+    e.add_argument(
+        "--seeds",
+        type=int,
+        default=defaults.seeds,
+        help=f"demonstration draws (default {defaults.seeds})",
+    )
     e.add_argument(
         "--max-demo-tokens",
         type=int,
-        default=2048,
+        default=defaults.max_demo_tokens,
         help="demonstration budget in estimated tokens (characters / --chars-per-token)",
     )
     e.add_argument("--max-demos", type=int, help="at most this many demonstrations")
-    e.add_argument("--chars-per-token", type=float, default=4.0)
+    e.add_argument("--chars-per-token", type=float, default=defaults.chars_per_token)
     e.add_argument(
         "--calibrate", action="store_true", help="contextual calibration (for small models)"
     )
-    e.add_argument("--bootstrap-rounds", type=int, default=2)
-    e.add_argument("--bootstrap-folds", type=int, default=4, help="1: leave-one-out (costly)")
+    e.add_argument("--bootstrap-rounds", type=int, default=defaults.bootstrap_rounds)
+    e.add_argument(
+        "--bootstrap-folds",
+        type=int,
+        default=defaults.bootstrap_folds,
+        help="1: leave-one-out (costly)",
+    )
     c = p.add_argument_group("chat baseline (Anthropic)")
     c.add_argument("--chat-model", help="e.g. claude-haiku-4-5; enables the 'chat' condition")
     c.add_argument("--chat-api-key-env", default="ANTHROPIC_API_KEY")

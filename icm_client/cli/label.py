@@ -40,9 +40,15 @@ def add_parser(sub: Any) -> None:
     )
     b.add_argument("--max-tokens", type=int, help="budget: the same in prompt tokens (run total)")
 
+    defaults = LabelConfig()  # written once there
     s = p.add_argument_group("search")
-    s.add_argument("--strategy", choices=["exact", "bounded"], default="exact")
-    s.add_argument("--context-size", type=int, default=32, help="demonstrations for 'bounded'")
+    s.add_argument("--strategy", choices=["exact", "bounded"], default=defaults.strategy)
+    s.add_argument(
+        "--context-size",
+        type=int,
+        default=defaults.context_size,
+        help="demonstrations for 'bounded'",
+    )
     s.add_argument(
         "--context-window",
         type=int,
@@ -55,8 +61,8 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="contextual calibration against a content-free input (for small models)",
     )
-    d = {name: f.default for name, f in SearchConfig.model_fields.items()}
-    s.add_argument("--seed", type=int, default=d["seed"])
+    d = defaults.search
+    s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument(
         "--steps",
         type=int,
@@ -69,18 +75,18 @@ def add_parser(sub: Any) -> None:
         help="cap of a converging run; the summary says when it was hit "
         "(default: 10 x the dataset size + 100)",
     )
-    s.add_argument("--alpha", type=float, default=d["alpha"])
-    s.add_argument("--objective", choices=["mean", "sum"], default=d["objective"])
-    s.add_argument("--initial-labeled", type=int, default=d["initial_labeled"])
+    s.add_argument("--alpha", type=float, default=d.alpha)
+    s.add_argument("--objective", choices=["mean", "sum"], default=d.objective)
+    s.add_argument("--initial-labeled", type=int, default=d.initial_labeled)
     s.add_argument(
         "--fix-iterations",
         type=int,
-        default=d["fix_iterations"],
+        default=d.fix_iterations,
         help="cap of ConsistencyFix repairs per step (default: until no repair raises U)",
     )
-    s.add_argument("--initial-temperature", type=float, default=d["initial_temperature"])
-    s.add_argument("--final-temperature", type=float, default=d["final_temperature"])
-    s.add_argument("--cooling", type=float, default=d["cooling"])
+    s.add_argument("--initial-temperature", type=float, default=d.initial_temperature)
+    s.add_argument("--final-temperature", type=float, default=d.final_temperature)
+    s.add_argument("--cooling", type=float, default=d.cooling)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

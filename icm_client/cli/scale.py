@@ -35,6 +35,7 @@ def add_parser(sub: Any) -> None:
     add_input_arguments(p)
     add_backend_arguments(p)
 
+    defaults = ScaleConfig()  # written once there
     s = p.add_argument_group("batches and propagation")
     s.add_argument(
         "--context-window",
@@ -51,17 +52,29 @@ def add_parser(sub: Any) -> None:
         help="label this many examples (whole groups, at random) by ICM and propagate to the "
         "rest (default: ICM on everything)",
     )
-    s.add_argument("--chunk-size", type=int, default=1000, help="examples per propagation chunk")
+    s.add_argument(
+        "--chunk-size", type=int, default=defaults.chunk_size, help="examples per propagation chunk"
+    )
     s.add_argument(
         "--iterative",
         action="store_true",
         help="chunk j+1 also takes demonstrations from the chunks up to j",
     )
-    s.add_argument("--parallel-batches", type=int, default=4, help="ICM searches at once")
-    s.add_argument("--strategy", choices=["exact", "bounded"], default="bounded")
-    s.add_argument("--context-size", type=int, default=16, help="demonstrations for 'bounded'")
+    s.add_argument(
+        "--parallel-batches",
+        type=int,
+        default=defaults.parallel_batches,
+        help="ICM searches at once",
+    )
+    s.add_argument("--strategy", choices=["exact", "bounded"], default=defaults.label.strategy)
+    s.add_argument(
+        "--context-size",
+        type=int,
+        default=defaults.label.context_size,
+        help="demonstrations for 'bounded'",
+    )
     s.add_argument("--calibrate", action="store_true", help="contextual calibration")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=defaults.seed)
     s.add_argument(
         "--steps",
         type=int,
