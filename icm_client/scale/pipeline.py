@@ -9,7 +9,8 @@
    so far: the seed set's, or, in ``iterative`` mode, also every earlier chunk's (chunk j+1
    after demonstrations from the batches and chunks up to j).
 
-With ``run_dir`` everything finished is kept there and a killed run continues (``store``).
+With ``run_dir`` everything finished is kept there and a killed run continues
+(``runs.scale_store``).
 """
 
 from __future__ import annotations
