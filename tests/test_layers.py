@@ -67,6 +67,8 @@ def test_the_graph_is_read() -> None:
         ("scoring", {"search", "runs", "run", "scale", "evaluate", "cli"}),
         ("tasks", {"backends", "scoring", "search", "runs", "run", "scale", "evaluate", "cli"}),
         ("scale", {"evaluate", "cli"}),
+        ("evaluate", {"search", "run", "runs", "scale", "cli"}),
+        ("dataset", {"tasks", "backends", "scoring", "search", "runs", "run", "scale", "cli"}),
         ("runs", {"run", "scale", "evaluate", "cli"}),
         ("backends", {"scoring", "search", "runs", "run", "scale", "evaluate", "cli"}),
     ],
