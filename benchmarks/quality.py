@@ -35,11 +35,11 @@ from _sim import machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, stack
 from icm_client.dataset import Example, GoldLabels, load_dataset
-from icm_client.evaluate import components
 from icm_client.local import EmbeddedServer
 from icm_client.run import LabelConfig, label
 from icm_client.search.anneal import SearchConfig
 from icm_client.tasks import get_task
+from icm_client.tasks.components import components
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

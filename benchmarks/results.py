@@ -33,8 +33,9 @@ from typing import Any
 
 from icm_client.cli import main as icm
 from icm_client.dataset import Example, GoldLabels, load_dataset
-from icm_client.evaluate import components, split_by_group
+from icm_client.evaluate import split_by_group
 from icm_client.tasks import get_task
+from icm_client.tasks.components import components
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .backends.one_word import SYSTEM, instruction, label_words
 from .dataset import Example
 from .errors import ConfigError, DataError
-from .runfiles import LabelLine
+from .runs.files import LabelLine
 from .tasks.base import Task
 from .tasks.relations import Asymmetry
 

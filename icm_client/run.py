@@ -18,9 +18,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends.base import Backend, prepare
-from .checkpoint import Checkpointer, RunStore
 from .dataset import Example, GoldLabels, examples_of
-from .ledger import Figures, Ledger, record
+from .runs.checkpoint import Checkpointer, RunStore
+from .runs.ledger import Figures, Ledger, record
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
 from .search.consistency import Consistency

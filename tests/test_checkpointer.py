@@ -12,9 +12,9 @@ import pytest
 
 from icm_client.backends import Cached
 from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
-from icm_client.checkpoint import Checkpointer, RunStore
 from icm_client.dataset import Example
 from icm_client.run import LabelConfig, label
+from icm_client.runs.checkpoint import Checkpointer, RunStore
 from icm_client.search.anneal import Checkpoint, SearchConfig
 from icm_client.tasks import get_task
 

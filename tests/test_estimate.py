@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from fault_server import fault_server
 
-from icm_client.checkpoint import CHECKPOINT, checkpointed_step
 from icm_client.cli import main
 from icm_client.cli.progress import progress_bar
 from icm_client.estimate import Eta, RunPlan, estimate_run, format_eta
+from icm_client.runs.checkpoint import CHECKPOINT, checkpointed_step
 
 
 def plan(**kw: object) -> RunPlan:

@@ -24,20 +24,16 @@ from icm_client.dataset import Example, GoldLabels, load_dataset
 from icm_client.errors import ConfigError, DataError
 from icm_client.evaluate import (
     EvalConfig,
-    components,
     evaluate,
     split_by_group,
     straddling,
 )
-from icm_client.evaluate.manyshot import (
-    bootstrap_labels,
-    estimate_tokens,
-    fix_inconsistencies,
-    select_demos,
-)
+from icm_client.evaluate.demos import bootstrap_labels
 from icm_client.evaluate.stats import auroc, mean_ci
 from icm_client.scoring.base import Prediction
+from icm_client.scoring.manyshot import estimate_tokens, fix_inconsistencies, select_demos
 from icm_client.tasks import Equivalence, PairConstraint, TemplateTask, get_task
+from icm_client.tasks.components import components
 from icm_client.tasks.relations import EXACTLY_ONE_POSITIVE, Negation
 
 SAMPLES = Path(__file__).resolve().parents[1] / "icm_client" / "samples"

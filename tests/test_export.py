@@ -15,7 +15,7 @@ from icm_client.cli import main
 from icm_client.dataset import Example
 from icm_client.errors import ConfigError, DataError
 from icm_client.export import chat_records, join, labeled_records, preference_pairs
-from icm_client.runfiles import LabelLine
+from icm_client.runs.files import LabelLine
 from icm_client.tasks import get_task
 
 HAVE_DATASETS = importlib.util.find_spec("datasets") is not None

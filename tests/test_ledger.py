@@ -15,7 +15,7 @@ import pytest
 from fault_server import PERMANENT, fault_server
 
 from icm_client.cli import main
-from icm_client.ledger import Figures, Ledger, load_ledger, record, remaining
+from icm_client.runs.ledger import Figures, Ledger, load_ledger, record, remaining
 
 
 def claims(tmp_path: Path, n: int = 16) -> Path:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from fault_server import FaultServer
 
-from icm_client.checkpoint import TRAJECTORY, RunStore
 from icm_client.cli import main
 from icm_client.cli._io import write_labels_then_summary
 from icm_client.errors import ConfigError
-from icm_client.outputs import RunLock, stale_temps
+from icm_client.runs.checkpoint import TRAJECTORY, RunStore
+from icm_client.runs.outputs import RunLock, stale_temps
 
 SAMPLE = Path(__file__).parents[1] / "icm_client" / "samples" / "cities_sample.jsonl"
 

@@ -15,7 +15,7 @@ from fault_server import FaultServer
 
 from icm_client.cli import main
 from icm_client.dataset import load_dataset
-from icm_client.runfiles import read_labels
+from icm_client.runs.files import read_labels
 
 ODD = ["a\u2028b", "c\u2029d", "e\x85f", "g\x0bh", "i\x0cj", "k\x1cl", "emoji-🦜"]
 

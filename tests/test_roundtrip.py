@@ -13,7 +13,7 @@ import pytest
 from fault_server import FaultServer, fault_server
 
 from icm_client.cli import main
-from icm_client.runfiles import read_labels
+from icm_client.runs.files import read_labels
 
 DATA = "sample:cities"
 

@@ -19,12 +19,12 @@ from fault_server import FaultServer, fault_server
 from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import Example, GoldLabels, examples_of
 from icm_client.errors import ConfigError, PermanentBackendError
-from icm_client.evaluate import components
 from icm_client.run import LabelConfig
 from icm_client.scale import ScaleConfig, label_large, plan, propagate_chunk
 from icm_client.scale.plan import example_tokens
 from icm_client.search.anneal import SearchConfig
 from icm_client.tasks import get_task
+from icm_client.tasks.components import components
 
 ROOT = Path(__file__).parents[1]
 TASK = get_task("gsm8k")

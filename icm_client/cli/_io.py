@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..atomic import atomic
 from ..errors import ConfigError
+from ..runs.atomic import atomic
 
 
 def check_writable(path: Path) -> None:

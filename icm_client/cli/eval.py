@@ -24,13 +24,13 @@ from ..dataset import Dataset, Example, GoldLabels, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
-from ..evaluate.manyshot import longest_prompt
-from ..runfiles import read_labels
+from ..evaluate.demos import longest_prompt
+from ..runs.files import read_labels
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
-from .label import _backend, _fields, _input_path, add_backend_arguments
-from .task import add_relation_argument
+from .backend_options import add_backend_arguments, open_backend
+from .inputs import add_relation_argument, input_path, parse_fields
 
 
 def add_parser(sub: Any) -> None:
@@ -56,26 +56,37 @@ def add_parser(sub: Any) -> None:
     d.add_argument("--drop", action="append", default=[], help="input field to discard")
     d.add_argument("--limit", type=int, help="use only the first N records of each file")
     add_relation_argument(d)
+    defaults = EvalConfig()  # written once there
     e = p.add_argument_group("evaluation")
     e.add_argument(
         "--conditions",
-        default=",".join(CONDITIONS),
+        default=",".join(defaults.conditions),
         help=f"comma-separated subset of {','.join(CONDITIONS)} (default: all)",
     )
-    e.add_argument("--seeds", type=int, default=3, help="demonstration draws (default 3)")
+    e.add_argument(
+        "--seeds",
+        type=int,
+        default=defaults.seeds,
+        help=f"demonstration draws (default {defaults.seeds})",
+    )
     e.add_argument(
         "--max-demo-tokens",
         type=int,
-        default=2048,
+        default=defaults.max_demo_tokens,
         help="demonstration budget in estimated tokens (characters / --chars-per-token)",
     )
     e.add_argument("--max-demos", type=int, help="at most this many demonstrations")
-    e.add_argument("--chars-per-token", type=float, default=4.0)
+    e.add_argument("--chars-per-token", type=float, default=defaults.chars_per_token)
     e.add_argument(
         "--calibrate", action="store_true", help="contextual calibration (for small models)"
     )
-    e.add_argument("--bootstrap-rounds", type=int, default=2)
-    e.add_argument("--bootstrap-folds", type=int, default=4, help="1: leave-one-out (costly)")
+    e.add_argument("--bootstrap-rounds", type=int, default=defaults.bootstrap_rounds)
+    e.add_argument(
+        "--bootstrap-folds",
+        type=int,
+        default=defaults.bootstrap_folds,
+        help="1: leave-one-out (costly)",
+    )
     c = p.add_argument_group("chat baseline (Anthropic)")
     c.add_argument("--chat-model", help="e.g. claude-haiku-4-5; enables the 'chat' condition")
     c.add_argument("--chat-api-key-env", default="ANTHROPIC_API_KEY")
@@ -107,8 +118,8 @@ def _config(args: argparse.Namespace) -> EvalConfig:
 
 
 def _load(spec: str, args: argparse.Namespace, task: Task) -> Dataset:
-    path = _input_path(spec)
-    ds = load_dataset(path, fields=_fields(args.field), limit=args.limit, drop=args.drop)
+    path = input_path(spec)
+    ds = load_dataset(path, fields=parse_fields(args.field), limit=args.limit, drop=args.drop)
     for ex in ds.examples:  # a missing template field fails before any model call
         try:
             task.render(ex)
@@ -172,7 +183,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"icm: {len(part)} {name} examples -> {path}", file=sys.stderr)
     say = None if args.quiet else (lambda msg: print(f"icm eval: {msg}", file=sys.stderr))
     async with AsyncExitStack() as exits:
-        backend = await _backend(args, exits)
+        backend = await open_backend(args, exits)
         probe = longest_prompt(
             task,
             demo_pool(train, icm),

@@ -20,11 +20,11 @@ from ..export import (
     preference_pairs,
     to_hf_dataset,
 )
-from ..runfiles import RunFiles, read_labels
+from ..runs.files import RunFiles, read_labels
 from ..tasks import get_task
 from ..tasks.check import check_task
 from ._io import check_writable, write_jsonl
-from .label import _fields, _input_path
+from .inputs import input_path, parse_fields
 
 FORMATS = {
     "labels": "JSONL: id, the input fields, label, confidence",
@@ -67,11 +67,11 @@ async def run(args: argparse.Namespace) -> int:
     rec = files.recorded
     data_spec = args.data or rec.get("input")
     task_spec = args.task or rec.get("task")
-    fields = _fields(args.field) if args.field is not None else dict(rec.get("fields") or {})
+    fields = parse_fields(args.field) if args.field is not None else dict(rec.get("fields") or {})
     examples: tuple[Example, ...] = ()
     if data_spec is not None:
         limit = None if args.data else rec.get("limit")
-        examples = load_dataset(_input_path(str(data_spec)), fields=fields, limit=limit).examples
+        examples = load_dataset(input_path(str(data_spec)), fields=fields, limit=limit).examples
     elif args.format != "labels":
         raise ConfigError(f"--format {args.format} needs the input file: pass --data")
     if args.format in ("preference", "chat") and task_spec is None:

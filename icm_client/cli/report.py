@@ -16,10 +16,10 @@ from typing import Any
 from ..advice import advise
 from ..diagnostics import Diagnostics, diagnose, markdown
 from ..errors import DataError
-from ..ledger import Ledger
 from ..plot import INSTALL_HINT, have_matplotlib, plot_run
 from ..run import LabelResult
-from ..runfiles import DIAGNOSTICS, RunFiles, read_json, read_labels, relative_to_run
+from ..runs.files import DIAGNOSTICS, RunFiles, read_json, read_labels, relative_to_run
+from ..runs.ledger import Ledger
 from ._io import check_writable, write_json
 
 

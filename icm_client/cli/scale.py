@@ -14,22 +14,16 @@ from tqdm import tqdm
 from ..backends import OpenAICompletions
 from ..backends.context_window import context_window
 from ..errors import ConfigError
-from ..evaluate.manyshot import estimate_tokens
-from ..outputs import RunLock, remove_stale_temps
 from ..run import LabelConfig
-from ..scale import Plan, ScaleConfig, ScaleResult, clear_scale_run, label_large
+from ..runs.outputs import RunLock, remove_stale_temps
+from ..runs.scale_store import clear_scale_run
+from ..scale import Plan, ScaleConfig, ScaleResult, label_large
 from ..scale.pipeline import Phase
+from ..scoring.manyshot import estimate_tokens
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_labels_then_summary
-from .label import (
-    _backend,
-    _preflight,
-    add_backend_arguments,
-    add_input_arguments,
-    load_input,
-    output_paths,
-    prepare_run_dir,
-)
+from .backend_options import add_backend_arguments, open_backend, preflight_backend
+from .inputs import add_input_arguments, load_input, output_paths, prepare_run_dir
 
 
 def add_parser(sub: Any) -> None:
@@ -41,6 +35,7 @@ def add_parser(sub: Any) -> None:
     add_input_arguments(p)
     add_backend_arguments(p)
 
+    defaults = ScaleConfig()  # written once there
     s = p.add_argument_group("batches and propagation")
     s.add_argument(
         "--context-window",
@@ -57,17 +52,29 @@ def add_parser(sub: Any) -> None:
         help="label this many examples (whole groups, at random) by ICM and propagate to the "
         "rest (default: ICM on everything)",
     )
-    s.add_argument("--chunk-size", type=int, default=1000, help="examples per propagation chunk")
+    s.add_argument(
+        "--chunk-size", type=int, default=defaults.chunk_size, help="examples per propagation chunk"
+    )
     s.add_argument(
         "--iterative",
         action="store_true",
         help="chunk j+1 also takes demonstrations from the chunks up to j",
     )
-    s.add_argument("--parallel-batches", type=int, default=4, help="ICM searches at once")
-    s.add_argument("--strategy", choices=["exact", "bounded"], default="bounded")
-    s.add_argument("--context-size", type=int, default=16, help="demonstrations for 'bounded'")
+    s.add_argument(
+        "--parallel-batches",
+        type=int,
+        default=defaults.parallel_batches,
+        help="ICM searches at once",
+    )
+    s.add_argument("--strategy", choices=["exact", "bounded"], default=defaults.label.strategy)
+    s.add_argument(
+        "--context-size",
+        type=int,
+        default=defaults.label.context_size,
+        help="demonstrations for 'bounded'",
+    )
     s.add_argument("--calibrate", action="store_true", help="contextual calibration")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=defaults.seed)
     s.add_argument(
         "--steps",
         type=int,
@@ -163,8 +170,8 @@ async def run(args: argparse.Namespace) -> int:
         exits.enter_context(RunLock(run_dir))  # held until the outputs are written
         remove_stale_temps(args.out, summary_path)
         prepare_run_dir(run_dir, args, "scale.json", clear_scale_run)
-        backend = await _backend(args, exits)
-        await _preflight(backend, task, given.longest, path)
+        backend = await open_backend(args, exits)
+        await preflight_backend(backend, task, given.longest, path)
         try:
             result = await label_large(
                 dataset.examples,

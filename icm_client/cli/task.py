@@ -13,6 +13,7 @@ from typing import Any
 from ..dataset import load_dataset
 from ..tasks import get_task
 from ..tasks.check import check_task, task_fields
+from .inputs import add_relation_argument, input_path, parse_fields
 
 
 def add_parser(sub: Any) -> None:
@@ -27,25 +28,14 @@ def add_parser(sub: Any) -> None:
     add_relation_argument(c)
 
 
-def add_relation_argument(p: Any) -> None:
-    p.add_argument(
-        "--allow-empty-relation",
-        action="store_true",
-        help="go on when the task's relation finds no constrained pair in the data "
-        "(else an error: usually a wrong group or key field)",
-    )
-
-
 async def run(args: argparse.Namespace) -> int:
-    from .label import _fields, _input_path
-
     task = get_task(args.task)
     if args.data is None:
         named = ", ".join(f"{role}={name}" for role, name in task_fields(task)) or "none"
         print(f"task {task.name!r}: labels {list(task.labels)}; fields {named}")
         return 0
-    path = _input_path(args.data)
-    dataset = load_dataset(path, fields=_fields(args.field), limit=args.limit)
+    path = input_path(args.data)
+    dataset = load_dataset(path, fields=parse_fields(args.field), limit=args.limit)
     for ex in dataset.examples:  # every example renders (the template's fields are there)
         task.render(ex)
     found = check_task(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .core import CONDITIONS, Condition, EvalConfig, evaluate
 from .results import ConditionResult, EvalResult, SeedResult
-from .split import components, split_by_group, straddling
+from .split import split_by_group, straddling
 
 __all__ = [
     "CONDITIONS",
@@ -18,7 +18,6 @@ __all__ = [
     "EvalConfig",
     "EvalResult",
     "SeedResult",
-    "components",
     "evaluate",
     "split_by_group",
     "straddling",

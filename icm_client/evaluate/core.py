@@ -12,12 +12,13 @@ Conditions (``EvalConfig.conditions``):
   accuracy alone predicts?);
 * ``bootstrap``: bootstrapped few-shot, labels from the model's own zero-shot predictions,
   re-predicted in context for a few rounds with the task's consistency relation repairing
-  inconsistent pairs (``manyshot.bootstrap_labels``): the cheap unsupervised baseline;
+  inconsistent pairs (``demos.bootstrap_labels``): the cheap unsupervised baseline;
 * ``chat``: a chat model's zero-shot answers (``baselines.zero_shot``), when one is given.
 
-Every seed draws one demonstration set (``manyshot.select_demos``) that all conditions share,
-so differences between conditions are the labels' doing. ``majority`` (always the test
-split's most common gold label) is reported beside them: no model, the floor to beat.
+Every seed draws one demonstration set (``scoring.manyshot.select_demos``) that all
+conditions share, so differences between conditions are the labels' doing. ``majority``
+(always the test split's most common gold label) is reported beside them: no model, the
+floor to beat.
 Gold labels of the test split only score; those of the train split only feed ``gold`` and
 ``perturbed`` and report how accurate each condition's demonstration labels were.
 """
@@ -37,8 +38,9 @@ from ..baselines.zero_shot import ChatModel, zero_shot_labels
 from ..dataset import Example, GoldLabels, examples_of
 from ..errors import ConfigError, DataError
 from ..scoring.base import Prediction
+from ..scoring.manyshot import estimate_tokens, predict, select_demos
 from ..tasks.base import Label, Task
-from .manyshot import bootstrap_labels, estimate_tokens, predict, select_demos
+from .demos import bootstrap_labels
 from .results import ConditionResult, EvalResult, SeedResult
 
 Condition = Literal["zero-shot", "icm", "gold", "random", "perturbed", "bootstrap", "chat"]

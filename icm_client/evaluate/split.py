@@ -3,8 +3,8 @@
 A question's claims, a comparison and its swap, a city's two statements: if one of them is a
 demonstration and the other a test example, the test example's answer leaks from its
 partner's label (and the consistency relation itself would tie them). Splits are therefore
-made over *components*: examples joined by sharing ``task.group`` or by any constraint of the
-task's relation, so a split never cuts a group or a constraint.
+made over whole components (``tasks.components``), so a split never cuts a group or a
+constraint.
 """
 
 from __future__ import annotations
@@ -15,34 +15,7 @@ from collections.abc import Sequence
 from ..dataset import Example
 from ..errors import ConfigError
 from ..tasks.base import Task
-
-
-def components(examples: Sequence[Example], task: Task) -> list[list[int]]:
-    """Indices of ``examples`` in connected components, each sorted, in first-index order."""
-    parent = list(range(len(examples)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
-    first: dict[str, int] = {}
-    for i, ex in enumerate(examples):
-        group = task.group(ex)
-        if group is not None:
-            union(i, first.setdefault(group, i))
-    for c in task.constraints(examples):
-        union(c.i, c.j)
-    out: dict[int, list[int]] = {}
-    for i in range(len(examples)):
-        out.setdefault(find(i), []).append(i)
-    return list(out.values())
+from ..tasks.components import components
 
 
 def split_by_group(

@@ -8,7 +8,6 @@ See ``pipeline`` for the steps and the run directory, ``plan`` for how the data 
 from .pipeline import ScaleConfig, ScaleResult, ScaleRow, ScaleSummary, label_large
 from .plan import Plan, plan
 from .propagate import Propagated, propagate_chunk
-from .store import ScaleStore, clear_scale_run
 
 __all__ = [
     "Plan",
@@ -16,9 +15,7 @@ __all__ = [
     "ScaleConfig",
     "ScaleResult",
     "ScaleRow",
-    "ScaleStore",
     "ScaleSummary",
-    "clear_scale_run",
     "label_large",
     "plan",
     "propagate_chunk",

@@ -9,7 +9,8 @@
    so far: the seed set's, or, in ``iterative`` mode, also every earlier chunk's (chunk j+1
    after demonstrations from the batches and chunks up to j).
 
-With ``run_dir`` everything finished is kept there and a killed run continues (``store``).
+With ``run_dir`` everything finished is kept there and a killed run continues
+(``runs.scale_store``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from ..aio import gather
 from ..backends.base import Backend, prepare
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, label
+from ..runs.scale_store import ScaleStore
 from ..search.anneal import Step
 from ..tasks.base import Label, Task
 from .plan import Plan, plan
 from .propagate import propagate_chunk
-from .store import ScaleStore
 
 Phase = Literal["icm", "propagate"]
 

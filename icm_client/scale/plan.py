@@ -5,7 +5,7 @@ group or a constraint), so no consistency relation is ever split.
 A batch is sized so that all its examples, rendered and labeled, fit in ``batch_tokens``:
 then every example can be scored with all the others of its batch in context (the
 ``exact`` strategy, the paper's mutual predictability over the batch). Tokens are
-estimated as in ``evaluate.manyshot`` (characters / 4), with no tokenizer round trips.
+estimated as in ``scoring.manyshot`` (characters / 4), with no tokenizer round trips.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from ..dataset import Example
 from ..errors import ConfigError
-from ..evaluate.manyshot import estimate_tokens
-from ..evaluate.split import components
+from ..scoring.manyshot import estimate_tokens
 from ..tasks.base import Task
+from ..tasks.components import components
 
 
 @dataclass(frozen=True)

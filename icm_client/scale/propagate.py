@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from ..backends.base import Backend
 from ..dataset import Example
-from ..evaluate.manyshot import fix_inconsistencies, predict, select_demos
+from ..scoring.manyshot import fix_inconsistencies, predict, select_demos
 from ..tasks.base import Label, PairConstraint, Task
 
 CANDIDATES = 4096  # pool members considered per chunk (a context holds at most a few hundred)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import DataError
+from ..errors import DataError
 
 DIAGNOSTICS = "diagnostics.json"
 RUN_SUFFIX = ".run"

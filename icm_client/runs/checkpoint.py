@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic, write_error
-from .errors import ConfigError
+from ..errors import ConfigError
 from .ledger import LEDGER
-from .search.anneal import Checkpoint
+from ..search.anneal import Checkpoint
 
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.json"

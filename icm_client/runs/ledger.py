@@ -16,8 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .atomic import atomic
-from .backends.base import Usage
-from .errors import ConfigError
+from ..backends.base import Usage
+from ..errors import ConfigError
 
 LEDGER = "ledger.json"
 

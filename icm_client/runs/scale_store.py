@@ -18,7 +18,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic
+from .atomic import atomic
 from ..errors import ConfigError
 
 FORMAT_VERSION = 1

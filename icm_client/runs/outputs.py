@@ -25,7 +25,7 @@ from typing import Any
 
 import filelock
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 LOCK = ".lock"
 HOLDER = "lock.json"
