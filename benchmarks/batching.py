@@ -32,7 +32,7 @@ import httpx2
 from _sim import MODEL, SimServer, machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, stack
-from icm_client.backends.profiles import Profile
+from icm_client.backends.openai.profiles import Profile
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = (" True", " False")

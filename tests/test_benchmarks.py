@@ -98,9 +98,9 @@ def test_overhead(tmp_path: Path) -> None:
         (client, c)
         for client in (
             "icm stack",
-            "icm stack, httpx2",
-            "lean alone",
+            "icm stack, aiohttp",
             "httpx2 alone",
+            "aiohttp alone",
             "minimal asyncio",
         )
         for c in (1, 8, 32)

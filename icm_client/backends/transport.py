@@ -1,5 +1,11 @@
 """JSON over HTTP to one server, with every failure sorted into transient or permanent.
 
+Requests go through an ``httpx2.AsyncClient`` whose pool is sized explicitly
+(``http_client``): httpx2's default caps a client at 100 connections, below the concurrency
+a run uses against a local server. Each answer is read under a size cap (decompressed, so a
+gzip bomb stops at the cap too) and within one deadline for the whole request, however
+slowly the server trickles it.
+
 Errors are sorted here, once, into ``TransientBackendError`` (the ``Retrying`` wrapper tries
 again) and ``PermanentBackendError`` (the run stops, with a message that says what to fix).
 The API key is held as a ``SecretStr``: it goes into the ``Authorization`` header and nowhere
@@ -13,6 +19,7 @@ import json
 import re
 import time
 import urllib.parse
+from typing import Literal
 
 import anyio
 import httpx2
@@ -27,7 +34,17 @@ from ..errors import (
     TransientBackendError,
 )
 from ..redact import describe_bad_key, redact, register
-from .lean import MAX_RESPONSE_BYTES, ResponseTooLarge
+
+MAX_RESPONSE_BYTES = 8 * 2**20
+"""Default cap on a response body (after decompression too): a score is a few KiB, so a
+larger answer is a broken or hostile server, and must not fill the memory."""
+
+DEFAULT_MAX_CONNECTIONS = 512
+"""Connections per client at most, far above any useful concurrency (with batching, many
+scores share one request); past it requests wait for a free one, within their deadline."""
+
+KEEPALIVE_EXPIRY = 5.0
+"""Seconds an idle connection is kept open for reuse."""
 
 TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
 """Retried, like every 5xx: timeouts, conflicts, rate limits, overload (529)."""
@@ -64,6 +81,48 @@ def parse_retry_after(headers: httpx2.Headers, now: float | None = None) -> floa
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+class ResponseTooLarge(Exception):
+    """The answer (declared or decompressed) is past the response size cap."""
+
+    def __init__(self, limit: int, what: str = "the response") -> None:
+        self.limit = limit
+        super().__init__(f"{what} is larger than the {limit:,}-byte cap")
+
+
+HTTPClient = Literal["httpx", "aiohttp"]
+"""Which client carries the requests: httpx2's own transport, or aiohttp under httpx2's API
+(the ``aiohttp`` extra: ``pip install 'icm-client[aiohttp]'``)."""
+
+
+def http_client(
+    timeout: float, max_connections: int = DEFAULT_MAX_CONNECTIONS, http: HTTPClient = "httpx"
+) -> httpx2.AsyncClient:
+    """The client a backend builds when given none: a pool of ``max_connections``, every one
+    of which may be kept alive between requests, on httpx2's transport or aiohttp's."""
+    if max_connections < 1:
+        raise ConfigError(
+            f"max_connections must be at least 1, got {max_connections}", field="max_connections"
+        )
+    limits = httpx2.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
+    if http == "httpx":
+        return httpx2.AsyncClient(timeout=timeout, limits=limits)
+    if http != "aiohttp":
+        raise ConfigError(f"http must be 'httpx' or 'aiohttp', got {http!r}", field="http")
+    try:
+        from httpx_aiohttp.httpx2 import AiohttpTransport
+    except ImportError:
+        raise ConfigError(
+            "http='aiohttp' needs the aiohttp extra: pip install 'icm-client[aiohttp]'",
+            field="http",
+        ) from None
+    transport = AiohttpTransport(limits=limits)  # decompression is left to httpx2 (the cap)
+    return httpx2.AsyncClient(timeout=timeout, limits=limits, transport=transport)
 
 
 def split_base_url(base_url: str) -> tuple[str, str]:
@@ -158,8 +217,6 @@ class JSONTransport:
             timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
         )
         answered: list[bool] = []
-        request.extensions["max_response_bytes"] = self.max_response_bytes
-        request.extensions["on_head"] = lambda: answered.append(True)  # (lean transport)
         try:
             with anyio.fail_after(self.timeout):  # the whole request, however it trickles
                 response = await self.client.send(request, stream=True)
@@ -206,10 +263,6 @@ class JSONTransport:
         encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
         if declared.isdigit() and int(declared) > limit and not encoded:
             raise ResponseTooLarge(limit, f"the declared Content-Length {int(declared):,}")
-        if response.is_stream_consumed:  # read by the lean transport, under the same cap
-            if len(response.content) > limit:
-                raise ResponseTooLarge(limit)
-            return
         parts: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():  # decompressed chunk by chunk

@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..backends.base import Backend, ScoreRequest
-from ..backends.lean import MAX_RESPONSE_BYTES
+from ..backends.openai.profiles import PROVIDER_CHOICES
 from ..backends.preflight import preflight
-from ..backends.profiles import PROVIDER_CHOICES
+from ..backends.transport import MAX_RESPONSE_BYTES
 from ..checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, connect
 from ..dataset import Dataset, Example, load_dataset
