@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import zlib
 from pathlib import Path
 from typing import cast
 
+import anyio
 import pytest
 from raw_server import RawServer, head
 
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.anyio
 REQ = ScoreRequest("Claim: the sea is salty.\nI think this Claim is", (" True", " False"))
 CAP = 2**20
 BIG = b"a" * 65536
+TOP = {" True": -0.2, " False": -1.8}
 
 
 @pytest.fixture
@@ -189,3 +192,30 @@ async def test_a_hostile_json_answer_is_an_error_not_a_crash(
         with pytest.raises((PermanentBackendError, TransientBackendError)):
             await client.score(REQ)
         await client.aclose()
+
+
+async def test_more_requests_than_httpxs_default_pool_are_in_flight_at_once(
+    transport: HTTPClient,
+) -> None:
+    """httpx2's default pool holds 100 connections; the backend's holds more: 150 requests
+    are answered only once all 150 have reached the server."""
+    n = 150
+    everyone = threading.Barrier(n, timeout=20)
+    body = json.dumps({"choices": [{"index": 0, "logprobs": {"top_logprobs": [TOP]}}]}).encode()
+
+    def together(sock: socket.socket) -> None:
+        everyone.wait()
+        sock.sendall(head(Content_Length=str(len(body))) + body)
+
+    with RawServer(together) as server:
+        client = backend(server, transport, timeout=30.0)
+        results: list[object] = []
+
+        async def one() -> None:
+            results.append(await client.score(REQ))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(one)
+        await client.aclose()
+    assert len(results) == n and server.connections == n
