@@ -6,18 +6,17 @@ a run uses against a local server. Each answer is read under a size cap (decompr
 gzip bomb stops at the cap too) and within one deadline for the whole request, however
 slowly the server trickles it.
 
-Errors are sorted here, once, into ``TransientBackendError`` (the ``Retrying`` wrapper tries
-again) and ``PermanentBackendError`` (the run stops, with a message that says what to fix).
+Failures are sorted here once (error answers by ``http_errors.py``) into
+``TransientBackendError`` (the ``Retrying`` wrapper tries again) and
+``PermanentBackendError`` (the run stops, with a message that says what to fix).
 The API key is held as a ``SecretStr``: it goes into the ``Authorization`` header and nowhere
 else, and is redacted from any server message that echoes it.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
-import time
 import urllib.parse
 from typing import Literal
 
@@ -28,12 +27,12 @@ from pydantic import SecretStr
 from ..errors import (
     BackendError,
     ConfigError,
-    ContextLengthError,
     NoAnswerError,
     PermanentBackendError,
     TransientBackendError,
 )
 from ..redact import describe_bad_key, redact, register
+from .http_errors import error_in_body, http_error
 
 MAX_RESPONSE_BYTES = 8 * 2**20
 """Default cap on a response body (after decompression too): a score is a few KiB, so a
@@ -46,41 +45,9 @@ scores share one request); past it requests wait for a free one, within their de
 KEEPALIVE_EXPIRY = 5.0
 """Seconds an idle connection is kept open for reuse."""
 
-TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
-"""Retried, like every 5xx: timeouts, conflicts, rate limits, overload (529)."""
-
-_MAX_MESSAGE = 300
 CONNECT_TIMEOUT = 10.0
 """Seconds to open a connection, at most (``timeout`` when shorter)."""
-_CONTEXT_RE = re.compile(r"context|too long|too many tokens|maximum.*length", re.IGNORECASE)
-_BUSY_RE = re.compile(
-    r"overload|rate.?limit|too many requests|busy|unavailable|capacity|try again|timed? ?out",
-    re.IGNORECASE,
-)
 _ANSWER_KEYS = frozenset({"choices", "data", "tokens", "content"})
-_QUOTA_RE = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
-
-
-def parse_retry_after(headers: httpx2.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP-date)."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 class ResponseTooLarge(Exception):
@@ -297,71 +264,12 @@ class JSONTransport:
                 status=response.status_code,
             ) from exc
         if isinstance(data, dict) and data.get("error") and not _ANSWER_KEYS & data.keys():
-            raise self.error_in_body(response, shown)
+            raise error_in_body(response, shown)
         return data
 
-    def error_in_body(self, response: httpx2.Response, shown: str) -> BackendError:
-        """A success status with an error object instead of an answer (some proxies and
-        servers do this): the server's message, classified like an HTTP error."""
-        msg = self.server_message(response)
-        text = f"the server answered HTTP {response.status_code} with an error: {msg}"
-        if _BUSY_RE.search(response.text[:4096]):
-            return TransientBackendError(text, endpoint=shown, status=response.status_code)
-        if _CONTEXT_RE.search(msg):
-            return ContextLengthError(text, endpoint=shown, status=response.status_code)
-        return PermanentBackendError(text, endpoint=shown, status=response.status_code)
-
     def http_error(self, response: httpx2.Response, shown: str) -> BackendError:
-        status, msg = response.status_code, self.server_message(response)
-        if status in TRANSIENT_STATUSES or status >= 500:
-            if status == 429 and _QUOTA_RE.search(response.text):
-                return PermanentBackendError(
-                    f"quota exhausted: {msg}", endpoint=shown, status=status
-                )
-            return TransientBackendError(
-                f"server busy or failing: {msg}",
-                endpoint=shown,
-                status=status,
-                retry_after=parse_retry_after(response.headers),
-            )
-        if status in (401, 403):
-            hint = f"check the API key (from ${self.api_key_env} or api_key=)"
-            text = f"not authorised: {msg}; {hint}"
-        elif status == 404:
-            model = f"unknown model {self.model!r} or " if self.model else ""
-            text = (
-                f"not found: {msg}; {model}wrong URL "
-                "(base_url is the server root, with or without /v1)"
-            )
-        elif status in (400, 413, 422) and _CONTEXT_RE.search(msg):
-            text = f"the prompt exceeds the model's context length: {msg}"
-            return ContextLengthError(text, endpoint=shown, status=status)
-        elif status == 413:
-            text = f"request too large: {msg}"
-        else:
-            text = f"request rejected: {msg}"
-        return PermanentBackendError(text, endpoint=shown, status=status)
-
-    def server_message(self, response: httpx2.Response) -> str:
-        """The server's own error message, on one line, cut to ~300 chars, key redacted."""
-        try:
-            data: object = json.loads(response.content)
-        except (ValueError, RecursionError):
-            data = None
-        msg: object = None
-        if isinstance(data, dict):
-            err = data.get("error")
-            msg = err.get("message") if isinstance(err, dict) else err
-            msg = msg or data.get("message") or data.get("detail")
-        if msg is None:
-            msg = response.text or response.reason_phrase
-        if not isinstance(msg, str):
-            try:
-                msg = json.dumps(msg)[: _MAX_MESSAGE * 4]
-            except (ValueError, TypeError, RecursionError):
-                msg = response.reason_phrase
-        text = redact(" ".join(msg[: _MAX_MESSAGE * 4].split()))
-        return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+        """``response``'s error status as a ``BackendError`` (``http_errors.py``)."""
+        return http_error(response, shown, api_key_env=self.api_key_env, model=self.model)
 
 
 def token_counts(body: object) -> tuple[int, int]:

@@ -18,7 +18,8 @@ import anyio
 from ...aio import gather
 from ...errors import BackendError, PermanentBackendError
 from ..base import Usage
-from ..transport import TRANSIENT_STATUSES, JSONTransport, token_counts
+from ..http_errors import TRANSIENT_STATUSES
+from ..transport import JSONTransport, token_counts
 from .batching import MicroBatcher, split_batch
 from .profiles import Profile
 
