@@ -78,6 +78,8 @@ class CompletionsRequests:
         return await self._tokenize_as(shape, text, add_special, strict=True)
 
     async def resolve_model(self) -> str:
+        """The served model: as given, else the first that ``GET /v1/models`` lists (asked
+        once)."""
         if self.http.model is not None:
             return self.http.model
         async with self._lock:
