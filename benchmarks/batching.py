@@ -9,10 +9,11 @@ of prompts it carries. ``--in-flight`` x ``--rounds`` distinct prompts are score
 ``stack(OpenAICompletions(...), max_concurrency=in_flight, cache_dir=False)``, all started
 at once (as the scorer starts them), after a warm-up round. Clients:
 
-* ``one prompt per request`` (the baseline): ``batch_size=1``, the lean transport;
+* ``one prompt per request`` (the baseline): ``batch_size=1``, httpx2's transport;
 * ``batched``: a host profile that takes prompt lists, ``batch_size`` prompts at most per
-  request (default 32), the lean transport;
-* ``batched, httpx2``: the same over httpx2's own transport.
+  request (default 32), httpx2's transport;
+* ``batched, aiohttp``: the same over aiohttp (``http="aiohttp"``; left out when the
+  ``aiohttp`` extra is not installed).
 
 Figures: client CPU per prompt (``time.process_time()`` of this process; the server is
 another), HTTP requests per prompt, and throughput over the ideal (prompts x latency /
@@ -23,16 +24,16 @@ at 256 in flight against a 50 ms server.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 from _sim import MODEL, SimServer, machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, stack
-from icm_client.backends.profiles import Profile
+from icm_client.backends.openai.profiles import Profile
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = (" True", " False")
@@ -48,16 +49,17 @@ def prompt(i: int, chars: int) -> str:
 CLIENTS: dict[str, dict[str, Any]] = {
     "one prompt per request": {"provider": "generic", "batch_size": 1},
     "batched": {"provider": LISTS},
-    "batched, httpx2": {"provider": LISTS, "httpx2": True},
+    "batched, aiohttp": {"provider": LISTS, "http": "aiohttp"},
 }
+if importlib.util.find_spec("httpx_aiohttp") is None:  # the aiohttp extra is not installed
+    del CLIENTS["batched, aiohttp"]
 
 
 async def measure(url: str, name: str, args: argparse.Namespace) -> dict[str, object]:
     options = dict(CLIENTS[name])
-    client = httpx2.AsyncClient(timeout=120.0) if options.pop("httpx2", False) else None
     if "batch_size" not in options:
         options["batch_size"] = args.batch_size
-    inner = OpenAICompletions(url, MODEL, client=client, **options)
+    inner = OpenAICompletions(url, MODEL, **options)
     backend = stack(inner, max_concurrency=args.in_flight, cache_dir=False)
     n = args.in_flight * args.rounds
 
@@ -74,8 +76,6 @@ async def measure(url: str, name: str, args: argparse.Namespace) -> dict[str, ob
         await burst(0, n)
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         http = usage.extra.get("http_requests", 0) - http0
-    if client is not None:
-        await client.aclose()
     ideal = n * args.latency / args.in_flight
     return {
         "client": name,

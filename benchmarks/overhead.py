@@ -16,9 +16,10 @@ that opens the connections. Figures:
   load leaves this process, the client is CPU-bound (throughput = share / CPU per request);
 * server CPU per request, to show the server is not the bottleneck.
 
-Clients: the stack as built (the lean transport for ``http://``), the same stack over
-httpx2's own transport (the baseline of the "vs httpx2" column), each HTTP client alone
-(the same bodies through ``httpx2.AsyncClient``, lean or not), and a minimal asyncio client.
+Clients: the stack as built (httpx2's transport, the baseline of the "vs httpx2" column), the
+same stack over aiohttp (``http="aiohttp"``, the ``aiohttp`` extra; left out when it is not
+installed), each HTTP client alone (the same bodies through the ``httpx2.AsyncClient`` that
+``transport.http_client`` builds), and a minimal asyncio client.
 
 Targets (issue 6): >= 95 % of ideal at concurrency 256, < 0.5 ms client CPU per request.
 ``--profile FILE`` writes a cProfile of the client at the highest concurrency.
@@ -30,6 +31,7 @@ import argparse
 import asyncio
 import cProfile
 import functools
+import importlib.util
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
@@ -38,11 +40,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx2
 from _sim import MODEL, SimServer, machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, stack
-from icm_client.backends.lean import LeanTransport
+from icm_client.backends.transport import HTTPClient, http_client
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = (" True", " False")
@@ -71,11 +72,12 @@ Run = Callable[[int, int], Awaitable[None]]  # (first request id, count)
 
 
 @asynccontextmanager
-async def icm_stack(url: str, c: int, chars: int, *, lean: bool = True) -> AsyncIterator[Run]:
-    """The measured client: ``stack(OpenAICompletions(...))``, all requests started at once;
-    its own client (the lean transport for ``http://``) or ``lean=False``: httpx2's."""
-    client = None if lean else httpx2.AsyncClient(timeout=120.0)
-    inner = OpenAICompletions(url, MODEL, provider="generic", client=client)
+async def icm_stack(
+    url: str, c: int, chars: int, *, http: HTTPClient = "httpx"
+) -> AsyncIterator[Run]:
+    """The measured client: ``stack(OpenAICompletions(...))``, all requests started at once,
+    over the client it builds itself (httpx2's transport, or ``http="aiohttp"``)."""
+    inner = OpenAICompletions(url, MODEL, provider="generic", http=http)
     backend = stack(inner, max_concurrency=c, cache_dir=False)
 
     async def run(first: int, count: int) -> None:
@@ -86,18 +88,16 @@ async def icm_stack(url: str, c: int, chars: int, *, lean: bool = True) -> Async
         yield run
     finally:
         await backend.aclose()
-        if client is not None:
-            await client.aclose()
 
 
 @asynccontextmanager
-async def http_alone(url: str, c: int, chars: int, *, lean: bool = False) -> AsyncIterator[Run]:
-    """The HTTP library alone: the same bodies through an ``httpx2.AsyncClient`` built as
-    ``OpenAICompletions`` builds it (httpx2's transport, or ``lean``), bounded by a
-    ``CapacityLimiter``."""
+async def http_alone(
+    url: str, c: int, chars: int, *, http: HTTPClient = "httpx"
+) -> AsyncIterator[Run]:
+    """The HTTP library alone: the same bodies through the ``httpx2.AsyncClient`` that
+    ``OpenAICompletions`` builds (``http_client``), bounded by a ``CapacityLimiter``."""
     limiter = anyio.CapacityLimiter(c)
-    transport = LeanTransport() if lean else None
-    async with httpx2.AsyncClient(timeout=120.0, transport=transport) as client:
+    async with http_client(120.0, http=http) as client:
 
         async def one(body: dict[str, object]) -> None:
             async with limiter:
@@ -156,13 +156,15 @@ async def _burst(fn: Callable[[Any], Coroutine[Any, Any, object]], items: Sequen
 
 CLIENTS: dict[str, Callable[[str, int, int], AbstractAsyncContextManager[Run]]] = {
     "icm stack": icm_stack,
-    "icm stack, httpx2": functools.partial(icm_stack, lean=False),
-    "lean alone": functools.partial(http_alone, lean=True),
+    "icm stack, aiohttp": functools.partial(icm_stack, http="aiohttp"),
     "httpx2 alone": http_alone,
+    "aiohttp alone": functools.partial(http_alone, http="aiohttp"),
     "minimal asyncio": minimal,
 }
-BASELINE = "icm stack, httpx2"
-"""The "vs httpx2" column: CPU per request over the same stack's on httpx2's transport."""
+if importlib.util.find_spec("httpx_aiohttp") is None:  # the aiohttp extra is not installed
+    CLIENTS = {name: run for name, run in CLIENTS.items() if "aiohttp" not in name}
+BASELINE = "icm stack"
+"""The "vs httpx2" column: CPU per request over the stack's on httpx2's transport."""
 
 
 async def measure(
@@ -240,11 +242,10 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "HTTP/1.1 keep-alive, one fixed answer)",
             "clients": {
                 "icm stack": "stack(OpenAICompletions(provider='generic'), max_concurrency=c, "
-                "cache_dir=False): the measured client (lean transport for http://)",
-                "icm stack, httpx2": "baseline: the same stack over httpx2's own transport",
-                "lean alone": "the same requests through httpx2.AsyncClient(transport="
-                "LeanTransport())",
-                "httpx2 alone": "the same requests through httpx2.AsyncClient",
+                "cache_dir=False): the measured client, on httpx2's transport (the baseline)",
+                "icm stack, aiohttp": "the same stack with http='aiohttp'",
+                "httpx2 alone": "the same requests through transport.http_client()",
+                "aiohttp alone": "the same requests through transport.http_client(http='aiohttp')",
                 "minimal asyncio": "floor: plain asyncio streams, c keep-alive connections",
             },
         },

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -204,7 +203,6 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "seed": args.seed,
             "server": "benchmarks/_sim.py --model canned --capacity N in a child process per "
             "replica (asyncio, HTTP/1.1 keep-alive, one fixed answer)",
-            "http_transport": os.environ.get("ICM_HTTP_TRANSPORT", "auto"),
             "client": "stack(Routing.from_urls(urls, max_concurrency=c), "
             f"max_concurrency={args.stack_limit}, cache_dir=False)",
         },

@@ -33,7 +33,7 @@ import httpx2
 from _sim import machine, table, write_json
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, stack
-from icm_client.backends.label_tokens import ENDING_CHARS
+from icm_client.backends.openai.label_tokens import ENDING_CHARS
 from icm_client.tasks import get_task
 from icm_client.testing.data import synthetic_examples
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .backends.anthropic import AnthropicSampler
-from .backends.openai_compat import OpenAICompletions
+from .backends.openai import OpenAICompletions
 from .connection import connect
 from .dataset import load_dataset
 from .errors import BackendError, ConfigError, ICMError

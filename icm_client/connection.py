@@ -19,9 +19,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from .backends import OpenAICompletions, Routing, Usage, stack
 from .backends.base import Backend, ScoreRequest
-from .backends.lean import MAX_RESPONSE_BYTES
+from .backends.openai.probe import PROBE_TEXT
 from .backends.preflight import preflight
-from .backends.probe import PROBE_TEXT
+from .backends.transport import MAX_RESPONSE_BYTES
 from .dataset import Example
 from .errors import ConfigError
 from .tasks import Task

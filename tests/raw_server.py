@@ -16,6 +16,10 @@ from typing import Any
 Script = Callable[[socket.socket], None]
 
 
+class _Server(socketserver.ThreadingTCPServer):
+    request_queue_size = 256  # connections opened at once wait in the backlog, not refused
+
+
 class RawServer:
     def __init__(self, script: Script) -> None:
         self.script = script
@@ -39,7 +43,7 @@ class RawServer:
                 except OSError:  # the client gave up: what these tests want
                     pass
 
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -21,8 +21,8 @@ from icm_client.backends import (
     Usage,
     stack,
 )
-from icm_client.backends.batching import MicroBatcher, split_batch
-from icm_client.backends.profiles import Profile
+from icm_client.backends.openai.batching import MicroBatcher, split_batch
+from icm_client.backends.openai.profiles import Profile
 from icm_client.errors import ContextLengthError, PermanentBackendError, TransientBackendError
 
 pytestmark = pytest.mark.anyio
@@ -163,7 +163,7 @@ async def test_a_prompt_too_long_fails_alone_and_batching_stays_on() -> None:
                 tg.start_soon(one, text)
         assert sum(isinstance(r, ContextLengthError) for r in results) == 1
         assert "batching_refused" not in backend.usage.extra
-        assert backend._batcher is not None
+        assert backend._requests.batcher is not None
 
 
 async def test_the_batcher_bounds_size_and_sends_in_order() -> None:

@@ -98,9 +98,9 @@ def test_overhead(tmp_path: Path) -> None:
         (client, c)
         for client in (
             "icm stack",
-            "icm stack, httpx2",
-            "lean alone",
+            "icm stack, aiohttp",
             "httpx2 alone",
+            "aiohttp alone",
             "minimal asyncio",
         )
         for c in (1, 8, 32)
@@ -130,14 +130,14 @@ def test_requests_per_score(tmp_path: Path) -> None:
 def test_batching(tmp_path: Path) -> None:
     doc = run_quick("batching", tmp_path)
     rows = {r["client"]: r for r in doc["results"]}
-    assert set(rows) == {"one prompt per request", "batched", "batched, httpx2"}
+    assert set(rows) == {"one prompt per request", "batched", "batched, aiohttp"}
     n = doc["params"]["in_flight"] * doc["params"]["rounds"]
     for r in rows.values():
         assert r["prompts"] == n and r["client_cpu_ms_per_prompt"] > 0
         assert 0 < r["throughput_over_ideal"] <= 1.05
     assert rows["one prompt per request"]["http_requests"] == n
     # batches hold batch_size prompts at most, so at least n / batch_size requests
-    for name in ("batched", "batched, httpx2"):
+    for name in ("batched", "batched, aiohttp"):
         assert n / doc["params"]["batch_size"] <= rows[name]["http_requests"] < n
 
 

@@ -1,21 +1,25 @@
 """Nothing unbounded: answers past the size cap (declared, endless, read to close, or
 decompressed), answers that trickle or never come, an error inside a 200 and a JSON nesting
-bomb, each on both HTTP transports (the lean one and httpx2's own), against a raw loopback
-server that sends exactly those bytes."""
+bomb, each on both HTTP clients (httpx2's own transport and aiohttp's), against a raw
+loopback server that sends exactly those bytes."""
 
 from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import zlib
 from pathlib import Path
+from typing import cast
 
+import anyio
 import pytest
 from raw_server import RawServer, head
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.backends.retry import Retrying
+from icm_client.backends.transport import HTTPClient
 from icm_client.cli import main
 from icm_client.errors import (
     NoAnswerError,
@@ -27,6 +31,7 @@ pytestmark = pytest.mark.anyio
 REQ = ScoreRequest("Claim: the sea is salty.\nI think this Claim is", (" True", " False"))
 CAP = 2**20
 BIG = b"a" * 65536
+TOP = {" True": -0.2, " False": -1.8}
 
 
 @pytest.fixture
@@ -34,15 +39,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["lean", "httpx"])
-def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("ICM_HTTP_TRANSPORT", request.param)
-    return str(request.param)
+@pytest.fixture(params=["httpx", "aiohttp"])
+def transport(request: pytest.FixtureRequest) -> HTTPClient:
+    if request.param == "aiohttp":
+        pytest.importorskip("httpx_aiohttp")
+    return cast(HTTPClient, request.param)
 
 
-def backend(server: RawServer, timeout: float = 10.0) -> OpenAICompletions:
+def backend(server: RawServer, http: HTTPClient, timeout: float = 10.0) -> OpenAICompletions:
     return OpenAICompletions(
-        server.base_url, "m", provider="generic", timeout=timeout, max_response_bytes=CAP
+        server.base_url, "m", provider="generic", timeout=timeout, max_response_bytes=CAP, http=http
     )
 
 
@@ -82,10 +88,10 @@ def gzip_bomb(sock: socket.socket) -> None:
 
 @pytest.mark.parametrize("script", [endless_chunked, huge_length, to_close, gzip_bomb])
 async def test_an_answer_past_the_size_cap_is_refused_not_read_nor_retried(
-    script: object, transport: str
+    script: object, transport: HTTPClient
 ) -> None:
     with RawServer(script) as server:  # type: ignore[arg-type]
-        client = Retrying(backend(server), max_attempts=3, base_wait=0.001)
+        client = Retrying(backend(server, transport), max_attempts=3, base_wait=0.001)
         with pytest.raises(PermanentBackendError, match="byte cap") as info:
             await client.score(REQ)
         await client.aclose()
@@ -106,18 +112,18 @@ def silent(sock: socket.socket) -> None:
     time.sleep(3)  # accepted, read the request, says nothing
 
 
-async def test_a_dripping_answer_hits_the_whole_request_deadline(transport: str) -> None:
+async def test_a_dripping_answer_hits_the_whole_request_deadline(transport: HTTPClient) -> None:
     """Each byte comes well within the read timeout; the whole answer would take 20 s."""
     with RawServer(drip) as server:
-        client = backend(server, timeout=1.0)
+        client = backend(server, transport, timeout=1.0)
         with pytest.raises(NoAnswerError, match="did not complete within 1 s"):
             await client.score(REQ)
         await client.aclose()
 
 
-async def test_a_silent_server_is_named_as_such(transport: str) -> None:
+async def test_a_silent_server_is_named_as_such(transport: HTTPClient) -> None:
     with RawServer(silent) as server:
-        client = backend(server, timeout=0.5)
+        client = backend(server, transport, timeout=0.5)
         with pytest.raises(NoAnswerError, match="accepted the connection but sent no answer"):
             await client.score(REQ)
         await client.aclose()
@@ -150,11 +156,11 @@ def error_200(message: str, kind: str) -> bytes:
 
 
 async def test_a_200_carrying_overload_is_transient_with_the_servers_message(
-    transport: str,
+    transport: HTTPClient,
 ) -> None:
     body = error_200("Model is overloaded, please try again later", "overloaded_error")
     with RawServer(answer(body)) as server:
-        client = Retrying(backend(server), max_attempts=2, base_wait=0.001)
+        client = Retrying(backend(server, transport), max_attempts=2, base_wait=0.001)
         with pytest.raises(TransientBackendError, match="Model is overloaded") as info:
             await client.score(REQ)
         await client.aclose()
@@ -163,11 +169,11 @@ async def test_a_200_carrying_overload_is_transient_with_the_servers_message(
 
 
 async def test_a_200_carrying_another_error_is_permanent_with_the_servers_message(
-    transport: str,
+    transport: HTTPClient,
 ) -> None:
     body = error_200("model 'm' has been decommissioned", "invalid_request_error")
     with RawServer(answer(body)) as server:
-        client = Retrying(backend(server), max_attempts=3, base_wait=0.001)
+        client = Retrying(backend(server, transport), max_attempts=3, base_wait=0.001)
         with pytest.raises(PermanentBackendError, match="decommissioned"):
             await client.score(REQ)
         await client.aclose()
@@ -178,9 +184,38 @@ async def test_a_200_carrying_another_error_is_permanent_with_the_servers_messag
     [b"[" * 200_000 + b"]" * 200_000, b'{"choices": [' + b"7" * 5000 + b"]}"],
     ids=["nesting-bomb", "huge-int"],
 )
-async def test_a_hostile_json_answer_is_an_error_not_a_crash(body: bytes, transport: str) -> None:
+async def test_a_hostile_json_answer_is_an_error_not_a_crash(
+    body: bytes, transport: HTTPClient
+) -> None:
     with RawServer(answer(body)) as server:
-        client = Retrying(backend(server), max_attempts=2, base_wait=0.001)
+        client = Retrying(backend(server, transport), max_attempts=2, base_wait=0.001)
         with pytest.raises((PermanentBackendError, TransientBackendError)):
             await client.score(REQ)
         await client.aclose()
+
+
+async def test_more_requests_than_httpxs_default_pool_are_in_flight_at_once(
+    transport: HTTPClient,
+) -> None:
+    """httpx2's default pool holds 100 connections; the backend's holds more: 150 requests
+    are answered only once all 150 have reached the server."""
+    n = 150
+    everyone = threading.Barrier(n, timeout=20)
+    body = json.dumps({"choices": [{"index": 0, "logprobs": {"top_logprobs": [TOP]}}]}).encode()
+
+    def together(sock: socket.socket) -> None:
+        everyone.wait()
+        sock.sendall(head(Content_Length=str(len(body))) + body)
+
+    with RawServer(together) as server:
+        client = backend(server, transport, timeout=30.0)
+        results: list[object] = []
+
+        async def one() -> None:
+            results.append(await client.score(REQ))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(one)
+        await client.aclose()
+    assert len(results) == n and server.connections == n

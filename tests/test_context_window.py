@@ -11,7 +11,7 @@ import httpx2
 import pytest
 
 from icm_client.backends import OpenAICompletions
-from icm_client.backends.context_window import context_window
+from icm_client.backends.openai.context_window import context_window
 from icm_client.local import EmbeddedServer
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from icm_client.backends.logprobs import (
+from icm_client.backends.openai.logprobs import (
     TINY,
     label_logprobs,
     missing_label_bound,

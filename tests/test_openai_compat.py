@@ -11,7 +11,7 @@ import httpx2
 import pytest
 
 from icm_client.backends import OpenAICompletions, Retrying, ScoreRequest, Usage
-from icm_client.backends.openai_compat import parse_retry_after
+from icm_client.backends.http_errors import parse_retry_after
 from icm_client.errors import (
     CapabilityError,
     ConfigError,

@@ -15,9 +15,9 @@ import pytest
 from fake_completions import BOS, FakeServer
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
-from icm_client.backends.label_tokens import ENDING_CHARS
-from icm_client.backends.probe import PROBE_TEXT, forget_probes
-from icm_client.backends.profiles import PROFILES, get_profile, profile_for_url
+from icm_client.backends.openai.label_tokens import ENDING_CHARS
+from icm_client.backends.openai.probe import PROBE_TEXT, forget_probes
+from icm_client.backends.openai.profiles import PROFILES, get_profile, profile_for_url
 from icm_client.errors import CapabilityError, ConfigError
 
 URL = "http://gpu-0:8000/v1"

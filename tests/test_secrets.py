@@ -189,18 +189,15 @@ BAD_KEYS = {
 }
 
 
-@pytest.mark.parametrize("transport", ["lean", "httpx"])
 @pytest.mark.parametrize("name", list(BAD_KEYS))
 def test_a_key_no_header_can_carry_is_refused_without_printing_it(
     name: str,
-    transport: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bad = BAD_KEYS[name]
-    monkeypatch.setenv("ICM_HTTP_TRANSPORT", transport)
     monkeypatch.setenv("ICM_SECRET_KEY", bad)
     (tmp_path / "out").mkdir()
     caplog.set_level(logging.DEBUG)
@@ -214,11 +211,9 @@ def test_a_key_no_header_can_carry_is_refused_without_printing_it(
     assert_nowhere(KEY[10:], out, err, *logged)  # not even the part after the bad character
 
 
-@pytest.mark.parametrize("transport", ["lean", "httpx"])
 @pytest.mark.parametrize("password", [KEY, "p%40ss%2Fw0rd-" + KEY[8:]])
 def test_credentials_in_the_url_are_refused_and_never_printed(
     password: str,
-    transport: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -226,7 +221,6 @@ def test_credentials_in_the_url_are_refused_and_never_printed(
     import base64
     import urllib.parse
 
-    monkeypatch.setenv("ICM_HTTP_TRANSPORT", transport)
     (tmp_path / "out").mkdir()
     with FaultServer(echo_auth=True) as server:
         url = server.base_url.replace("//", f"//user:{password}@", 1)

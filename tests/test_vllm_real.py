@@ -22,9 +22,9 @@ import httpx2
 import pytest
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
-from icm_client.backends.completions_next_token import MAX_LOGPROB_TOKEN_IDS
-from icm_client.backends.context_window import context_window
-from icm_client.backends.profiles import Profile
+from icm_client.backends.openai.context_window import context_window
+from icm_client.backends.openai.next_token import MAX_LOGPROB_TOKEN_IDS
+from icm_client.backends.openai.profiles import Profile
 
 URL = os.environ.get("ICM_VLLM_URL", "").rstrip("/")
 pytestmark = [

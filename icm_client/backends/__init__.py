@@ -13,8 +13,8 @@ from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
 from .budget import Budgeted
 from .cache import CACHE_VERSION, Cached, cache_key, default_cache_dir
 from .limit import Limited
-from .logprobs import label_logprobs, missing_label_bound, parse_top_logprobs
-from .openai_compat import OpenAICompletions
+from .openai import OpenAICompletions
+from .openai.logprobs import label_logprobs, missing_label_bound, parse_top_logprobs
 from .retry import Retrying
 from .routing import Routing
 

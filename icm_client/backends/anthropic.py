@@ -35,8 +35,9 @@ from ..aio import gather
 from ..errors import BackendError, ConfigError, PermanentBackendError, TransientBackendError
 from ..redact import describe_bad_key, register
 from .base import ScoreRequest, Usage
+from .http_errors import TRANSIENT_STATUSES, parse_retry_after
 from .one_word import SYSTEM, SampledScore, estimate, instruction, label_words, parse_answer
-from .transport import TRANSIENT_STATUSES, parse_retry_after, split_base_url
+from .transport import split_base_url
 
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic

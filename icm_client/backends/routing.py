@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ICMError, TransientBackendError
 from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
-from .openai_compat import OpenAICompletions
+from .openai import OpenAICompletions
 
 AffinityKey = Callable[[ScoreRequest], str]
 

@@ -1,18 +1,24 @@
 """JSON over HTTP to one server, with every failure sorted into transient or permanent.
 
-Errors are sorted here, once, into ``TransientBackendError`` (the ``Retrying`` wrapper tries
-again) and ``PermanentBackendError`` (the run stops, with a message that says what to fix).
+Requests go through an ``httpx2.AsyncClient`` whose pool is sized explicitly
+(``http_client``): httpx2's default caps a client at 100 connections, below the concurrency
+a run uses against a local server. Each answer is read under a size cap (decompressed, so a
+gzip bomb stops at the cap too) and within one deadline for the whole request, however
+slowly the server trickles it.
+
+Failures are sorted here once (error answers by ``http_errors.py``) into
+``TransientBackendError`` (the ``Retrying`` wrapper tries again) and
+``PermanentBackendError`` (the run stops, with a message that says what to fix).
 The API key is held as a ``SecretStr``: it goes into the ``Authorization`` header and nowhere
 else, and is redacted from any server message that echoes it.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import re
-import time
 import urllib.parse
+from typing import Literal
 
 import anyio
 import httpx2
@@ -21,49 +27,69 @@ from pydantic import SecretStr
 from ..errors import (
     BackendError,
     ConfigError,
-    ContextLengthError,
     NoAnswerError,
     PermanentBackendError,
     TransientBackendError,
 )
 from ..redact import describe_bad_key, redact, register
-from .lean import MAX_RESPONSE_BYTES, ResponseTooLarge
+from .http_errors import error_in_body, http_error
 
-TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
-"""Retried, like every 5xx: timeouts, conflicts, rate limits, overload (529)."""
+MAX_RESPONSE_BYTES = 8 * 2**20
+"""Default cap on a response body (after decompression too): a score is a few KiB, so a
+larger answer is a broken or hostile server, and must not fill the memory."""
 
-_MAX_MESSAGE = 300
+DEFAULT_MAX_CONNECTIONS = 512
+"""Connections per client at most, far above any useful concurrency (with batching, many
+scores share one request); past it requests wait for a free one, within their deadline."""
+
+KEEPALIVE_EXPIRY = 5.0
+"""Seconds an idle connection is kept open for reuse."""
+
 CONNECT_TIMEOUT = 10.0
 """Seconds to open a connection, at most (``timeout`` when shorter)."""
-_CONTEXT_RE = re.compile(r"context|too long|too many tokens|maximum.*length", re.IGNORECASE)
-_BUSY_RE = re.compile(
-    r"overload|rate.?limit|too many requests|busy|unavailable|capacity|try again|timed? ?out",
-    re.IGNORECASE,
-)
 _ANSWER_KEYS = frozenset({"choices", "data", "tokens", "content"})
-_QUOTA_RE = re.compile(r"insufficient_quota|exceeded your current quota", re.IGNORECASE)
 
 
-def parse_retry_after(headers: httpx2.Headers, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, or ``Retry-After`` (seconds or HTTP-date)."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
+class ResponseTooLarge(Exception):
+    """The answer (declared or decompressed) is past the response size cap."""
+
+    def __init__(self, limit: int, what: str = "the response") -> None:
+        self.limit = limit
+        super().__init__(f"{what} is larger than the {limit:,}-byte cap")
+
+
+HTTPClient = Literal["httpx", "aiohttp"]
+"""Which client carries the requests: httpx2's own transport, or aiohttp under httpx2's API
+(the ``aiohttp`` extra: ``pip install 'icm-client[aiohttp]'``)."""
+
+
+def http_client(
+    timeout: float, max_connections: int = DEFAULT_MAX_CONNECTIONS, http: HTTPClient = "httpx"
+) -> httpx2.AsyncClient:
+    """The client a backend builds when given none: a pool of ``max_connections``, every one
+    of which may be kept alive between requests, on httpx2's transport or aiohttp's."""
+    if max_connections < 1:
+        raise ConfigError(
+            f"max_connections must be at least 1, got {max_connections}", field="max_connections"
+        )
+    limits = httpx2.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_connections,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
+    if http == "httpx":
+        return httpx2.AsyncClient(timeout=timeout, limits=limits)
+    if http != "aiohttp":
+        raise ConfigError(f"http must be 'httpx' or 'aiohttp', got {http!r}", field="http")
     try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+        from httpx_aiohttp.httpx2 import AiohttpTransport
+    except ImportError:
+        raise ConfigError(
+            "http='aiohttp' needs the aiohttp extra: pip install 'icm-client[aiohttp]'",
+            field="http",
+        ) from None
+    transport = AiohttpTransport(limits=limits)  # decompression is left to httpx2 (the cap)
+    return httpx2.AsyncClient(timeout=timeout, limits=limits, transport=transport)
 
 
 def split_base_url(base_url: str) -> tuple[str, str]:
@@ -158,8 +184,6 @@ class JSONTransport:
             timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
         )
         answered: list[bool] = []
-        request.extensions["max_response_bytes"] = self.max_response_bytes
-        request.extensions["on_head"] = lambda: answered.append(True)  # (lean transport)
         try:
             with anyio.fail_after(self.timeout):  # the whole request, however it trickles
                 response = await self.client.send(request, stream=True)
@@ -206,10 +230,6 @@ class JSONTransport:
         encoded = response.headers.get("content-encoding", "identity") not in ("", "identity")
         if declared.isdigit() and int(declared) > limit and not encoded:
             raise ResponseTooLarge(limit, f"the declared Content-Length {int(declared):,}")
-        if response.is_stream_consumed:  # read by the lean transport, under the same cap
-            if len(response.content) > limit:
-                raise ResponseTooLarge(limit)
-            return
         parts: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():  # decompressed chunk by chunk
@@ -244,71 +264,12 @@ class JSONTransport:
                 status=response.status_code,
             ) from exc
         if isinstance(data, dict) and data.get("error") and not _ANSWER_KEYS & data.keys():
-            raise self.error_in_body(response, shown)
+            raise error_in_body(response, shown)
         return data
 
-    def error_in_body(self, response: httpx2.Response, shown: str) -> BackendError:
-        """A success status with an error object instead of an answer (some proxies and
-        servers do this): the server's message, classified like an HTTP error."""
-        msg = self.server_message(response)
-        text = f"the server answered HTTP {response.status_code} with an error: {msg}"
-        if _BUSY_RE.search(response.text[:4096]):
-            return TransientBackendError(text, endpoint=shown, status=response.status_code)
-        if _CONTEXT_RE.search(msg):
-            return ContextLengthError(text, endpoint=shown, status=response.status_code)
-        return PermanentBackendError(text, endpoint=shown, status=response.status_code)
-
     def http_error(self, response: httpx2.Response, shown: str) -> BackendError:
-        status, msg = response.status_code, self.server_message(response)
-        if status in TRANSIENT_STATUSES or status >= 500:
-            if status == 429 and _QUOTA_RE.search(response.text):
-                return PermanentBackendError(
-                    f"quota exhausted: {msg}", endpoint=shown, status=status
-                )
-            return TransientBackendError(
-                f"server busy or failing: {msg}",
-                endpoint=shown,
-                status=status,
-                retry_after=parse_retry_after(response.headers),
-            )
-        if status in (401, 403):
-            hint = f"check the API key (from ${self.api_key_env} or api_key=)"
-            text = f"not authorised: {msg}; {hint}"
-        elif status == 404:
-            model = f"unknown model {self.model!r} or " if self.model else ""
-            text = (
-                f"not found: {msg}; {model}wrong URL "
-                "(base_url is the server root, with or without /v1)"
-            )
-        elif status in (400, 413, 422) and _CONTEXT_RE.search(msg):
-            text = f"the prompt exceeds the model's context length: {msg}"
-            return ContextLengthError(text, endpoint=shown, status=status)
-        elif status == 413:
-            text = f"request too large: {msg}"
-        else:
-            text = f"request rejected: {msg}"
-        return PermanentBackendError(text, endpoint=shown, status=status)
-
-    def server_message(self, response: httpx2.Response) -> str:
-        """The server's own error message, on one line, cut to ~300 chars, key redacted."""
-        try:
-            data: object = json.loads(response.content)
-        except (ValueError, RecursionError):
-            data = None
-        msg: object = None
-        if isinstance(data, dict):
-            err = data.get("error")
-            msg = err.get("message") if isinstance(err, dict) else err
-            msg = msg or data.get("message") or data.get("detail")
-        if msg is None:
-            msg = response.text or response.reason_phrase
-        if not isinstance(msg, str):
-            try:
-                msg = json.dumps(msg)[: _MAX_MESSAGE * 4]
-            except (ValueError, TypeError, RecursionError):
-                msg = response.reason_phrase
-        text = redact(" ".join(msg[: _MAX_MESSAGE * 4].split()))
-        return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "…"
+        """``response``'s error status as a ``BackendError`` (``http_errors.py``)."""
+        return http_error(response, shown, api_key_env=self.api_key_env, model=self.model)
 
 
 def token_counts(body: object) -> tuple[int, int]:

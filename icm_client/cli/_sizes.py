@@ -16,7 +16,7 @@ import argparse
 import sys
 
 from ..backends import OpenAICompletions
-from ..backends.context_window import context_window
+from ..backends.openai.context_window import context_window
 from ..dataset import Example
 from ..errors import ConfigError, NoAnswerError
 from ..tasks import Task

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Backend, ScoreRequest
-from ..backends.lean import MAX_RESPONSE_BYTES
+from ..backends.openai.profiles import PROVIDER_CHOICES
 from ..backends.preflight import preflight
-from ..backends.profiles import PROVIDER_CHOICES
+from ..backends.transport import MAX_RESPONSE_BYTES
 from ..connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, connect
 from ..dataset import Example
 from ..tasks import Task

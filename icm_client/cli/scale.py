@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from ..backends import OpenAICompletions
-from ..backends.context_window import context_window
+from ..backends.openai.context_window import context_window
 from ..errors import ConfigError
 from ..run import LabelConfig
 from ..runs.outputs import RunLock, remove_stale_temps

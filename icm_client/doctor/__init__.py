@@ -2,7 +2,7 @@
 
 The checks run in the order in which a failure explains the later ones: the model list
 (reachable? key accepted? which model?), one plain completion (the model answers; its
-latency), the capability probe the backend itself uses (``backends.probe``: logprobs and the
+latency), the capability probe the backend itself uses (``backends.openai.probe``: logprobs and the
 largest k, tokenizer, token-id prompts, ``logprob_token_ids``, echo), how each label word
 tokenizes right after a prompt, one real score through the same code path as ``icm label``,
 and the prefix cache (the same ~1,500-token prompt twice: the server's own count of cached

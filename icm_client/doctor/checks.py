@@ -10,9 +10,9 @@ from typing import TypeVar
 import httpx2
 
 from ..backends.base import ScoreRequest
-from ..backends.openai_compat import OpenAICompletions
-from ..backends.probe import forget_probes, probe
-from ..backends.profiles import Profile
+from ..backends.openai import OpenAICompletions
+from ..backends.openai.probe import forget_probes, probe
+from ..backends.openai.profiles import Profile
 from ..errors import BackendError, PermanentBackendError, TransientBackendError
 from .prefix_cache import cache_verdict
 from .report import K_TRIED, DoctorReport, LabelReport, PrefixCacheReport
@@ -115,7 +115,9 @@ class Checks:
         self.latency_s = round(time.perf_counter() - start, 4)
 
         forget_probes()  # ask afresh: the server may have been restarted with other flags
-        self.profile = profile = await self.fatal("logprobs", probe(server, echo=True))
+        self.profile = profile = await self.fatal(
+            "logprobs", probe(server, top_k=server.top_k, echo=True)
+        )
         await self.tokenize_labels(server, profile)
         k = min(20, profile.max_logprobs or 20)
         scorer = self.backend(self.model, provider=profile, top_k=k)

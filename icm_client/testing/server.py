@@ -17,6 +17,13 @@ import httpx2
 from .protocol import CompletionsApp, NextToken
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    # The stdlib listens with a backlog of 5; a burst of new connections past it is reset by
+    # the kernel. Real servers queue far more (uvicorn 2048), and the client opens one
+    # connection per request in flight, hundreds at once.
+    request_queue_size = 1024
+
+
 class ThreadedServer:
     """A stdlib HTTP/1.1 server on 127.0.0.1 (a free port) in a daemon thread, as a context
     manager; subclasses give the request handler class."""
@@ -40,7 +47,7 @@ class ThreadedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> Self:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self._httpd = _HTTPServer(("127.0.0.1", 0), self.handler())
         self._httpd.daemon_threads = True
         self._port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(

@@ -10,8 +10,8 @@ answer at all raises ``NoAnswerError``.
 
 from __future__ import annotations
 
-from ..errors import BackendError, NoAnswerError
-from .openai_compat import OpenAICompletions
+from ...errors import BackendError, NoAnswerError
+from .completions import OpenAICompletions
 
 
 async def context_window(backend: OpenAICompletions) -> int | None:

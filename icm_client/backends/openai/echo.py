@@ -1,32 +1,36 @@
-"""Exact continuation scoring (``mode="echo"``) for ``OpenAICompletions``
-(``openai_compat.py`` says why it is off by default): each ``prompt + label`` is sent with
-``echo`` and the label tokens' echoed logprobs are summed.
+"""Exact continuation scoring (``mode="echo"``; ``completions.py`` says why it is off by
+default): each ``prompt + label`` is sent with ``echo`` and the label tokens' echoed logprobs
+are summed.
 """
 
 from __future__ import annotations
 
-from ..errors import CapabilityError, PermanentBackendError
-from .base import ScoreRequest, ScoreResult
-from .completions_requests import CompletionsRequests
+from ...errors import CapabilityError, PermanentBackendError
+from ..base import ScoreRequest, ScoreResult
+from ..transport import token_counts
+from .label_tokens import ContextTokens
 from .logprobs import echo_sequences, suffix_logprob
 from .profiles import Profile
-from .transport import token_counts
+from .requests import CompletionsRequests
 
 
-class EchoScoring(CompletionsRequests):
+class EchoScoring:
     """``mode="echo"``: the label's own tokens' logprobs, echoed back with the prompt."""
 
-    async def _score_echo(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
+    def __init__(self, requests: CompletionsRequests, tokens: ContextTokens) -> None:
+        self.requests, self.tokens = requests, tokens
+
+    async def score(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
         if profile.echo == "none":
             raise CapabilityError(
                 f"exact continuation scoring needs echoed prompt logprobs, which this endpoint "
                 f"(profile {profile.name!r}) does not give; use mode='next_token'",
-                endpoint=self.completions_url,
+                endpoint=self.requests.completions_url,
             )
         ctx: list[int] | None = None
         prompts: list[str] | list[list[int]]
         if profile.scores_token_ids:
-            ctx, labels = await self._in_context(request)
+            ctx, labels = await self.tokens.in_context(request)
             prompts = [ctx + ids for ids in labels]
         else:
             prompts = [request.prompt + label for label in request.labels]
@@ -35,12 +39,12 @@ class EchoScoring(CompletionsRequests):
             payload["echo_last"] = max(len(label.encode()) for label in request.labels) + 1
         else:
             payload["echo"] = True
-        bodies = await self._post_prompts(model, profile, list(prompts), payload)
+        bodies = await self.requests.post_prompts(model, profile, list(prompts), payload)
         seqs = [s for body in bodies for s in echo_sequences(body, profile.echo)]
         if len(seqs) != len(prompts):
             raise PermanentBackendError(
                 f"asked for {len(prompts)} echoed prompts, got {len(seqs)}",
-                endpoint=self.completions_url,
+                endpoint=self.requests.completions_url,
             )
         values: list[float] = []
         for i, (label, (tokens, lps)) in enumerate(zip(request.labels, seqs, strict=True)):
@@ -51,11 +55,13 @@ class EchoScoring(CompletionsRequests):
                 if len(lps) != len(prompts[i]) or any(lp is None for lp in span):
                     raise PermanentBackendError(
                         f"echoed {len(lps)} prompt tokens for a prompt of {len(prompts[i])}",
-                        endpoint=self.completions_url,
+                        endpoint=self.requests.completions_url,
                     )
                 values.append(sum(lp for lp in span if lp is not None))
             else:
-                values.append(suffix_logprob((tokens, lps), label, endpoint=self.completions_url))
+                values.append(
+                    suffix_logprob((tokens, lps), label, endpoint=self.requests.completions_url)
+                )
         counts = [token_counts(body) for body in bodies]
         return ScoreResult(
             tuple(values),

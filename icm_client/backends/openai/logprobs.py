@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from ..errors import CapabilityError, PermanentBackendError
+from ...errors import CapabilityError, PermanentBackendError
 
 TopK = list[tuple[str, float]]
 """The top-k at one position: ``(token_text, logprob)`` pairs, in the server's order."""

@@ -33,25 +33,29 @@ import anyio
 import httpx2
 from pydantic import SecretStr
 
-from ..errors import ConfigError
-from .base import ScoreRequest, ScoreResult, Usage
-from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT, MicroBatcher
-from .completions_echo import EchoScoring
-from .completions_next_token import NextTokenScoring
-from .label_tokens import LabelTokens
-from .lean import MAX_RESPONSE_BYTES, http_client
+from ...errors import ConfigError
+from ..base import ScoreRequest, ScoreResult, Usage
+from ..transport import (
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_RESPONSE_BYTES,
+    HTTPClient,
+    JSONTransport,
+    http_client,
+)
+from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT
+from .echo import EchoScoring
+from .label_tokens import ContextTokens
+from .next_token import NextTokenScoring
+from .probe import probe
 from .profiles import Profile, get_profile, profile_for_url
-from .transport import TRANSIENT_STATUSES, JSONTransport, parse_retry_after
+from .requests import CompletionsRequests
 
-__all__ = ["TRANSIENT_STATUSES", "OpenAICompletions", "parse_retry_after"]
+__all__ = ["OpenAICompletions"]
 
 Mode = Literal["next_token", "echo"]
 
-# The scoring of each mode lives in completions_next_token.py and completions_echo.py; the
-# requests they share (and ``tokenize``, ``completions_url``) in completions_requests.py.
 
-
-class OpenAICompletions(NextTokenScoring, EchoScoring):
+class OpenAICompletions:
     """A ``Backend`` over ``POST {base_url}/v1/completions``.
 
     ``base_url`` may be given with or without ``/v1``. ``model=None`` asks ``GET /v1/models``
@@ -71,9 +75,11 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     ``batch_size``: where the host takes a list of prompts, concurrent scores share one
     request, up to this many prompts, the first waiting ``batch_wait`` seconds at most for
     the others (``batching.py``); 1 sends one prompt per request. ``usage.extra`` counts
-    ``prompts`` and ``http_requests`` (completions) apart.
-    Without one, a plain ``http://`` server is reached through ``lean.LeanTransport`` (a
-    fraction of httpx2's CPU per request; ``ICM_HTTP_TRANSPORT=httpx`` opts out).
+    ``prompts`` and ``http_requests`` (completions) apart. ``max_connections`` sizes the
+    pool of the client it builds, and ``http`` picks its transport: httpx2's own, or
+    aiohttp's (``transport.http_client``; the ``aiohttp`` extra).
+    Scoring is delegated to a strategy chosen by ``mode`` (``NextTokenScoring`` or
+    ``EchoScoring``), over the requests of ``CompletionsRequests``.
     """
 
     def __init__(
@@ -94,6 +100,8 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         remember_label_tokens: bool = True,
         batch_size: int = DEFAULT_MAX_BATCH,
         batch_wait: float = DEFAULT_MAX_WAIT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http: HTTPClient = "httpx",
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
@@ -113,27 +121,28 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
             api_key=SecretStr(key) if key else None,
             api_key_env=api_key_env,
             timeout=timeout,
-            client=client if client is not None else http_client(base_url, timeout),
+            client=client if client is not None else http_client(timeout, max_connections, http),
             max_response_bytes=max_response_bytes,
         )
         self._http.model = model or None
         if isinstance(provider, Profile):
-            self._profile: Profile | None = provider
+            profile: Profile | None = provider
         elif provider == "auto":
-            self._profile = profile_for_url(base_url)  # None: probe at first use
+            profile = profile_for_url(base_url)  # None: probe at first use
         else:
-            self._profile = get_profile(provider)
+            profile = get_profile(provider)
         self._mode: Mode = mode
         self._top_k, self._max_top_k = top_k, max_top_k
-        self._escalate = True  # off once the server refuses the larger k
-        self._explicit: bool | None = None  # logprob_token_ids honoured? None: not seen yet
         self._usage = usage if usage is not None else Usage()
         self._lock = anyio.Lock()
-        self._label_tokens = LabelTokens() if remember_label_tokens else None
-        self._batcher = (
-            MicroBatcher(self._send_batch, max_batch=batch_size, max_wait=batch_wait)
-            if batch_size > 1
-            else None
+        self._requests = CompletionsRequests(
+            self._http, self._usage, profile=profile, batch_size=batch_size, batch_wait=batch_wait
+        )
+        tokens = ContextTokens(self._requests, remember=remember_label_tokens)
+        self._scoring: NextTokenScoring | EchoScoring = (
+            EchoScoring(self._requests, tokens)
+            if mode == "echo"
+            else NextTokenScoring(self._requests, tokens, top_k, max_top_k)
         )
 
     # -- public ------------------------------------------------------------------------
@@ -142,7 +151,7 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     def identity(self) -> str:
         """What the scores depend on: API shape, model, k, scoring method; not the URL
         (replicas share a cache). Hosted profiles add their name (deployments differ)."""
-        p = self._profile
+        p = self._requests.profile
         parts = ["openai-completions"]
         if p is not None and p.hosted:
             parts.append(p.name)
@@ -150,7 +159,7 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
         if self._mode == "echo":
             parts.append("echo")
         else:
-            parts.append(f"top{self._k(self._top_k)}")
+            parts.append(f"top{self._requests.capped(self._top_k)}")
             if p is None:
                 parts.append("?")  # not probed yet
             elif p.scores_token_ids:
@@ -169,15 +178,14 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     @property
     def profile(self) -> Profile | None:
         """The host's profile, or None until probed (``provider="auto"``, unknown host)."""
-        return self._profile
+        return self._requests.profile
 
     @property
     def multi_token_labels(self) -> bool:
         """Whether a label word of several tokens is scored exactly (echo, or token ids by
         the chain rule); else only single-token label words can be read off the top-k."""
-        return self._mode == "echo" or (
-            self._profile is not None and self._profile.scores_token_ids
-        )
+        p = self._requests.profile
+        return self._mode == "echo" or (p is not None and p.scores_token_ids)
 
     @property
     def top_k(self) -> int:
@@ -185,34 +193,39 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
 
     def __repr__(self) -> str:
         key = "set" if self._http.api_key else "none"
-        name = self._profile.name if self._profile else "auto"
+        p = self._requests.profile
+        name = p.name if p else "auto"
         return (
             f"OpenAICompletions({self._http.shown_root!r}, model={self._http.model!r}, "
             f"provider={name!r}, top_k={self._top_k}, max_top_k={self._max_top_k}, "
             f"api_key={key})"
         )
 
+    @property
+    def completions_url(self) -> str:
+        return self._requests.completions_url
+
     async def prepare(self) -> None:
         """Discover the model and the host's profile, so that ``identity`` is final."""
-        await self._resolve_model()
+        await self._requests.resolve_model()
         await self._resolve_profile()
 
     async def call(self, method: str, path: str, payload: dict[str, object] | None) -> object:
         """One JSON request to the server root (probes, ``icm doctor``); counts nothing."""
         return await self._http.call(method, path, payload)
 
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | None:
+        """Token ids of ``text`` by the server's tokenizer; None where it has none."""
+        return await self._requests.tokenize(text, add_special=add_special)
+
     async def score(self, request: ScoreRequest) -> ScoreResult:
         if request.prompt != request.prompt.rstrip():
             raise ValueError(
                 "prompt must not end in whitespace: the label words carry their leading space"
             )
-        model = await self._resolve_model()
+        model = await self._requests.resolve_model()
         profile = await self._resolve_profile()
-        if self._mode == "echo":
-            return await self._score_echo(model, profile, request)
-        if profile.scores_token_ids:
-            return await self._score_ids(model, profile, request)
-        return await self._score_text(model, profile, request)
+        return await self._scoring.score(model, profile, request)
 
     async def __aenter__(self) -> Self:
         return self
@@ -227,12 +240,12 @@ class OpenAICompletions(NextTokenScoring, EchoScoring):
     # -- set-up ------------------------------------------------------------------------
 
     async def _resolve_profile(self) -> Profile:
-        if self._profile is not None:
-            return self._profile
-        from .probe import probe  # probe.py drives this class: imported late, no cycle
-
-        await self._resolve_model()
+        requests = self._requests
+        if requests.profile is not None:
+            return requests.profile
+        await requests.resolve_model()
         async with self._lock:
-            if self._profile is None:
-                self._profile = await probe(self, echo=self._mode == "echo")
-            return self._profile
+            if requests.profile is None:
+                echo = self._mode == "echo"
+                requests.profile = await probe(requests, top_k=self._top_k, echo=echo)
+            return requests.profile

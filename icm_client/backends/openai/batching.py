@@ -27,7 +27,7 @@ from typing import Any
 
 import anyio
 
-from ..errors import PermanentBackendError, TransientBackendError
+from ...errors import PermanentBackendError, TransientBackendError
 
 DEFAULT_MAX_BATCH = 32
 """Prompts per request at most."""

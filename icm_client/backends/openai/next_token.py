@@ -1,33 +1,43 @@
-"""Next-token scoring for ``OpenAICompletions`` (``openai_compat.py`` describes both paths):
-label words looked up by text in the top-k, or labels of any length scored by token id with
-the chain rule; either retried once with a larger k when a label is outside the top-k.
+"""Next-token scoring (``mode="next_token"``, ``completions.py`` describes both paths): label
+words looked up by text in the top-k, or labels of any length scored by token id with the
+chain rule; either retried once with a larger k when a label is outside the top-k.
 """
 
 from __future__ import annotations
 
-from ..errors import PermanentBackendError
-from .base import ScoreRequest, ScoreResult
-from .completions_requests import CompletionsRequests
+from ...errors import PermanentBackendError
+from ..base import ScoreRequest, ScoreResult
+from ..transport import token_counts
+from .label_tokens import ContextTokens
 from .logprobs import Entry, label_logprobs, parse_top_entries, parse_top_logprobs, token_logprobs
 from .profiles import Profile
-from .transport import token_counts
+from .requests import CompletionsRequests
 
 MAX_LOGPROB_TOKEN_IDS = 128
 """vLLM's cap on ``logprob_token_ids`` (``vllm/sampling_params.py``)."""
 
 
-class NextTokenScoring(CompletionsRequests):
-    """``mode="next_token"``: the distribution over the token after the prompt."""
+class NextTokenScoring:
+    """``mode="next_token"``: the distribution over the token after the prompt, asked for
+    ``top_k`` entries, and once more for ``max_top_k`` when a label is not among them."""
 
-    _top_k: int
-    _max_top_k: int
-    _escalate: bool  # off once the server refuses the larger k
-    _explicit: bool | None  # logprob_token_ids honoured? None: not seen yet
+    def __init__(
+        self, requests: CompletionsRequests, tokens: ContextTokens, top_k: int, max_top_k: int
+    ) -> None:
+        self.requests, self.tokens = requests, tokens
+        self.top_k, self.max_top_k = top_k, max_top_k
+        self._escalate = True  # off once the server refuses the larger k
+        self._explicit: bool | None = None  # logprob_token_ids honoured? None: not seen yet
+
+    async def score(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
+        if profile.scores_token_ids:
+            return await self._score_ids(model, profile, request)
+        return await self._score_text(model, profile, request)
 
     async def _score_text(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
-        k, big = self._k(self._top_k), self._k(self._max_top_k)
+        k, big = self.requests.capped(self.top_k), self.requests.capped(self.max_top_k)
         body = await self._complete(model, profile, request.prompt, k)
-        top = parse_top_logprobs(body, endpoint=self.completions_url)[0]
+        top = parse_top_logprobs(body, endpoint=self.requests.completions_url)[0]
         logprobs, bounded = label_logprobs(top, request.labels)
         prompt_tokens, cached_tokens = token_counts(body)
         if any(bounded) and self._escalate and big > k:
@@ -36,16 +46,16 @@ class NextTokenScoring(CompletionsRequests):
             except PermanentBackendError as exc:
                 self._stop_escalating(exc)
             else:
-                top = parse_top_logprobs(body, endpoint=self.completions_url)[0]
+                top = parse_top_logprobs(body, endpoint=self.requests.completions_url)[0]
                 logprobs, bounded = label_logprobs(top, request.labels)
                 prompt_tokens, cached_tokens = token_counts(body)
-        self._usage.bounded_labels += sum(bounded)
+        self.requests.usage.bounded_labels += sum(bounded)
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
     async def _score_ids(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
-        ctx, labels = await self._labels_in_context(request)
+        ctx, labels = await self.tokens.labels_in_context(request)
         if ctx is None and any(len(ids) > 1 for ids in labels):  # chains need the prompt's ids
-            ctx, labels = await self._in_context(request)
+            ctx, labels = await self.tokens.in_context(request)
         # The chain-rule positions, deduplicated (labels may share first tokens); P comes
         # first so that the shared prefix is computed once, by the first element.
         positions: dict[tuple[int, ...], int] = {}
@@ -66,14 +76,14 @@ class NextTokenScoring(CompletionsRequests):
             and self._explicit is not False
             and len(wanted) <= MAX_LOGPROB_TOKEN_IDS
         )
-        k, big = self._k(self._top_k), self._k(self._max_top_k)
+        k, big = self.requests.capped(self.top_k), self.requests.capped(self.max_top_k)
         tops, counts = await self._complete_ids(model, profile, prompts, k, extra, wanted, explicit)
         if explicit:
             honoured = all(set(wanted) <= {tid for tid, _, _ in top} for top in tops)
             if self._explicit is None or not honoured:
                 self._explicit = honoured  # vLLM ignores unknown fields: read it off the answer
             if not honoured:
-                self._usage.extra["explicit_ignored"] = 1
+                self.requests.usage.extra["explicit_ignored"] = 1
         values, bounded = self._chain(tops, positions, labels)
         if any(bounded) and self._escalate and big > k:
             try:
@@ -84,7 +94,7 @@ class NextTokenScoring(CompletionsRequests):
                 self._stop_escalating(exc)
             else:
                 values, bounded = self._chain(tops, positions, labels)
-        self._usage.bounded_labels += sum(bounded)
+        self.requests.usage.bounded_labels += sum(bounded)
         return ScoreResult(values, bounded, *counts)
 
     def _chain(
@@ -100,7 +110,7 @@ class NextTokenScoring(CompletionsRequests):
             total, bounded = 0.0, False
             for j, tid in enumerate(ids):
                 top = tops[positions[tuple(ids[:j])]]
-                (lp,), (bd,) = token_logprobs(top, [tid], endpoint=self.completions_url)
+                (lp,), (bd,) = token_logprobs(top, [tid], endpoint=self.requests.completions_url)
                 total += lp
                 bounded = bounded or bd
             values.append(total)
@@ -115,7 +125,7 @@ class NextTokenScoring(CompletionsRequests):
 
     async def _complete(self, model: str, profile: Profile, prompt: object, k: int) -> object:
         payload: dict[str, object] = {"max_tokens": 1, "temperature": 0, "logprobs": k}
-        [body] = await self._post_prompts(model, profile, [prompt], payload)
+        [body] = await self.requests.post_prompts(model, profile, [prompt], payload)
         return body
 
     async def _complete_ids(
@@ -133,21 +143,23 @@ class NextTokenScoring(CompletionsRequests):
         if explicit:
             payload["logprob_token_ids"] = wanted
         try:
-            bodies = await self._post_prompts(model, profile, list(prompts), payload)
+            bodies = await self.requests.post_prompts(model, profile, list(prompts), payload)
         except PermanentBackendError as exc:
             # A server that knows the field but refuses it here: ask without it from now on.
             if not explicit or exc.status not in (400, 422) or "logprob_token_ids" not in str(exc):
                 raise
             self._explicit = False
             payload.pop("logprob_token_ids")
-            bodies = await self._post_prompts(model, profile, list(prompts), payload)
+            bodies = await self.requests.post_prompts(model, profile, list(prompts), payload)
         tops = [
-            top for body in bodies for top in parse_top_entries(body, endpoint=self.completions_url)
+            top
+            for body in bodies
+            for top in parse_top_entries(body, endpoint=self.requests.completions_url)
         ]
         if len(tops) != len(prompts):
             raise PermanentBackendError(
                 f"asked for {len(prompts)} prompts, got {len(tops)} choices",
-                endpoint=self.completions_url,
+                endpoint=self.requests.completions_url,
             )
         counts = [token_counts(body) for body in bodies]
         return tops, (sum(c[0] for c in counts), sum(c[1] for c in counts))

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ..errors import CapabilityError, PermanentBackendError
+from ...errors import CapabilityError, PermanentBackendError
+from ..base import Usage
 from .logprobs import Entry, parse_top_entries
 from .profiles import EchoShape, Profile, Tokenizer
-
-if TYPE_CHECKING:
-    from .openai_compat import OpenAICompletions
 
 PROBE_TEXT = "The capital of France is"
 _SAME = 0.25  # logprob tolerance: CPU numerics differ by ~0.1 between batch shapes; a
@@ -40,30 +38,47 @@ _REFUSED = (400, 401, 403, 404, 405, 422)
 _PROBED: dict[tuple[str, str, bool], Profile] = {}
 
 
+class Server(Protocol):
+    """What the probe asks through: uncounted JSON requests to the server root, and where
+    to count them (``CompletionsRequests`` and ``OpenAICompletions`` are both one)."""
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def completions_url(self) -> str: ...
+
+    @property
+    def usage(self) -> Usage: ...
+
+    async def call(self, method: str, path: str, payload: dict[str, object] | None) -> object: ...
+
+
 def forget_probes() -> None:
     """Drop remembered probe results (a server was restarted with other settings)."""
     _PROBED.clear()
 
 
-async def probe(backend: OpenAICompletions, *, echo: bool = False) -> Profile:
-    """The ``Profile`` of the server behind ``backend`` (remembered; see the module doc).
+async def probe(server: Server, *, top_k: int, echo: bool = False) -> Profile:
+    """The ``Profile`` of ``server`` (remembered; see the module doc); ``top_k`` is the first
+    ``logprobs`` k tried.
 
     Raises ``CapabilityError`` when the server returns no logprobs: it cannot score.
     """
-    model = backend.model
+    model = server.model
     if model is None:
         raise ValueError("resolve the model before probing")
-    key = (backend.completions_url, model, echo)
+    key = (server.completions_url, model, echo)
     if key not in _PROBED:
-        _PROBED[key] = await _Probe(backend, model).run(echo)
+        _PROBED[key] = await _Probe(server, model).run(top_k, echo)
     return _PROBED[key]
 
 
 class _Probe:
-    def __init__(self, backend: OpenAICompletions, model: str) -> None:
-        self.backend = backend
+    def __init__(self, server: Server, model: str) -> None:
+        self.server = server
         self.model = model
-        self.endpoint = backend.completions_url
+        self.endpoint = server.completions_url
         self.refusal: PermanentBackendError | None = None
 
     async def ask(self, path: str, payload: dict[str, object]) -> object | None:
@@ -73,11 +88,11 @@ class _Probe:
         the like (no such endpoint). Anything else (a wrong model, key or URL) is raised:
         that is not a capability, it is a mistake to report.
         """
-        extra = self.backend.usage.extra
+        extra = self.server.usage.extra
         extra["probe_requests"] = extra.get("probe_requests", 0) + 1
         refused = _REFUSED if path == "/tokenize" else (400, 422)
         try:
-            body = await self.backend.call("POST", path, payload)
+            body = await self.server.call("POST", path, payload)
         except PermanentBackendError as exc:
             if exc.status in refused:
                 self.refusal = exc
@@ -90,8 +105,7 @@ class _Probe:
         body = await self.ask("/v1/completions", payload | {"logprobs": k, **extra})
         return None if body is None else parse_top_entries(body, endpoint=self.endpoint)
 
-    async def run(self, echo: bool) -> Profile:
-        first_k = self.backend.top_k
+    async def run(self, first_k: int, echo: bool) -> Profile:
         top: list[Entry] | None = None
         accepted = first_k
         for k in dict.fromkeys((first_k, 20, 5)):

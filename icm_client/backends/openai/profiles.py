@@ -32,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 Tokenizer = Literal["none", "llamacpp", "vllm"]
 EchoShape = Literal["none", "choices", "together", "fireworks"]
