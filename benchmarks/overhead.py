@@ -4,9 +4,9 @@
 
 The loopback stand-in server (``_sim.py``) runs in its own process and answers every
 completion after a fixed ``--latency``. For each concurrency c the client sends c x rounds
-distinct requests through ``stack(OpenAICompletions(...), max_concurrency=c,
-cache_dir=False)``, all started at once (as the scorer starts them), after a warm-up round
-that opens the connections. Figures:
+distinct requests through ``ScoringClient(OpenAICompletions(...), max_concurrency=c,
+cache=False)``, all started at once (as the scorer starts them), after a warm-up round that
+opens the connections. Figures:
 
 * throughput / ideal: the ideal time is requests x latency / c (a server that only waits);
   1.0 means the client adds nothing;
@@ -16,7 +16,7 @@ that opens the connections. Figures:
   load leaves this process, the client is CPU-bound (throughput = share / CPU per request);
 * server CPU per request, to show the server is not the bottleneck.
 
-Clients: the stack as built (the lean transport for ``http://``), the same stack over
+Clients: the client as built (the lean transport for ``http://``), the same client over
 httpx2's own transport (the baseline of the "vs httpx2" column), each HTTP client alone
 (the same bodies through ``httpx2.AsyncClient``, lean or not), and a minimal asyncio client.
 
@@ -41,8 +41,9 @@ import anyio
 import httpx2
 from _sim import MODEL, SimServer, machine, table, write_json
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, stack
+from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.backends.lean import LeanTransport
+from icm_client.client import ScoringClient
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = (" True", " False")
@@ -72,11 +73,11 @@ Run = Callable[[int, int], Awaitable[None]]  # (first request id, count)
 
 @asynccontextmanager
 async def icm_stack(url: str, c: int, chars: int, *, lean: bool = True) -> AsyncIterator[Run]:
-    """The measured client: ``stack(OpenAICompletions(...))``, all requests started at once;
+    """The measured client: ``ScoringClient(OpenAICompletions(...))``, all requests started at once;
     its own client (the lean transport for ``http://``) or ``lean=False``: httpx2's."""
     client = None if lean else httpx2.AsyncClient(timeout=120.0)
     inner = OpenAICompletions(url, MODEL, provider="generic", client=client)
-    backend = stack(inner, max_concurrency=c, cache_dir=False)
+    backend = ScoringClient(inner, max_concurrency=c, cache=False)
 
     async def run(first: int, count: int) -> None:
         requests = [ScoreRequest(prompt(i, chars), LABELS) for i in range(first, first + count)]
@@ -239,8 +240,9 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "server": "benchmarks/_sim.py --model canned in a child process (asyncio, "
             "HTTP/1.1 keep-alive, one fixed answer)",
             "clients": {
-                "icm stack": "stack(OpenAICompletions(provider='generic'), max_concurrency=c, "
-                "cache_dir=False): the measured client (lean transport for http://)",
+                "icm stack": "ScoringClient(OpenAICompletions(provider='generic'), "
+                "max_concurrency=c, cache=False): the measured client (lean transport for "
+                "http://)",
                 "icm stack, httpx2": "baseline: the same stack over httpx2's own transport",
                 "lean alone": "the same requests through httpx2.AsyncClient(transport="
                 "LeanTransport())",
