@@ -13,6 +13,7 @@ import anyio
 import diskcache
 import httpx2
 import pytest
+from anyio import wait_all_tasks_blocked
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.client import ScoreCache, ScoringClient, cache_key
@@ -209,3 +210,54 @@ async def test_a_shared_score_cache_stays_open_for_its_owner(tmp_path: Path) -> 
         assert second.usage.cache_hits == 1
     assert server.requests == 1
     shared.close()
+
+
+@pytest.mark.anyio
+async def test_identical_requests_in_flight_pay_once_without_a_cache_too() -> None:
+    server = Server(delay=0.05)
+    client = ScoringClient(server.backend(), cache=False)
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(client.score, REQ)
+    assert server.requests == 1
+    assert client.usage.calls == 1 and client.usage.cache_hits == 3
+
+
+class GatedServer(Server):
+    """Answers once ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+
+    async def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests += 1
+        await self.release.wait()
+        return httpx2.Response(200, json=BODY)
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_first_requester_hands_the_request_to_a_waiter(tmp_path: Path) -> None:
+    server = GatedServer()
+    client = ScoringClient(server.backend(), cache=tmp_path)
+    await client.prepare()
+    results = []
+
+    async def waiter() -> None:
+        results.append(await client.score(REQ))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as outer:
+            async with anyio.create_task_group() as first:
+                first.start_soon(client.score, REQ)
+                await wait_all_tasks_blocked()  # the first request waits at the server
+                outer.start_soon(waiter)
+                outer.start_soon(waiter)
+                await wait_all_tasks_blocked()  # both wait on it
+                first.cancel_scope.cancel()
+            server.release.set()
+    assert len(results) == 2 and results[0] == results[1]
+    assert results[0].logprobs == (-0.25, -1.75)
+    assert server.requests == 2  # the cancelled one, and one for both waiters
+    assert client.usage.calls == 1 and client.usage.cache_hits == 1
+    await client.aclose()

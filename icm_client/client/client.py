@@ -13,26 +13,30 @@ holds none), with the server's Retry-After honoured; the answer is stored in the
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Self
 
 import anyio
 
 from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage
-from ..errors import BudgetExhausted, ConfigError
+from ..errors import BudgetExhausted, ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
 from .policies import DEFAULT_CONCURRENCY, PREFLIGHT_RETRY, Budget, Retry
 from .preflight import preflight
-from .retry import retrying
+from .retry import after_failure, retrying
 
 CacheSetting = ScoreCache | str | os.PathLike[str] | bool | None
 
 
 class _Pending:
-    """One score being computed; identical requests wait on it instead of paying again."""
+    """One score being computed; identical requests wait on it instead of paying again.
+    The event is made by the first one to wait (most scores have no twin in flight)."""
+
+    __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
-        self.done = anyio.Event()
+        self.done: anyio.Event | None = None
         self.result: ScoreResult | None = None
         self.error: Exception | None = None
 
@@ -121,6 +125,8 @@ class ScoringClient:
         if not self._prepared:
             await self.prepare()  # identity must be final before it goes into a key
         while (pending := self._in_flight.get(request)) is not None:
+            if pending.done is None:
+                pending.done = anyio.Event()
             await pending.done.wait()
             if pending.error is not None:
                 raise pending.error
@@ -138,18 +144,26 @@ class ScoringClient:
             raise
         finally:
             del self._in_flight[request]
-            pending.done.set()
+            if pending.done is not None:
+                pending.done.set()
 
     async def _fetch(self, request: ScoreRequest) -> ScoreResult:
-        if self.cache is None:
-            return await retrying(self.retry, lambda: self._call(request), self._count_retry)
-        key = cache_key(self.identity, request)
-        result = await self.cache.get(key, request)
-        if result is not None:
-            self.usage.cache_hits += 1
-            return result
-        result = await retrying(self.retry, lambda: self._call(request), self._count_retry)
-        await self.cache.put(key, result)
+        key = None
+        if self.cache is not None:
+            key = cache_key(self.identity, request)
+            result = await self.cache.get(key, request)
+            if result is not None:
+                self.usage.cache_hits += 1
+                return result
+        try:  # retrying(), inlined: the common case, an answer at once, is the hot path
+            result = await self._call(request)
+        except TransientBackendError as exc:
+            if self.retry is None:
+                raise
+            call = functools.partial(self._call, request)
+            result = await after_failure(self.retry, exc, call, self._count_retry)
+        if key is not None and self.cache is not None:
+            await self.cache.put(key, result)
         return result
 
     async def _call(self, request: ScoreRequest) -> ScoreResult:

@@ -27,15 +27,26 @@ async def retrying(
     """``fn()``, retried on ``TransientBackendError`` as ``policy`` says (None: once).
 
     ``on_retry`` is called before each wait. A call that succeeds at once costs no retry
-    machinery: tenacity's loop starts only after a failure, and its first attempt re-raises
-    that failure (same waits and counts).
+    machinery: tenacity's loop starts only after a failure (``after_failure``).
     """
     try:
         return await fn()
     except TransientBackendError as exc:
         if policy is None:
             raise
-        failed: list[TransientBackendError] = [exc]
+        return await after_failure(policy, exc, fn, on_retry)
+
+
+async def after_failure(
+    policy: Retry,
+    first: TransientBackendError,
+    fn: Callable[[], Awaitable[T]],
+    on_retry: Callable[[], None],
+) -> T:
+    """The rest of ``retrying`` once ``fn()`` failed with ``first``: tenacity's loop, whose
+    first attempt re-raises ``first`` (so the waits and counts are the same as if tenacity
+    had made that attempt)."""
+    failed: list[TransientBackendError] = [first]
 
     async def again() -> T:
         if failed:
