@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Self
+from typing import Any, Self
 
 import anyio
 
 from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage
-from ..errors import BudgetExhausted, ConfigError, TransientBackendError
+from ..errors import ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
 from .policies import DEFAULT_CONCURRENCY, PREFLIGHT_RETRY, Budget, Retry
 from .preflight import preflight
@@ -166,24 +166,18 @@ class ScoringClient:
             await self.cache.put(key, result)
         return result
 
-    async def _call(self, request: ScoreRequest) -> ScoreResult:
-        async with self._limiter:
-            if self.budget is not None:
-                self._check_budget(self.budget)
+    async def _call(self, request: ScoreRequest, *, gated: bool = True) -> ScoreResult:
+        """The backend's answer; ``gated``: in a concurrency slot, within the budget."""
+        if gated:
+            async with self._limiter:
+                if self.budget is not None:
+                    self.budget.check(self.usage)
+                result = await self.backend.score(request)
+        else:
             result = await self.backend.score(request)
         if self._counts_calls:
             self._count(result)
         return result
-
-    def _check_budget(self, budget: Budget) -> None:
-        used = self.usage
-        if budget.max_calls is not None and used.calls >= budget.max_calls:
-            raise BudgetExhausted(f"call budget spent: {used.calls} of {budget.max_calls} calls")
-        if budget.max_prompt_tokens is not None and used.prompt_tokens >= budget.max_prompt_tokens:
-            raise BudgetExhausted(
-                f"token budget spent: {used.prompt_tokens} of {budget.max_prompt_tokens} "
-                "prompt tokens"
-            )
 
     def _count(self, result: ScoreResult) -> None:
         used = self.usage
@@ -210,36 +204,15 @@ class ScoringClient:
         the budget, and store the answer in the cache: for a check before a run, which must
         neither wait behind the run's requests nor skip the cache."""
         await self.prepare(retry)
-
-        async def call() -> ScoreResult:
-            result = await self.backend.score(request)
-            if self._counts_calls:
-                self._count(result)
-            return result
-
-        result = await retrying(retry, call, self._count_retry)
+        result = await retrying(retry, lambda: self._call(request, gated=False), self._count_retry)
         if self.cache is not None:
             await self.cache.put(cache_key(self.identity, request), result)
         return result
 
-    async def preflight(
-        self,
-        probe: ScoreRequest,
-        *,
-        probe_name: str = "the first prompt",
-        labels_of: str = "the task",
-        check_labels: bool = True,
-        retry: Retry = PREFLIGHT_RETRY,
-    ) -> ScoreResult | None:
-        """One quick real request before a long run; see ``preflight.preflight``."""
-        return await preflight(
-            self,
-            probe,
-            probe_name=probe_name,
-            labels_of=labels_of,
-            check_labels=check_labels,
-            retry=retry,
-        )
+    async def preflight(self, probe: ScoreRequest, **options: Any) -> ScoreResult | None:
+        """One quick real request before a long run: ``preflight.preflight(self, probe,
+        **options)`` (``probe_name``, ``labels_of``, ``check_labels``, ``retry``)."""
+        return await preflight(self, probe, **options)
 
     async def __aenter__(self) -> Self:
         return self

@@ -9,7 +9,8 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import NoAnswerError, TransientBackendError
+from ..backends.base import Usage
+from ..errors import BudgetExhausted, NoAnswerError, TransientBackendError
 
 DEFAULT_CONCURRENCY = 8
 """Requests in flight at most (per endpoint, over several replicas)."""
@@ -54,3 +55,13 @@ class Budget(BaseModel):
 
     max_calls: int | None = Field(None, ge=0)
     max_prompt_tokens: int | None = Field(None, ge=0)
+
+    def check(self, used: Usage) -> None:
+        """Raise ``BudgetExhausted`` if ``used`` has reached either limit."""
+        if self.max_calls is not None and used.calls >= self.max_calls:
+            raise BudgetExhausted(f"call budget spent: {used.calls} of {self.max_calls} calls")
+        if self.max_prompt_tokens is not None and used.prompt_tokens >= self.max_prompt_tokens:
+            raise BudgetExhausted(
+                f"token budget spent: {used.prompt_tokens} of {self.max_prompt_tokens} "
+                "prompt tokens"
+            )
