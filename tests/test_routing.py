@@ -344,7 +344,7 @@ async def test_a_waiting_request_spills_onto_a_slot_nobody_waiting_prefers() -> 
 
 
 @pytest.mark.anyio
-async def test_a_stack_over_routing_lets_every_replica_fill_by_default() -> None:
+async def test_a_client_over_routing_lets_every_replica_fill_by_default() -> None:
     cluster = Cluster(("a", "b", "c"))
     gate = anyio.Event()
 
@@ -550,7 +550,7 @@ def test_routed_backends_must_share_usage_and_have_distinct_names() -> None:
 
 
 @pytest.mark.anyio
-async def test_from_urls_in_a_full_stack() -> None:
+async def test_from_urls_in_a_client() -> None:
     cluster = Cluster(("a", "b"))
     routing = Routing.from_urls(
         ["http://a:8000/v1", "http://b:8000"], "m", client=cluster.client, max_concurrency=4
