@@ -20,7 +20,7 @@ from .backends import OpenAICompletions, Routing, Usage
 from .backends.base import Backend, ScoreRequest
 from .backends.lean import MAX_RESPONSE_BYTES
 from .backends.probe import PROBE_TEXT
-from .client import DEFAULT_CONCURRENCY, Budget, Retry, ScoringClient
+from .client import DEFAULT_CONCURRENCY, DEFAULT_RETRY, Budget, Retry, ScoringClient
 from .client.client import CacheSetting
 from .dataset import Example
 from .errors import ConfigError
@@ -45,7 +45,7 @@ async def connect(
     top_k: int = 20,
     max_concurrency: int = DEFAULT_CONCURRENCY,
     cache: CacheSetting = True,
-    retry: Retry | None = Retry(),  # noqa: B008 (a frozen value)
+    retry: Retry | None = DEFAULT_RETRY,
     budget: Budget | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     max_response_bytes: int = MAX_RESPONSE_BYTES,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from .cache import CACHE_VERSION, ScoreCache, cache_key, default_cache_dir
 from .client import ScoringClient
-from .policies import DEFAULT_CONCURRENCY, PREFLIGHT_RETRY, Budget, Retry
+from .policies import DEFAULT_CONCURRENCY, DEFAULT_RETRY, PREFLIGHT_RETRY, Budget, Retry
 from .preflight import preflight
 
 __all__ = [
     "CACHE_VERSION",
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_RETRY",
     "PREFLIGHT_RETRY",
     "Budget",
     "Retry",

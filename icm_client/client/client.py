@@ -22,7 +22,7 @@ import anyio
 from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from ..errors import ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
-from .policies import DEFAULT_CONCURRENCY, PREFLIGHT_RETRY, Budget, Retry
+from .policies import DEFAULT_CONCURRENCY, DEFAULT_RETRY, PREFLIGHT_RETRY, Budget, Retry
 from .preflight import preflight
 from .retry import after_failure, retrying
 
@@ -68,7 +68,7 @@ class ScoringClient:
         backend: Backend,
         *,
         cache: CacheSetting = True,
-        retry: Retry | None = Retry(),  # noqa: B008 (a frozen value)
+        retry: Retry | None = DEFAULT_RETRY,
         max_concurrency: int | None = None,
         budget: Budget | None = None,
         close_backend: bool = True,

@@ -38,6 +38,9 @@ class Retry(BaseModel):
     sleep: Sleep | None = None
 
 
+DEFAULT_RETRY = Retry()
+"""A run's: patient (a busy server recovers), up to 8 attempts and waits of a minute."""
+
 PREFLIGHT_RETRY = Retry(max_attempts=3, base_wait=0.25, max_wait=2.0, give_up_on=(NoAnswerError,))
 """The preflight's: few and quick (a wrong URL should fail in seconds); a server that does
 not answer at all is said at once, not after three timeouts."""
