@@ -29,8 +29,6 @@ from .tasks import Task
 DEFAULT_TIMEOUT = 120.0
 """Seconds for one request, whole (``--timeout``)."""
 
-__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_TIMEOUT", "connect"]
-
 
 @asynccontextmanager
 async def connect(

@@ -16,8 +16,8 @@ from ..backends.base import ScoreRequest
 from ..backends.lean import MAX_RESPONSE_BYTES
 from ..backends.profiles import PROVIDER_CHOICES
 from ..checkpoint import CHECKPOINT, checkpointed_step, clear_run
-from ..client import Budget, ScoringClient
-from ..connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, connect
+from ..client import DEFAULT_CONCURRENCY, Budget, ScoringClient
+from ..connection import DEFAULT_TIMEOUT, connect
 from ..dataset import Dataset, Example, load_dataset
 from ..errors import ConfigError, DataError, TaskError
 from ..estimate import Eta, estimate_run

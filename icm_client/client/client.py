@@ -90,11 +90,8 @@ class ScoringClient:
         self._counts_calls = not isinstance(own, Usage)
         self.usage: Usage = Usage() if not isinstance(own, Usage) else own
         self._owns_cache = not isinstance(cache, ScoreCache)
-        self.cache: ScoreCache | None
-        if isinstance(cache, ScoreCache):
-            self.cache = cache
-        elif cache is None or cache is False:
-            self.cache = None
+        if isinstance(cache, ScoreCache) or cache is None or cache is False:
+            self.cache = cache or None
         else:
             self.cache = ScoreCache(None if cache is True else cache)
         self._limiter = anyio.CapacityLimiter(max_concurrency)
@@ -105,9 +102,6 @@ class ScoringClient:
     def identity(self) -> str:
         """The backend's identity: what its scores depend on (part of every cache key)."""
         return self.backend.identity
-
-    def __repr__(self) -> str:
-        return f"ScoringClient({self.backend!r})"
 
     async def prepare(self, retry: Retry | None = None) -> None:
         """Let the backend finish lazy set-up (e.g. discover its served model) so that
