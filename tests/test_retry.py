@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import anyio
 import pytest
+from pydantic import ValidationError
 
 from icm_client.backends import ScoreRequest, ScoreResult, Usage
-from icm_client.client import Retry, ScoringClient
-from icm_client.errors import PermanentBackendError, TransientBackendError
+from icm_client.client import Budget, Retry, ScoringClient
+from icm_client.errors import (
+    BudgetExhausted,
+    ConfigError,
+    PermanentBackendError,
+    TransientBackendError,
+)
 
 REQ = ScoreRequest("Q: 2+2=4. Is it true? A:", (" Yes", " No"))
 RESULT = ScoreResult((-0.1, -2.5), (False, False))
@@ -170,3 +179,41 @@ async def test_limited_bounds_concurrency() -> None:
         for i in range(10):
             tg.start_soon(backend.score, ScoreRequest(f"{REQ.prompt} {i}", REQ.labels))
     assert inner.peak == 3
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Retry(max_attempts=0),
+        lambda: Retry(base_wait=-1),
+        lambda: Retry(max_attemps=3),  # a typo is an error, not a silent default
+        lambda: Budget(max_calls=-1),
+        lambda: Budget(max_prompt_tokens=-5),
+    ],
+)
+def test_policies_refuse_bad_values(make: Callable[[], object]) -> None:
+    with pytest.raises(ValidationError):
+        make()
+
+
+def test_policies_are_frozen_values_and_the_limit_is_checked() -> None:
+    policy = Retry(max_attempts=3)
+    with pytest.raises(ValidationError):
+        policy.max_attempts = 5  # type: ignore[misc]
+    assert Retry(max_attempts=3) == policy
+    with pytest.raises(ConfigError, match="max_concurrency must be at least 1"):
+        ScoringClient(Scripted(), cache=False, max_concurrency=0)
+
+
+@pytest.mark.anyio
+async def test_the_budget_is_checked_before_each_call_and_cache_hits_are_free(
+    tmp_path: Path,
+) -> None:
+    inner = Scripted()
+    async with ScoringClient(inner, cache=tmp_path, budget=Budget(max_calls=2)) as client:
+        for i in range(2):
+            await client.score(ScoreRequest(f"{REQ.prompt} {i}", REQ.labels))
+        with pytest.raises(BudgetExhausted, match="call budget spent: 2 of 2 calls"):
+            await client.score(ScoreRequest(f"{REQ.prompt} new", REQ.labels))
+        assert await client.score(ScoreRequest(f"{REQ.prompt} 0", REQ.labels)) == RESULT
+    assert inner.attempts == 2 and client.usage.cache_hits == 1
