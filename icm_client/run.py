@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backends.base import Scorer, prepare
+from .backends.base import CountingBackend, prepare
 from .checkpoint import Checkpointer, RunStore
 from .dataset import Example, GoldLabels, examples_of
 from .ledger import Figures, Ledger, record
@@ -162,7 +162,7 @@ def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextSt
 
 
 def fingerprint(
-    task: Task, examples: Sequence[Example], config: LabelConfig, backend: Scorer
+    task: Task, examples: Sequence[Example], config: LabelConfig, backend: CountingBackend
 ) -> str:
     """What a run's result depends on: every prompt, the label words, the constraints, the
     settings and the model. A run directory refuses to resume a run with another one."""
@@ -183,7 +183,7 @@ def fingerprint(
 async def label(
     examples: Sequence[Example],
     task: Task,
-    backend: Scorer,
+    backend: CountingBackend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
@@ -243,7 +243,7 @@ async def label(
 
 def _result(
     task: Task,
-    backend: Scorer,
+    backend: CountingBackend,
     exs: Sequence[Example],
     config: LabelConfig,
     result: SearchResult,

@@ -7,18 +7,18 @@ concurrency limits and budgets are the ``ScoringClient``'s (``icm_client.client`
 
 from __future__ import annotations
 
-from .base import Backend, Scorer, ScoreRequest, ScoreResult, Usage, prepare
+from .base import Backend, CountingBackend, ScoreRequest, ScoreResult, Usage, prepare
 from .logprobs import label_logprobs, missing_label_bound, parse_top_logprobs
 from .openai_compat import OpenAICompletions
 from .routing import Routing
 
 __all__ = [
     "Backend",
+    "CountingBackend",
     "OpenAICompletions",
     "Routing",
     "ScoreRequest",
     "ScoreResult",
-    "Scorer",
     "Usage",
     "label_logprobs",
     "missing_label_bound",

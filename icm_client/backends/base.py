@@ -105,7 +105,7 @@ class Backend(Protocol):
 
 
 @runtime_checkable
-class Scorer(Protocol):
+class CountingBackend(Protocol):
     """What ``label``, ``evaluate`` and ``label_large`` score through: a ``ScoringClient``,
     or a backend used bare (no cache, retries or limit) that counts its own ``usage``."""
 

@@ -44,7 +44,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ICMError, TransientBackendError
-from .base import Backend, Scorer, ScoreRequest, ScoreResult, Usage, prepare
+from .base import Backend, CountingBackend, ScoreRequest, ScoreResult, Usage, prepare
 from .openai_compat import OpenAICompletions
 
 AffinityKey = Callable[[ScoreRequest], str]
@@ -82,7 +82,7 @@ class EndpointStats(BaseModel):
 
 @dataclass(eq=False)
 class _Endpoint:
-    backend: Scorer
+    backend: CountingBackend
     name: str
     index: int
     capacity: int
@@ -139,7 +139,7 @@ class Routing:
 
     def __init__(
         self,
-        backends: Sequence[Scorer],
+        backends: Sequence[CountingBackend],
         *,
         max_concurrency: int | Sequence[int] = 8,
         cooldown: float = 10.0,

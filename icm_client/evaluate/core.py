@@ -32,7 +32,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..backends.base import Scorer, prepare
+from ..backends.base import CountingBackend, prepare
 from ..baselines.zero_shot import ChatModel, zero_shot_labels
 from ..dataset import Example, GoldLabels, examples_of
 from ..errors import ConfigError, DataError
@@ -85,7 +85,7 @@ def _indices(words: Mapping[str, str], task: Task, what: str) -> dict[str, Label
 
 async def evaluate(
     task: Task,
-    backend: Scorer,
+    backend: CountingBackend,
     train: Sequence[Example],
     test: Sequence[Example],
     test_gold: GoldLabels,

@@ -19,7 +19,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..backends.base import Scorer
+from ..backends.base import CountingBackend
 from ..dataset import Example
 from ..scoring.base import Prediction
 from ..scoring.context import ContextScorer
@@ -72,7 +72,7 @@ class FixedContext:
 async def predict(
     task: Task,
     examples: Sequence[Example],
-    backend: Scorer,
+    backend: CountingBackend,
     demos: Sequence[int],
     labels: Mapping[int, Label],
     targets: Sequence[int],
@@ -115,7 +115,7 @@ def fix_inconsistencies(
 async def bootstrap_labels(
     task: Task,
     examples: Sequence[Example],
-    backend: Scorer,
+    backend: CountingBackend,
     demos: Sequence[int],
     start: Mapping[int, Prediction],
     *,
