@@ -6,7 +6,7 @@ batched prompts (``prompt`` a list), in one run.
 The loopback stand-in server (``_sim.py``, model ``canned``: the cheapest answers, in its own
 process) answers every completion request after ``--latency`` seconds, whatever the number
 of prompts it carries. ``--in-flight`` x ``--rounds`` distinct prompts are scored through
-``stack(OpenAICompletions(...), max_concurrency=in_flight, cache_dir=False)``, all started
+``ScoringClient(OpenAICompletions(...), max_concurrency=in_flight, cache=False)``, all started
 at once (as the scorer starts them), after a warm-up round. Clients:
 
 * ``one prompt per request`` (the baseline): ``batch_size=1``, httpx2's transport;
@@ -32,8 +32,9 @@ from typing import Any
 import anyio
 from _sim import MODEL, SimServer, machine, table, write_json
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, stack
+from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.backends.openai.profiles import Profile
+from icm_client.client import ScoringClient
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = (" True", " False")
@@ -60,7 +61,7 @@ async def measure(url: str, name: str, args: argparse.Namespace) -> dict[str, ob
     if "batch_size" not in options:
         options["batch_size"] = args.batch_size
     inner = OpenAICompletions(url, MODEL, **options)
-    backend = stack(inner, max_concurrency=args.in_flight, cache_dir=False)
+    backend = ScoringClient(inner, max_concurrency=args.in_flight, cache=False)
     n = args.in_flight * args.rounds
 
     async def burst(first: int, count: int) -> None:

@@ -6,7 +6,7 @@ Default grid: truthfulqa at N = 64 and 256, gsm8k at N = 64 (``DEFAULT_GRID``); 
 ``--n`` or ``--tasks`` runs every task at every size.
 
 Every strategy labels the same synthetic dataset (``icm_client.testing.synthetic_examples``)
-through the real client stack (``stack(OpenAICompletions(...), cache_dir=False)``) against
+through the real client stack (``ScoringClient(OpenAICompletions(...), cache=False)``) against
 the loopback stand-in server (``_sim.py``), with the search at its API/CLI defaults (it runs
 until converged). Calls and
 prompt tokens are what the server counted (cross-checked against the client's ``Usage``).
@@ -42,8 +42,9 @@ from pathlib import Path
 import anyio
 from _sim import SimServer, machine, table, write_json
 
-from icm_client.backends import OpenAICompletions, stack
+from icm_client.backends import OpenAICompletions
 from icm_client.backends.base import prepare
+from icm_client.client import ScoringClient
 from icm_client.dataset import Example
 from icm_client.run import LabelConfig, make_strategy
 from icm_client.scoring.base import Assignment, Prediction, Scorer
@@ -117,9 +118,9 @@ async def run_one(
     sim: SimServer, task: Task, examples: list[Example], config: LabelConfig, concurrency: int
 ) -> dict[str, object]:
     """One search, built as ``run.label`` builds it, with ``NaiveCount`` around the scorer."""
-    backend = stack(
+    backend = ScoringClient(
         OpenAICompletions(sim.base_url, provider="generic"),
-        cache_dir=False,
+        cache=False,
         max_concurrency=concurrency,
     )
     try:

@@ -4,9 +4,9 @@
 
 The loopback stand-in server (``_sim.py``) runs in its own process and answers every
 completion after a fixed ``--latency``. For each concurrency c the client sends c x rounds
-distinct requests through ``stack(OpenAICompletions(...), max_concurrency=c,
-cache_dir=False)``, all started at once (as the scorer starts them), after a warm-up round
-that opens the connections. Figures:
+distinct requests through ``ScoringClient(OpenAICompletions(...), max_concurrency=c,
+cache=False)``, all started at once (as the scorer starts them), after a warm-up round that
+opens the connections. Figures:
 
 * throughput / ideal: the ideal time is requests x latency / c (a server that only waits);
   1.0 means the client adds nothing;
@@ -16,8 +16,8 @@ that opens the connections. Figures:
   load leaves this process, the client is CPU-bound (throughput = share / CPU per request);
 * server CPU per request, to show the server is not the bottleneck.
 
-Clients: the stack as built (httpx2's transport, the baseline of the "vs httpx2" column), the
-same stack over aiohttp (``http="aiohttp"``, the ``aiohttp`` extra; left out when it is not
+Clients: the client as built (httpx2's transport, the baseline of the "vs httpx2" column), the
+same client over aiohttp (``http="aiohttp"``, the ``aiohttp`` extra; left out when it is not
 installed), each HTTP client alone (the same bodies through the ``httpx2.AsyncClient`` that
 ``transport.http_client`` builds), and a minimal asyncio client.
 
@@ -42,8 +42,9 @@ from typing import Any
 import anyio
 from _sim import MODEL, SimServer, machine, table, write_json
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, stack
+from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.backends.transport import HTTPClient, http_client
+from icm_client.client import ScoringClient
 
 RESULTS = Path(__file__).parent / "results"
 LABELS = (" True", " False")
@@ -75,10 +76,10 @@ Run = Callable[[int, int], Awaitable[None]]  # (first request id, count)
 async def icm_stack(
     url: str, c: int, chars: int, *, http: HTTPClient = "httpx"
 ) -> AsyncIterator[Run]:
-    """The measured client: ``stack(OpenAICompletions(...))``, all requests started at once,
-    over the client it builds itself (httpx2's transport, or ``http="aiohttp"``)."""
+    """The measured client: ``ScoringClient(OpenAICompletions(...))``, all requests started at
+    once, over the HTTP client it builds itself (httpx2's, or ``http="aiohttp"``)."""
     inner = OpenAICompletions(url, MODEL, provider="generic", http=http)
-    backend = stack(inner, max_concurrency=c, cache_dir=False)
+    backend = ScoringClient(inner, max_concurrency=c, cache=False)
 
     async def run(first: int, count: int) -> None:
         requests = [ScoreRequest(prompt(i, chars), LABELS) for i in range(first, first + count)]
@@ -241,9 +242,10 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "server": "benchmarks/_sim.py --model canned in a child process (asyncio, "
             "HTTP/1.1 keep-alive, one fixed answer)",
             "clients": {
-                "icm stack": "stack(OpenAICompletions(provider='generic'), max_concurrency=c, "
-                "cache_dir=False): the measured client, on httpx2's transport (the baseline)",
-                "icm stack, aiohttp": "the same stack with http='aiohttp'",
+                "icm stack": "ScoringClient(OpenAICompletions(provider='generic'), "
+                "max_concurrency=c, cache=False): the measured client, on httpx2's transport "
+                "(the baseline)",
+                "icm stack, aiohttp": "the same client with http='aiohttp'",
                 "httpx2 alone": "the same requests through transport.http_client()",
                 "aiohttp alone": "the same requests through transport.http_client(http='aiohttp')",
                 "minimal asyncio": "floor: plain asyncio streams, c keep-alive connections",

@@ -33,7 +33,8 @@ from typing import Any
 import anyio
 from _sim import machine, table, write_json
 
-from icm_client.backends import OpenAICompletions, stack
+from icm_client.backends import OpenAICompletions
+from icm_client.client import ScoringClient
 from icm_client.dataset import Example, GoldLabels, load_dataset
 from icm_client.local import EmbeddedServer
 from icm_client.run import LabelConfig, label
@@ -80,9 +81,9 @@ async def one(
     task: str,
     config: LabelConfig,
 ) -> dict[str, Any]:
-    backend = stack(
+    backend = ScoringClient(
         OpenAICompletions(server.base_url, model=server.model_name, provider="llamacpp"),
-        cache_dir=False,
+        cache=False,
         max_concurrency=2,
     )
     start = time.perf_counter()

@@ -8,9 +8,9 @@ completions at once, queueing the rest: a GPU server with a fixed number of slot
 replica's ideal throughput is capacity / latency (80 requests/s at the defaults), R
 replicas' is R times that.
 
-The client is the real one: ``stack(Routing.from_urls(urls, max_concurrency=c),
-cache_dir=False)`` (which lets 2 x c x R requests in: c x R in flight, as many waiting in
-the routing for a slot on their preferred replica; ``--stack-limit`` sets another number),
+The client is the real one: ``ScoringClient(Routing.from_urls(urls, max_concurrency=c),
+cache=False)`` (which lets 2 x c x R requests in: c x R in flight, as many waiting in the
+routing for a slot on their preferred replica; ``--stack-limit`` sets another number),
 as ``icm label --base-url ... (R times) --concurrency c`` builds it, with c = 2 x capacity
 by default (the CLI's default 8 at capacity 4), so each server has a queue and never waits
 for the client's round trip. One replica goes through ``Routing`` too, so that the speed-up
@@ -55,8 +55,9 @@ import anyio
 from _sim import MODEL, SimServer, machine, table, write_json
 
 from icm_client.aio import gather
-from icm_client.backends import ScoreRequest, ScoreResult, stack
+from icm_client.backends import ScoreRequest, ScoreResult
 from icm_client.backends.routing import DEFAULT_AFFINITY_CHARS, Routing
+from icm_client.client import ScoringClient
 from icm_client.scoring.context import BoundedContext, ContextScorer, ExactContext
 from icm_client.tasks import get_task
 from icm_client.testing.data import synthetic_examples
@@ -113,7 +114,7 @@ async def measure(
     routing = Routing.from_urls(
         [s.base_url for s in sims], MODEL, max_concurrency=c, provider="generic"
     )
-    backend = stack(routing, max_concurrency=args.stack_limit, cache_dir=False)
+    backend = ScoringClient(routing, max_concurrency=args.stack_limit, cache=False)
 
     async def burst(texts: Sequence[str]) -> list[ScoreResult]:
         return await gather(
@@ -203,8 +204,8 @@ async def bench(args: argparse.Namespace) -> dict[str, object]:
             "seed": args.seed,
             "server": "benchmarks/_sim.py --model canned --capacity N in a child process per "
             "replica (asyncio, HTTP/1.1 keep-alive, one fixed answer)",
-            "client": "stack(Routing.from_urls(urls, max_concurrency=c), "
-            f"max_concurrency={args.stack_limit}, cache_dir=False)",
+            "client": "ScoringClient(Routing.from_urls(urls, max_concurrency=c), "
+            f"max_concurrency={args.stack_limit}, cache=False)",
         },
         "results": rows,
         "target": {
@@ -234,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     p.add_argument(
         "--stack-limit",
         type=int,
-        help="requests let into the routing at once (default: stack()'s, 2 x the slots)",
+        help="requests let into the routing at once (default: the client's, 2 x the slots)",
     )
     p.add_argument("--labeled", type=int, default=256, help="labeled examples (bounded workload)")
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))

@@ -7,7 +7,7 @@ token-id and list prompts, ``logprob_token_ids``), reached through ``httpx2.Mock
 so every request the client makes is counted, ``/v1/models`` and ``/tokenize`` included.
 N distinct TruthfulQA-shaped prompts (``_sim.synthetic_examples``, rendered by the
 ``truthfulqa`` task: they share the template's ending) are scored, ``--concurrency`` at once,
-through ``stack(OpenAICompletions(..., provider="vllm"), cache_dir=False)``, by:
+through ``ScoringClient(OpenAICompletions(..., provider="vllm"), cache=False)``, by:
 
 * ``tokenize every score`` (the baseline): ``remember_label_tokens=False``, each score asks
   ``/tokenize`` for the prompt and for prompt + each label, then the completion;
@@ -32,8 +32,9 @@ import anyio
 import httpx2
 from _sim import machine, table, write_json
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, stack
+from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult
 from icm_client.backends.openai.label_tokens import ENDING_CHARS
+from icm_client.client import ScoringClient
 from icm_client.tasks import get_task
 from icm_client.testing.data import synthetic_examples
 
@@ -61,7 +62,7 @@ async def run(requests: list[ScoreRequest], concurrency: int, options: dict[str,
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(server))
     inner = OpenAICompletions("http://vllm.test/v1", provider="vllm", client=client, **options)
     results: list[ScoreResult | None] = [None] * len(requests)
-    async with stack(inner, cache_dir=False, max_concurrency=concurrency) as backend:
+    async with ScoringClient(inner, cache=False, max_concurrency=concurrency) as backend:
 
         async def one(i: int) -> None:
             results[i] = await backend.score(requests[i])

@@ -6,8 +6,8 @@ A synthetic TruthfulQA-shaped dataset of N examples is labeled with the bounded 
 against the loopback stand-in server (``_sim.py``, no latency) with a fresh cache directory,
 then run again with the same cache, two ways (each with its own cache directory):
 
-* API: ``await label(...)`` in this process, each run with a new backend stack (a new
-  ``Cached`` opening the directory); the time is the run's own;
+* API: ``await label(...)`` in this process, each run with a new ``ScoringClient`` (a new
+  ``ScoreCache`` opening the directory); the time is the run's own;
 * CLI: ``icm label ... --provider generic --cache-dir D --quiet`` in a new process, timed
   from process start (interpreter start-up and imports included): the first run, a re-run
   with ``--restart`` (discards the run's checkpoint, keeps the cache: the whole search is
@@ -35,7 +35,8 @@ from pathlib import Path
 import anyio
 from _sim import SimServer, machine, table, write_json
 
-from icm_client.backends import OpenAICompletions, stack
+from icm_client.backends import OpenAICompletions
+from icm_client.client import ScoringClient
 from icm_client.run import LabelConfig, LabelResult, label
 from icm_client.tasks import get_task
 from icm_client.testing.data import synthetic_examples
@@ -48,9 +49,9 @@ async def api_run(
     sim: SimServer, n: int, config: LabelConfig, cache: Path, concurrency: int
 ) -> tuple[dict[str, object], LabelResult]:
     examples = synthetic_examples(n, "truthfulqa")
-    backend = stack(
+    backend = ScoringClient(
         OpenAICompletions(sim.base_url, provider="generic"),
-        cache_dir=cache,
+        cache=cache,
         max_concurrency=concurrency,
     )
     before = sim.stats()

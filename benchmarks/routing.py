@@ -29,8 +29,8 @@ from pathlib import Path
 
 import anyio
 
-from icm_client.backends import stack
 from icm_client.backends.routing import Routing
+from icm_client.client import ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.local import EmbeddedServer
 from icm_client.run import LabelConfig, label
@@ -59,7 +59,7 @@ async def one_config(replicas: int, threads: int, args: argparse.Namespace) -> d
             servers[0].model_name,
             max_concurrency=args.concurrency,
         )
-        backend = stack(routing, cache_dir=False, max_concurrency=args.concurrency * replicas)
+        backend = ScoringClient(routing, cache=False, max_concurrency=args.concurrency * replicas)
         exits.push_async_callback(backend.aclose)
         start = time.perf_counter()
         result = await label(dataset.examples, task, backend, config)

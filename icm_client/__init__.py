@@ -4,8 +4,12 @@ The front door, for ``import icm_client as icm``::
 
     data = icm.load_dataset("claims.jsonl")
     task = icm.get_task("truthfulqa")
-    async with icm.connect("http://localhost:8000/v1", task=task) as backend:
-        result = await icm.label(data.examples, task, backend, icm.LabelConfig())
+    async with icm.connect("http://localhost:8000/v1", task=task) as client:
+        result = await icm.label(data.examples, task, client, icm.LabelConfig())
+
+``connect`` builds a ``ScoringClient`` (cache, ``Retry``, concurrency limit, ``Budget``)
+around an ``OpenAICompletions`` backend and checks it; ``ScoringClient(backend, ...)`` does
+the same for a backend built by hand.
 
 The names in ``__all__`` are the supported API; the rest is reachable through the submodules.
 """
@@ -16,6 +20,7 @@ __version__ = "0.1.0"
 
 from .backends.anthropic import AnthropicSampler
 from .backends.openai import OpenAICompletions
+from .client import Budget, Retry, ScoringClient
 from .connection import connect
 from .dataset import load_dataset
 from .errors import BackendError, ConfigError, ICMError
@@ -28,12 +33,15 @@ from .tasks import TemplateTask, get_task
 __all__ = [
     "AnthropicSampler",
     "BackendError",
+    "Budget",
     "ConfigError",
     "EvalConfig",
     "ICMError",
     "LabelConfig",
     "OpenAICompletions",
+    "Retry",
     "ScaleConfig",
+    "ScoringClient",
     "SearchConfig",
     "TemplateTask",
     "connect",

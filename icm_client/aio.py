@@ -13,7 +13,7 @@ T = TypeVar("T")
 async def gather(calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
     """Run ``calls`` concurrently; results in order. The first error cancels the others and
     is raised as itself (not wrapped in an ``ExceptionGroup``), so that callers and the
-    ``Retrying`` wrapper see a plain ``BackendError``."""
+    client's retry policy see a plain ``BackendError``."""
     if len(calls) == 1:
         return [await calls[0]()]
     out: list[T | None] = [None] * len(calls)

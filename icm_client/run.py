@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backends.base import Backend, prepare
+from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
 from .runs.checkpoint import Checkpointer, RunStore
 from .runs.ledger import Figures, Ledger, record
@@ -162,7 +162,7 @@ def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextSt
 
 
 def fingerprint(
-    task: Task, examples: Sequence[Example], config: LabelConfig, backend: Backend
+    task: Task, examples: Sequence[Example], config: LabelConfig, backend: CountingBackend
 ) -> str:
     """What a run's result depends on: every prompt, the label words, the constraints, the
     settings and the model. A run directory refuses to resume a run with another one."""
@@ -183,7 +183,7 @@ def fingerprint(
 async def label(
     examples: Sequence[Example],
     task: Task,
-    backend: Backend,
+    backend: CountingBackend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
@@ -243,7 +243,7 @@ async def label(
 
 def _result(
     task: Task,
-    backend: Backend,
+    backend: CountingBackend,
     exs: Sequence[Example],
     config: LabelConfig,
     result: SearchResult,

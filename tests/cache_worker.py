@@ -1,8 +1,8 @@
 """One of several processes sharing a score cache directory (run by test_cache_integrity).
 
 ``python cache_worker.py DIR N SEED GO_FILE``: waits for GO_FILE (so that the processes start
-together), scores prompts 0..N-1 in an order shuffled by SEED through ``Cached`` over a
-deterministic stand-in backend, checks every answer, scores them all again (they must all be
+together), scores prompts 0..N-1 in an order shuffled by SEED through a ``ScoringClient``
+over a deterministic stand-in backend, checks every answer, scores them all again (they must all be
 hits now, whoever wrote them), and prints a JSON report on stdout.
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import anyio
 
-from icm_client.backends import Cached, ScoreRequest, ScoreResult, Usage
+from icm_client.backends import ScoreRequest, ScoreResult, Usage
+from icm_client.client import ScoringClient
 
 LABELS = (" True", " False")
 
@@ -46,7 +47,7 @@ class Stand:
 async def work(directory: str, n: int, seed: int) -> dict[str, object]:
     prompts = [f"Shared prompt number {i}. I think this Claim is" for i in range(n)]
     random.Random(seed).shuffle(prompts)
-    cache = Cached(Stand(), directory)
+    cache = ScoringClient(Stand(), cache=directory, retry=None)
     wrong: list[str] = []
     limiter = anyio.CapacityLimiter(16)
 

@@ -13,10 +13,11 @@ from typing import Any
 import httpx2
 import pytest
 
-from icm_client.backends import Retrying, ScoreRequest
+from icm_client.backends import ScoreRequest
 from icm_client.backends.anthropic import AnthropicChat, AnthropicSampler
 from icm_client.backends.one_word import parse_answer, wilson
 from icm_client.baselines import zero_shot_labels
+from icm_client.client import Retry, ScoringClient
 from icm_client.dataset import Example
 from icm_client.errors import ConfigError, PermanentBackendError, TransientBackendError
 from icm_client.tasks.base import TemplateTask
@@ -140,9 +141,9 @@ async def test_overloaded_529_is_retried_and_collected_answers_are_kept() -> Non
         waits.append(seconds)
 
     sampler = AnthropicSampler(api.chat(), samples=3, concurrency=1)
-    result = await Retrying(sampler, base_wait=0.01, sleep=sleep).score(
-        ScoreRequest(PROMPT, LABELS)
-    )
+    result = await ScoringClient(
+        sampler, cache=False, retry=Retry(base_wait=0.01, sleep=sleep)
+    ).score(ScoreRequest(PROMPT, LABELS))
     assert len(api.requests) == 4  # 3 answers + the one overloaded: nothing asked twice
     assert waits == [2.0] and sampler.usage.retries == 1
     assert result.counts == (2, 1)

@@ -19,10 +19,10 @@ from icm_client.backends import (
     ScoreRequest,
     ScoreResult,
     Usage,
-    stack,
 )
 from icm_client.backends.openai.batching import MicroBatcher, split_batch
 from icm_client.backends.openai.profiles import Profile
+from icm_client.client import ScoringClient
 from icm_client.errors import ContextLengthError, PermanentBackendError, TransientBackendError
 
 pytestmark = pytest.mark.anyio
@@ -130,10 +130,8 @@ def test_usage_is_shared_out_exactly() -> None:
 
 async def test_a_host_refusing_lists_gets_one_prompt_per_request() -> None:
     with FaultServer(prompt_lists=False) as server:
-        backend = stack(
-            OpenAICompletions(server.base_url, provider=TEXT_LISTS),
-            cache_dir=False,
-            max_concurrency=16,
+        backend = ScoringClient(
+            OpenAICompletions(server.base_url, provider=TEXT_LISTS), cache=False, max_concurrency=16
         )
         async with backend:
             first = await score_all(backend, prompts(16))

@@ -18,9 +18,9 @@ import pytest
 from raw_server import RawServer, head
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
-from icm_client.backends.retry import Retrying
 from icm_client.backends.transport import HTTPClient
 from icm_client.cli import main
+from icm_client.client import Retry, ScoringClient
 from icm_client.errors import (
     NoAnswerError,
     PermanentBackendError,
@@ -91,7 +91,9 @@ async def test_an_answer_past_the_size_cap_is_refused_not_read_nor_retried(
     script: object, transport: HTTPClient
 ) -> None:
     with RawServer(script) as server:  # type: ignore[arg-type]
-        client = Retrying(backend(server, transport), max_attempts=3, base_wait=0.001)
+        client = ScoringClient(
+            backend(server, transport), cache=False, retry=Retry(max_attempts=3, base_wait=0.001)
+        )
         with pytest.raises(PermanentBackendError, match="byte cap") as info:
             await client.score(REQ)
         await client.aclose()
@@ -160,7 +162,9 @@ async def test_a_200_carrying_overload_is_transient_with_the_servers_message(
 ) -> None:
     body = error_200("Model is overloaded, please try again later", "overloaded_error")
     with RawServer(answer(body)) as server:
-        client = Retrying(backend(server, transport), max_attempts=2, base_wait=0.001)
+        client = ScoringClient(
+            backend(server, transport), cache=False, retry=Retry(max_attempts=2, base_wait=0.001)
+        )
         with pytest.raises(TransientBackendError, match="Model is overloaded") as info:
             await client.score(REQ)
         await client.aclose()
@@ -173,7 +177,9 @@ async def test_a_200_carrying_another_error_is_permanent_with_the_servers_messag
 ) -> None:
     body = error_200("model 'm' has been decommissioned", "invalid_request_error")
     with RawServer(answer(body)) as server:
-        client = Retrying(backend(server, transport), max_attempts=3, base_wait=0.001)
+        client = ScoringClient(
+            backend(server, transport), cache=False, retry=Retry(max_attempts=3, base_wait=0.001)
+        )
         with pytest.raises(PermanentBackendError, match="decommissioned"):
             await client.score(REQ)
         await client.aclose()
@@ -188,7 +194,9 @@ async def test_a_hostile_json_answer_is_an_error_not_a_crash(
     body: bytes, transport: HTTPClient
 ) -> None:
     with RawServer(answer(body)) as server:
-        client = Retrying(backend(server, transport), max_attempts=2, base_wait=0.001)
+        client = ScoringClient(
+            backend(server, transport), cache=False, retry=Retry(max_attempts=2, base_wait=0.001)
+        )
         with pytest.raises((PermanentBackendError, TransientBackendError)):
             await client.score(REQ)
         await client.aclose()

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 
 
 class SpendingScorer(LatentScorer):
-    """Each prediction costs one unit; past ``limit`` the scorer refuses, like ``Budgeted``."""
+    """Each prediction costs one unit; past ``limit`` the scorer refuses (a ``Budget``)."""
 
     def __init__(self, limit: int) -> None:
         super().__init__(TRUTH)

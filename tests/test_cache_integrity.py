@@ -15,7 +15,8 @@ import diskcache
 import pytest
 from cache_worker import LABELS, Stand, expected
 
-from icm_client.backends import Cached, ScoreRequest, ScoreResult, Usage, cache_key
+from icm_client.backends import ScoreRequest, ScoreResult, Usage
+from icm_client.client import ScoreCache, ScoringClient, cache_key
 from icm_client.errors import ConfigError
 
 pytestmark = pytest.mark.anyio
@@ -48,7 +49,7 @@ def mode(path: Path) -> int:
 
 async def test_directory_is_created_private_with_its_parents(tmp_path: Path) -> None:
     directory = tmp_path / "a" / "b" / "cache"
-    Cached(Stand(), directory).close()
+    ScoreCache(directory).close()
     assert mode(directory) == 0o700
 
 
@@ -56,7 +57,7 @@ async def test_an_existing_open_directory_of_ours_is_made_private(tmp_path: Path
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o755)
     directory.chmod(0o755)
-    Cached(Stand(), directory).close()
+    ScoreCache(directory).close()
     assert mode(directory) == 0o700
 
 
@@ -64,21 +65,21 @@ async def test_nothing_is_evicted_even_where_a_size_limit_was_set_before(tmp_pat
     # a directory first opened by someone else with diskcache's defaults and a tiny limit
     with diskcache.Cache(str(tmp_path), size_limit=4096, cull_limit=10) as other:
         assert other.eviction_policy == "least-recently-stored"
-    cache = Cached(Stand(), tmp_path)
+    cache = ScoringClient(Stand(), cache=tmp_path, retry=None)
     prompts = [f"Prompt {i:04d} padded to take room: " + "x" * 200 for i in range(300)]
     for p in prompts:
         await cache.score(ScoreRequest(p, LABELS))
-    cache.close()
+    await cache.aclose()
     with sqlite3.connect(tmp_path / "cache.db") as db:
         settings = dict(db.execute("SELECT key, value FROM Settings").fetchall())
         rows = db.execute("SELECT COUNT(*), SUM(size) FROM Cache").fetchone()
     assert settings["eviction_policy"] == "none" and settings["cull_limit"] == 0
     assert rows[0] == 300  # ~75 kB of entries kept under what was a 4 kB limit
-    again = Cached(Refusing(), tmp_path)
+    again = ScoringClient(Refusing(), cache=tmp_path, retry=None)
     for p in prompts:
         assert await again.score(ScoreRequest(p, LABELS)) == expected(p)
     assert again.usage.cache_hits == 300
-    again.close()
+    await again.aclose()
 
 
 @pytest.mark.parametrize(
@@ -110,12 +111,12 @@ async def test_corrupted_entry_is_dropped_with_a_warning_and_recomputed(
     with diskcache.Cache(str(tmp_path)) as raw:  # plain Disk: stores bytes, ints, pickles
         raw.set(key, planted)
     backend = Stand()
-    cache = Cached(backend, tmp_path)
+    cache = ScoringClient(backend, cache=tmp_path, retry=None)
     with pytest.warns(RuntimeWarning, match=f"dropping corrupted score cache entry {key}"):
         result = await cache.score(REQ)
     assert result == expected(REQ.prompt) and backend.usage.calls == 1
     assert await cache.score(REQ) == result and backend.usage.calls == 1  # rewritten, clean
-    cache.close()
+    await cache.aclose()
 
 
 @pytest.mark.parametrize("where", ["inside", "absolute", "dotdot"])
@@ -145,12 +146,12 @@ async def test_a_row_naming_a_file_is_dropped_without_touching_the_file_system(
     target = inside if where == "inside" else victim
     os.utime(target, (1_000_000, 1_000_000))
     backend = Stand()
-    cache = Cached(backend, cache_dir)
+    cache = ScoringClient(backend, cache=cache_dir, retry=None)
     with pytest.warns(RuntimeWarning, match="not inline JSON text"):
         result = await cache.score(REQ)
     assert result == expected(REQ.prompt) and backend.usage.calls == 1  # recomputed
     assert await cache.score(REQ) == result and backend.usage.calls == 1  # rewritten inline
-    cache.close()
+    await cache.aclose()
     assert target.stat().st_atime == 1_000_000 and target.read_text() == good  # not read
     assert victim_dir.is_dir()  # not removed, nor its parents
     with sqlite3.connect(cache_dir / "cache.db") as db:
@@ -164,17 +165,17 @@ async def test_token_counts_that_are_booleans_are_corruption(tmp_path: Path) -> 
     with diskcache.Cache(str(tmp_path)) as raw:
         raw.set(key, json.dumps(planted))
     backend = Stand()
-    cache = Cached(backend, tmp_path)
+    cache = ScoringClient(backend, cache=tmp_path, retry=None)
     with pytest.warns(RuntimeWarning, match="token counts are not integers"):
         await cache.score(REQ)
     assert backend.usage.calls == 1
-    cache.close()
+    await cache.aclose()
 
 
 async def test_a_garbage_database_is_a_clear_config_error(tmp_path: Path) -> None:
     (tmp_path / "cache.db").write_bytes(b"this is not an SQLite database at all" * 100)
     with pytest.raises(ConfigError, match=r"cannot open the score cache at .*delete this one"):
-        Cached(Stand(), tmp_path)
+        ScoringClient(Stand(), cache=tmp_path, retry=None)
 
 
 async def test_a_cache_that_cannot_be_opened_is_never_advised_deleted(tmp_path: Path) -> None:
@@ -182,18 +183,18 @@ async def test_a_cache_that_cannot_be_opened_is_never_advised_deleted(tmp_path: 
     cache holds paid scores: the advice is another directory, not deleting this one."""
     (tmp_path / "cache.db").mkdir()
     with pytest.raises(ConfigError) as info:
-        Cached(Stand(), tmp_path)
+        ScoringClient(Stand(), cache=tmp_path, retry=None)
     assert "keep this one" in str(info.value) and "delete" not in str(info.value)
 
 
-async def test_lookup_and_store_share_the_cache_with_score(tmp_path: Path) -> None:
+async def test_lookup_and_score_now_share_the_cache_with_score(tmp_path: Path) -> None:
     backend = Stand()
-    cache = Cached(backend, tmp_path)
-    assert await cache.lookup(REQ) is None and cache.usage.cache_hits == 0
-    await cache.store(REQ, expected(REQ.prompt))
-    assert await cache.lookup(REQ) == expected(REQ.prompt) and cache.usage.cache_hits == 1
-    assert await cache.score(REQ) == expected(REQ.prompt) and backend.usage.calls == 0
-    cache.close()
+    cache = ScoringClient(backend, cache=tmp_path, retry=None)
+    assert await cache.cached(REQ) is None and cache.usage.cache_hits == 0
+    assert await cache.score_now(REQ) == expected(REQ.prompt) and backend.usage.calls == 1
+    assert await cache.cached(REQ) == expected(REQ.prompt) and cache.usage.cache_hits == 1
+    assert await cache.score(REQ) == expected(REQ.prompt) and backend.usage.calls == 1
+    await cache.aclose()
 
 
 def test_two_processes_sharing_one_directory_stay_correct(tmp_path: Path) -> None:

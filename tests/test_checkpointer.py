@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from icm_client.backends import Cached
 from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.client import ScoringClient
 from icm_client.dataset import Example
 from icm_client.run import LabelConfig, label
 from icm_client.runs.checkpoint import Checkpointer, RunStore
@@ -89,7 +89,10 @@ async def test_a_run_from_the_cache_ends_with_its_last_checkpoint_written(tmp_pa
     ]
     task, config = get_task("cities"), LabelConfig(search=SearchConfig(steps=30, seed=2))
     paid, replay, resumed = HashBackend(), HashBackend(), HashBackend()
-    caches = [Cached(backend, tmp_path / "cache") for backend in (paid, replay, resumed)]
+    caches = [
+        ScoringClient(backend, cache=tmp_path / "cache", retry=None)
+        for backend in (paid, replay, resumed)
+    ]
     first = await label(examples, task, caches[0], config)
     again = await label(examples, task, caches[1], config, run_dir=tmp_path / "run")
     assert paid.usage.calls > 0 and replay.usage.calls == 0 and again.rows == first.rows
@@ -100,4 +103,4 @@ async def test_a_run_from_the_cache_ends_with_its_last_checkpoint_written(tmp_pa
     assert done.summary.resumed_from_step == last and done.rows == first.rows
     assert resumed.usage.calls == 0
     for cache in caches:
-        cache.close()
+        await cache.aclose()

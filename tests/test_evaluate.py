@@ -17,9 +17,10 @@ import httpx2
 import pytest
 from fault_server import FaultServer
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage, stack
+from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage
 from icm_client.backends.anthropic import AnthropicChat
 from icm_client.cli import main
+from icm_client.client import ScoringClient
 from icm_client.dataset import Example, GoldLabels, load_dataset
 from icm_client.errors import ConfigError, DataError
 from icm_client.evaluate import (
@@ -387,7 +388,7 @@ async def test_eval_with_the_embedded_model_on_cities(local_server: str, shared_
     assert ds.gold is not None
     task = get_task("cities")
     train, test = split_by_group(ds.examples, task, 0.5)
-    backend = stack(OpenAICompletions(local_server), cache_dir=False)
+    backend = ScoringClient(OpenAICompletions(local_server), cache=False)
     try:
         config = EvalConfig(
             seeds=2,

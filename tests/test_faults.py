@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from fault_server import PERMANENT, TRANSIENT, FaultServer, model_logprobs
 
-from icm_client.backends import Limited, OpenAICompletions, Retrying, ScoreRequest
-from icm_client.backends.base import Backend
+from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.cli import main
+from icm_client.client import Retry, ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.errors import (
     CapabilityError,
@@ -55,7 +55,11 @@ async def test_each_transient_fault_is_retried_with_capped_backoff(kind: str) ->
     with FaultServer(rate=1.0, kinds=(kind,), max_streak=2, slow_s=1.0) as server:
         inner = client(server, timeout=0.3)
         sleep = Recorder()
-        backend = Retrying(inner, max_attempts=3, base_wait=0.01, max_wait=0.05, sleep=sleep)
+        backend = ScoringClient(
+            inner,
+            cache=False,
+            retry=Retry(max_attempts=3, base_wait=0.01, max_wait=0.05, sleep=sleep),
+        )
         result = await backend.score(REQ)
         await backend.aclose()
     assert result.logprobs == pytest.approx(EXPECTED)
@@ -69,7 +73,9 @@ async def test_each_transient_fault_is_retried_with_capped_backoff(kind: str) ->
 async def test_retry_after_below_the_cap_is_waited_in_full() -> None:
     with FaultServer(rate=1.0, kinds=("429",), max_streak=1, retry_after="0.5") as server:
         sleep = Recorder()
-        backend = Retrying(client(server), base_wait=0.001, max_wait=10, sleep=sleep)
+        backend = ScoringClient(
+            client(server), cache=False, retry=Retry(base_wait=0.001, max_wait=10, sleep=sleep)
+        )
         await backend.score(REQ)
         await backend.aclose()
     assert sleep.waits == [0.5]
@@ -78,7 +84,11 @@ async def test_retry_after_below_the_cap_is_waited_in_full() -> None:
 @pytest.mark.parametrize("kind", PERMANENT)
 async def test_each_permanent_fault_stops_at_once_with_a_clear_message(kind: str) -> None:
     with FaultServer(rate=1.0, kinds=(kind,)) as server:
-        backend = Retrying(client(server), max_attempts=5, base_wait=0.001, sleep=Recorder())
+        backend = ScoringClient(
+            client(server),
+            cache=False,
+            retry=Retry(max_attempts=5, base_wait=0.001, sleep=Recorder()),
+        )
         with pytest.raises(PermanentBackendError) as info:
             await backend.score(REQ)
         await backend.aclose()
@@ -96,7 +106,11 @@ async def test_each_permanent_fault_stops_at_once_with_a_clear_message(kind: str
 
 async def test_endless_transient_faults_give_up_with_the_attempt_count() -> None:
     with FaultServer(rate=1.0, kinds=("503",)) as server:
-        backend = Retrying(client(server), max_attempts=4, base_wait=0.001, sleep=Recorder())
+        backend = ScoringClient(
+            client(server),
+            cache=False,
+            retry=Retry(max_attempts=4, base_wait=0.001, sleep=Recorder()),
+        )
         with pytest.raises(TransientBackendError, match=r"HTTP 503.*gave up after 4 attempts"):
             await backend.score(REQ)
         await backend.aclose()
@@ -108,7 +122,9 @@ async def test_model_discovery_is_retried_too() -> None:
         rate=1.0, kinds=("502", "drop"), max_streak=3, fault_paths=("/v1/models",)
     ) as server:
         inner = OpenAICompletions(server.base_url, timeout=2.0)
-        backend = Retrying(inner, max_attempts=4, base_wait=0.001, sleep=Recorder())
+        backend = ScoringClient(
+            inner, cache=False, retry=Retry(max_attempts=4, base_wait=0.001, sleep=Recorder())
+        )
         result = await backend.score(REQ)
         await backend.aclose()
     assert inner.model == "stand-in-1" and result.logprobs == pytest.approx(EXPECTED)
@@ -122,10 +138,11 @@ CONFIG = LabelConfig(
 )
 
 
-def run_stack(server: FaultServer) -> Backend:
-    """The CLI's stack without the cache (every score reaches the server), fast waits."""
+def run_stack(server: FaultServer) -> ScoringClient:
+    """The CLI's client without the cache (every score reaches the server), fast waits."""
     inner = OpenAICompletions(server.base_url, timeout=0.25)
-    return Retrying(Limited(inner, 8), max_attempts=8, base_wait=0.001, max_wait=0.01)
+    retry = Retry(max_attempts=8, base_wait=0.001, max_wait=0.01)
+    return ScoringClient(inner, cache=False, retry=retry, max_concurrency=8)
 
 
 async def labeled(server: FaultServer) -> LabelResult:

@@ -11,7 +11,7 @@ import pytest
 from fault_server import FaultServer
 
 import icm_client as icm
-from icm_client.backends import ScoreRequest, stack
+from icm_client.backends import ScoreRequest
 from icm_client.dataset import Example
 from icm_client.errors import TaskError
 
@@ -20,12 +20,15 @@ pytestmark = pytest.mark.anyio
 FRONT_DOOR = {
     "AnthropicSampler",
     "BackendError",
+    "Budget",
     "ConfigError",
     "EvalConfig",
     "ICMError",
     "LabelConfig",
     "OpenAICompletions",
+    "Retry",
     "ScaleConfig",
+    "ScoringClient",
     "SearchConfig",
     "TemplateTask",
     "connect",
@@ -62,11 +65,11 @@ def test_the_readme_example_is_short_and_uses_only_the_front_door() -> None:
     assert set(re.findall(r"\bicm\.(\w+)", code)) <= FRONT_DOOR
 
 
-async def test_a_backend_closes_its_client_when_the_block_ends() -> None:
+async def test_a_client_closes_its_backend_when_the_block_ends() -> None:
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(lambda r: httpx2.Response(500)))
     inner = icm.OpenAICompletions("http://server.test/v1", "m")
-    async with stack(inner, cache_dir=False, max_calls=10) as backend:
-        assert backend.identity.startswith("openai-completions:m")
+    async with icm.ScoringClient(inner, cache=False, budget=icm.Budget(max_calls=10)) as c:
+        assert c.identity.startswith("openai-completions:m")
     # the backend made its own client: closed with it; one passed in stays open
     assert inner._http.client.is_closed
     async with icm.OpenAICompletions("http://server.test", "m", client=client):
@@ -78,7 +81,7 @@ async def test_a_backend_closes_its_client_when_the_block_ends() -> None:
 async def test_connect_to_a_wrong_url_fails_fast_with_a_config_error() -> None:
     # a few quick attempts (the preflight's), not the run's minutes of patient retries
     with pytest.raises(icm.ConfigError, match=r"cannot reach the server.*after 3 attempts"):
-        async with icm.connect("http://127.0.0.1:9/v1", "m", cache_dir=False):
+        async with icm.connect("http://127.0.0.1:9/v1", "m", cache=False):
             raise AssertionError("unreachable")
 
 
@@ -86,13 +89,12 @@ async def test_connect_checks_the_task_s_label_words(tmp_path: Path) -> None:
     task = icm.get_task("truthfulqa")
     claim = Example("c1", {"question": "Is the sky blue?", "choice": "It is."})
     with FaultServer() as server:
-        async with icm.connect(
-            server.base_url, task=task, example=claim, cache_dir=tmp_path
-        ) as backend:
-            score = await backend.score(ScoreRequest(task.render(claim), task.labels))
+        async with icm.connect(server.base_url, task=task, example=claim, cache=tmp_path) as client:
+            assert isinstance(client, icm.ScoringClient)
+            score = await client.score(ScoreRequest(task.render(claim), task.labels))
             assert len(score.logprobs) == len(task.labels)
         odd = icm.TemplateTask(name="odd", template=task.template, labels=(" Very true", " No"))
         with pytest.raises(TaskError, match="' Very true' is 2 tokens"):
-            async with icm.connect(server.base_url, task=odd, cache_dir=False):
+            async with icm.connect(server.base_url, task=odd, cache=False):
                 raise AssertionError("unreachable")
     assert server.answered["/v1/completions"] >= 1

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from icm_client.backends import OpenAICompletions, stack
+from icm_client.backends import OpenAICompletions
+from icm_client.client import ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.run import LabelConfig, label
 from icm_client.scoring.context import ContextScorer
@@ -31,7 +32,7 @@ async def test_truthfulqa_slice_labels_consistently_and_caches(
     config = LabelConfig(strategy="bounded", context_size=4, search=SearchConfig(steps=10, seed=1))
 
     async def run() -> tuple[list[tuple[str, str]], dict[str, int], float]:
-        backend = stack(OpenAICompletions(local_server), cache_dir=tmp_path / "cache")
+        backend = ScoringClient(OpenAICompletions(local_server), cache=tmp_path / "cache")
         try:
             result = await label(dataset.examples, task, backend, config)
         finally:

@@ -10,8 +10,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from icm_client.backends import OpenAICompletions, Retrying, ScoreRequest, Usage
+from icm_client.backends import OpenAICompletions, ScoreRequest, Usage
 from icm_client.backends.http_errors import parse_retry_after
+from icm_client.client import Retry, ScoringClient
 from icm_client.errors import (
     CapabilityError,
     ConfigError,
@@ -219,7 +220,7 @@ async def test_429_retry_after_is_honoured_then_success() -> None:
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    backend = Retrying(server.backend(), base_wait=0.01, sleep=sleep)
+    backend = ScoringClient(server.backend(), cache=False, retry=Retry(base_wait=0.01, sleep=sleep))
     result = await backend.score(REQ)
     assert result.logprobs == (-0.1, -2.0)
     assert waits == [3.0]
@@ -234,7 +235,9 @@ async def test_5xx_retried_then_success(status: int) -> None:
         + [httpx2.Response(200, json=vllm_body({" True": -0.1, " False": -2.0}))]
     )
     server = Server(lambda r: next(answers))
-    backend = Retrying(server.backend(), base_wait=0.001, max_wait=0.01)
+    backend = ScoringClient(
+        server.backend(), cache=False, retry=Retry(base_wait=0.001, max_wait=0.01)
+    )
     assert (await backend.score(REQ)).logprobs == (-0.1, -2.0)
     assert len(server.requests) == 3 and backend.usage.retries == 2
 
@@ -265,7 +268,9 @@ async def test_permanent_errors_not_retried_and_clear(
         "error": {"message": message, "code": "insufficient_quota" if "quota" in message else None}
     }
     server = Server(lambda r: httpx2.Response(status, json=body))
-    backend = Retrying(server.backend(api_key=KEY, api_key_env="MY_KEY"), base_wait=0.001)
+    backend = ScoringClient(
+        server.backend(api_key=KEY, api_key_env="MY_KEY"), cache=False, retry=Retry(base_wait=0.001)
+    )
     with pytest.raises(PermanentBackendError, match=expected) as info:
         await backend.score(REQ)
     assert len(server.requests) == 1 and backend.usage.retries == 0

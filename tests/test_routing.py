@@ -14,10 +14,10 @@ import httpx2
 import pytest
 from fault_server import FaultServer
 
-from icm_client.backends import OpenAICompletions, Retrying, ScoreRequest, Usage, stack
-from icm_client.backends.preflight import preflight
+from icm_client.backends import OpenAICompletions, ScoreRequest, Usage
 from icm_client.backends.routing import Routing, prefix_affinity
 from icm_client.cli import main
+from icm_client.client import Retry, ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.errors import (
     ConfigError,
@@ -344,7 +344,7 @@ async def test_a_waiting_request_spills_onto_a_slot_nobody_waiting_prefers() -> 
 
 
 @pytest.mark.anyio
-async def test_a_stack_over_routing_lets_every_replica_fill_by_default() -> None:
+async def test_a_client_over_routing_lets_every_replica_fill_by_default() -> None:
     cluster = Cluster(("a", "b", "c"))
     gate = anyio.Event()
 
@@ -355,7 +355,7 @@ async def test_a_stack_over_routing_lets_every_replica_fill_by_default() -> None
     cluster.behaviour = {"a": slow, "b": slow, "c": slow}
     routing = cluster.routing(hosts=("a", "b", "c"), max_concurrency=(4, 4, 5))
     assert routing.capacity == 13
-    backend = stack(routing, cache_dir=False)  # no max_concurrency: the routing's capacity
+    backend = ScoringClient(routing, cache=False)  # no max_concurrency: the routing's capacity
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             for i in range(20):
@@ -459,7 +459,9 @@ async def test_retrying_outside_waits_out_the_cool_down() -> None:
         clock.now += seconds
         cluster.behaviour["b"] = ok  # b recovers while we wait
 
-    result = await Retrying(routing, sleep=sleep).score(request("Claim: snow is white."))
+    result = await ScoringClient(routing, cache=False, retry=Retry(sleep=sleep)).score(
+        request("Claim: snow is white.")
+    )
     assert result.logprobs[0] == pytest.approx(-0.2)
     assert waits and waits[0] >= 5.0
     assert cluster.hits[-1] == "b"
@@ -490,9 +492,9 @@ async def test_tokenize_fails_over_and_preflight_checks_labels_through_routing()
     assert cluster.tokenized == ["b"]
     assert [s.healthy for s in routing.stats()] == [False, True]
     assert routing.multi_token_labels is False  # text scoring: one token per label
-    backend = stack(routing, cache_dir=False)
+    backend = ScoringClient(routing, cache=False)
     with pytest.raises(TaskError, match="' Not true' is 2 tokens"):
-        await preflight(backend, ScoreRequest("Claim: ice is cold. It is", (" True", " Not true")))
+        await backend.preflight(ScoreRequest("Claim: ice is cold. It is", (" True", " Not true")))
 
 
 # -- set-up ------------------------------------------------------------------------------
@@ -548,12 +550,12 @@ def test_routed_backends_must_share_usage_and_have_distinct_names() -> None:
 
 
 @pytest.mark.anyio
-async def test_from_urls_in_a_full_stack() -> None:
+async def test_from_urls_in_a_client() -> None:
     cluster = Cluster(("a", "b"))
     routing = Routing.from_urls(
         ["http://a:8000/v1", "http://b:8000"], "m", client=cluster.client, max_concurrency=4
     )
-    backend = stack(routing, cache_dir=False, max_concurrency=8)
+    backend = ScoringClient(routing, cache=False, max_concurrency=8)
     reqs = [request(f"Claim {i}: rocks are hard.") for i in range(20)]
     async with anyio.create_task_group() as tg:
         for r in reqs:
@@ -624,7 +626,7 @@ async def test_labels_through_two_real_servers() -> None:
     ):
         urls = [one.base_url, two.base_url]
         routing = Routing.from_urls(urls, one.model_name, max_concurrency=1)
-        backend = stack(routing, cache_dir=False, max_concurrency=4)
+        backend = ScoringClient(routing, cache=False, max_concurrency=4)
         try:
             config = LabelConfig(strategy="bounded", context_size=3)
             result = await label(dataset.examples, get_task("cities"), backend, config)

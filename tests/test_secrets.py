@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from fault_server import TRANSIENT, FaultServer
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, stack
-from icm_client.backends.retry import Retrying
+from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.cli import main
+from icm_client.client import Retry, ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.errors import PermanentBackendError
 from icm_client.run import LabelConfig, label
@@ -147,17 +147,18 @@ async def test_explicit_key_in_no_repr_error_cache_or_result(tmp_path: Path) -> 
         api_key=KEY, rate=0.2, kinds=TRANSIENT, max_streak=1, slow_s=1.0, echo_auth=True
     ) as server:
         inner = OpenAICompletions(server.base_url, api_key=KEY, api_key_env="NONE_SET", timeout=0.5)
-        backend = stack(inner, cache_dir=tmp_path / "cache", retry=False)
-        backend = Retrying(backend, base_wait=0.001, max_wait=0.01)  # fast waits, same layers
+        fast = Retry(base_wait=0.001, max_wait=0.01)  # fast waits, the same policies
+        backend = ScoringClient(inner, cache=tmp_path / "cache", retry=fast)
         result = await label(dataset.examples, get_task("cities"), backend, config)
-        layers = [backend, backend.inner, inner]
-        texts = [repr(x) for x in layers] + [str(vars(x)) for x in layers]
+        parts = [backend, backend.cache, inner]
+        texts = [repr(x) for x in parts] + [str(vars(x)) for x in parts]
         texts += [result.model_dump_json(), backend.identity]
 
         # every transient fault, each quoting the key, given up on: the final error
-        flaky = Retrying(
+        flaky = ScoringClient(
             OpenAICompletions(server.base_url, api_key=KEY, timeout=0.5),
-            max_attempts=1,
+            cache=False,
+            retry=Retry(max_attempts=1),
         )
         server.rate, server.max_streak, server.echo_auth = 1.0, None, True
         for kind in [*TRANSIENT, "401", "400", "404"]:

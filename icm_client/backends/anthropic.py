@@ -16,9 +16,10 @@ assistant prefill, so it cannot measure log P(label | prompt). Two things remain
 
 The ``anthropic`` SDK (an optional extra, imported on first use) runs on an ``httpx2`` client
 that may be passed in (the test seam: ``httpx2.MockTransport``) with its own retries OFF, so
-that ``Retrying`` is the only retry layer. Errors are sorted like the HTTP backend's: 429 and
-529 ``overloaded_error`` and 5xx are transient (``retry-after`` honoured), except a 429 for an
-exhausted spend limit; 401/403/404/400 are permanent. The key is a ``SecretStr``.
+that the client's ``Retry`` policy is the only retry layer. Errors are sorted like the HTTP
+backend's: 429 and 529 ``overloaded_error`` and 5xx are transient (``retry-after``
+honoured), except a 429 for an exhausted spend limit; 401/403/404/400 are permanent. The key
+is a ``SecretStr``.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class AnthropicChat:
             api_key=key,
             base_url=base_url,
             http_client=http_client,
-            max_retries=0,  # Retrying is the only retry layer
+            max_retries=0,  # the client's Retry policy is the only retry layer
             timeout=timeout,
         )
 

@@ -1,14 +1,13 @@
 """The one interface every backend implements, and the counters they share.
 
 A backend answers one question: given a prompt and the task's label words, what are the
-model's log-probabilities of each label word as the next token(s)? Transport, retries,
-caching, concurrency limits and routing are all backends of this same shape, wrapped
-around each other (``Cached(Retrying(Limited(OpenAICompletions(...))))``).
+model's log-probabilities of each label word as the next token(s)? It is its ``identity``
+and one async ``score`` method; ``prepare`` and ``aclose`` are optional. Retries, caching,
+concurrency limits and budgets belong to the ``ScoringClient`` around it, not to backends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -65,7 +64,8 @@ class ScoreResult:
 
 @dataclass
 class Usage:
-    """What a run cost. One instance is shared by the wrappers of one backend stack."""
+    """What a run cost. A backend that counts its own requests holds one; the
+    ``ScoringClient`` around it counts cache hits and retries into the same instance."""
 
     calls: int = 0  # requests that reached a model server (successful ones)
     prompt_tokens: int = 0  # prompt tokens those calls processed, as the server counted them
@@ -93,8 +93,21 @@ class Backend(Protocol):
     """Scores label words after a prompt.
 
     ``identity`` names what the scores depend on (API format, model, scoring parameters) but
-    not where the server runs: replicas of one model share cached scores.
+    not where the server runs: replicas of one model share cached scores. Optional: an async
+    ``prepare()`` (lazy set-up that makes ``identity`` final), an async ``aclose()``, and a
+    ``usage`` (``Usage``) where the backend counts its own requests.
     """
+
+    @property
+    def identity(self) -> str: ...
+
+    async def score(self, request: ScoreRequest) -> ScoreResult: ...
+
+
+@runtime_checkable
+class CountingBackend(Protocol):
+    """What ``label``, ``evaluate`` and ``label_large`` score through: a ``ScoringClient``,
+    or a backend used bare (no cache, retries or limit) that counts its own ``usage``."""
 
     @property
     def identity(self) -> str: ...
@@ -104,38 +117,11 @@ class Backend(Protocol):
 
     async def score(self, request: ScoreRequest) -> ScoreResult: ...
 
-    async def aclose(self) -> None: ...
-
 
 async def prepare(backend: object) -> None:
-    """Let a backend finish lazy set-up (e.g. discover its served model) so that
-    ``identity`` is final. Optional: a backend without a ``prepare`` method is ready as built.
-
-    Wrappers (``Cached``, ``Retrying``, ``Limited``) forward it to what they wrap; ``Cached``
-    calls it before computing a cache key, because the key contains ``identity``.
+    """Let a backend (or client) finish lazy set-up (e.g. discover its served model) so
+    that ``identity`` is final. Optional: without a ``prepare`` method it is ready as built.
     """
     fn = getattr(backend, "prepare", None)
     if fn is not None:
         await fn()
-
-
-def layers(backend: Backend) -> Iterator[Backend]:
-    """``backend`` and every backend it wraps, outermost first.
-
-    A wrapper names what it wraps in ``inner`` (``Cached``, ``Retrying``, ``Limited``,
-    ``Budgeted``, and any wrapper a user writes); the walk follows ``inner`` until a backend
-    has none, so code that needs the bottom of a stack (the server itself) or a layer with a
-    given ability never has to list the wrapper classes.
-    """
-    seen: set[int] = set()
-    current: object = backend
-    while isinstance(current, Backend) and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = getattr(current, "inner", None)
-
-
-def innermost(backend: Backend) -> Backend:
-    """The backend at the bottom of a stack of wrappers (the one that talks to a server)."""
-    *_, last = layers(backend)
-    return last

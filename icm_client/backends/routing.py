@@ -25,7 +25,7 @@ for a cool-down (doubling with each consecutive failure, at least the server's R
 and the request fails over to the next endpoint in its ranking. After the cool-down the
 endpoint takes traffic again; one success resets it. When every endpoint is down or has
 failed this request, ``TransientBackendError`` says so with ``retry_after`` set to the end of
-the earliest cool-down, and the ``Retrying`` wrapper outside waits for it. Permanent errors
+the earliest cool-down, and the ``ScoringClient``'s retry policy waits for it. Permanent errors
 (bad request, bad key) pass straight through: another replica of the same model would answer
 the same.
 """
@@ -44,7 +44,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ICMError, TransientBackendError
-from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
+from .base import Backend, CountingBackend, ScoreRequest, ScoreResult, Usage, prepare
 from .openai import OpenAICompletions
 
 AffinityKey = Callable[[ScoreRequest], str]
@@ -82,7 +82,7 @@ class EndpointStats(BaseModel):
 
 @dataclass(eq=False)
 class _Endpoint:
-    backend: Backend
+    backend: CountingBackend
     name: str
     index: int
     capacity: int
@@ -122,9 +122,10 @@ class Routing:
 
     ``max_concurrency``: requests in flight per endpoint (an int for all, or one per
     endpoint); a saturated preferred endpoint spills requests over to the others.
-    ``stack(routing)`` lets twice their sum (``capacity``) in by default, so that requests
-    wait here, where a freed slot can go to one that prefers it; a ``max_concurrency``
-    below ``capacity`` there caps all the endpoints together and leaves replicas idle.
+    ``ScoringClient(routing)`` lets twice their sum (``capacity``) in by default, so that
+    requests wait here, where a freed slot can go to one that prefers it; a client's
+    ``max_concurrency`` below ``capacity`` caps all the endpoints together and leaves
+    replicas idle.
     ``cooldown``: seconds an endpoint rests after a transient failure.
     ``affinity``: the routing key of a request (default ``prefix_affinity(affinity_chars)``).
     ``names``: endpoint names for stats and hashing (default: each backend's URL); changing
@@ -138,7 +139,7 @@ class Routing:
 
     def __init__(
         self,
-        backends: Sequence[Backend],
+        backends: Sequence[CountingBackend],
         *,
         max_concurrency: int | Sequence[int] = 8,
         cooldown: float = 10.0,
@@ -308,8 +309,10 @@ class Routing:
     async def aclose(self) -> None:
         errors: list[BaseException] = []
         for ep in self._endpoints:
+            close = getattr(ep.backend, "aclose", None)
             try:
-                await ep.backend.aclose()
+                if close is not None:
+                    await close()
             except Exception as exc:  # close the others all the same
                 errors.append(exc)
         if errors:

@@ -7,7 +7,8 @@ never a guess. No demonstrations, no search: this is what ICM has to beat.
 
 ``chat`` is anything with ``async answer(question, *, context=None, system=...) -> str``
 (``backends.anthropic.AnthropicChat``). Transient failures (429, 529 overloaded, 5xx,
-timeouts) are retried with full-jitter backoff that honours ``retry-after``.
+timeouts) are retried under a ``Retry`` policy (full-jitter backoff that honours
+``retry-after``), as the scoring client retries.
 """
 
 from __future__ import annotations
@@ -18,18 +19,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_random_exponential,
-)
 
 from ..aio import gather
 from ..backends.one_word import SYSTEM, instruction, label_words, parse_answer
+from ..client.policies import Retry
+from ..client.retry import retrying
 from ..dataset import Example
-from ..errors import TransientBackendError
 from ..tasks.base import Label, Task
 
 
@@ -66,25 +61,14 @@ async def zero_shot_labels(
     question = instruction(words)
     prompts = [task.render(example) for example in examples]  # TaskError before any call
     limiter = anyio.CapacityLimiter(concurrency)
-    jitter = wait_random_exponential(multiplier=0.5, max=max_wait)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        retry_after = getattr(exc, "retry_after", None) or 0.0
-        return float(min(max(retry_after, jitter(state)), max_wait))
+    policy = Retry(max_attempts=max_attempts, max_wait=max_wait, sleep=sleep)
 
     async def one(prompt: str) -> str:
-        async for attempt in AsyncRetrying(
-            sleep=sleep or anyio.sleep,
-            stop=stop_after_attempt(max_attempts),
-            wait=wait,
-            retry=retry_if_exception_type(TransientBackendError),
-            reraise=True,
-        ):
-            with attempt:
-                async with limiter:
-                    return await chat.answer(f"{prompt}\n\n{question}")
-        raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover
+        async def ask() -> str:
+            async with limiter:
+                return await chat.answer(f"{prompt}\n\n{question}")
+
+        return await retrying(policy, ask, lambda: None)
 
     answers = await gather([functools.partial(one, p) for p in prompts])
     return ZeroShotResult(tuple(parse_answer(a, words) for a in answers), tuple(answers))

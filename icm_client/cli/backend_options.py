@@ -8,11 +8,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import Backend, ScoreRequest
+from ..backends.base import ScoreRequest
 from ..backends.openai.profiles import PROVIDER_CHOICES
-from ..backends.preflight import preflight
 from ..backends.transport import MAX_RESPONSE_BYTES
-from ..connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT, connect
+from ..client import DEFAULT_CONCURRENCY, Budget, ScoringClient
+from ..connection import DEFAULT_TIMEOUT, connect
 from ..dataset import Example
 from ..tasks import Task
 
@@ -73,8 +73,8 @@ async def open_backend(
     *,
     max_calls: int | None = None,
     max_tokens: int | None = None,
-) -> Backend:
-    """The run's backend (``connect``), closed with ``exits``; checked by ``preflight_backend``."""
+) -> ScoringClient:
+    """The run's client (``connect``), closed with ``exits``; checked by ``preflight_backend``."""
     backend = connect(
         args.base_url or None,
         args.model,
@@ -83,20 +83,21 @@ async def open_backend(
         api_key_env=args.api_key_env,
         top_k=args.top_k,
         max_concurrency=args.concurrency,
-        cache_dir=False if args.no_cache else args.cache_dir,
-        max_calls=max_calls,  # budgets: ``icm label`` only, what is left of the run's
-        max_prompt_tokens=max_tokens,
+        cache=False if args.no_cache else (args.cache_dir or True),
+        # budgets: ``icm label`` only, what is left of the run's
+        budget=Budget(max_calls=max_calls, max_prompt_tokens=max_tokens),
         timeout=args.timeout,
         max_response_bytes=int(args.max_response_mb * 2**20),
     )
     return await exits.enter_async_context(backend)
 
 
-async def preflight_backend(backend: Backend, task: Task, longest: Example, path: Path) -> None:
+async def preflight_backend(
+    client: ScoringClient, task: Task, longest: Example, path: Path
+) -> None:
     """A wrong URL, key or model, or an example the model cannot hold, fails here in seconds
     (exit 2) instead of after minutes of retries or hours into the run."""
-    await preflight(
-        backend,
+    await client.preflight(
         ScoreRequest(task.render(longest), task.labels),
         probe_name=f"example {longest.id!r} of {path} (the longest prompt)",
         labels_of=f"task {task.name!r}",

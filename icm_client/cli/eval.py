@@ -18,7 +18,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..backends.base import ScoreRequest
-from ..backends.preflight import preflight
 from ..baselines.zero_shot import ChatModel
 from ..dataset import Dataset, Example, GoldLabels, load_dataset
 from ..errors import ConfigError, DataError, TaskError
@@ -193,8 +192,7 @@ async def run(args: argparse.Namespace) -> int:
             max_demos=config.max_demos,
             chars_per_token=config.chars_per_token,
         )
-        await preflight(
-            backend,
+        await backend.preflight(
             ScoreRequest(probe, task.labels),
             probe_name="the longest prompt (demonstrations and test example; lower "
             "--max-demo-tokens)",

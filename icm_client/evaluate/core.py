@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..backends.base import Backend, prepare
+from ..backends.base import CountingBackend, prepare
 from ..baselines.zero_shot import ChatModel, zero_shot_labels
 from ..dataset import Example, GoldLabels, examples_of
 from ..errors import ConfigError, DataError
@@ -87,7 +87,7 @@ def _indices(words: Mapping[str, str], task: Task, what: str) -> dict[str, Label
 
 async def evaluate(
     task: Task,
-    backend: Backend,
+    backend: CountingBackend,
     train: Sequence[Example],
     test: Sequence[Example],
     test_gold: GoldLabels,

@@ -28,7 +28,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..aio import gather
-from ..backends.base import Backend, prepare
+from ..backends.base import CountingBackend, prepare
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, label
 from ..runs.scale_store import ScaleStore
@@ -130,7 +130,7 @@ def fingerprint(task: Task, examples: Sequence[Example], config: ScaleConfig, id
 async def label_large(
     examples: Sequence[Example],
     task: Task,
-    backend: Backend,
+    backend: CountingBackend,
     config: ScaleConfig | None = None,
     *,
     run_dir: str | os.PathLike[str] | None = None,

@@ -34,7 +34,7 @@ from typing import Protocol
 import anyio
 
 from ..aio import gather
-from ..backends.base import Backend, ScoreRequest, ScoreResult
+from ..backends.base import CountingBackend, ScoreRequest, ScoreResult
 from ..dataset import Example
 from ..tasks.base import Task
 from .base import Assignment, Prediction
@@ -171,7 +171,7 @@ class ContextScorer:
         self,
         task: Task,
         examples: Sequence[Example],
-        backend: Backend,
+        backend: CountingBackend,
         strategy: ContextStrategy | None = None,
         *,
         calibrate: bool = False,

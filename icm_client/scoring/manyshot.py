@@ -22,7 +22,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..backends.base import Backend
+from ..backends.base import CountingBackend
 from ..dataset import Example
 from ..tasks.base import Label, PairConstraint, Task
 from .base import Prediction
@@ -75,7 +75,7 @@ class FixedContext:
 async def predict(
     task: Task,
     examples: Sequence[Example],
-    backend: Backend,
+    backend: CountingBackend,
     demos: Sequence[int],
     labels: Mapping[int, Label],
     targets: Sequence[int],

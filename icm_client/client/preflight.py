@@ -6,16 +6,18 @@ a host that never answers is a wrong URL, a 401 a wrong key, a 404 a wrong model
 overflow an example the model cannot hold. ``preflight`` asks once, with few retries, and
 reports those as ``ConfigError``/``TaskError`` (the CLI's exit code 2) naming what to fix.
 
-The probe goes below the run's retry and concurrency layers but not around its cache: a
-probe whose score is cached costs no call, and a fresh one is stored for the run to reuse.
+The probe goes around the client's retry policy, concurrency limit and budget but not around
+its cache: a probe whose score is cached costs no call, and a fresh one is stored for the run
+to reuse. The single-token check asks the client's backend itself, whatever the policies.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
+from ..backends.base import Backend, ScoreRequest, ScoreResult
 from ..errors import (
     BackendError,
     ConfigError,
@@ -25,27 +27,27 @@ from ..errors import (
     TaskError,
     TransientBackendError,
 )
-from .base import Backend, ScoreRequest, ScoreResult, layers, prepare
-from .retry import Retrying
+from .policies import PREFLIGHT_RETRY, Retry
+
+if TYPE_CHECKING:
+    from .client import ScoringClient
 
 
 async def preflight(
-    backend: Backend,
+    client: ScoringClient,
     probe: ScoreRequest,
     *,
     probe_name: str = "the first prompt",
     labels_of: str = "the task",
-    attempts: int = 3,
-    max_wait: float = 2.0,
     check_labels: bool = True,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
+    retry: Retry = PREFLIGHT_RETRY,
 ) -> ScoreResult | None:
     """Resolve the model, score ``probe`` once, and check that each label word is one token.
 
     ``probe`` should be the run's longest single-example prompt, so that a context overflow
     shows here; ``probe_name`` names it in messages ("example 'q7' of data.jsonl") and
     ``labels_of`` names the owner of the label words ("task 'cities'"). Transient failures
-    are retried ``attempts`` times with waits of at most ``max_wait`` seconds.
+    are retried as ``retry`` says (by default 3 attempts, waits of at most 2 s).
     ``check_labels=False`` skips the single-token check (a probe whose labels are no task's).
 
     Returns the probe's score, or None when the server kept answering "busy": it exists and
@@ -54,22 +56,11 @@ async def preflight(
     endpoint without logprobs), naming the endpoint and what it said, and ``TaskError`` when
     a label word is several tokens for the served model.
     """
-    cached, inner = _unwrap(backend)
-    quick = Retrying(
-        inner,
-        max_attempts=attempts,
-        base_wait=0.25,
-        max_wait=max_wait,
-        sleep=sleep,
-        never=(NoAnswerError,),  # a silent server: said at once, not after three timeouts
-    )
     try:
-        await prepare(quick)
-        result = await cached.lookup(probe) if cached is not None else None
+        await client.prepare(retry)
+        result = await client.cached(probe)
         if result is None:
-            result = await quick.score(probe)
-            if cached is not None:
-                await cached.store(probe, result)
+            result = await client.score_now(probe, retry)
     except ContextLengthError as exc:
         raise ConfigError(
             f"{probe_name} alone does not fit the model's context ({exc}); shorten or drop "
@@ -89,27 +80,8 @@ async def preflight(
             f"cannot reach the server: {exc}; check the URL and that the server is running"
         ) from None
     if check_labels:
-        await _check_single_tokens(inner, probe.labels, labels_of)
+        await _check_single_tokens(client.backend, probe.labels, labels_of)
     return result
-
-
-@runtime_checkable
-class _ScoreStore(Protocol):
-    async def lookup(self, request: ScoreRequest) -> ScoreResult | None: ...
-
-    async def store(self, request: ScoreRequest, result: ScoreResult) -> None: ...
-
-
-def _unwrap(backend: Backend) -> tuple[_ScoreStore | None, Backend]:
-    """The outermost layer that stores scores (a cache), if any, and the innermost backend:
-    the one that talks to the server, below every wrapper (retries, limits, budgets).
-
-    One generic walk over ``inner`` (``layers``), so that no wrapper can hide the server's
-    tokenizer from the single-token check.
-    """
-    stack = list(layers(backend))
-    cached = next((b for b in stack if isinstance(b, _ScoreStore)), None)
-    return cached, stack[-1]
 
 
 async def _check_single_tokens(inner: Backend, labels: tuple[str, ...], labels_of: str) -> None:

@@ -1,6 +1,6 @@
 """A content-addressed disk cache of scores, so that no prompt is paid for twice.
 
-Keys are the sha256 of canonical JSON over what a score depends on (``inner.identity``,
+Keys are the sha256 of canonical JSON over what a score depends on (the backend's ``identity``,
 prompt, labels, ``CACHE_VERSION``) and never where the server runs, so replicas and re-runs
 share entries. Values are JSON text only: diskcache stores ``str`` raw, and ``_JSONOnlyDisk``
 refuses to unpickle anything it finds (CVE-2025-69872: a pickled value planted in the cache
@@ -34,14 +34,14 @@ import stat
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 import diskcache
 
+from ..backends.base import ScoreRequest, ScoreResult
 from ..errors import ConfigError
-from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
 
 CACHE_VERSION = 1
 """Bump when the meaning of a cached score changes; old entries then simply miss."""
@@ -123,24 +123,15 @@ def cache_key(identity: str, request: ScoreRequest) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-class _Pending:
-    """One score being computed; identical requests wait on it instead of paying again."""
+class ScoreCache:
+    """The score store of a ``ScoringClient``: scores by ``cache_key`` in ``directory``.
 
-    def __init__(self) -> None:
-        self.done = anyio.Event()
-        self.result: ScoreResult | None = None
-        self.error: Exception | None = None
-
-
-class Cached:
-    """A ``Backend`` that answers from a disk cache, and asks ``inner`` only on a miss.
-
-    Hits count in ``usage.cache_hits`` (as do requests that waited for an identical one in
-    flight) and not in ``usage.calls``.
+    ``directory``: None for the default (``default_cache_dir``). Opening fails with a
+    ``ConfigError`` that says whether the directory can be kept (its scores were paid for).
+    A bad entry, or a read or write that fails, is a warning and a miss: the run goes on.
     """
 
-    def __init__(self, inner: Backend, directory: str | os.PathLike[str] | None = None) -> None:
-        self.inner = inner
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
         try:
             _private_directory(self.directory)
@@ -161,72 +152,12 @@ class Cached:
                 field="cache_dir",
             ) from exc
         self._limiter = anyio.CapacityLimiter(8)  # not the default pool, shared by everything
-        self._in_flight: dict[str, _Pending] = {}
-        self._prepared = False
-
-    @property
-    def identity(self) -> str:
-        return self.inner.identity
-
-    @property
-    def usage(self) -> Usage:
-        return self.inner.usage
-
-    async def prepare(self) -> None:
-        if not self._prepared:
-            await prepare(self.inner)
-            self._prepared = True
-
-    async def score(self, request: ScoreRequest) -> ScoreResult:
-        await self.prepare()  # identity must be final before it goes into a key
-        key = cache_key(self.identity, request)
-        while (pending := self._in_flight.get(key)) is not None:
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            if pending.result is not None:
-                self.usage.cache_hits += 1
-                return pending.result
-            # the first requester was cancelled: loop, and become the one who asks
-        pending = _Pending()
-        self._in_flight[key] = pending
-        try:
-            result = await self._get(key, request)
-            if result is not None:
-                self.usage.cache_hits += 1
-            else:
-                result = await self.inner.score(request)
-                await self._set(key, result)
-            pending.result = result
-            return result
-        except Exception as exc:
-            pending.error = exc
-            raise
-        finally:
-            del self._in_flight[key]
-            pending.done.set()
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=self._limiter)
 
-    async def lookup(self, request: ScoreRequest) -> ScoreResult | None:
-        """The cached score of ``request`` (counted as a hit), or None. Asks no backend.
-
-        For callers that must reach the server in their own way on a miss (``preflight``,
-        with few retries) and still neither pay twice nor skip the cache.
-        """
-        await self.prepare()
-        result = await self._get(cache_key(self.identity, request), request)
-        if result is not None:
-            self.usage.cache_hits += 1
-        return result
-
-    async def store(self, request: ScoreRequest, result: ScoreResult) -> None:
-        """Cache ``result`` as the score of ``request``."""
-        await self.prepare()
-        await self._set(cache_key(self.identity, request), result)
-
-    async def _get(self, key: str, request: ScoreRequest) -> ScoreResult | None:
+    async def get(self, key: str, request: ScoreRequest) -> ScoreResult | None:
+        """The score stored under ``key``, checked to fit ``request``; None on a miss."""
         try:
             try:
                 raw = self._reader.get(key)  # on the event loop (see the module docstring)
@@ -250,7 +181,8 @@ class Cached:
             )
             return None
 
-    async def _set(self, key: str, result: ScoreResult) -> None:
+    async def put(self, key: str, result: ScoreResult) -> None:
+        """Store ``result`` under ``key`` (in a worker thread)."""
         value = json.dumps(result.to_json(), separators=(",", ":"))
         try:
             await self._run(self._cache.set, key, value)
@@ -262,17 +194,5 @@ class Cached:
             )
 
     def close(self) -> None:
-        """Close the cache (not ``inner``)."""
         self._reader.close()
         self._cache.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the cache, then ``inner``."""
-        self.close()
-        await self.inner.aclose()

@@ -1,0 +1,225 @@
+"""``ScoringClient``: one backend made fit for long runs by policies given as values.
+
+    budget = Budget(max_calls=500)
+    async with ScoringClient(backend, retry=Retry(max_attempts=4), budget=budget) as client:
+        result = await label(examples, task, client)
+
+For each score, in this order: identical requests in flight wait for the first one's answer
+(one request, not several); the disk cache answers a prompt it knows (no request, free of
+the budget); otherwise the request takes a concurrency slot, the budget is checked, and the
+backend is asked; a transient failure is retried outside the slot (a request backing off
+holds none), with the server's Retry-After honoured; the answer is stored in the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Self
+
+import anyio
+
+from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage
+from ..errors import ConfigError, TransientBackendError
+from .cache import ScoreCache, cache_key
+from .policies import DEFAULT_CONCURRENCY, DEFAULT_RETRY, PREFLIGHT_RETRY, Budget, Retry
+from .preflight import preflight
+from .retry import after_failure, retrying
+
+CacheSetting = ScoreCache | str | os.PathLike[str] | bool | None
+
+
+class _Pending:
+    """One score being computed; identical requests wait on it instead of paying again.
+    The event is made by the first one to wait (most scores have no twin in flight)."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done: anyio.Event | None = None
+        self.result: ScoreResult | None = None
+        self.error: Exception | None = None
+
+
+class ScoringClient:
+    """Scores through ``backend`` with a cache, retries, a concurrency limit and a budget.
+
+    ``cache``: True (default) for the default directory (``$ICM_CACHE_DIR``, else
+    ``~/.cache/icm-client``), a directory, an open ``ScoreCache`` (shared; the caller closes
+    it), or None/False for none. ``retry``: a ``Retry`` policy, or None to fail at the first
+    transient error. ``max_concurrency``: requests in flight at most; by default
+    ``DEFAULT_CONCURRENCY``, and over a backend with a ``capacity`` (a ``Routing``: the sum
+    of its endpoints' limits) twice that: the endpoints are full and as many requests again
+    wait inside the routing, where each freed slot goes to a request that prefers that
+    endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None.
+
+    ``usage`` holds the run's figures. A backend that counts its own requests exposes a
+    ``Usage`` as ``usage`` (calls, tokens, and its own counters in ``extra``: batching's
+    prompts and HTTP requests, routing's endpoints); the client then counts cache hits and
+    retries into that same object. For a backend without one, the client counts one call
+    per score, with the tokens and bounded labels of its result.
+
+    Closing the client (leaving ``async with``, or ``aclose``) closes the cache it opened
+    and, unless ``close_backend=False``, the backend.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        cache: CacheSetting = True,
+        retry: Retry | None = DEFAULT_RETRY,
+        max_concurrency: int | None = None,
+        budget: Budget | None = None,
+        close_backend: bool = True,
+    ) -> None:
+        if max_concurrency is None:
+            capacity = getattr(backend, "capacity", None)
+            max_concurrency = 2 * capacity if isinstance(capacity, int) else DEFAULT_CONCURRENCY
+        if max_concurrency < 1:
+            raise ConfigError(
+                f"max_concurrency must be at least 1, got {max_concurrency}",
+                field="max_concurrency",
+            )
+        self.backend = backend
+        self.retry = retry
+        self.budget = budget if budget != Budget() else None
+        self.max_concurrency = max_concurrency
+        self.close_backend = close_backend
+        own = getattr(backend, "usage", None)
+        self._counts_calls = not isinstance(own, Usage)
+        self.usage: Usage = Usage() if not isinstance(own, Usage) else own
+        self._owns_cache = not isinstance(cache, ScoreCache)
+        if isinstance(cache, ScoreCache) or cache is None or cache is False:
+            self.cache = cache or None
+        else:
+            self.cache = ScoreCache(None if cache is True else cache)
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
+        self._in_flight: dict[ScoreRequest, _Pending] = {}
+        self._prepared = False
+
+    @property
+    def identity(self) -> str:
+        """The backend's identity: what its scores depend on (part of every cache key)."""
+        return self.backend.identity
+
+    async def prepare(self, retry: Retry | None = None) -> None:
+        """Let the backend finish lazy set-up (e.g. discover its served model) so that
+        ``identity`` is final; once, retried under ``retry`` (default: the client's)."""
+        if self._prepared:
+            return
+        fn = getattr(self.backend, "prepare", None)
+        if fn is not None:
+            await retrying(retry or self.retry, fn, self._count_retry)
+        self._prepared = True
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        """The score of ``request``: shared with an identical request in flight, from the
+        cache, or from the backend (see the module docstring)."""
+        if not self._prepared:
+            await self.prepare()  # identity must be final before it goes into a key
+        while (pending := self._in_flight.get(request)) is not None:
+            if pending.done is None:
+                pending.done = anyio.Event()
+            await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            if pending.result is not None:
+                self.usage.cache_hits += 1
+                return pending.result
+            # the first requester was cancelled: loop, and become the one who asks
+        pending = _Pending()
+        self._in_flight[request] = pending
+        try:
+            pending.result = await self._fetch(request)
+            return pending.result
+        except Exception as exc:
+            pending.error = exc
+            raise
+        finally:
+            del self._in_flight[request]
+            if pending.done is not None:
+                pending.done.set()
+
+    async def _fetch(self, request: ScoreRequest) -> ScoreResult:
+        key = None
+        if self.cache is not None:
+            key = cache_key(self.identity, request)
+            result = await self.cache.get(key, request)
+            if result is not None:
+                self.usage.cache_hits += 1
+                return result
+        try:  # retrying(), inlined: the common case, an answer at once, is the hot path
+            result = await self._call(request)
+        except TransientBackendError as exc:
+            if self.retry is None:
+                raise
+            call = functools.partial(self._call, request)
+            result = await after_failure(self.retry, exc, call, self._count_retry)
+        if key is not None and self.cache is not None:
+            await self.cache.put(key, result)
+        return result
+
+    async def _call(self, request: ScoreRequest, *, gated: bool = True) -> ScoreResult:
+        """The backend's answer; ``gated``: in a concurrency slot, within the budget."""
+        if gated:
+            async with self._limiter:
+                if self.budget is not None:
+                    self.budget.check(self.usage)
+                result = await self.backend.score(request)
+        else:
+            result = await self.backend.score(request)
+        if self._counts_calls:
+            self._count(result)
+        return result
+
+    def _count(self, result: ScoreResult) -> None:
+        used = self.usage
+        used.calls += 1
+        used.prompt_tokens += result.prompt_tokens
+        used.cached_tokens += result.cached_tokens
+        used.bounded_labels += sum(result.bounded)
+
+    def _count_retry(self) -> None:
+        self.usage.retries += 1
+
+    async def cached(self, request: ScoreRequest) -> ScoreResult | None:
+        """The cached score of ``request`` (counted as a hit), or None; asks no backend."""
+        if self.cache is None:
+            return None
+        await self.prepare()
+        result = await self.cache.get(cache_key(self.identity, request), request)
+        if result is not None:
+            self.usage.cache_hits += 1
+        return result
+
+    async def score_now(self, request: ScoreRequest, retry: Retry = PREFLIGHT_RETRY) -> ScoreResult:
+        """Ask the backend for ``request`` under ``retry``, outside the concurrency limit and
+        the budget, and store the answer in the cache: for a check before a run, which must
+        neither wait behind the run's requests nor skip the cache."""
+        await self.prepare(retry)
+        result = await retrying(retry, lambda: self._call(request, gated=False), self._count_retry)
+        if self.cache is not None:
+            await self.cache.put(cache_key(self.identity, request), result)
+        return result
+
+    async def preflight(self, probe: ScoreRequest, **options: Any) -> ScoreResult | None:
+        """One quick real request before a long run: ``preflight.preflight(self, probe,
+        **options)`` (``probe_name``, ``labels_of``, ``check_labels``, ``retry``)."""
+        return await preflight(self, probe, **options)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the cache this client opened, then the backend (unless ``close_backend``
+        is False)."""
+        if self.cache is not None and self._owns_cache:
+            self.cache.close()
+        if self.close_backend:
+            close = getattr(self.backend, "aclose", None)
+            if close is not None:
+                await close()

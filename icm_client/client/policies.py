@@ -1,0 +1,70 @@
+"""The policies of a ``ScoringClient``, as values: how it retries, what it may spend, and
+how many requests it lets in flight. Each default is defined here once; ``connect`` and the
+CLI read them from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..backends.base import Usage
+from ..errors import BudgetExhausted, NoAnswerError, TransientBackendError
+
+DEFAULT_CONCURRENCY = 8
+"""Requests in flight at most (per endpoint, over several replicas)."""
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class Retry(BaseModel):
+    """Retry ``TransientBackendError`` (the transport decided what trying again can fix);
+    permanent errors pass straight through.
+
+    The wait before retry n is ``max(retry_after, full-jitter exponential(base_wait))``,
+    capped at ``max_wait``: a server's Retry-After is honoured. After ``max_attempts``
+    attempts the last error is raised again, its message extended with the attempt count
+    (also in its ``attempts`` attribute). ``give_up_on``: transient errors not retried all
+    the same. ``sleep`` is injectable, so that tests record the waits instead of sleeping.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    max_attempts: int = Field(8, ge=1)
+    base_wait: float = Field(0.5, ge=0)
+    max_wait: float = Field(60.0, ge=0)
+    give_up_on: tuple[type[TransientBackendError], ...] = ()
+    sleep: Sleep | None = None
+
+
+DEFAULT_RETRY = Retry()
+"""A run's: patient (a busy server recovers), up to 8 attempts and waits of a minute."""
+
+PREFLIGHT_RETRY = Retry(max_attempts=3, base_wait=0.25, max_wait=2.0, give_up_on=(NoAnswerError,))
+"""The preflight's: few and quick (a wrong URL should fail in seconds); a server that does
+not answer at all is said at once, not after three timeouts."""
+
+
+class Budget(BaseModel):
+    """A spending limit on what reaches a model server: calls and prompt tokens.
+
+    Answers from the score cache cost nothing. The check happens when a request holds a
+    concurrency slot, so requests in flight may finish past the limit: at most
+    ``max_concurrency - 1`` extra calls. 0 is a spent budget (a resumed run's total).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_calls: int | None = Field(None, ge=0)
+    max_prompt_tokens: int | None = Field(None, ge=0)
+
+    def check(self, used: Usage) -> None:
+        """Raise ``BudgetExhausted`` if ``used`` has reached either limit."""
+        if self.max_calls is not None and used.calls >= self.max_calls:
+            raise BudgetExhausted(f"call budget spent: {used.calls} of {self.max_calls} calls")
+        if self.max_prompt_tokens is not None and used.prompt_tokens >= self.max_prompt_tokens:
+            raise BudgetExhausted(
+                f"token budget spent: {used.prompt_tokens} of {self.max_prompt_tokens} "
+                "prompt tokens"
+            )
