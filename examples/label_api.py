@@ -24,10 +24,10 @@ async def main(args: argparse.Namespace) -> None:
         strategy="bounded", context_size=args.context_size, search=icm.SearchConfig(seed=args.seed)
     )
     # No --base-url: the embedded model, started here and stopped when the block ends. The
-    # backend has a disk cache, retries and a concurrency limit, and is checked (one request,
+    # client has a disk cache, retries and a concurrency limit, and is checked (one request,
     # the label words single tokens) before the block runs.
-    async with icm.connect(args.base_url, args.model, task=task) as backend:
-        result = await icm.label(data.examples, task, backend, config)
+    async with icm.connect(args.base_url, args.model, task=task) as client:
+        result = await icm.label(data.examples, task, client, config)
 
     result = result.with_gold(data.gold)
     for row in result.rows:

@@ -19,7 +19,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from .backends import OpenAICompletions, Routing, Usage
 from .backends.base import Backend, ScoreRequest
 from .backends.openai.probe import PROBE_TEXT
-from .backends.transport import MAX_RESPONSE_BYTES
+from .backends.transport import MAX_RESPONSE_BYTES, HTTPClient
 from .client import DEFAULT_CONCURRENCY, DEFAULT_RETRY, Budget, Retry, ScoringClient
 from .client.client import CacheSetting
 from .dataset import Example
@@ -47,6 +47,7 @@ async def connect(
     budget: Budget | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
+    http: HTTPClient = "httpx",
 ) -> AsyncIterator[ScoringClient]:
     """A ``ScoringClient`` for ``label``/``label_large``/``evaluate``, closed on exit.
 
@@ -57,7 +58,9 @@ async def connect(
     replicas the client lets in twice their sum: see ``ScoringClient``). ``cache``,
     ``retry``, ``budget``: the client's policies (see ``ScoringClient``). ``timeout``:
     seconds for each request, whole; ``max_response_bytes``: the largest answer taken
-    (decompressed).
+    (decompressed). ``http``: the HTTP client under httpx2's API, its own (default) or
+    ``"aiohttp"`` (the ``aiohttp`` extra: less client CPU with hundreds of requests in flight
+    that each carry one prompt; ``benchmarks/README.md``).
 
     ``check`` (default): one request before returning; ``ConfigError`` when the server cannot
     be reached or refuses, and with ``task`` given, ``TaskError`` when a label word is not one
@@ -91,6 +94,7 @@ async def connect(
                 usage=usage,
                 timeout=timeout,
                 max_response_bytes=max_response_bytes,
+                http=http,
             )
             for url in urls
         ]

@@ -93,6 +93,8 @@ class FaultServer(ThreadedServer):
         self.requests: Counter[str] = Counter()  # requests received, by path
         self.answered: Counter[str] = Counter()  # successful answers, by path
         self.auth_headers: list[str] = []  # every Authorization header received
+        # the Host header's name as sent: its case tells HTTP clients apart (aiohttp: "host")
+        self.host_header_names: Counter[str] = Counter()
         self.attempts: Counter[str] = Counter()  # attempts so far, by request
         self._seen = 0  # requests on the fault paths so far
         self._lock = threading.Lock()
@@ -223,8 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _authorised(self) -> bool:
         fs = self.fault_server
         presented = self.headers.get("Authorization", "")
+        host = next((k for k in self.headers if k.lower() == "host"), "")
         with fs._lock:
             fs.auth_headers.append(presented)
+            fs.host_header_names[host] += 1
         if fs.api_key is None or presented == f"Bearer {fs.api_key}":
             return True
         shown = presented.removeprefix("Bearer ") or "(none)"

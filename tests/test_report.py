@@ -172,3 +172,25 @@ def test_report_of_an_unfinished_run_exits_2(
     assert main(["report", str(run_dir)]) == 2
     assert "has it finished?" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "nothing")]) == 2
+
+
+def test_label_over_aiohttp_gives_the_same_labels(tmp_path: Path) -> None:
+    """``--http aiohttp`` reaches the same server through aiohttp under httpx2's API."""
+    outs = []
+    for http in ("httpx", "aiohttp"):
+        with FaultServer() as server:
+            out = tmp_path / f"{http}.jsonl"
+            args = ["label", "sample:cities", "--task", "cities", "--out", str(out)]
+            args += ["--limit", "12", "--steps", "8", "--base-url", server.base_url]
+            args += ["--no-cache", "--quiet", "--http", http]
+            assert main(args) == 0
+            assert server.answered["/v1/completions"] > 0
+            assert set(server.host_header_names) == {"Host" if http == "httpx" else "host"}
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_an_unknown_http_client_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["label", "sample:cities", "--task", "cities", "--http", "curl"])
+    assert exc.value.code == 2 and "--http" in capsys.readouterr().err

@@ -34,7 +34,11 @@ async def known_window(args: argparse.Namespace) -> int | None:
 
         return CTX_PER_SLOT
     probe = OpenAICompletions(
-        args.base_url[0], args.model, api_key_env=args.api_key_env, timeout=args.timeout
+        args.base_url[0],
+        args.model,
+        api_key_env=args.api_key_env,
+        timeout=args.timeout,
+        http=args.http,
     )
     try:
         try:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from ..backends.base import ScoreRequest
 from ..backends.openai.profiles import PROVIDER_CHOICES
-from ..backends.transport import MAX_RESPONSE_BYTES
+from ..backends.transport import MAX_RESPONSE_BYTES, HTTPClient
 from ..client import DEFAULT_CONCURRENCY, Budget, ScoringClient
 from ..connection import DEFAULT_TIMEOUT, connect
 from ..dataset import Example
@@ -55,6 +55,13 @@ def add_backend_arguments(p: Any) -> Any:
         help=f"refuse a server answer larger than this (default {MAX_RESPONSE_BYTES // 2**20})",
     )
     b.add_argument(
+        "--http",
+        choices=get_args(HTTPClient),
+        default="httpx",
+        help="HTTP client: httpx2's own (default) or aiohttp under its API (pip install "
+        "'icm-client[aiohttp]'; less CPU with hundreds of requests in flight)",
+    )
+    b.add_argument(
         "--concurrency",
         type=int,
         default=DEFAULT_CONCURRENCY,
@@ -88,6 +95,7 @@ async def open_backend(
         budget=Budget(max_calls=max_calls, max_prompt_tokens=max_tokens),
         timeout=args.timeout,
         max_response_bytes=int(args.max_response_mb * 2**20),
+        http=args.http,
     )
     return await exits.enter_async_context(backend)
 

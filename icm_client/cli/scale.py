@@ -95,7 +95,13 @@ async def _window(args: argparse.Namespace) -> int:
         from ..local.server import CTX_PER_SLOT
 
         return CTX_PER_SLOT
-    probe = OpenAICompletions(args.base_url[0], args.model, api_key_env=args.api_key_env)
+    probe = OpenAICompletions(
+        args.base_url[0],
+        args.model,
+        api_key_env=args.api_key_env,
+        timeout=args.timeout,
+        http=args.http,
+    )
     try:
         window = await context_window(probe)
     finally:
