@@ -156,16 +156,16 @@ def _serve_native(args: argparse.Namespace, parent: int) -> int:
     child = subprocess.Popen(
         _native_command(args, port), stdin=subprocess.DEVNULL, preexec_fn=_in_child
     )
-    ready = False
+    ready = stopped = False
     try:
         while child.poll() is None:
             if not ready and _healthy(address):
                 ready = True
                 print(f"LISTENING {address}", flush=True)
                 _write_ready(args.ready_file, address)
-            if signal.sigtimedwait(_STOP_SIGNALS, _PARENT_POLL_S / 4) is not None:
-                break
-            if os.getppid() != parent:
+            stopped = signal.sigtimedwait(_STOP_SIGNALS, _PARENT_POLL_S / 4) is not None
+            if stopped or os.getppid() != parent:
+                stopped = True
                 break
     finally:
         if child.poll() is None:
@@ -175,7 +175,7 @@ def _serve_native(args: argparse.Namespace, parent: int) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-    if not ready:
+    if not stopped:  # it exited on its own: at start-up (bad model, port taken) or later
         print(f"FAILED llama-server exited with code {child.returncode}", file=sys.stderr)
         return 1
     return 0

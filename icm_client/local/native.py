@@ -99,7 +99,7 @@ def build(jobs: int | None = None, work_dir: Path | None = None, log: bool = Tru
             f"building the native llama.cpp server needs {' and '.join(missing)} "
             "(Debian/Ubuntu: apt-get install cmake g++); without it the prebuilt engine is used"
         )
-    jobs = jobs or len(os.sched_getaffinity(0))
+    jobs = jobs or os.cpu_count() or 2
     with tempfile.TemporaryDirectory(prefix="icm-llama-build-", dir=work_dir) as tmp:
         root = Path(tmp)
         started = time.monotonic()
@@ -112,8 +112,14 @@ def build(jobs: int | None = None, work_dir: Path | None = None, log: bool = Tru
         if len(sdists) != 1:
             raise ConfigError(f"pip download gave {len(sdists)} source archives, expected 1")
         with tarfile.open(sdists[0]) as archive:
-            archive.extractall(root / "src", filter="data")
-        (source,) = (root / "src").glob("*/vendor/llama.cpp")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse unsafe members
+                archive.extractall(root / "src", filter="data")
+            else:
+                archive.extractall(root / "src")  # a pinned PyPI sdist
+        sources = list((root / "src").glob("*/vendor/llama.cpp"))
+        if len(sources) != 1:
+            raise ConfigError(f"{sdists[0].name} holds no vendor/llama.cpp source tree")
+        source = sources[0]
         build_dir = root / "build"
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
         _step(
