@@ -314,6 +314,8 @@ class EmbeddedServer:
         if self._process is not None:
             raise RuntimeError("EmbeddedServer is already started")
         native = native_server() if self.engine == "native" else None
+        if self.engine == "native" and native is None:
+            raise ConfigError("the native llama-server binary is gone; rebuild it or unset engine")
         if native is None:
             _require_xllamacpp()
         bundled = self._model_path is None and not os.environ.get(MODEL_ENV)
