@@ -66,6 +66,10 @@ def test_auto_is_prebuilt_until_a_native_binary_is_built(no_native: Path) -> Non
     assert EmbeddedServer().model_name == "gemma-3-270m-q8_0"
     binary = built_binary()
     binary.parent.mkdir(parents=True)
+    other_cpu = binary.with_name(binary.name.rsplit("-", 1)[0] + "-" + "0" * 8)
+    other_cpu.write_text("#!/bin/sh\n")
+    other_cpu.chmod(0o755)
+    assert other_cpu != binary and choose_engine() == "prebuilt", "built for another CPU"
     binary.write_text("#!/bin/sh\n")
     assert choose_engine() == "prebuilt", "a non-executable file is not a binary"
     binary.chmod(binary.stat().st_mode | stat.S_IXUSR)

