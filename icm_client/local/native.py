@@ -7,7 +7,8 @@ on its BF16 matrix kernels: prompt processing ran ~1.7-2.5x faster on the projec
 AMD EPYC (``benchmarks/local_speed.py``). It is the same llama.cpp HTTP server
 (``llama-server``), so the client talks to it exactly as to the prebuilt one.
 
-``python -m icm_client.local.native`` builds it once (about 10-15 minutes on 2 cores):
+``python -m icm_client.local.native`` builds it once (about 11 CPU-minutes; 20 min on 2 busy
+cores):
 ``pip download`` fetches the llama.cpp source that the ``llama-cpp-python`` sdist carries
 (PyPI), ``cmake`` builds only the ``llama-server`` target as one static binary, and the
 binary goes to ``<model cache>/bin/``. It needs ``cmake`` and a C++ compiler (Debian:
@@ -141,7 +142,7 @@ def build(jobs: int | None = None, work_dir: Path | None = None, log: bool = Tru
         )
         _step(
             log,
-            f"compiling llama-server with {jobs} jobs (about 10-15 minutes on 2 cores)",
+            f"compiling llama-server with {jobs} jobs (about 11 CPU-minutes)",
             ["cmake", "--build", str(build_dir), "--target", "llama-server", "-j", str(jobs)],
         )
         produced = build_dir / "bin" / "llama-server"
