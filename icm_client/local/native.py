@@ -8,8 +8,7 @@ AMD EPYC (``benchmarks/local_speed.py``). It is the same llama.cpp HTTP server
 (``llama-server``), so the client talks to it exactly as to the prebuilt one.
 
 ``python -m icm_client.local.native`` builds it once (about 11 CPU-minutes; 20 min on 2 busy
-cores):
-``pip download`` fetches the llama.cpp source that the ``llama-cpp-python`` sdist carries
+cores): ``pip download`` fetches the llama.cpp source that the ``llama-cpp-python`` sdist carries
 (PyPI), ``cmake`` builds only the ``llama-server`` target as one static binary, and the
 binary goes to ``<model cache>/bin/``. It needs ``cmake`` and a C++ compiler (Debian:
 ``apt-get install cmake g++``). Without a built binary everything runs on the prebuilt
