@@ -1,26 +1,29 @@
-"""Embedded backend: prompt tokens/s of the old and new llama.cpp settings, in one run.
+"""Embedded backend: prompt tokens/s of the old and new engine and settings, in one run.
 
     python benchmarks/local_speed.py [--rounds 4] [--blocks 40] [--no-scores] [--quick]
                                      [--new KEY=VALUE ...] [--old KEY=VALUE ...] [--out F]
 
-Two embedded servers run side by side: "old" (the shipped Q4_K_M weights, OpenMP's default
-spinning wait policy: the settings before issue 17) and "new" (``EmbeddedServer()``'s
-defaults: the weights re-encoded as Q8_0, sleeping OpenMP threads). Each round sends one
-fresh prompt (~``--blocks`` x 32 tokens, a unique header so nothing comes from the prefix
-cache) to each server, one after the other, alternating which goes first; the figure is
-prompt tokens / wall time of the request, summed over rounds. On a machine shared with other
-jobs the absolute numbers move with their load (printed: load average before and after);
-interleaving the two makes the ratio the figure to read.
+Two embedded servers run side by side: "old" (the prebuilt ``xllamacpp`` engine with its
+default Q8_0 weights: the embedded backend before the native engine) and "new"
+(``EmbeddedServer()``'s defaults: the native engine with BF16 weights once
+``python -m icm_client.local.native`` has built it, else the same as old). Each round sends
+one fresh prompt (~``--blocks`` x 32 tokens, a unique header so nothing comes from the
+prefix cache) to each server, one after the other, alternating which goes first; the figure
+is prompt tokens / wall time of the request, summed over rounds. On a machine shared with
+other jobs the absolute numbers move with their load (printed: load average before and
+after); interleaving the two makes the ratio the figure to read.
 
 Then, unless ``--no-scores``, both servers score every statement of the bundled cities
 sample zero-shot (the README demo's data) and the script prints the mean and largest
 |P(True) difference|, how many fall on the same side of 0.5, and each server's AUROC against
 the sample's gold labels.
 
-``--new weights=q4_0 --new threads=1`` (any ``EmbeddedServer`` keyword; ``omp_wait_policy=``
-empty for OpenMP's default) tries other settings against the same baseline. The figures
-also go to ``--out`` (JSON, default ``benchmarks/results/local_speed.json``); ``--quick``
-(1 round of short prompts, 16 statements) is the CI-sized run.
+``--new weights=q8_0 --new threads=1`` (any ``EmbeddedServer`` keyword; ``omp_wait_policy=``
+empty for OpenMP's default) tries other settings against the same baseline;
+``--old weights=shipped --old omp_wait_policy=`` is the embedded backend as it first
+shipped. The figures also go to ``--out`` (JSON, default
+``benchmarks/results/local_speed.json``); ``--quick`` (1 round of short prompts, 16
+statements) is the CI-sized run.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from icm_client.local import EmbeddedServer
 from icm_client.scoring.context import ContextScorer
 from icm_client.tasks import get_task
 
-OLD: dict[str, Any] = {"weights": "shipped", "omp_wait_policy": None}
+OLD: dict[str, Any] = {"engine": "prebuilt"}
 NEW: dict[str, Any] = {}
 RESULTS = Path(__file__).parent / "results"
 BLOCK = "Question: What is {a}+{b}?\nClaim: The answer is {c}.\nI think this Claim is {label}\n\n"
@@ -141,11 +144,13 @@ async def measure(
         new = await stack.enter_async_context(EmbeddedServer(**new_kw))
         print(
             f"new server ready in {time.perf_counter() - started:.1f} s (incl. first-use "
-            f"conversion if any): {new_kw or 'defaults'} -> {new.weights}, "
-            f"{new.threads} threads"
+            f"conversion if any): {new_kw or 'defaults'} -> {new.engine} engine, "
+            f"{new.weights}, {new.threads} threads"
         )
         old = await stack.enter_async_context(EmbeddedServer(**old_kw))
-        print(f"old server: {old_kw} -> {old.weights}, {old.threads} threads")
+        print(f"old server: {old_kw} -> {old.engine} engine, {old.weights}, {old.threads} threads")
+        doc["engines"] = {"old": old.engine, "new": new.engine}
+        doc["weights"] = {"old": old.weights, "new": new.weights}
         client = await stack.enter_async_context(httpx2.AsyncClient(timeout=1800.0))
         await timed(client, old, prompt(2, rng))  # warm-up: first-request allocations
         await timed(client, new, prompt(2, rng))

@@ -254,7 +254,8 @@ def test_quality(tmp_path: Path, shared_data: Path, require_local_model: None) -
 @pytest.mark.integration
 def test_local_speed(tmp_path: Path, require_local_model: None) -> None:
     doc = run_quick("local_speed", tmp_path)
-    assert doc["settings"]["old"]["weights"] == "shipped"
+    assert doc["settings"]["old"]["engine"] == "prebuilt"
+    assert doc["engines"]["old"] == "prebuilt" and doc["engines"]["new"] in ("prebuilt", "native")
     rate = doc["tokens_per_s"]
     assert rate["old"] > 0 and rate["new"] > 0
     assert doc["ratio"] == pytest.approx(rate["new"] / rate["old"])

@@ -62,16 +62,17 @@ def _port_open(url: str) -> bool:
 
 
 @pytest.mark.integration
-def test_health_and_models(local_server: str) -> None:
+def test_health_and_models(embedded_server: EmbeddedServer) -> None:
+    local_server = embedded_server.base_url
     health = httpx2.get(_root(local_server) + "/health", timeout=10)
     assert health.status_code == 200
     models = httpx2.get(local_server + "/models", timeout=10).json()
-    assert DEFAULT_MODEL_NAME in [m["id"] for m in models["data"]]
+    assert embedded_server.model_name in [m["id"] for m in models["data"]]
 
 
 @pytest.mark.integration
-def test_top_logprobs_in_llama_cpp_shape(local_server: str) -> None:
-    result = _complete(local_server, FEW_SHOT, model=DEFAULT_MODEL_NAME)
+def test_top_logprobs_in_llama_cpp_shape(embedded_server: EmbeddedServer) -> None:
+    result = _complete(embedded_server.base_url, FEW_SHOT, model=embedded_server.model_name)
     choice = result["choices"][0]
     # llama.cpp answers in the chat-style shape, not the legacy completions one (vLLM).
     top = choice["logprobs"]["content"][0]["top_logprobs"]
@@ -114,7 +115,8 @@ async def test_context_manager_starts_and_stops(require_local_model: None) -> No
     async with _small_server() as server:
         pid, url = server.pid, server.base_url
         assert pid is not None and _alive(pid)
-        assert server.identity_hint == "gemma-3-270m-q4_k_m-q8_0"
+        weights = "bf16-native" if server.engine == "native" else "q8_0"
+        assert server.identity_hint == f"gemma-3-270m-q4_k_m-{weights}"
         async with httpx2.AsyncClient() as client:
             assert (await client.get(server.root_url + "/health")).status_code == 200
     assert not _alive(pid)
@@ -172,6 +174,7 @@ async def test_missing_model_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_weights_format_names_the_model_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICM_LOCAL_ENGINE", "prebuilt")
     monkeypatch.delenv("ICM_LOCAL_WEIGHTS", raising=False)
     monkeypatch.delenv("ICM_LOCAL_MODEL", raising=False)
     assert EmbeddedServer().model_name == DEFAULT_MODEL_NAME == "gemma-3-270m-q8_0"
@@ -200,6 +203,7 @@ def test_server_threads_sleep_at_barriers_unless_the_user_says(
 def test_a_users_model_file_is_served_as_given_by_default(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("ICM_LOCAL_ENGINE", "prebuilt")
     monkeypatch.delenv("ICM_LOCAL_WEIGHTS", raising=False)
     monkeypatch.delenv("ICM_LOCAL_MODEL", raising=False)
     own = tmp_path / "mine.gguf"

@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
+import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,6 +72,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--ready-file", default=None, help="write the listening address here once serving"
     )
+    parser.add_argument(
+        "--native",
+        default=None,
+        metavar="LLAMA_SERVER",
+        help="run this llama-server binary (native.py) instead of the prebuilt xllamacpp",
+    )
     return parser.parse_args(argv)
 
 
@@ -106,6 +115,91 @@ def _params(args: argparse.Namespace) -> Any:
     return p
 
 
+def _native_command(args: argparse.Namespace, port: int) -> list[str]:
+    """``llama-server``'s command line for the same settings as ``_params``."""
+    command = [args.native, "--model", args.model, "--host", args.host, "--port", str(port)]
+    command += ["--ctx-size", str(args.ctx_per_slot * args.n_parallel)]
+    command += ["--parallel", str(args.n_parallel), "--batch-size", str(args.n_batch)]
+    command += ["--ubatch-size", str(min(args.n_ubatch, args.n_batch))]
+    command += ["--threads", str(args.threads), "--threads-batch", str(args.threads)]
+    command += ["--flash-attn", args.flash_attn, "--cache-ram", str(args.cache_ram_mib)]
+    command += ["--metrics", "--slots", "--props", "--no-webui", "--cache-prompt"]
+    if args.swa_full:
+        command.append("--swa-full")
+    if args.alias:
+        command += ["--alias", args.alias]
+    return command
+
+
+def _free_port(host: str) -> int:
+    """A port the OS considers free now. llama-server binds it a moment later; if another
+    process takes it in between, llama-server exits and the parent reports its log."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(address + "/health", timeout=2.0) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
+
+
+def _serve_native(args: argparse.Namespace, parent: int) -> int:
+    """Run ``llama-server`` as our child, report its address once healthy, stop it with us."""
+    port = _free_port(args.host)
+    address = f"http://{args.host}:{port}"
+    # The child inherits our stdout/stderr (the log file). ``_in_child`` runs between fork
+    # and exec (safe here: this process has no other threads).
+    child = subprocess.Popen(
+        _native_command(args, port), stdin=subprocess.DEVNULL, preexec_fn=_in_child
+    )
+    ready = stopped = False
+    try:
+        while child.poll() is None:
+            if not ready and _healthy(address):
+                ready = True
+                print(f"LISTENING {address}", flush=True)
+                _write_ready(args.ready_file, address)
+            stopped = signal.sigtimedwait(_STOP_SIGNALS, _PARENT_POLL_S / 4) is not None
+            if stopped or os.getppid() != parent:
+                stopped = True
+                break
+    finally:
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(_SHUTDOWN_GRACE_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    if not stopped:  # it exited on its own: at start-up (bad model, port taken) or later
+        print(f"FAILED llama-server exited with code {child.returncode}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _in_child() -> None:
+    """Unblock the stop signals (a signal mask survives exec) and, on Linux, have the kernel
+    kill llama-server if this process dies without stopping it (SIGKILL, a crash)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _write_ready(ready_file: str | None, address: str) -> None:
+    if ready_file:
+        tmp = f"{ready_file}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(address)
+        os.replace(tmp, ready_file)
+
+
 def _exit_after(seconds: float) -> None:
     """Hard-exit the process if the orderly shutdown has not finished in ``seconds``."""
 
@@ -129,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in _STOP_SIGNALS:
         signal.signal(signum, lambda *_: None)
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    if args.native:
+        return _serve_native(args, parent)
     import xllamacpp
 
     try:
@@ -137,11 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"FAILED {exc}", file=sys.stderr, flush=True)
         return 1
     print(f"LISTENING {server.listening_address}", flush=True)  # for humans reading the log
-    if args.ready_file:
-        tmp = f"{args.ready_file}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(server.listening_address)
-        os.replace(tmp, args.ready_file)
+    _write_ready(args.ready_file, server.listening_address)
 
     while True:
         if signal.sigtimedwait(_STOP_SIGNALS, _PARENT_POLL_S) is not None:

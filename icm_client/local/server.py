@@ -46,6 +46,42 @@ llama.cpp's batch noise."""
 
 WEIGHT_FORMATS = ("shipped", "q8_0", "q4_0", "f16", "bf16")
 
+ENGINE_ENV = "ICM_LOCAL_ENGINE"
+"""Environment variable choosing the engine: ``auto`` (default), ``native`` or ``prebuilt``."""
+
+ENGINES = ("auto", "native", "prebuilt")
+
+NATIVE_WEIGHTS = "bf16"
+"""The default weights on the native engine (``native.py``): a build for this CPU runs
+BF16 matrices on its AVX512-BF16 kernels, fastest of the formats measured there, and BF16
+holds each dequantized shipped weight to within 2^-9 of its value."""
+
+
+def native_server() -> Path | None:
+    """The native ``llama-server`` binary, if any (imported here: ``native`` is also run as
+    ``python -m icm_client.local.native``, which must not find itself imported already)."""
+    from .native import native_server as find
+
+    return find()
+
+
+def choose_engine(engine: str | None = None) -> str:
+    """``native`` or ``prebuilt``: the argument, else ``$ICM_LOCAL_ENGINE``, else ``auto``:
+    the native build when one exists (``python -m icm_client.local.native``)."""
+    chosen = engine or os.environ.get(ENGINE_ENV) or "auto"
+    if chosen not in ENGINES:
+        where = "engine" if engine else f"${ENGINE_ENV}"
+        raise ConfigError(f"{where}: unknown engine {chosen!r}; one of {', '.join(ENGINES)}")
+    if chosen == "auto":
+        return "native" if native_server() is not None else "prebuilt"
+    if chosen == "native" and native_server() is None:
+        raise ConfigError(
+            "the native engine is not built: python -m icm_client.local.native "
+            "(needs cmake and g++), or use the prebuilt engine"
+        )
+    return chosen
+
+
 SHIPPED_MODEL_NAME = "gemma-3-270m"
 DEFAULT_MODEL_NAME = f"{SHIPPED_MODEL_NAME}-{DEFAULT_WEIGHTS}"
 """The model id the embedded server reports with default settings. It names the weights'
@@ -113,10 +149,12 @@ def _identity_for(path: Path, bundled: bool, weights: str = "shipped") -> str:
     return f"gguf:{path.stem}:{digest}{suffix}"
 
 
-def default_weights(bundled: bool = True) -> str:
-    """``$ICM_LOCAL_WEIGHTS`` if set, else ``DEFAULT_WEIGHTS`` for the bundled model and
-    ``shipped`` for a model file of the user's (served as given unless asked otherwise)."""
-    chosen = os.environ.get(WEIGHTS_ENV) or (DEFAULT_WEIGHTS if bundled else "shipped")
+def default_weights(bundled: bool = True, engine: str = "prebuilt") -> str:
+    """``$ICM_LOCAL_WEIGHTS`` if set, else for the bundled model ``NATIVE_WEIGHTS`` on the
+    native engine and ``DEFAULT_WEIGHTS`` on the prebuilt one, and ``shipped`` for a model
+    file of the user's (served as given unless asked otherwise)."""
+    bundled_default = NATIVE_WEIGHTS if engine == "native" else DEFAULT_WEIGHTS
+    chosen = os.environ.get(WEIGHTS_ENV) or (bundled_default if bundled else "shipped")
     if chosen not in WEIGHT_FORMATS:
         raise ConfigError(
             f"${WEIGHTS_ENV}: unknown weights format {chosen!r}; one of {', '.join(WEIGHT_FORMATS)}"
@@ -158,6 +196,9 @@ class EmbeddedServer:
     SIGTERM, then SIGKILL after 1 s. An ``atexit`` hook and the child's own watch on its
     parent are the safety nets for the paths where ``__aexit__`` never runs.
 
+    ``engine``: ``native`` (llama.cpp compiled for this CPU, ``native.py``), ``prebuilt``
+    (the ``xllamacpp`` wheel) or ``auto``/None (``$ICM_LOCAL_ENGINE``, else native when built).
+
     ``n_parallel`` slots serve that many requests at once (continuous batching), each with
     ``ctx_per_slot`` tokens of context and its own prefix cache; ``cache_ram_mib`` of RAM keep
     evicted prompt states for reuse by any slot. More slots do not add throughput on a CPU,
@@ -177,6 +218,7 @@ class EmbeddedServer:
         n_ubatch: int = 512,
         flash_attn: str = "auto",
         weights: str | None = None,
+        engine: str | None = None,
         omp_wait_policy: str | None = "PASSIVE",
         model_name: str | None = None,
         startup_timeout: float = 120.0,
@@ -200,7 +242,8 @@ class EmbeddedServer:
         self.flash_attn = flash_attn
         self.omp_wait_policy = omp_wait_policy
         bundled = model_path is None and not os.environ.get(MODEL_ENV)
-        self.weights = weights if weights is not None else default_weights(bundled)
+        self.engine = choose_engine(engine)
+        self.weights = weights if weights is not None else default_weights(bundled, self.engine)
         if self.weights not in WEIGHT_FORMATS:
             raise ConfigError(
                 f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {self.weights!r}",
@@ -236,6 +279,8 @@ class EmbeddedServer:
         if self._model_name is not None:
             return self._model_name
         suffix = "" if self.weights == "shipped" else f"-{self.weights}"
+        # Kernels differ between the engines (scores by a little): keep their caches apart.
+        suffix += "-native" if self.engine == "native" else ""
         if self._model_path is None and not os.environ.get(MODEL_ENV):
             return SHIPPED_MODEL_NAME + suffix
         return Path(self._model_path or os.environ[MODEL_ENV]).stem + suffix
@@ -268,15 +313,21 @@ class EmbeddedServer:
         """Start the server and wait until ``/health`` answers 200."""
         if self._process is not None:
             raise RuntimeError("EmbeddedServer is already started")
-        _require_xllamacpp()
+        native = native_server() if self.engine == "native" else None
+        if self.engine == "native" and native is None:
+            raise ConfigError("the native llama-server binary is gone; rebuild it or unset engine")
+        if native is None:
+            _require_xllamacpp()
         bundled = self._model_path is None and not os.environ.get(MODEL_ENV)
         path = await anyio.to_thread.run_sync(resolve_model_path, self._model_path)
         self._identity = _identity_for(path, bundled, self.weights)
+        if native is not None:
+            self._identity += "-native"
         if self.weights != "shipped":
             fmt = cast(Dtype, self.weights)  # checked in __init__
             path = await anyio.to_thread.run_sync(ensure_converted, path, fmt)
         try:
-            await anyio.to_thread.run_sync(self._spawn, path)
+            await anyio.to_thread.run_sync(self._spawn, path, native)
             with anyio.fail_after(self.startup_timeout):
                 self._root_url = await self._wait_listening()
                 await self._wait_healthy(self._root_url)
@@ -317,7 +368,7 @@ class EmbeddedServer:
             raise RuntimeError("EmbeddedServer is not started")
         return self._root_url
 
-    def _spawn(self, model: Path) -> None:
+    def _spawn(self, model: Path, native: Path | None = None) -> None:
         if self._log_dir is not None:
             self._log_dir.mkdir(parents=True, exist_ok=True)
             log_dir = self._log_dir
@@ -354,6 +405,8 @@ class EmbeddedServer:
             "--ready-file",
             str(self._ready_path),
         ]
+        if native is not None:
+            command += ["--native", str(native)]
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

@@ -1,0 +1,185 @@
+"""A llama.cpp server compiled on this machine for its own CPU: the faster embedded engine.
+
+The prebuilt ``xllamacpp`` wheel is a portable AVX2 build. Compiled here with
+``-march=native`` (``GGML_NATIVE``), llama.cpp uses the CPU's AVX512 and AVX512-BF16
+instructions, and BF16 weights (the bundled model re-encoded once, ``weights.py``) then run
+on its BF16 matrix kernels: prompt processing ran ~1.7-2.5x faster on the project's 2-core
+AMD EPYC (``benchmarks/local_speed.py``). It is the same llama.cpp HTTP server
+(``llama-server``), so the client talks to it exactly as to the prebuilt one.
+
+``python -m icm_client.local.native`` builds it once (about 11 CPU-minutes; 20 min on 2 busy
+cores): ``pip download`` fetches the llama.cpp source that the ``llama-cpp-python`` sdist carries
+(PyPI), ``cmake`` builds only the ``llama-server`` target as one static binary, and the
+binary goes to ``<model cache>/bin/``. It needs ``cmake`` and a C++ compiler (Debian:
+``apt-get install cmake g++``). Without a built binary everything runs on the prebuilt
+engine as before; ``$ICM_LLAMA_SERVER`` names a ``llama-server`` built some other way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import ConfigError
+from .weights import cache_dir
+
+SERVER_ENV = "ICM_LLAMA_SERVER"
+"""Environment variable naming a ``llama-server`` binary to use as the native engine."""
+
+SOURCE_PACKAGE = "llama-cpp-python"
+SOURCE_VERSION = "0.3.36"
+"""The PyPI sdist whose ``vendor/llama.cpp`` is compiled (MIT, like llama.cpp)."""
+
+PIP_DOWNLOAD = (sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:")
+
+
+CMAKE_OPTIONS = (
+    "-DCMAKE_BUILD_TYPE=Release",
+    "-DGGML_NATIVE=ON",  # -march=native: this CPU's AVX512 / BF16 / VNNI kernels
+    "-DBUILD_SHARED_LIBS=OFF",  # one self-contained file to copy
+    "-DLLAMA_BUILD_TESTS=OFF",
+    "-DLLAMA_BUILD_EXAMPLES=OFF",
+    "-DLLAMA_CURL=OFF",
+    "-DLLAMA_OPENSSL=OFF",
+    "-DLLAMA_BUILD_UI=OFF",
+    "-DLLAMA_USE_PREBUILT_UI=OFF",  # else configure downloads the web UI
+)
+
+
+def binary_dir() -> Path:
+    """Where built binaries live: ``bin/`` beside the re-encoded models."""
+    return cache_dir() / "bin"
+
+
+def cpu_tag() -> str:
+    """A short digest of this CPU's instruction-set flags. A ``-march=native`` binary may not
+    run on another CPU (a home directory shared between machines): its name carries this."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    return hashlib.sha256((flags or platform.machine()).encode()).hexdigest()[:8]
+
+
+def built_binary() -> Path:
+    """The path the build writes for this CPU (it may not exist yet)."""
+    return binary_dir() / f"llama-server-{SOURCE_VERSION}-native-{cpu_tag()}"
+
+
+def native_server() -> Path | None:
+    """The native ``llama-server`` to use: ``$ICM_LLAMA_SERVER``, else the built one, else None."""
+    explicit = os.environ.get(SERVER_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise ConfigError(f"${SERVER_ENV}: not an executable file: {path}")
+        return path
+    path = built_binary()
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def missing_tools() -> list[str]:
+    """The build tools this machine lacks (empty when it can build)."""
+    missing = [] if shutil.which("cmake") else ["cmake"]
+    if not any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+        missing.append("a C++ compiler (g++)")
+    return missing
+
+
+def build(jobs: int | None = None, work_dir: Path | None = None, log: bool = True) -> Path:
+    """Download the llama.cpp source, compile ``llama-server`` for this CPU, install it.
+
+    Returns the installed binary's path. Raises ``ConfigError`` with what to install when
+    ``cmake`` or a compiler is missing, and with the failing step's output when a step fails.
+    The binary is written under a temporary name and renamed into place: a failed or
+    interrupted build never leaves a partial binary that would be picked up.
+    """
+    missing = missing_tools()
+    if missing:
+        raise ConfigError(
+            f"building the native llama.cpp server needs {' and '.join(missing)} "
+            "(Debian/Ubuntu: apt-get install cmake g++); without it the prebuilt engine is used"
+        )
+    jobs = jobs or os.cpu_count() or 2
+    with tempfile.TemporaryDirectory(prefix="icm-llama-build-", dir=work_dir) as tmp:
+        root = Path(tmp)
+        started = time.monotonic()
+        _step(
+            log,
+            "downloading the llama.cpp source",
+            [*PIP_DOWNLOAD, "--dest", str(root), f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"],
+        )
+        sdists = list(root.glob("*.tar.gz"))
+        if len(sdists) != 1:
+            raise ConfigError(f"pip download gave {len(sdists)} source archives, expected 1")
+        with tarfile.open(sdists[0]) as archive:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: refuse unsafe members
+                archive.extractall(root / "src", filter="data")
+            else:
+                archive.extractall(root / "src")  # a pinned PyPI sdist
+        sources = list((root / "src").glob("*/vendor/llama.cpp"))
+        if len(sources) != 1:
+            raise ConfigError(f"{sdists[0].name} holds no vendor/llama.cpp source tree")
+        source = sources[0]
+        build_dir = root / "build"
+        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+        _step(
+            log,
+            "configuring (cmake)",
+            ["cmake", "-S", str(source), "-B", str(build_dir), *generator, *CMAKE_OPTIONS],
+        )
+        _step(
+            log,
+            f"compiling llama-server with {jobs} jobs (about 11 CPU-minutes)",
+            ["cmake", "--build", str(build_dir), "--target", "llama-server", "-j", str(jobs)],
+        )
+        produced = build_dir / "bin" / "llama-server"
+        target = built_binary()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copy2(produced, partial)
+        os.replace(partial, target)
+        if log:
+            print(f"built {target} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        return target
+
+
+def _step(log: bool, what: str, command: Sequence[str]) -> None:
+    if log:
+        print(f"icm: {what}...", file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr)[-3000:]
+        raise ConfigError(f"{what} failed (exit {done.returncode}):\n{tail}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m icm_client.local.native [--jobs N]``: build and install the binary."""
+    parser = argparse.ArgumentParser(
+        prog="python -m icm_client.local.native",
+        description="Compile llama.cpp's server for this CPU (the faster embedded engine).",
+    )
+    parser.add_argument("--jobs", type=int, default=None, help="parallel compile jobs")
+    args = parser.parse_args(argv)
+    try:
+        path = build(args.jobs)
+    except ConfigError as exc:
+        print(f"icm: error: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
