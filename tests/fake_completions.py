@@ -148,6 +148,9 @@ class FakeServer:
                 choice["logprobs"] = self._shape(entries, best, dist, as_ids, ids if echo else None)
             choices.append(choice)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(choices)}
+        if self.shape == "llamacpp":  # as llama.cpp's server: the first prompt's usage only
+            first = self._prompts(body["prompt"])[0]
+            usage = {"prompt_tokens": len(first), "completion_tokens": 1}
         return httpx2.Response(
             200, json={"object": "text_completion", "choices": choices, "usage": usage}
         )

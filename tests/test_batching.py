@@ -21,7 +21,7 @@ from icm_client.backends import (
     Usage,
 )
 from icm_client.backends.openai.batching import MicroBatcher, split_batch
-from icm_client.backends.openai.profiles import Profile
+from icm_client.backends.openai.profiles import Profile, get_profile
 from icm_client.client import ScoringClient
 from icm_client.errors import ContextLengthError, PermanentBackendError, TransientBackendError
 
@@ -64,17 +64,43 @@ async def test_concurrent_scores_share_requests_and_score_as_alone(shape: str) -
     alone = mock(server, provider=shape, batch_size=1)
     expected = [await alone.score(ScoreRequest(t, LABELS)) for t in texts]
     server.requests.clear()
-    batched = mock(server, provider=shape, batch_size=16)
+    # llama.cpp takes lists (its usage aside: see the next test); a profile that sends them
+    profile = (
+        shape
+        if shape == "vllm"
+        else get_profile("llamacpp").model_copy(update={"prompt_lists": True})
+    )
+    batched = mock(server, provider=profile, batch_size=16)
     got = await score_all(batched, texts)
     assert [r.logprobs for r in got] == [r.logprobs for r in expected]
     assert [r.bounded for r in got] == [r.bounded for r in expected]
-    assert batched.usage.prompt_tokens == alone.usage.prompt_tokens  # shares sum exactly
     lists = [b["prompt"] for b in server.completions() if isinstance(b["prompt"], list)]
     sizes = [len(p) for p in lists if p and isinstance(p[0], str)]
     assert sizes and max(sizes) <= 16 and len(server.completions()) < len(texts) / 2
     usage = batched.usage
     assert usage.calls == usage.extra["prompts"] == alone.usage.calls  # escalations included
     assert usage.extra["http_requests"] == len(server.completions())
+    if shape == "llamacpp":  # the undercount that keeps lists off in its profile
+        assert batched.usage.prompt_tokens < alone.usage.prompt_tokens
+    else:
+        assert batched.usage.prompt_tokens == alone.usage.prompt_tokens  # shares sum exactly
+
+
+async def test_llamacpp_gets_one_prompt_a_request_and_exact_token_counts() -> None:
+    """llama.cpp's server counts the first prompt of a list only: its profile and the probe
+    keep one prompt a request there, so usage (and --max-tokens budgets) stay exact."""
+    texts = prompts(24)
+    for provider in ("llamacpp", "auto"):
+        server = FakeServer("llamacpp", max_k=100)
+        backend = mock(server, provider=provider, batch_size=16)
+        await backend.prepare()  # "auto": the probe, whose own requests hold lists
+        server.requests.clear()
+        await score_all(backend, texts)
+        sent = [b["prompt"] for b in server.completions()]
+        assert sent and not any(isinstance(p, list) and isinstance(p[0], list | str) for p in sent)
+        assert backend.profile is not None and not backend.profile.prompt_lists
+        single = [len(server.tokenize(t)) for t in texts]
+        assert backend.usage.prompt_tokens >= sum(single)  # every prompt counted
 
 
 async def test_answers_are_matched_to_prompts_by_index() -> None:

@@ -107,7 +107,8 @@ class FakeServer:
         texts = [p if isinstance(p, str) else "".join(map(self.piece, p)) for p in prompts]
         choices = [self.choice(i, t, k, body) for i, t in enumerate(texts)]
         n = len(self.ids(texts[0]))
-        usage: dict[str, Any] = {"prompt_tokens": n, "completion_tokens": 1}
+        total = sum(len(self.ids(t)) for t in texts)  # usage of every prompt, as vLLM's
+        usage: dict[str, Any] = {"prompt_tokens": total, "completion_tokens": len(choices)}
         out: dict[str, Any] = {"object": "text_completion", "choices": choices, "usage": usage}
         hit = n - 1 if texts[0] in self.seen else 0
         self.seen.update(texts)

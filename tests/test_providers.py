@@ -185,8 +185,9 @@ async def test_multi_token_label_on_llamacpp_shape_by_id() -> None:
     result = await b.score(ScoreRequest(PROMPT, labels))
     assert result.logprobs == pytest.approx([exact(server, PROMPT, w) for w in labels])
     assert result.bounded == (False, False)
-    [sent] = server.completions()
-    assert "logprob_token_ids" not in sent and "return_tokens_as_token_ids" not in sent
+    sent = server.completions()  # the chain's prompts, one a request (llama.cpp's usage)
+    assert len(sent) > 1 and all(isinstance(b["prompt"][0], int) for b in sent)
+    assert not any("logprob_token_ids" in b or "return_tokens_as_token_ids" in b for b in sent)
     assert next(t for p, t in server.requests if p == "/tokenize") == {
         "content": PROMPT,
         "add_special": True,
@@ -489,8 +490,9 @@ async def test_probe_of_server_without_logprobs_fails_clearly() -> None:
 @pytest.mark.integration
 @pytest.mark.anyio
 async def test_real_llamacpp_probe_and_multi_token_chain(local_server: str) -> None:
-    """On the embedded llama.cpp server: the probe finds token-id scoring, and a two-token
-    label scored by the chain rule in one list request equals the two steps asked apart."""
+    """On the embedded llama.cpp server: the probe finds token-id scoring and no usable
+    prompt lists (the server's usage counts the first prompt of a list only), and a
+    two-token label scored by the chain rule equals the two steps asked apart."""
     b = OpenAICompletions(local_server, provider="auto", top_k=1000, max_top_k=1000)
     try:
         await b.prepare()
@@ -498,7 +500,7 @@ async def test_real_llamacpp_probe_and_multi_token_chain(local_server: str) -> N
         assert p is not None and (p.tokenizer, p.token_prompts, p.prompt_lists) == (
             "llamacpp",
             True,
-            True,
+            False,
         )
         assert not p.explicit_token_logprobs  # llama.cpp ignores logprob_token_ids
         result = await b.score(ScoreRequest(PROMPT, (" True", " Truthfulness")))

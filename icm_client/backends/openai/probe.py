@@ -101,9 +101,17 @@ class _Probe:
         return body
 
     async def complete(self, prompt: object, k: int, **extra: object) -> list[list[Entry]] | None:
+        """The top-k of each prompt; None if refused, and for a list of prompts also when the
+        answer's usage counts fewer prompts than it answers (llama.cpp's server counts the
+        first only): batching there would undercount tokens, and budgets with them."""
         payload = {"model": self.model, "prompt": prompt, "max_tokens": 1, "temperature": 0}
         body = await self.ask("/v1/completions", payload | {"logprobs": k, **extra})
-        return None if body is None else parse_top_entries(body, endpoint=self.endpoint)
+        if body is None:
+            return None
+        tops = parse_top_entries(body, endpoint=self.endpoint)
+        if len(tops) > 1 and _usage_is_partial(body, len(tops)):
+            return None
+        return tops
 
     async def run(self, first_k: int, echo: bool) -> Profile:
         top: list[Entry] | None = None
@@ -208,3 +216,10 @@ def _same(a: list[Entry], b: list[Entry]) -> bool:
     return n > 0 and all(
         math.isclose(x, y, abs_tol=_SAME) for x, y in zip(best_a[:n], best_b[:n], strict=True)
     )
+
+
+def _usage_is_partial(body: object, prompts: int) -> bool:
+    """Whether a list answer's usage covers fewer than ``prompts`` one-token completions."""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    done = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return isinstance(done, int) and not isinstance(done, bool) and done < prompts

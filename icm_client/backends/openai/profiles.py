@@ -87,7 +87,9 @@ PROFILES: dict[str, Profile] = {
             token_id_keys=True,
             echo="choices",
         ),
-        Profile(name="llamacpp", tokenizer="llamacpp", token_prompts=True, prompt_lists=True),
+        # llama.cpp takes prompt lists but reports the usage of the first prompt only: one
+        # prompt a request keeps the token counts (and budgets) exact.
+        Profile(name="llamacpp", tokenizer="llamacpp", token_prompts=True),
         Profile(
             name="openai",
             max_logprobs=5,
