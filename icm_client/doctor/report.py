@@ -72,7 +72,11 @@ class DoctorReport(BaseModel):
             most = f"at least {k} (the most tried)" if k == K_TRIED else f"at most {k}"
             rows.append(("logprobs", f"yes; top-k: {most}"))
         if self.prompt_lists is not None:
-            lists = "yes (concurrent prompts share requests)" if self.prompt_lists else "no"
+            lists = (
+                "yes (concurrent prompts share requests)"
+                if self.prompt_lists
+                else "no (refused, or the usage of a list counts fewer prompts than it holds)"
+            )
             rows.append(("batched prompts", lists))
         if self.tokenizer is not None:
             rows.append(("tokenizer", "none" if self.tokenizer == "none" else self.tokenizer))
