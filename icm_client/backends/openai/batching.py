@@ -1,6 +1,7 @@
 """Many prompts in one ``/v1/completions`` request, gathered from concurrent scores.
 
-``prompt`` may be a list (vLLM, llama.cpp's server, the OpenAI legacy endpoint): the answer
+``prompt`` may be a list (vLLM, the OpenAI legacy endpoint; llama.cpp's server takes lists
+but counts the usage of the first prompt only, so it is not sent any): the answer
 holds one choice per prompt, each naming its prompt by ``index``. Scores run concurrently
 (the scorer starts hundreds at once), so a prompt that arrives while another waits to be
 sent joins it: the HTTP cost (connection, headers, JSON framing, the server's request
