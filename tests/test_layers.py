@@ -1,9 +1,13 @@
-"""The package's layers import only downwards: read from the source with ``ast`` (imports
-inside functions count), so a new import that runs back up fails here, not in review."""
+"""The package's layers import only downwards, and the backends import no module that imports
+them back: read from the source with ``ast`` (imports inside functions and ``TYPE_CHECKING``
+ones count), so a new import that runs back up fails here, not in review. Each module of
+``backends.openai`` also imports on its own in a fresh interpreter."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +90,37 @@ def test_nothing_outside_the_cli_imports_it() -> None:
         if _layer(imp) == "cli"
     ]
     assert users == []
+
+
+def test_the_backends_import_graph_has_no_cycle() -> None:
+    graph = {
+        name: sorted(t for t in imports if t in GRAPH and t != name)
+        for name, imports in GRAPH.items()
+        if _layer(name) == "backends"
+    }
+    # a package imports its own modules (its __init__ re-exports): not a cycle through them
+    for name in graph:
+        graph[name] = [t for t in graph[name] if t in graph and not name.startswith(t + ".")]
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        seen[name] = 1
+        for target in graph[name]:
+            assert seen.get(target) != 1, f"import cycle: {' -> '.join([*path, target])}"
+            if target not in seen:
+                visit(target, [*path, target])
+        seen[name] = 2
+
+    for name in sorted(graph):
+        if name not in seen:
+            visit(name, [name])
+    assert "icm_client.backends.openai.completions" not in graph["icm_client.backends.openai.probe"]
+
+
+def test_each_openai_module_imports_alone() -> None:
+    names = sorted(_module(p) for p in (ROOT / "backends" / "openai").glob("*.py"))
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n"
+    code += "    for m in [m for m in sys.modules if m.startswith('icm_client')]:\n"
+    code += "        del sys.modules[m]\n    importlib.import_module(name)\n"
+    done = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
