@@ -25,6 +25,18 @@ _MAX_CHARS_PER_TOKEN = 16  # no tokenizer packs more into a token, in practice
 _CHARS_PER_TOKEN = 4
 
 
+def window_probe(args: argparse.Namespace) -> OpenAICompletions:
+    """A backend for the first ``--base-url``, as the run's options set it, to read the
+    server's context window with (``context_window``); the caller closes it."""
+    return OpenAICompletions(
+        args.base_url[0],
+        args.model,
+        api_key_env=args.api_key_env,
+        timeout=args.timeout,
+        http=args.http,
+    )
+
+
 async def known_window(args: argparse.Namespace) -> int | None:
     """``--context-window``, the embedded server's, or the (first) server's; None if none."""
     if getattr(args, "context_window", None) is not None:
@@ -33,13 +45,7 @@ async def known_window(args: argparse.Namespace) -> int | None:
         from ..local.server import CTX_PER_SLOT
 
         return CTX_PER_SLOT
-    probe = OpenAICompletions(
-        args.base_url[0],
-        args.model,
-        api_key_env=args.api_key_env,
-        timeout=args.timeout,
-        http=args.http,
-    )
+    probe = window_probe(args)
     try:
         try:
             await probe.prepare()  # the model name (the window is per model)

@@ -11,7 +11,6 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from ..backends import OpenAICompletions
 from ..backends.openai.context_window import context_window
 from ..errors import ConfigError
 from ..run import LabelConfig
@@ -22,6 +21,7 @@ from ..scale.pipeline import Phase
 from ..scoring.manyshot import estimate_tokens
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_labels_then_summary
+from ._sizes import window_probe
 from .backend_options import add_backend_arguments, open_backend, preflight_backend
 from .inputs import add_input_arguments, load_input, output_paths, prepare_run_dir
 
@@ -95,13 +95,7 @@ async def _window(args: argparse.Namespace) -> int:
         from ..local.server import CTX_PER_SLOT
 
         return CTX_PER_SLOT
-    probe = OpenAICompletions(
-        args.base_url[0],
-        args.model,
-        api_key_env=args.api_key_env,
-        timeout=args.timeout,
-        http=args.http,
-    )
+    probe = window_probe(args)
     try:
         window = await context_window(probe)
     finally:
