@@ -8,7 +8,6 @@ covered by the integration tests of ``test_local_server.py``, which use it when 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
+from processes import alive, gone_soon
 
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import EmbeddedServer
@@ -35,26 +35,6 @@ def no_native(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     for name in ("ICM_LLAMA_SERVER", "ICM_LOCAL_ENGINE", "ICM_LOCAL_WEIGHTS", "ICM_LOCAL_MODEL"):
         monkeypatch.delenv(name, raising=False)
     return tmp_path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def _gone_soon(pid: int, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # -- choosing the engine --------------------------------------------------------------------
@@ -143,7 +123,7 @@ async def test_the_native_binary_gets_the_settings_and_stops_with_the_block(
         seen = json.loads(fake_native.read_text())
         argv, binary_pid = seen["argv"], seen["pid"]
         wrapper_pid = server.pid
-        assert wrapper_pid is not None and _alive(binary_pid)
+        assert wrapper_pid is not None and alive(binary_pid)
     options = dict(zip(argv[::2], argv[1::2], strict=False))
     assert argv[argv.index("--model") + 1] == str(model)
     assert argv[argv.index("--ctx-size") + 1] == "3072"  # total over the 3 slots
@@ -152,8 +132,8 @@ async def test_the_native_binary_gets_the_settings_and_stops_with_the_block(
     assert argv[argv.index("--alias") + 1] == "model-native"
     assert options["--host"] == "127.0.0.1"
     assert "--swa-full" in argv and "--cache-prompt" in argv
-    assert _gone_soon(binary_pid), "the native server outlived its block"
-    assert not _alive(wrapper_pid)
+    assert gone_soon(binary_pid), "the native server outlived its block"
+    assert not alive(wrapper_pid)
 
 
 @pytest.mark.anyio
@@ -183,11 +163,11 @@ def test_the_native_binary_dies_with_a_killed_wrapper(fake_native: Path) -> None
             assert time.monotonic() < deadline and wrapper.poll() is None
             time.sleep(0.05)
         binary_pid = json.loads(fake_native.read_text())["pid"]
-        assert _alive(binary_pid)
+        assert alive(binary_pid)
     finally:
         wrapper.send_signal(signal.SIGKILL)
         wrapper.wait()
-    assert _gone_soon(binary_pid)
+    assert gone_soon(binary_pid)
 
 
 @pytest.mark.anyio
@@ -199,4 +179,4 @@ async def test_cancelling_the_block_stops_the_native_binary(fake_native: Path) -
             scope.cancel()
             await anyio.sleep(60)
     assert scope.cancelled_caught
-    assert _gone_soon(pid)
+    assert gone_soon(pid)

@@ -7,7 +7,6 @@ Prompts are short: the whole module runs in well under a minute on 2 CPU cores.
 
 from __future__ import annotations
 
-import os
 import socket
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 import pytest
+from processes import alive
 
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import DEFAULT_MODEL_NAME, EmbeddedServer
@@ -40,18 +40,6 @@ def _complete(base_url: str, prompt: str, **extra: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for our purposes: Popen.wait() reaped it, or it is about to be.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _port_open(url: str) -> bool:
@@ -114,12 +102,12 @@ def _small_server() -> EmbeddedServer:
 async def test_context_manager_starts_and_stops(require_local_model: None) -> None:
     async with _small_server() as server:
         pid, url = server.pid, server.base_url
-        assert pid is not None and _alive(pid)
+        assert pid is not None and alive(pid)
         weights = "bf16-native" if server.engine == "native" else "q8_0"
         assert server.identity_hint == f"gemma-3-270m-q4_k_m-{weights}"
         async with httpx2.AsyncClient() as client:
             assert (await client.get(server.root_url + "/health")).status_code == 200
-    assert not _alive(pid)
+    assert not alive(pid)
     assert not _port_open(url)
     assert server.pid is None
 
@@ -132,7 +120,7 @@ async def test_server_stops_when_the_body_raises(require_local_model: None) -> N
         async with server:
             pid, url = server.pid, server.base_url
             raise RuntimeError("boom")
-    assert pid is not None and not _alive(pid)
+    assert pid is not None and not alive(pid)
     assert not _port_open(url)
 
 
@@ -147,7 +135,7 @@ async def test_server_stops_when_cancelled(require_local_model: None) -> None:
             scope.cancel()
             await anyio.sleep(60)
     assert scope.cancelled_caught
-    assert pid is not None and not _alive(pid)
+    assert pid is not None and not alive(pid)
 
 
 @pytest.mark.integration
