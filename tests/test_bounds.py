@@ -52,6 +52,13 @@ def backend(server: RawServer, http: HTTPClient, timeout: float = 10.0) -> OpenA
     )
 
 
+def retrying(server: RawServer, http: HTTPClient, attempts: int) -> ScoringClient:
+    """``backend`` in a client that retries ``attempts`` times at once (no cache)."""
+    return ScoringClient(
+        backend(server, http), cache=False, retry=Retry(max_attempts=attempts, base_wait=0.001)
+    )
+
+
 def send_until_closed(sock: socket.socket, first: bytes, more: bytes, most: int = 2**28) -> None:
     sock.sendall(first)
     sent = 0
@@ -91,9 +98,7 @@ async def test_an_answer_past_the_size_cap_is_refused_not_read_nor_retried(
     script: object, transport: HTTPClient
 ) -> None:
     with RawServer(script) as server:  # type: ignore[arg-type]
-        client = ScoringClient(
-            backend(server, transport), cache=False, retry=Retry(max_attempts=3, base_wait=0.001)
-        )
+        client = retrying(server, transport, attempts=3)
         with pytest.raises(PermanentBackendError, match="byte cap") as info:
             await client.score(REQ)
         await client.aclose()
@@ -162,9 +167,7 @@ async def test_a_200_carrying_overload_is_transient_with_the_servers_message(
 ) -> None:
     body = error_200("Model is overloaded, please try again later", "overloaded_error")
     with RawServer(answer(body)) as server:
-        client = ScoringClient(
-            backend(server, transport), cache=False, retry=Retry(max_attempts=2, base_wait=0.001)
-        )
+        client = retrying(server, transport, attempts=2)
         with pytest.raises(TransientBackendError, match="Model is overloaded") as info:
             await client.score(REQ)
         await client.aclose()
@@ -177,9 +180,7 @@ async def test_a_200_carrying_another_error_is_permanent_with_the_servers_messag
 ) -> None:
     body = error_200("model 'm' has been decommissioned", "invalid_request_error")
     with RawServer(answer(body)) as server:
-        client = ScoringClient(
-            backend(server, transport), cache=False, retry=Retry(max_attempts=3, base_wait=0.001)
-        )
+        client = retrying(server, transport, attempts=3)
         with pytest.raises(PermanentBackendError, match="decommissioned"):
             await client.score(REQ)
         await client.aclose()
@@ -194,9 +195,7 @@ async def test_a_hostile_json_answer_is_an_error_not_a_crash(
     body: bytes, transport: HTTPClient
 ) -> None:
     with RawServer(answer(body)) as server:
-        client = ScoringClient(
-            backend(server, transport), cache=False, retry=Retry(max_attempts=2, base_wait=0.001)
-        )
+        client = retrying(server, transport, attempts=2)
         with pytest.raises((PermanentBackendError, TransientBackendError)):
             await client.score(REQ)
         await client.aclose()
