@@ -129,6 +129,9 @@ async def test_the_native_binary_gets_the_settings_and_stops_with_the_block(
     assert argv[argv.index("--ctx-size") + 1] == "3072"  # total over the 3 slots
     assert argv[argv.index("--parallel") + 1] == "3"
     assert argv[argv.index("--threads") + 1] == "1"
+    # more HTTP threads than the client's connections: llama.cpp's default (slots + 4) made
+    # requests beyond it wait for a kept-alive connection's thread
+    assert int(argv[argv.index("--threads-http") + 1]) >= 64
     assert argv[argv.index("--alias") + 1] == "model-native"
     assert options["--host"] == "127.0.0.1"
     assert "--swa-full" in argv and "--cache-prompt" in argv

@@ -37,6 +37,13 @@ _SHUTDOWN_GRACE_S = 1.0
 _FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}
 
 
+#: llama.cpp's HTTP server gives each open connection a thread while it is kept alive; its
+#: default (slots + 4) is fewer than the client's concurrent connections, and requests
+#: beyond it waited seconds for a thread (measured: 8 concurrent short requests on 2 slots,
+#: 350 ms per request instead of 50). Idle threads cost nothing but their stacks.
+HTTP_THREADS = 128
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m icm_client.local._serve",
@@ -45,9 +52,15 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="path of the .gguf file")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: let the OS pick a free port")
-    parser.add_argument("--n-parallel", type=int, default=2, help="slots (concurrent sequences)")
+    parser.add_argument("--n-parallel", type=int, default=1, help="slots (concurrent sequences)")
     parser.add_argument("--ctx-per-slot", type=int, default=4096, help="context tokens per slot")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads-http",
+        type=int,
+        default=HTTP_THREADS,
+        help="threads answering HTTP: one per open connection (keep-alive holds it)",
+    )
     parser.add_argument(
         "--cache-ram-mib",
         type=int,
@@ -94,6 +107,7 @@ def _params(args: argparse.Namespace) -> Any:
     p.flash_attn_type = _FLASH_ATTN[args.flash_attn]
     p.cpuparams.n_threads = args.threads
     p.cpuparams_batch.n_threads = args.threads
+    p.n_threads_http = args.threads_http
     p.hostnames = [args.host]
     p.port = args.port
     # Per-slot KV reuse of the longest common prefix: what makes ICM's shared prompts cheap.
@@ -122,6 +136,7 @@ def _native_command(args: argparse.Namespace, port: int) -> list[str]:
     command += ["--parallel", str(args.n_parallel), "--batch-size", str(args.n_batch)]
     command += ["--ubatch-size", str(min(args.n_ubatch, args.n_batch))]
     command += ["--threads", str(args.threads), "--threads-batch", str(args.threads)]
+    command += ["--threads-http", str(args.threads_http)]
     command += ["--flash-attn", args.flash_attn, "--cache-ram", str(args.cache_ram_mib)]
     command += ["--metrics", "--slots", "--props", "--no-webui", "--cache-prompt"]
     if args.swa_full:

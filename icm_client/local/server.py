@@ -201,16 +201,17 @@ class EmbeddedServer:
 
     ``n_parallel`` slots serve that many requests at once (continuous batching), each with
     ``ctx_per_slot`` tokens of context and its own prefix cache; ``cache_ram_mib`` of RAM keep
-    evicted prompt states for reuse by any slot. More slots do not add throughput on a CPU,
-    they only interleave, so the default is 2 (one request in prompt processing while the
-    other's response travels back).
+    evicted prompt states for reuse by any slot. The default is one slot: on a CPU more slots
+    add no throughput, and prompts that share a context (``context_share``) then all find it
+    in that slot's prefix cache instead of computing it again in another slot (measured on the
+    README demo: 128 ms per call with one slot, 145 ms with two; benchmarks/README.md).
     """
 
     def __init__(
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
-        n_parallel: int = 2,
+        n_parallel: int = 1,
         ctx_per_slot: int = CTX_PER_SLOT,
         threads: int | None = None,
         cache_ram_mib: int = 2048,
