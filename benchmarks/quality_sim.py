@@ -38,6 +38,10 @@ STRATEGIES = {
     "exact": {"strategy": "exact"},
     "bounded 8": {"strategy": "bounded", "context_size": 8},
     "bounded 16": {"strategy": "bounded", "context_size": 16},
+    "bounded 8/1": {"strategy": "bounded", "context_size": 8, "context_share": 1},
+    "bounded 16/1": {"strategy": "bounded", "context_size": 16, "context_share": 1},
+    "bounded 8/8": {"strategy": "bounded", "context_size": 8, "context_share": 8},
+    "bounded 16/8": {"strategy": "bounded", "context_size": 16, "context_share": 8},
 }
 REFERENCE_TOKENS_PER_LABEL_N128 = 720_600
 
@@ -100,7 +104,13 @@ if __name__ == "__main__":
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["exact", "bounded 8", "bounded 16"],
+        choices=list(STRATEGIES),
+        help="'bounded C/S': C demonstrations shared by groups of S (default S: LabelConfig's)",
+    )
     parser.add_argument("--max-exact", type=int, default=128, help="largest N run with exact")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality_sim.json")
     args = parser.parse_args()

@@ -7,7 +7,8 @@ labeled example whose context contains it: all of them under ``exact``, about
 ``context_size`` of them under ``bounded``; with constrained pairs, some changes leave an
 inconsistent pair whose repair scores two more label options. Prompts hold the
 demonstrations of that context plus the target, at the task's mean prompt size.
-Calibration doubles the calls (one content-free call per prediction). Real runs differ with
+Calibration adds one content-free call per prediction, or under ``bounded`` one per
+``context_share`` predictions (a group's targets share it). Real runs differ with
 the search's path (acceptances, repairs, the scorer's memo), so the plan is an estimate,
 and ``Eta`` corrects it with what the run has measured so far.
 """
@@ -77,11 +78,13 @@ def estimate_run(
     mean_prompt_tokens: float,
     pairs: int = 0,
     converging: bool = False,
+    context_share: int = 1,
 ) -> RunPlan:
     """The expected cost of labeling ``examples`` examples (see the module docstring)."""
     n = examples
     size = context_size if strategy == "bounded" else None
-    factor = 2 if calibrate else 1
+    share = context_share if size is not None else 1
+    factor = 1 + 1 / share if calibrate else 1
     repairs = REPAIR_RATE * min(1.0, pairs / n) if n else 0.0
 
     def demos(labeled: float) -> float:

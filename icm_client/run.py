@@ -40,6 +40,12 @@ class LabelConfig(BaseModel):
         "bounded: at most context_size demonstrations per example (far cheaper)",
     )
     context_size: int = Field(32, ge=1, description="demonstrations per prompt for 'bounded'")
+    context_share: int = Field(
+        8,
+        ge=1,
+        description="targets that take the same demonstrations under 'bounded': their prompts "
+        "share the whole context, which a server's prefix cache computes once",
+    )
     calibrate: bool = Field(
         False,
         description="divide each prediction by that of a content-free input in the same "
@@ -79,6 +85,7 @@ class RunSummary(BaseModel):
     examples: int
     strategy: str
     context_size: int | None
+    context_share: int | None = None
     calibrate: bool
     seed: int
     steps: int
@@ -157,7 +164,8 @@ class LabelResult(BaseModel):
 
 def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextStrategy:
     if config.strategy == "bounded":
-        return BoundedContext([ex.id for ex in examples], config.context_size, config.search.seed)
+        ids = [ex.id for ex in examples]
+        return BoundedContext(ids, config.context_size, config.search.seed, config.context_share)
     return ExactContext()
 
 
@@ -271,6 +279,7 @@ def _result(
         examples=len(exs),
         strategy=config.strategy,
         context_size=config.context_size if config.strategy == "bounded" else None,
+        context_share=config.context_share if config.strategy == "bounded" else None,
         calibrate=config.calibrate,
         seed=config.search.seed,
         steps=len(result.trajectory),

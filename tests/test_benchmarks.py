@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from icm_client.run import LabelConfig
 from icm_client.testing.protocol import hash_logprobs as model_logprobs
 from icm_client.testing.protocol import toy_tokenize
 
@@ -278,3 +279,18 @@ def test_quality_sim(tmp_path: Path) -> None:
         if strategy != "exact":
             exact = rows[(regime, "exact")]
             assert r["tokens_vs_exact"] == r["tokens_per_label"] / exact["tokens_per_label"] < 1
+
+
+@pytest.mark.integration
+def test_demo_speed(tmp_path: Path, require_local_model: None) -> None:
+    doc = run_quick("demo_speed", tmp_path)
+    assert doc["examples"] == 16 and doc["engine"] == "prebuilt"
+    assert doc["settings"]["old"]["context_share"] == 1
+    assert doc["settings"]["new"]["context_share"] == LabelConfig().context_share > 1
+    old, new = doc["runs"]
+    assert (old["setting"], new["setting"]) == ("old", "new")
+    for run in (old, new):
+        assert run["calls"] > 0 and 0 <= run["server_cached"] <= run["prompt_tokens"]
+        assert run["sent_tokens_per_s"] >= run["computed_tokens_per_s"] > 0
+        assert sum(run["labels"].values()) == 16 and 0 <= run["agreement"] <= 1
+    assert doc["wall_ratio_new_old"] == [round(new["wall_s"] / old["wall_s"], 3)]

@@ -34,6 +34,13 @@ def test_the_estimate_follows_the_strategy_and_the_prompts() -> None:
     bounded, exact = plan(), plan(strategy="exact", context_size=None)
     assert exact.calls > bounded.calls and exact.prompt_tokens > 10 * bounded.prompt_tokens
     assert plan(calibrate=True).calls in (2 * bounded.calls - 1, 2 * bounded.calls)
+    # a group of 8 targets shares its context and so its content-free prompt
+    shared = plan(calibrate=True, context_share=8).calls
+    assert shared == pytest.approx(1.125 * bounded.calls, abs=1)
+    assert plan(strategy="exact", context_size=None, calibrate=True, context_share=8).calls in (
+        2 * exact.calls - 1,
+        2 * exact.calls,
+    )
     assert plan(mean_prompt_tokens=60.0).prompt_tokens == pytest.approx(
         2 * bounded.prompt_tokens, rel=0.01
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import anyio
 import pytest
 
 from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
@@ -156,3 +157,87 @@ async def test_a_relabeled_demonstration_changes_the_prompt_asked() -> None:
         "Q: question 3\nI think this Claim is True\n\nQ: question 0\nI think this Claim is",
         "Q: question 3\nI think this Claim is False\n\nQ: question 0\nI think this Claim is",
     ]
+
+
+def test_a_group_of_targets_shares_one_context_of_other_examples() -> None:
+    ids = [f"ex{i}" for i in range(60)]
+    strategy = BoundedContext(ids, size=6, seed=3, share=5)
+    labeled = tuple(range(60))
+    groups: dict[int, list[int]] = {}
+    for t in range(60):
+        groups.setdefault(strategy._group[t], []).append(t)
+    assert sorted(len(g) for g in groups.values()) == [5] * 12
+    for members in groups.values():
+        contexts = {tuple(strategy.context(t, labeled)) for t in members}
+        assert len(contexts) == 1  # every target of the group gets the same prompt context
+        [ctx] = contexts
+        assert len(ctx) == 6 and list(ctx) == sorted(ctx) and not set(ctx) & set(members)
+    # groups differ, and the dealing follows the seed
+    assert len({tuple(strategy.context(g[0], labeled)) for g in groups.values()}) > 1
+    assert BoundedContext(ids, size=6, seed=4, share=5)._group != strategy._group
+
+
+def test_a_group_takes_its_own_members_only_when_others_run_out() -> None:
+    ids = [f"ex{i}" for i in range(12)]
+    strategy = BoundedContext(ids, size=8, seed=0, share=4)
+    labeled = list(range(12))
+    for t in range(12):
+        ctx = strategy.context(t, labeled)
+        mates = [j for j in range(12) if strategy._group[j] == strategy._group[t]]
+        outsiders = [j for j in ctx if j not in mates]
+        # 8 outsiders exist: all of them, and no group member (leave-one-out holds)
+        assert len(ctx) == 8 and t not in ctx and len(outsiders) == 8
+    few = [j for j in range(12) if strategy._group[j] != strategy._group[0]][:6]
+    few += [j for j in range(1, 12) if strategy._group[j] == strategy._group[0]][:3]
+    ctx = strategy.context(0, sorted({0, *few}))
+    assert len(ctx) == 8 and 0 not in ctx  # 6 others, then 2 group members fill it
+
+
+def test_share_one_is_the_per_target_context() -> None:
+    ids = [f"ex{i}" for i in range(30)]
+    plain, shared1 = BoundedContext(ids, size=4, seed=2), BoundedContext(ids, 4, 2, share=1)
+    assert all(plain.context(t, range(30)) == shared1.context(t, range(30)) for t in range(30))
+    assert len({tuple(plain.context(t, range(30))) for t in range(30)}) > 20
+
+
+class OrderBackend(RecordingBackend):
+    """Records when each prompt starts and ends, answering after a yield."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str]] = []
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        self.events.append(("start", request.prompt))
+        for _ in range(3):
+            await anyio.sleep(0)
+        self.events.append(("end", request.prompt))
+        return await super().score(request)
+
+
+async def test_prompts_of_one_context_wait_for_the_first_so_the_server_caches_it() -> None:
+    ids = [str(i) for i in range(40)]
+    examples = [Example(i, {"q": f"q{i}"}) for i in ids]
+    backend = OrderBackend()
+    strategy = BoundedContext(ids, size=5, seed=1, share=4)
+    scorer = ContextScorer(TASK, examples, backend, strategy, calibrate=True)
+    labels = {i: i % 2 for i in range(40)}
+    await scorer.predict_many(list(range(40)), labels)
+    # 10 groups of 4 targets: 40 prompts and one content-free prompt per group
+    assert backend.usage.calls == 40 + 10
+    null = scorer._content_free
+    contexts: dict[str, list[str]] = {}
+    for kind, prompt in backend.events:
+        if kind == "start":
+            cut = prompt.rfind("Q: ")
+            contexts.setdefault(prompt[:cut], []).append(prompt)
+    assert len(contexts) == 10 and all(len(p) == 5 for p in contexts.values())
+    assert sum(p.endswith(null) for ps in contexts.values() for p in ps) == 10
+    for prompts in contexts.values():
+        first_end = backend.events.index(("end", prompts[0]))
+        for later in prompts[1:]:
+            assert backend.events.index(("start", later)) > first_end
+    # and the groups themselves run at the same time
+    starts = [i for i, (kind, _) in enumerate(backend.events) if kind == "start"]
+    first_end = min(i for i, (kind, _) in enumerate(backend.events) if kind == "end")
+    assert sum(i < first_end for i in starts) == 10

@@ -50,6 +50,14 @@ def add_parser(sub: Any) -> None:
         help="demonstrations for 'bounded'",
     )
     s.add_argument(
+        "--context-share",
+        type=int,
+        default=defaults.context_share,
+        metavar="N",
+        help="'bounded': N examples take the same demonstrations, so a server's prefix cache "
+        "computes their shared context once",
+    )
+    s.add_argument(
         "--context-window",
         type=int,
         metavar="TOKENS",
@@ -107,6 +115,7 @@ def _config(args: argparse.Namespace) -> LabelConfig:
         return LabelConfig(
             strategy=args.strategy,
             context_size=args.context_size,
+            context_share=args.context_share,
             calibrate=args.calibrate,
             search=search,
         )
@@ -143,6 +152,7 @@ async def run(args: argparse.Namespace) -> int:
             steps=steps,
             strategy=config.strategy,
             context_size=config.context_size,
+            context_share=config.context_share,
             calibrate=config.calibrate,
             initial_labeled=config.search.initial_labeled,
             mean_prompt_tokens=given.mean_tokens,

@@ -73,6 +73,13 @@ def add_parser(sub: Any) -> None:
         default=defaults.label.context_size,
         help="demonstrations for 'bounded'",
     )
+    s.add_argument(
+        "--context-share",
+        type=int,
+        default=defaults.label.context_share,
+        metavar="N",
+        help="'bounded': N examples take the same demonstrations (one cached context)",
+    )
     s.add_argument("--calibrate", action="store_true", help="contextual calibration")
     s.add_argument("--seed", type=int, default=defaults.seed)
     s.add_argument(
@@ -124,6 +131,7 @@ def _config(args: argparse.Namespace, longest: int, window: int) -> ScaleConfig:
             label=LabelConfig(
                 strategy=args.strategy,
                 context_size=args.context_size,
+                context_share=args.context_share,
                 calibrate=args.calibrate,
                 search=search,
             ),

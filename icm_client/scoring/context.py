@@ -7,11 +7,17 @@ runs depend on byte-identical prompts:
   dataset order, followed by ``render(x_i)`` of the target (which never ends in whitespace);
 * ``exact`` uses every labeled example except the target (the paper's objective);
 * ``bounded`` uses at most ``size`` labeled examples, those with the smallest keyed hash
-  ``h(seed, id_i, id_j)``: a fixed pseudo-random preference per target, so a label change at
-  ``j`` re-scores only the targets whose context holds ``j``.
+  ``h(seed, group_i, id_j)``: a fixed pseudo-random preference per group of targets, so a
+  label change at ``j`` re-scores only the targets whose context holds ``j``. Targets are
+  dealt into groups of ``share`` by a keyed hash of their ids; a group's targets take the
+  same demonstrations (none of them from the group itself while enough others are
+  labeled), so their prompts differ only in the target's own text.
 
 Dataset order (not a shuffle) keeps a long common prefix between the leave-one-out prompts of
-neighbouring targets, which the server's prefix cache turns into saved prefill.
+neighbouring targets, and a group's prompts share their whole context; the server's prefix
+cache turns both into saved prefill. The scorer sends the first prompt of each shared
+context alone and the others once it is answered, so that they find it cached instead of
+all computing it at the same time.
 
 ``calibrate=True`` applies contextual calibration (Zhao et al. 2021, "Calibrate Before Use"):
 each target's label log-probabilities are divided by those of a content-free input (every
@@ -26,7 +32,6 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -75,16 +80,23 @@ class _Ranking:
 
 @dataclass
 class BoundedContext:
-    """At most ``size`` demonstrations, chosen by a keyed hash of the two example ids."""
+    """At most ``size`` demonstrations, chosen by a keyed hash of group and example ids.
+
+    ``share`` targets form a group (dealt by a keyed hash of their ids) and take the same
+    context: with ``share=1`` every target has its own pseudo-random demonstrations; a larger
+    ``share`` lets a group's prompts share their whole context in the server's prefix cache
+    (and, calibrated, one content-free prompt) at the same number of demonstrations.
+    """
 
     ids: Sequence[str]
     size: int = 32
     seed: int = 0
+    share: int = 1
     name: str = "bounded"
-    # Every example met so far in a ``labeled``, in order of arrival, and per target those
+    # Every example met so far in a ``labeled``, in order of arrival, and per group those
     # ranked by key then index (the order of a stable sort by key of the ascending
     # ``labeled``). The search calls ``context`` for every labeled target at every
-    # evaluation: a call ranks the examples that arrived since its target's last call and
+    # evaluation: a call ranks the examples that arrived since its group's last call and
     # takes the first ``size`` wanted ones of its ranking (about ``size`` steps), instead of
     # a key lookup per labeled example. A tuple ``labeled`` (immutable) that is the same
     # object as in the last call reuses that call's set: the scorer passes one per batch.
@@ -92,16 +104,30 @@ class BoundedContext:
     _met_set: set[int] = field(default_factory=set, repr=False)
     _rankings: dict[int, _Ranking] = field(default_factory=dict, repr=False)
     _last: tuple[tuple[int, ...], frozenset[int]] | None = field(default=None, repr=False)
+    _group: list[int] = field(default_factory=list, repr=False)  # example -> its group
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError("bounded context size must be at least 1")
+        if self.share < 1:
+            raise ValueError("bounded context share must be at least 1")
+        if self.share == 1:
+            self._group = list(range(len(self.ids)))
+        else:
+            dealt = sorted(range(len(self.ids)), key=lambda i: (self._hash(self.ids[i]), i))
+            self._group = [0] * len(self.ids)
+            for rank, i in enumerate(dealt):
+                self._group[i] = rank // self.share
+
+    def _hash(self, *parts: str) -> int:
+        text = "\x00".join([str(self.seed), *parts])
+        return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
     def _key(self, target: int, other: int) -> int:
-        digest = hashlib.blake2b(
-            f"{self.seed}\x00{self.ids[target]}\x00{self.ids[other]}".encode(), digest_size=8
-        ).digest()
-        return int.from_bytes(digest, "big")
+        """The preference of ``target``'s group for ``other`` (smaller: preferred)."""
+        if self.share == 1:
+            return self._hash(self.ids[target], self.ids[other])
+        return self._hash(f"group {self._group[target]} of {self.share}", self.ids[other])
 
     def _members(self, labeled: Sequence[int]) -> frozenset[int]:
         if self._last is not None and self._last[0] is labeled:
@@ -118,13 +144,14 @@ class BoundedContext:
         members = self._members(labeled)
         if len(members) - (target in members) <= self.size:
             return [j for j in labeled if j != target]
-        ranking = self._rankings.get(target)
+        group = self._group[target]
+        ranking = self._rankings.get(group)
         if ranking is None:
-            ranking = self._rankings[target] = _Ranking()
+            ranking = self._rankings[group] = _Ranking()
         if ranking.upto < len(self._met):
             met = self._met[ranking.upto :]
             ranking.upto = len(self._met)
-            new = [(self._key(target, j) << 32 | j, j) for j in met if j != target]
+            new = [(self._key(target, j) << 32 | j, j) for j in met]
             if len(new) <= 8:  # the usual case: an example or two labeled since the last call
                 for rank, j in new:
                     at = bisect.bisect(ranking.ranks, rank)
@@ -134,7 +161,17 @@ class BoundedContext:
                 merged = sorted([*zip(ranking.ranks, ranking.order, strict=True), *new])
                 ranking.ranks = [rank for rank, _ in merged]
                 ranking.order = [j for _, j in merged]
-        chosen = list(itertools.islice(filter(members.__contains__, ranking.order), self.size))
+        chosen: list[int] = []
+        fill: list[int] = []  # the group's own labeled examples, used only when others run out
+        for j in ranking.order:
+            if j in members and j != target:
+                if self._group[j] != group:
+                    chosen.append(j)
+                    if len(chosen) == self.size:
+                        break
+                elif len(fill) < self.size:
+                    fill.append(j)
+        chosen += fill[: self.size - len(chosen)]
         chosen.sort()
         return chosen
 
@@ -223,22 +260,35 @@ class ContextScorer:
 
     async def _predict(self, targets: list[int], keys: dict[int, _Key]) -> None:
         """Score the prompts of ``targets`` that no earlier call scored, and memoise."""
-        # Requests go out in target order: neighbouring targets share the longest prefixes;
-        # a target's content-free prompt right after it shares its whole context.
+        # Requests go out in target order: neighbouring targets share the longest prefixes.
+        # The prompts of one context (a group's targets and their content-free prompt) wait
+        # for the first of them, so that the server computes that context once and serves
+        # the others from its prefix cache.
         texts: dict[bytes, str] = {}
         prompts: dict[int, tuple[bytes, bytes | None]] = {}
+        shared: dict[tuple[tuple[int, ...], tuple[int, ...]], list[bytes]] = {}
         for t in targets:
             _, ctx, labs = keys[t]
             context = self._text(ctx, labs)
             prompt = self._add(texts, context + self._rendered[t])
             null = self._add(texts, context + self._content_free) if self.calibrate else None
             prompts[t] = (prompt, null)
+            same = shared.setdefault((ctx, labs), [])
+            same += [d for d in (prompt, null) if d is not None and d not in same]
         todo = [d for d in texts if d not in self._memo]
         self.stats.memo_hits += len(targets) * self._prompts_per_target - len(todo)
         if todo:
-            await gather([functools.partial(self._score, d, texts[d]) for d in todo])
+            runs = [[d for d in same if d not in self._memo] for same in shared.values()]
+            await gather([functools.partial(self._score_shared, run, texts) for run in runs if run])
         for t, (prompt, null) in prompts.items():
             self._predictions[keys[t]] = self._prediction(prompt, null)
+
+    async def _score_shared(self, digests: list[bytes], texts: dict[bytes, str]) -> None:
+        """Score prompts that share a context: the first alone, then the rest together."""
+        first, *rest = digests
+        await self._score(first, texts[first])
+        if rest:
+            await gather([functools.partial(self._score, d, texts[d]) for d in rest])
 
     @property
     def _prompts_per_target(self) -> int:
