@@ -1,8 +1,10 @@
-"""Whether a process is still running, for the tests of the embedded server's lifecycle."""
+"""Process helpers for the tests that start, interrupt and watch processes: whether one is
+still running, and a child that Ctrl-C reaches."""
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -27,3 +29,10 @@ def gone_soon(pid: int, seconds: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` for a CLI a test interrupts with SIGINT. A test run started as a shell's
+    background job ignores SIGINT and its children inherit that, so the interrupt would
+    never arrive; in a terminal, where a user presses Ctrl-C, it is not ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from fault_server import FaultServer
+from processes import ctrl_c_reaches_it
 
 HUNG = 20.0  # seconds: a process still running after this did not honour Ctrl-C
 
@@ -65,7 +66,12 @@ def interrupt_once_checkpointed(proc: subprocess.Popen[str], work: Path) -> str:
 def test_ctrl_c_exits_at_once_and_the_run_resumes(tmp_path: Path) -> None:
     with FaultServer(rate=0.3, kinds=("slow",), slow_s=0.3) as server:
         extra = ("--base-url", server.base_url, "--strategy", "bounded", "--context-size", "4")
-        proc = subprocess.Popen(command(tmp_path, *extra), stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            command(tmp_path, *extra),
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=ctrl_c_reaches_it,
+        )
         interrupt_once_checkpointed(proc, tmp_path)
         assert not (tmp_path / "labels.jsonl").exists()
         done = subprocess.run(command(tmp_path, *extra), capture_output=True, text=True)
@@ -75,7 +81,9 @@ def test_ctrl_c_exits_at_once_and_the_run_resumes(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_ctrl_c_stops_the_embedded_server_too(tmp_path: Path) -> None:
-    proc = subprocess.Popen(command(tmp_path), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command(tmp_path), stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_reaches_it
+    )
     children: list[int] = []
     deadline = time.monotonic() + 300
     while not children and time.monotonic() < deadline:

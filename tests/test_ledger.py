@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fault_server import PERMANENT, fault_server
+from processes import ctrl_c_reaches_it
 
 from icm_client.cli import main
 from icm_client.runs.ledger import Figures, Ledger, load_ledger, record, remaining
@@ -118,7 +119,12 @@ def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) ->
         argv += ["--task", "truthfulqa", "--out", str(out), "--base-url", server.base_url]
         argv += ["--cache-dir", str(tmp_path / "cache"), "--quiet", "--allow-empty-relation"]
         argv += ["--concurrency", "1", "--strategy", "bounded", "--context-size", "8"]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=ctrl_c_reaches_it,
+        )
         checkpoint = out.with_name(out.name + ".run") / "checkpoint.json"
         deadline = time.monotonic() + 120
         while not checkpoint.exists() and proc.poll() is None:
