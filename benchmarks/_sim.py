@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,25 @@ class SimServer:
 
 
 # -- output ---------------------------------------------------------------------------------
+
+
+def _value(text: str) -> Any:
+    if text == "":
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return text
+
+
+def key_values(base: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``base`` updated by command-line ``KEY=VALUE`` items (``-`` in a key read as ``_``; an
+    integer value as an int, an empty one as None, any other as text): settings of the
+    "old" and "new" sides of a benchmark."""
+    out = dict(base)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        out[key.replace("-", "_")] = _value(value)
+    return out
 
 
 def machine() -> dict[str, object]:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from _sim import machine, table
+from _sim import key_values, machine, table
 
 import icm_client as icm
 from icm_client.dataset import load_dataset
@@ -52,15 +52,7 @@ DEMO: dict[str, Any] = {"strategy": "bounded", "context_size": 8, "calibrate": T
 
 
 def config(overrides: list[str], base: dict[str, Any], steps: int) -> LabelConfig:
-    fields = dict(base)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        fields[key] = json.loads(value)
-    return LabelConfig(**fields, search=SearchConfig(steps=steps))
-
-
-def server_settings(overrides: list[str]) -> dict[str, Any]:
-    return {k: json.loads(v) for k, _, v in (item.partition("=") for item in overrides)}
+    return LabelConfig(**key_values(base, overrides), search=SearchConfig(steps=steps))
 
 
 async def one_run(
@@ -108,7 +100,7 @@ async def main(args: argparse.Namespace) -> None:
         order = ["old", "new"] if round_ % 2 == 0 else ["new", "old"]
         pair = {}
         for name in order:
-            server_kw = server_settings(args.old_server if name == "old" else args.new_server)
+            server_kw = key_values({}, args.old_server if name == "old" else args.new_server)
             pair[name] = row = await one_run(
                 args.engine, name, settings[name], args.limit, server_kw
             )

@@ -41,7 +41,7 @@ from typing import Any
 
 import anyio
 import httpx2
-from _sim import machine
+from _sim import key_values, machine
 
 from icm_client.backends import OpenAICompletions
 from icm_client.dataset import load_dataset
@@ -63,22 +63,6 @@ def prompt(blocks: int, rng: random.Random) -> str:
         label = rng.choice(["True", "False"])
         parts.append(BLOCK.format(a=a, b=b, c=a + b + (label == "False"), label=label))
     return "".join(parts) + "Question: What is 2+2?\nClaim: The answer is 4.\nI think this Claim is"
-
-
-def _value(text: str) -> Any:
-    if text == "":
-        return None
-    if text.lstrip("-").isdigit():
-        return int(text)
-    return text
-
-
-def settings(base: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    out = dict(base)
-    for item in overrides:
-        key, _, value = item.partition("=")
-        out[key.replace("-", "_")] = _value(value)
-    return out
 
 
 async def timed(client: httpx2.AsyncClient, server: EmbeddedServer, text: str) -> tuple[int, float]:
@@ -118,7 +102,7 @@ def auroc(scores: Sequence[float], gold: Sequence[bool]) -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    old_kw, new_kw = settings(OLD, args.old), settings(NEW, args.new)
+    old_kw, new_kw = key_values(OLD, args.old), key_values(NEW, args.new)
     rng = random.Random(args.seed)
     doc: dict[str, Any] = {"benchmark": "local_speed", "machine": machine()}
     doc["load_before"] = os.getloadavg()
