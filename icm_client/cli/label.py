@@ -24,6 +24,7 @@ from .backend_options import add_backend_arguments, open_backend, preflight_back
 from .inputs import add_input_arguments, load_input, output_paths, parse_fields, prepare_run_dir
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
+from .strategy import add_strategy_arguments, strategy_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -42,21 +43,7 @@ def add_parser(sub: Any) -> None:
 
     defaults = LabelConfig()  # written once there
     s = p.add_argument_group("search")
-    s.add_argument("--strategy", choices=["exact", "bounded"], default=defaults.strategy)
-    s.add_argument(
-        "--context-size",
-        type=int,
-        default=defaults.context_size,
-        help="demonstrations for 'bounded'",
-    )
-    s.add_argument(
-        "--context-share",
-        type=int,
-        default=defaults.context_share,
-        metavar="N",
-        help="'bounded': N examples take the same demonstrations, so a server's prefix cache "
-        "computes their shared context once",
-    )
+    add_strategy_arguments(s, defaults)
     s.add_argument(
         "--context-window",
         type=int,
@@ -113,9 +100,7 @@ def _config(args: argparse.Namespace) -> LabelConfig:
             seed=args.seed,
         )
         return LabelConfig(
-            strategy=args.strategy,
-            context_size=args.context_size,
-            context_share=args.context_share,
+            **strategy_settings(args),
             calibrate=args.calibrate,
             search=search,
         )

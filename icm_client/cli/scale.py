@@ -24,6 +24,7 @@ from ._io import option_error, write_labels_then_summary
 from ._sizes import window_probe
 from .backend_options import add_backend_arguments, open_backend, preflight_backend
 from .inputs import add_input_arguments, load_input, output_paths, prepare_run_dir
+from .strategy import add_strategy_arguments, strategy_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -66,20 +67,7 @@ def add_parser(sub: Any) -> None:
         default=defaults.parallel_batches,
         help="ICM searches at once",
     )
-    s.add_argument("--strategy", choices=["exact", "bounded"], default=defaults.label.strategy)
-    s.add_argument(
-        "--context-size",
-        type=int,
-        default=defaults.label.context_size,
-        help="demonstrations for 'bounded'",
-    )
-    s.add_argument(
-        "--context-share",
-        type=int,
-        default=defaults.label.context_share,
-        metavar="N",
-        help="'bounded': N examples take the same demonstrations (one cached context)",
-    )
+    add_strategy_arguments(s, defaults.label)
     s.add_argument("--calibrate", action="store_true", help="contextual calibration")
     s.add_argument("--seed", type=int, default=defaults.seed)
     s.add_argument(
@@ -129,9 +117,7 @@ def _config(args: argparse.Namespace, longest: int, window: int) -> ScaleConfig:
         search = SearchConfig(seed=args.seed, steps=args.steps)
         return ScaleConfig(
             label=LabelConfig(
-                strategy=args.strategy,
-                context_size=args.context_size,
-                context_share=args.context_share,
+                **strategy_settings(args),
                 calibrate=args.calibrate,
                 search=search,
             ),
