@@ -12,7 +12,8 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
 from .runs.checkpoint import Checkpointer, RunStore
-from .runs.ledger import Figures, Ledger, record
+from .runs.journal import SpendJournal
+from .runs.ledger import Ledger
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
 from .search.consistency import Consistency
@@ -199,8 +201,40 @@ async def label(
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
     With ``run_dir`` the run checkpoints there after accepted steps (see ``Checkpointer``)
-    and, when the directory holds a checkpoint of the same run, continues from it.
+    and, when the directory holds a checkpoint of the same run, continues from it; what it
+    sends is recorded there before it is sent (``runs/journal.py``) and added to the run's
+    ledger when it ends, however it ends.
     """
+    with _journal(backend, run_dir) as journal:
+        return await _label(examples, task, backend, config, on_step, run_dir, journal)
+
+
+@contextmanager
+def _journal(
+    backend: CountingBackend, run_dir: str | os.PathLike[str] | None
+) -> Iterator[SpendJournal | None]:
+    """The run's spending journal: the one already recording ``backend`` (the CLI opens
+    it before its preflight), else a new one; None without a run directory."""
+    if run_dir is None:
+        yield None
+        return
+    journal = SpendJournal.attached(backend.usage, run_dir)
+    if journal is not None:
+        yield journal
+        return
+    with SpendJournal(run_dir, backend.usage) as journal:
+        yield journal
+
+
+async def _label(
+    examples: Sequence[Example],
+    task: Task,
+    backend: CountingBackend,
+    config: LabelConfig | None,
+    on_step: Callable[[Step], None] | None,
+    run_dir: str | os.PathLike[str] | None,
+    journal: SpendJournal | None,
+) -> LabelResult:
     config = config or LabelConfig()
     exs = examples_of(examples)
     start = time.perf_counter()
@@ -231,18 +265,17 @@ async def label(
     )
     try:
         result = await search.run(resume)
-    except BaseException:  # Ctrl-C, a failing backend: what it cost still counts
-        if run_dir is not None:
-            record(run_dir, Figures.of(backend.usage, time.perf_counter() - start), finished=False)
+    except BaseException:  # Ctrl-C, SIGTERM, a failing backend: what it cost still counts
+        if journal is not None:
+            journal.finish(finished=False, wall_time_s=time.perf_counter() - start)
         raise
     finally:
         if saver is not None:
             saver.flush()
     out = _result(task, backend, exs, config, result, scorer, time.perf_counter() - start)
     update: dict[str, object] = {}
-    if run_dir is not None:
-        figures = Figures.of(backend.usage, out.summary.wall_time_s)
-        update["ledger"] = record(run_dir, figures, finished=True)
+    if journal is not None:
+        update["ledger"] = journal.finish(finished=True, wall_time_s=out.summary.wall_time_s)
     if resume is not None:
         update["resumed_from_step"] = resume.n
     summary = out.summary.model_copy(update=update)

@@ -92,6 +92,7 @@ class FaultServer(ThreadedServer):
         self.failed_prompts: Counter[str] = Counter()  # prompts in the requests that failed
         self.requests: Counter[str] = Counter()  # requests received, by path
         self.answered: Counter[str] = Counter()  # successful answers, by path
+        self.prompts_received = 0  # completion prompts received (a list counts each)
         self.auth_headers: list[str] = []  # every Authorization header received
         # the Host header's name as sent: its case tells HTTP clients apart (aiohttp: "host")
         self.host_header_names: Counter[str] = Counter()
@@ -284,6 +285,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, _error(f"no route {self.path}", "not_found"))
             return
         prompt = payload.get("prompt") if isinstance(payload, dict) else None
+        with fs._lock:  # whatever their shape: a list of n prompts counts n
+            many = isinstance(prompt, list) and prompt and not isinstance(prompt[0], int)
+            fs.prompts_received += len(prompt) if many else 1
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if (
             not isinstance(prompts, list)

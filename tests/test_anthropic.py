@@ -266,4 +266,4 @@ async def test_zero_shot_chat_baseline() -> None:
     result = await zero_shot_labels(examples, task, chat, concurrency=2, sleep=sleep)
     assert result.labels == (0, 1, None) and result.unparsed == 1
     assert result.answers[2] == "I cannot say"
-    assert len(waits) == 1 and chat.usage.calls == 3
+    assert len(waits) == 1 and chat.usage.calls == 4  # 3 answers and the attempt that failed

@@ -64,7 +64,8 @@ async def test_each_transient_fault_is_retried_with_capped_backoff(kind: str) ->
         await backend.aclose()
     assert result.logprobs == pytest.approx(EXPECTED)
     assert server.injected == Counter({kind: 2})
-    assert inner.usage.retries == 2 and inner.usage.calls == 1
+    assert inner.usage.retries == 2 and inner.usage.extra["prompts"] == 1  # one answer
+    assert inner.usage.calls == 3 == server.prompts_received  # every attempt is a call
     assert len(sleep.waits) == 2 and all(0 <= w <= 0.05 for w in sleep.waits)
     if kind == "429":  # Retry-After: 1 is honoured, up to the cap
         assert sleep.waits == [0.05, 0.05]

@@ -70,7 +70,9 @@ def test_rerunning_a_finished_command_keeps_the_cost_record(
     )
 
 
-def test_max_calls_is_a_total_for_the_run(tmp_path: Path) -> None:
+def test_max_calls_is_a_total_for_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "labels.jsonl"
     with fault_server() as server:
         argv = ["label", str(claims(tmp_path, 24)), "--task", "truthfulqa", "--out", str(out)]
@@ -79,14 +81,16 @@ def test_max_calls_is_a_total_for_the_run(tmp_path: Path) -> None:
         assert main([*argv, "--max-calls", "30"]) == 0
         first = summary_of(out)["summary"]
         assert isinstance(first, dict) and first["stopped"] == "budget"
-        assert main([*argv, "--max-calls", "30"]) == 0  # the run's budget is spent already
-        second = summary_of(out)["summary"]
-        assert isinstance(second, dict) and second["stopped"] == "budget"
-        assert second["calls"] == 0 and second["ledger"]["total"]["calls"] == first["calls"]
+        assert first["calls"] == 30 == server.prompts_received  # probes and preflight included
+        capsys.readouterr()
+        # the run's budget is spent already: said before anything is sent
+        assert main([*argv, "--max-calls", "30"]) == 2
+        assert "has spent its budget already (30 calls" in capsys.readouterr().err
+        assert server.prompts_received == 30
         assert main([*argv, "--max-calls", "45"]) == 0  # 15 more for the run
         third = summary_of(out)["summary"]
-        assert isinstance(third, dict) and 0 < third["calls"] <= 45 - first["calls"]
-        assert third["ledger"]["total"]["calls"] <= 45
+        assert isinstance(third, dict) and third["calls"] == 15
+        assert third["ledger"]["total"]["calls"] == 45 == server.prompts_received
 
 
 def test_an_interrupted_run_writes_its_summary(

@@ -224,7 +224,7 @@ async def test_429_retry_after_is_honoured_then_success() -> None:
     result = await backend.score(REQ)
     assert result.logprobs == (-0.1, -2.0)
     assert waits == [3.0]
-    assert backend.usage.retries == 1 and backend.usage.calls == 1
+    assert backend.usage.retries == 1 and backend.usage.calls == 2  # the 429 reached it too
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 529])

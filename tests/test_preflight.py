@@ -10,6 +10,7 @@ import pytest
 from fault_server import FaultServer
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage
+from icm_client.backends.openai.probe import forget_probes
 from icm_client.client import PREFLIGHT_RETRY, Budget, Retry, ScoringClient
 from icm_client.errors import BudgetExhausted, ConfigError, TaskError
 
@@ -112,14 +113,37 @@ async def test_two_token_label_is_refused_whatever_the_policies(options: dict[st
     assert server.requests["/tokenize"] >= 1
 
 
-async def test_the_preflight_is_free_of_the_budget_and_the_run_is_not() -> None:
-    """A spent budget (a resumed run's) still lets the preflight ask; the run's scores stop."""
+async def test_the_preflight_and_the_probe_count_against_the_budget() -> None:
+    """They reach the server (a hosted API bills them): a spent budget sends nothing, and
+    one that covers exactly the set-up lets it through and refuses the next score."""
+    forget_probes()
+    with FaultServer() as server:
+        async with ScoringClient(
+            OpenAICompletions(server.base_url, provider="auto"), cache=False
+        ) as free:
+            assert await free.preflight(PROBE) is not None
+        setup = free.usage.calls
+        assert setup == server.prompts_received > 1  # the probe's prompts and the preflight's
+    forget_probes()
+    with FaultServer() as server:
+        spent = ScoringClient(
+            OpenAICompletions(server.base_url, provider="auto"),
+            cache=False,
+            budget=Budget(max_calls=0),
+        )
+        async with spent:
+            with pytest.raises(BudgetExhausted, match="call budget spent"):
+                await spent.preflight(PROBE)
+        assert server.prompts_received == 0
+    forget_probes()
     with FaultServer() as server:
         client = ScoringClient(
-            OpenAICompletions(server.base_url), cache=False, budget=Budget(max_calls=0)
+            OpenAICompletions(server.base_url, provider="auto"),
+            cache=False,
+            budget=Budget(max_calls=setup),
         )
         async with client:
             assert await client.preflight(PROBE) is not None
             with pytest.raises(BudgetExhausted, match="call budget spent"):
                 await client.score(ScoreRequest(PROBE.prompt + " (2)", PROBE.labels))
-    assert server.answered["/v1/completions"] == 1
+        assert server.prompts_received == setup == client.usage.calls

@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from ..aio import gather
 from ..errors import BackendError, ConfigError, PermanentBackendError, TransientBackendError
 from ..redact import describe_bad_key, register
-from .base import ScoreRequest, Usage
+from .base import ScoreRequest, Usage, estimate_tokens
 from .http_errors import TRANSIENT_STATUSES, parse_retry_after
 from .one_word import SYSTEM, SampledScore, estimate, instruction, label_words, parse_answer
 from .transport import split_base_url
@@ -146,21 +146,23 @@ class AnthropicChat:
         extra: dict[str, Any] = {"system": system} if system else {}
         messages: list[MessageParam] = [{"role": "user", "content": content}]
         sdk = _sdk()
-        try:
-            message = await self._client.messages.create(
-                model=self.model, max_tokens=self.max_tokens, messages=messages, **extra
+        estimate = estimate_tokens((system or "") + (context or "") + question)
+        async with self.usage.sending(1, estimate):  # counted before it is sent
+            try:
+                message = await self._client.messages.create(
+                    model=self.model, max_tokens=self.max_tokens, messages=messages, **extra
+                )
+            except sdk.AnthropicError as exc:
+                raise self._error(sdk, exc) from exc
+            usage = message.usage
+            reply = Reply(
+                "".join(getattr(block, "text", "") for block in message.content),
+                int(getattr(usage, "input_tokens", 0) or 0),
+                int(getattr(usage, "cache_read_input_tokens", 0) or 0),
+                int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
+                int(getattr(usage, "output_tokens", 0) or 0),
             )
-        except sdk.AnthropicError as exc:
-            raise self._error(sdk, exc) from exc
-        usage = message.usage
-        reply = Reply(
-            "".join(getattr(block, "text", "") for block in message.content),
-            int(getattr(usage, "input_tokens", 0) or 0),
-            int(getattr(usage, "cache_read_input_tokens", 0) or 0),
-            int(getattr(usage, "cache_creation_input_tokens", 0) or 0),
-            int(getattr(usage, "output_tokens", 0) or 0),
-        )
-        self._count(reply)
+            self._count(reply)
         return reply
 
     async def __aenter__(self) -> Self:
@@ -175,7 +177,6 @@ class AnthropicChat:
 
     def _count(self, reply: Reply) -> None:
         u = self.usage
-        u.calls += 1
         u.prompt_tokens += reply.prompt_tokens
         u.cached_tokens += reply.cache_read
         for name, value in (

@@ -8,8 +8,35 @@ concurrency limits and budgets belong to the ``ScoringClient`` around it, not to
 
 from __future__ import annotations
 
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+Gate = Callable[["Usage", int, int], None]
+"""Called before prompts are sent, with (usage, prompts, estimated prompt tokens): raises
+(``BudgetExhausted``) to refuse them. A ``ScoringClient``'s budget is one."""
+
+Recorder = Callable[["Usage"], Awaitable[None]]
+"""Awaited after prompts are counted and before they are sent: keeps the figures durably
+(a run directory's spending journal)."""
+
+CHARS_PER_TOKEN = 4.0
+
+
+def estimate_tokens(text: str, chars_per_token: float = CHARS_PER_TOKEN) -> int:
+    """Prompt tokens of ``text`` before a server has counted them (about 4 characters each)."""
+    return math.ceil(len(text) / chars_per_token)
+
+
+def prompt_tokens_estimate(prompt: object) -> int:
+    """Estimated tokens of one prompt as sent: text, or a list of token ids."""
+    if isinstance(prompt, str):
+        return estimate_tokens(prompt)
+    if isinstance(prompt, list):
+        return len(prompt)
+    return 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,15 +92,46 @@ class ScoreResult:
 @dataclass
 class Usage:
     """What a run cost. A backend that counts its own requests holds one; the
-    ``ScoringClient`` around it counts cache hits and retries into the same instance."""
+    ``ScoringClient`` around it counts cache hits and retries into the same instance.
 
-    calls: int = 0  # requests that reached a model server (successful ones)
-    prompt_tokens: int = 0  # prompt tokens those calls processed, as the server counted them
+    ``calls`` is counted before a request is sent (``sending``), so it holds every attempt
+    that may have reached a server: failed and retried ones, and a probe's, as a hosted API
+    bills them. ``gates`` may refuse a send (a budget), ``recorders`` keep the figures
+    durably before it goes out (a run's journal): both are set by their owners, not here.
+    """
+
+    calls: int = 0  # prompt requests sent to a model server: every attempt, probes included
+    prompt_tokens: int = 0  # prompt tokens of the answered calls, as the server counted them
     cached_tokens: int = 0  # of which the server's prefix cache served this many
     cache_hits: int = 0  # scores answered from our disk cache, no call made
     retries: int = 0  # transient failures that were retried
     bounded_labels: int = 0  # label logprobs that are upper bounds (absent from top-k)
     extra: dict[str, int] = field(default_factory=dict)
+    in_flight_tokens: int = 0  # estimated prompt tokens of calls sent and not yet answered
+    gates: list[Gate] = field(default_factory=list, repr=False, compare=False)
+    recorders: list[Recorder] = field(default_factory=list, repr=False, compare=False)
+
+    @asynccontextmanager
+    async def sending(self, calls: int, tokens: int) -> AsyncIterator[None]:
+        """Count ``calls`` requests of about ``tokens`` prompt tokens as sent, before they
+        are: each gate may refuse them (nothing is counted then), each recorder keeps the
+        new figures. The estimate counts as in flight until the block ends; the caller adds
+        the server's token counts inside the block, from the answers.
+
+            async with usage.sending(1, estimate):
+                answer = await post(prompt)
+                usage.prompt_tokens += tokens_of(answer)
+        """
+        for gate in self.gates:
+            gate(self, calls, tokens)
+        self.calls += calls
+        self.in_flight_tokens += tokens
+        try:
+            for recorder in self.recorders:
+                await recorder(self)
+            yield
+        finally:
+            self.in_flight_tokens -= tokens
 
     def as_dict(self) -> dict[str, int]:
         out = {

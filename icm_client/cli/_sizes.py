@@ -13,12 +13,15 @@ instead.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ..backends import OpenAICompletions
+from ..backends.base import estimate_tokens
 from ..backends.openai.context_window import context_window
 from ..dataset import Example
 from ..errors import ConfigError, NoAnswerError
+from ..estimate import RunPlan
 from ..tasks import Task
 
 _MAX_CHARS_PER_TOKEN = 16  # no tokenizer packs more into a token, in practice
@@ -94,5 +97,62 @@ def check_exact(
         print(
             f"icm: warning: the exact strategy's full prompt (~{tokens:,} tokens) nearly "
             f"fills the model's context ({window:,}); --strategy bounded is safer",
+            file=sys.stderr,
+        )
+
+
+def check_budget(
+    task: Task,
+    longest: Example,
+    source: str,
+    plan: RunPlan,
+    left: tuple[int | None, int | None],
+    spent: tuple[int, int],
+    ledger: str,
+) -> None:
+    """Before any prompt is sent: ``ConfigError`` when the budget left to the run (calls,
+    prompt tokens) is spent, cannot hold the longest prompt (the preflight's, which would
+    otherwise be sent and billed first), or cannot cover the search's first evaluation; a
+    note when it covers less than the plan (the run will stop early, keeping its best
+    state)."""
+    (calls_left, tokens_left), (calls_spent, tokens_spent) = left, spent
+    for option, have, used, unit in (
+        ("--max-calls", calls_left, calls_spent, "calls"),
+        ("--max-tokens", tokens_left, tokens_spent, "prompt tokens"),
+    ):
+        if have == 0:
+            raise ConfigError(
+                f"{option}: the run has spent its budget already ({used:,} {unit}, "
+                f"counted in {ledger}; budgets are totals for the run): raise it to continue"
+            )
+    if tokens_left is not None:
+        tokens = estimate_tokens(task.render(longest))
+        if tokens > tokens_left:
+            name, value = max(longest.fields.items(), key=lambda kv: len(str(kv[1])))
+            raise ConfigError(
+                f"example {longest.id!r} of {source} renders to a prompt of about {tokens:,} "
+                f"tokens (its field {name!r} holds {len(str(value)):,} characters), more than "
+                f"the {tokens_left:,} prompt tokens left of --max-tokens: it was not sent; "
+                "shorten or drop that example, or raise the budget"
+            )
+    first = math.ceil(plan.cumulative_calls[0]) if plan.cumulative_calls else 0
+    if calls_left is not None and first > calls_left:
+        raise ConfigError(
+            f"--max-calls: the {calls_left:,} calls left cannot cover the search's first "
+            f"evaluation ({first:,} calls, one per initially labeled example): raise it"
+        )
+    short = [
+        f"{have:,} of the ~{need:,} {unit} the plan expects"
+        for have, need, unit in (
+            (calls_left, plan.calls, "calls"),
+            (tokens_left, plan.prompt_tokens, "prompt tokens"),
+        )
+        if have is not None and have < need
+    ]
+    if short:
+        print(
+            f"icm: the budget left covers {' and '.join(short)}: the run will likely stop "
+            "early with its best state (unreached examples get label null); the same command "
+            "with a larger budget continues it",
             file=sys.stderr,
         )

@@ -10,16 +10,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError
+from ..errors import BudgetExhausted, ConfigError
 from ..estimate import Eta, estimate_run
 from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..runs.files import DIAGNOSTICS
+from ..runs.journal import SpendJournal
 from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
 from ..runs.outputs import RunLock, remove_stale_temps
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_json, write_labels_then_summary
-from ._sizes import check_exact, check_prompt, known_window
+from ._sizes import check_budget, check_exact, check_prompt, known_window
 from .backend_options import add_backend_arguments, open_backend, preflight_backend
 from .inputs import add_input_arguments, load_input, output_paths, parse_fields, prepare_run_dir
 from .progress import progress_bar, step_reporter
@@ -123,11 +124,12 @@ async def run(args: argparse.Namespace) -> int:
         remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
         before = Ledger() if args.restart else load_ledger(run_dir)
         spent = before.total
+        left = (
+            remaining(args.max_calls, spent.calls),
+            remaining(args.max_tokens, spent.prompt_tokens),
+        )
         backend = await open_backend(  # checks the options; sends nothing
-            args,
-            exits,
-            max_calls=remaining(args.max_calls, spent.calls),
-            max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
+            args, exits, max_calls=left[0], max_tokens=left[1]
         )
         # a converging run: 2N steps to label and cool, then sweeps, whose proposals are free
         # until a label changes; 4N steps matched the calls of the README demo
@@ -146,9 +148,19 @@ async def run(args: argparse.Namespace) -> int:
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
+        spent_pair = (spent.calls, spent.prompt_tokens)
+        check_budget(task, given.longest, str(path), plan, left, spent_pair, str(run_dir / LEDGER))
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
-        await preflight_backend(backend, task, given.longest, path)
+        # from here on, every request is in the run's journal before it is sent
+        exits.enter_context(SpendJournal(run_dir, backend.usage))
+        try:
+            await preflight_backend(backend, task, given.longest, path)
+        except BudgetExhausted as exc:
+            raise ConfigError(
+                f"the budget left to the run does not cover the requests before the search "
+                f"(the server's probe and the preflight request): {exc}; raise it"
+            ) from None
         check_exact(task, dataset.examples, window, args.strategy, str(path))
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
         done = 0 if args.restart else checkpointed_step(run_dir)

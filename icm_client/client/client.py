@@ -6,9 +6,11 @@
 
 For each score, in this order: identical requests in flight wait for the first one's answer
 (one request, not several); the disk cache answers a prompt it knows (no request, free of
-the budget); otherwise the request takes a concurrency slot, the budget is checked, and the
-backend is asked; a transient failure is retried outside the slot (a request backing off
-holds none), with the server's Retry-After honoured; the answer is stored in the cache.
+the budget); otherwise the request takes a concurrency slot and the backend is asked; a
+transient failure is retried outside the slot (a request backing off holds none), with the
+server's Retry-After honoured; the answer is stored in the cache. The budget is checked
+before every request that goes out (``Usage.sending``): retries, the probe of an unknown
+server and the preflight request count as calls like any other.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Self
 
 import anyio
 
-from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage
+from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..errors import ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
 from .policies import DEFAULT_CONCURRENCY, DEFAULT_RETRY, PREFLIGHT_RETRY, Budget, Retry
@@ -51,7 +53,9 @@ class ScoringClient:
     ``DEFAULT_CONCURRENCY``, and over a backend with a ``capacity`` (a ``Routing``: the sum
     of its endpoints' limits) twice that: the endpoints are full and as many requests again
     wait inside the routing, where each freed slot goes to a request that prefers that
-    endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None.
+    endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None; it is checked
+    before each request is sent (a gate on ``usage``, see ``Usage.sending``), so every
+    attempt counts and none is sent past the limit.
 
     ``usage`` holds the run's figures. A backend that counts its own requests exposes a
     ``Usage`` as ``usage`` (calls, tokens, and its own counters in ``extra``: batching's
@@ -89,6 +93,8 @@ class ScoringClient:
         own = getattr(backend, "usage", None)
         self._counts_calls = not isinstance(own, Usage)
         self.usage: Usage = Usage() if not isinstance(own, Usage) else own
+        if self.budget is not None:
+            self.usage.gates.append(self.budget.admit)
         self._owns_cache = not isinstance(cache, ScoreCache)
         if isinstance(cache, ScoreCache) or cache is None or cache is False:
             self.cache = cache or None
@@ -161,24 +167,26 @@ class ScoringClient:
         return result
 
     async def _call(self, request: ScoreRequest, *, gated: bool = True) -> ScoreResult:
-        """The backend's answer; ``gated``: in a concurrency slot, within the budget."""
-        if gated:
-            async with self._limiter:
-                if self.budget is not None:
-                    self.budget.check(self.usage)
-                result = await self.backend.score(request)
-        else:
-            result = await self.backend.score(request)
-        if self._counts_calls:
-            self._count(result)
-        return result
+        """The backend's answer; ``gated``: in a concurrency slot. Every attempt is within
+        the budget: a backend that counts its own calls is gated where it sends them; one
+        that does not is counted here, one call per attempt, before it is asked."""
+        if self.budget is not None:  # refused here at no cost when nothing is left
+            self.budget.admit(self.usage, 1, 0)
+        if not gated:
+            return await self._ask(request)
+        async with self._limiter:
+            return await self._ask(request)
 
-    def _count(self, result: ScoreResult) -> None:
+    async def _ask(self, request: ScoreRequest) -> ScoreResult:
+        if not self._counts_calls:
+            return await self.backend.score(request)
         used = self.usage
-        used.calls += 1
-        used.prompt_tokens += result.prompt_tokens
+        async with used.sending(1, estimate_tokens(request.prompt)):
+            result = await self.backend.score(request)
+            used.prompt_tokens += result.prompt_tokens
         used.cached_tokens += result.cached_tokens
         used.bounded_labels += sum(result.bounded)
+        return result
 
     def _count_retry(self) -> None:
         self.usage.retries += 1
@@ -194,9 +202,10 @@ class ScoringClient:
         return result
 
     async def score_now(self, request: ScoreRequest, retry: Retry = PREFLIGHT_RETRY) -> ScoreResult:
-        """Ask the backend for ``request`` under ``retry``, outside the concurrency limit and
-        the budget, and store the answer in the cache: for a check before a run, which must
-        neither wait behind the run's requests nor skip the cache."""
+        """Ask the backend for ``request`` under ``retry``, outside the concurrency limit (but
+        within the budget: it reaches the server), and store the answer in the cache: for a
+        check before a run, which must neither wait behind the run's requests nor skip the
+        cache."""
         await self.prepare(retry)
         result = await retrying(retry, lambda: self._call(request, gated=False), self._count_retry)
         if self.cache is not None:
@@ -219,6 +228,8 @@ class ScoringClient:
         is False)."""
         if self.cache is not None and self._owns_cache:
             self.cache.close()
+        if self.budget is not None and self.budget.admit in self.usage.gates:
+            self.usage.gates.remove(self.budget.admit)
         if self.close_backend:
             close = getattr(self.backend, "aclose", None)
             if close is not None:

@@ -49,9 +49,14 @@ not answer at all is said at once, not after three timeouts."""
 class Budget(BaseModel):
     """A spending limit on what reaches a model server: calls and prompt tokens.
 
-    Answers from the score cache cost nothing. The check happens when a request holds a
-    concurrency slot, so requests in flight may finish past the limit: at most
-    ``max_concurrency - 1`` extra calls. 0 is a spent budget (a resumed run's total).
+    Every call counts, as it is sent: failed and retried attempts, the probe of an unknown
+    server and the preflight request included (a hosted API bills them). Answers from the
+    score cache cost nothing. A ``ScoringClient`` checks its budget before each request goes
+    out (``admit``), so the limit is never passed: a request that would pass it is not sent
+    and ``BudgetExhausted`` stops the run instead. Tokens are the server's counts of the
+    answered calls plus an estimate (4 characters a token) of those in flight and of the
+    prompt to send; a single prompt larger than what is left is never sent. 0 is a spent
+    budget (a resumed run's total).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -59,12 +64,23 @@ class Budget(BaseModel):
     max_calls: int | None = Field(None, ge=0)
     max_prompt_tokens: int | None = Field(None, ge=0)
 
-    def check(self, used: Usage) -> None:
-        """Raise ``BudgetExhausted`` if ``used`` has reached either limit."""
-        if self.max_calls is not None and used.calls >= self.max_calls:
+    def admit(self, used: Usage, calls: int = 1, tokens: int = 0) -> None:
+        """Raise ``BudgetExhausted`` unless ``calls`` more calls of about ``tokens`` prompt
+        tokens fit in what ``used`` has left."""
+        if self.max_calls is not None and used.calls + calls > self.max_calls:
             raise BudgetExhausted(f"call budget spent: {used.calls} of {self.max_calls} calls")
-        if self.max_prompt_tokens is not None and used.prompt_tokens >= self.max_prompt_tokens:
+        if self.max_prompt_tokens is None:
+            return
+        committed = used.prompt_tokens + used.in_flight_tokens
+        left = self.max_prompt_tokens - committed
+        if tokens > left or left <= 0:
+            what = (
+                f"the next prompt (about {tokens:,} tokens) is larger than what is left, "
+                f"{max(left, 0):,}"
+                if 0 < left < tokens
+                else "spent"
+            )
             raise BudgetExhausted(
-                f"token budget spent: {used.prompt_tokens} of {self.max_prompt_tokens} "
-                "prompt tokens"
+                f"token budget {what}: {committed:,} of {self.max_prompt_tokens:,} prompt "
+                "tokens used; it was not sent"
             )

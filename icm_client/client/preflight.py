@@ -6,9 +6,10 @@ a host that never answers is a wrong URL, a 401 a wrong key, a 404 a wrong model
 overflow an example the model cannot hold. ``preflight`` asks once, with few retries, and
 reports those as ``ConfigError``/``TaskError`` (the CLI's exit code 2) naming what to fix.
 
-The probe goes around the client's retry policy, concurrency limit and budget but not around
-its cache: a probe whose score is cached costs no call, and a fresh one is stored for the run
-to reuse. The single-token check asks the client's backend itself, whatever the policies.
+The probe goes around the client's retry policy and concurrency limit but not around its
+budget (it reaches the server: it is a call) nor its cache: a probe whose score is cached
+costs no call, and a fresh one is stored for the run to reuse. The single-token check asks
+the client's backend itself, whatever the policies.
 """
 
 from __future__ import annotations

@@ -17,20 +17,16 @@ set (``fix_inconsistencies`` then enforces the task's relation on the predicted 
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ..backends.base import CountingBackend
+from ..backends.base import estimate_tokens as estimate_tokens  # re-exported: one estimate
 from ..dataset import Example
 from ..tasks.base import Label, PairConstraint, Task
 from .base import Prediction
 from .context import ContextScorer
-
-
-def estimate_tokens(text: str, chars_per_token: float = 4.0) -> int:
-    return math.ceil(len(text) / chars_per_token)
 
 
 def select_demos(

@@ -14,9 +14,9 @@ A handful of tiny requests (a few tokens each) build the host's ``Profile``:
 5. echo, only when the exact mode asks for it: where the echoed logprobs come back.
 
 The result is remembered in memory per (server, model, echo), so replicas and re-created
-backends of one server probe once per process. Probe requests are not counted in
-``usage.calls`` (which counts the requests behind scores, so that a rerun from the disk cache
-reads as 0 calls) but in ``usage.extra["probe_requests"]``.
+backends of one server probe once per process. Each probe request counts in
+``usage.extra["probe_requests"]``, and each completion among them also in ``usage.calls``,
+before it is sent: a hosted API bills it, and a budget must see it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from ...errors import CapabilityError, PermanentBackendError
-from ..base import Usage
+from ..base import Usage, prompt_tokens_estimate
+from ..transport import token_counts
 from .logprobs import Entry, parse_top_entries
 from .profiles import EchoShape, Profile, Tokenizer
 
@@ -88,11 +89,19 @@ class _Probe:
         the like (no such endpoint). Anything else (a wrong model, key or URL) is raised:
         that is not a capability, it is a mistake to report.
         """
-        extra = self.server.usage.extra
-        extra["probe_requests"] = extra.get("probe_requests", 0) + 1
+        usage = self.server.usage
+        usage.extra["probe_requests"] = usage.extra.get("probe_requests", 0) + 1
         refused = _REFUSED if path == "/tokenize" else (400, 422)
+        # each prompt completed is a call (a hosted API bills it); a tokenizer request is not
+        prompt = payload.get("prompt")
+        many = isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
+        prompts = prompt if isinstance(prompt, list) and many else [prompt]
+        calls = len(prompts) if path == "/v1/completions" else 0
+        tokens = sum(prompt_tokens_estimate(p) for p in prompts) if calls else 0
         try:
-            body = await self.server.call("POST", path, payload)
+            async with usage.sending(calls, tokens):
+                body = await self.server.call("POST", path, payload)
+                usage.prompt_tokens += token_counts(body)[0] if calls else 0
         except PermanentBackendError as exc:
             if exc.status in refused:
                 self.refusal = exc

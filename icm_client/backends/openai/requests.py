@@ -4,7 +4,9 @@ micro-batcher where the host takes them), and the server's tokenizer.
 
 ``CompletionsRequests`` is composed by ``OpenAICompletions`` (``completions.py``) and handed
 to its scoring strategy (``next_token.py``, ``echo.py``) and to the probe (``probe.py``). It
-counts what reaches the server in the ``Usage`` it is given: ``calls`` per score request,
+counts what reaches the server in the ``Usage`` it is given, before it is sent: ``calls`` per
+prompt to complete (every attempt; a list counts each prompt; a refused list sent again one
+by one counts each again), and after the answers ``prompt_tokens``,
 ``extra["http_requests"]``/``extra["prompts"]`` per HTTP request, ``tokenize_calls``.
 """
 
@@ -17,7 +19,7 @@ import anyio
 
 from ...aio import gather
 from ...errors import BackendError, PermanentBackendError
-from ..base import Usage
+from ..base import Usage, prompt_tokens_estimate
 from ..http_errors import TRANSIENT_STATUSES
 from ..transport import JSONTransport, token_counts
 from .batching import MicroBatcher, split_batch
@@ -105,30 +107,35 @@ class CompletionsRequests:
         self, model: str, profile: Profile, prompts: list[object], payload: dict[str, object]
     ) -> list[object]:
         """One completions request for all ``prompts`` where the host takes a list (answers in
-        ``choices`` by index), else one request each, concurrently. Each counts as a call.
+        ``choices`` by index), else one request each, concurrently. Each prompt counts as a
+        call before it is sent (``Usage.sending``: a budget may refuse it).
 
         A single prompt joins the prompts of concurrent scores in one list request where the
         host takes lists (``batching.py``); its answer is its own part of the response."""
         body = {"model": model, **payload, **profile.extra_body}
         echo = "echo" in payload or "echo_last" in payload  # echoed answers: not split
+        estimate = sum(prompt_tokens_estimate(p) for p in prompts)
         if len(prompts) == 1 and profile.prompt_lists and self.batcher is not None and not echo:
             shape = "ids" if isinstance(prompts[0], list) else "text"
             key = shape + json.dumps(body, sort_keys=True, separators=(",", ":"))
-            answers = [await self.batcher.submit(key, prompts[0], body)]
-            self.usage.calls += 1
+            async with self.usage.sending(1, estimate):  # counted (and gated) before it goes
+                answers = [await self.batcher.submit(key, prompts[0], body)]
+                self._add_tokens(answers)
+            return answers
+        if len(prompts) == 1 or profile.prompt_lists:
+            groups = [prompts[0] if len(prompts) == 1 else prompts]
         else:
-            if len(prompts) == 1 or profile.prompt_lists:
-                groups = [prompts[0] if len(prompts) == 1 else prompts]
-            else:
-                groups = list(prompts)
-            calls = [functools.partial(self._post, g, body) for g in groups]
-            answers = await gather(calls)
-            self.usage.calls += len(groups)
+            groups = list(prompts)
+        async with self.usage.sending(len(prompts), estimate):  # a list: each prompt a call
+            answers = await gather([functools.partial(self._post, g, body) for g in groups])
+            self._add_tokens(answers)
+        return answers
+
+    def _add_tokens(self, answers: list[object]) -> None:
         for answer in answers:
             prompt_tokens, cached_tokens = token_counts(answer)
             self.usage.prompt_tokens += prompt_tokens
             self.usage.cached_tokens += cached_tokens
-        return answers
 
     async def _post(self, prompt: object, body: dict[str, object]) -> object:
         """One HTTP request (one prompt, or a list of them), counted in ``usage.extra``."""
@@ -158,7 +165,10 @@ class CompletionsRequests:
         except PermanentBackendError as exc:
             if exc.status not in (400, 413, 422):
                 raise
-            answers = await gather([functools.partial(self._outcome, p, body) for p in prompts])
+            # each prompt reaches the server again: counted (and gated) as calls of their own
+            estimate = sum(prompt_tokens_estimate(p) for p in prompts)
+            async with self.usage.sending(len(prompts), estimate):
+                answers = await gather([functools.partial(self._outcome, p, body) for p in prompts])
             if not any(isinstance(a, Exception) for a in answers):
                 self.batcher = None  # every prompt was fine alone: the list was refused
                 self.usage.extra["batching_refused"] = 1
