@@ -74,6 +74,7 @@ class FaultServer(ThreadedServer):
         tokenizer: bool = True,
         prompt_lists: bool = True,
         report_context: bool = False,
+        latency_s: float = 0.0,
     ) -> None:
         unknown = set(kinds) - set(TRANSIENT) - set(PERMANENT)
         if unknown:
@@ -88,6 +89,7 @@ class FaultServer(ThreadedServer):
         self.prompt_lists = prompt_lists  # False: a list of prompts is refused with 400
 
         self.report_context = report_context  # n_ctx as max_model_len under /v1/models
+        self.latency_s = latency_s  # every completion takes this long (a run to interrupt)
         self.injected: Counter[str] = Counter()  # faults injected, by kind
         self.failed_prompts: Counter[str] = Counter()  # prompts in the requests that failed
         self.requests: Counter[str] = Counter()  # requests received, by path
@@ -298,6 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, _error("'prompt' must be a string", "invalid_request_error"))
             return
         k = int(payload.get("logprobs") or 0)
+        if fs.latency_s:
+            time.sleep(fs.latency_s)
         fault = fs.fault_for_any(self.path, [f"{k}\x00{p}" for p in prompts])
         body = fs.completions(prompts, k)
         if fault is not None and self._inject(fault, body):

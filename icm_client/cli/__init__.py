@@ -6,8 +6,11 @@ Each subcommand is a module with ``add_parser(sub)``, which registers an async `
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
@@ -34,10 +37,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TERMINATED = 143
+"""Exit code after SIGTERM (128 + 15, as a shell reports it); Ctrl-C's is 130."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (``timeout``, systemd, Kubernetes, Slurm): the command stopped as it
+    does on Ctrl-C, its run's spending, checkpoint and summary written."""
+
+
+async def _run(args: argparse.Namespace) -> int:
+    """The command, cancelled like Ctrl-C cancels it when SIGTERM arrives."""
+    if threading.current_thread() is not threading.main_thread():
+        code: int = await args.run(args)  # signals reach the main thread only
+        return code
+    terminated = False
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal terminated
+            with anyio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    terminated = True
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        code = await args.run(args)
+        tg.cancel_scope.cancel()
+    if terminated:
+        raise Terminated
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous: Any = signal.getsignal(signal.SIGTERM)
     try:
-        code: int = anyio.run(args.run, args)
+        code: int = anyio.run(_run, args)
     except (ICMError, ExceptionGroup) as caught:
         exc = _icm_error(caught)
         if exc is None:  # a bug, not a failure we meant: keep the traceback
@@ -47,6 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("icm: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("icm: terminated (SIGTERM); the same command continues the run", file=sys.stderr)
+        return TERMINATED
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)  # as it was before the command
     return code
 
 
