@@ -245,7 +245,8 @@ async def test_retries_of_a_budgeted_client_count() -> None:
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    with FaultServer(rate=1.0, kinds=["500"], max_streak=2) as server:
+    completions = ["/v1/completions"]
+    with FaultServer(rate=1.0, kinds=["500"], max_streak=2, fault_paths=completions) as server:
         client = ScoringClient(
             OpenAICompletions(server.base_url),
             cache=False,
