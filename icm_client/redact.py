@@ -7,6 +7,8 @@ as Python's ``repr`` writes it. ``redact(text)`` replaces each of them by ``***`
 Where it applies: every ``ICMError`` message (``errors.py``), every log record of every
 logger and every warning as displayed (hooks installed by the first ``register``), and so
 everything the CLI prints.
+``redact_url`` is how every message shows a URL: without ``user:password@``, and with its
+query string and fragment masked (``?key=...``, ``#access_token=...`` carry tokens too).
 ``describe_bad_key`` says what is wrong with a key no HTTP header can carry (control
 characters, CR/LF, non-ASCII) without printing it, so that it is refused before any request
 is built: otherwise the HTTP library's own error would quote the header, key included.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import urllib.parse
 import warnings
@@ -68,6 +71,36 @@ def redact(text: str) -> str:
         if form in text:
             text = text.replace(form, MASK)
     return text
+
+
+_URL = re.compile(
+    r"^(?P<scheme>[^:/?#]+:)?(?P<rest>//[^?#]*|[^?#]*)(?P<query>\?[^#]*)?(?P<frag>#.*)?$", re.S
+)
+_MIN_URL_SECRET = 8  # a query value this long may be a token; shorter ones are words
+
+
+def redact_url(url: str) -> str:
+    """``url`` as a message may show it: no ``user:password@`` (everything up to the last
+    ``@`` of the part before the query is taken for credentials), the query string and
+    fragment replaced by ``***``; their values are registered as secrets (``register``), so
+    that a message quoting the URL some other way cannot show them either. Never raises."""
+    match = _URL.match(url)
+    if match is None:  # pragma: no cover (the pattern matches any string)
+        return MASK
+    scheme, rest = match["scheme"] or "", match["rest"]
+    query, frag = match["query"], match["frag"]
+    if rest.startswith("//") and "@" in rest:
+        userinfo, _, host = rest[2:].rpartition("@")
+        user, _, password = userinfo.partition(":")
+        register(password or user, user=user if password else None)
+        register(urllib.parse.unquote(password or user))
+        rest = "//" + host
+    for part in (query, frag):
+        for value in re.split(r"[?#&;=]", (part or "")[1:]):
+            if len(value) >= _MIN_URL_SECRET:
+                register(value)
+                register(urllib.parse.unquote_plus(value))
+    return scheme + rest + ("?" + MASK if query else "") + ("#" + MASK if frag else "")
 
 
 def describe_bad_key(key: str) -> str | None:

@@ -278,3 +278,41 @@ async def test_a_server_quoting_the_key_in_any_form_is_redacted(
     for form in forms:
         assert_nowhere(form, *texts)
     assert any("***" in t for t in texts)
+
+
+URL_SECRET = "tok-QUERY-9d3e7a1c55b0"
+
+
+@pytest.mark.parametrize("command", ["label", "scale", "doctor"])
+@pytest.mark.parametrize(
+    "suffix",
+    [f"?key={URL_SECRET}", f"?a=1&api_key={URL_SECRET}#x", f"#access_token={URL_SECRET}"],
+)
+def test_a_token_in_the_urls_query_or_fragment_is_never_printed(
+    command: str, suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 24 row 9: the whole URL used to be quoted in the error, token included."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "a", "question": "q", "choice": "c"}\n')
+    with FaultServer() as server:
+        url = server.base_url + suffix
+        if command == "doctor":
+            argv = ["doctor", url]
+        else:
+            argv = [command, str(data), "--task", "truthfulqa", "--out", str(tmp_path / "o")]
+            argv += ["--base-url", url, "--cache-dir", str(tmp_path / "cache")]
+        code = main(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and "invalid base URL" in err and "***" in err, err
+    assert server.base_url.removesuffix("/v1") in err  # the host is still named
+    assert server.requests == {}  # refused before any request
+    assert_nowhere(URL_SECRET, out, err)
+
+
+def test_redact_url_masks_credentials_query_and_fragment() -> None:
+    from icm_client.redact import redact_url
+
+    assert redact_url("http://h:8000/v1") == "http://h:8000/v1"
+    assert redact_url("https://u:pw0rd@h/v1?k=v#f") == "https://h/v1?***#***"
+    assert redact_url("http://u:p/ss@h/v1") == "http://h/v1"  # an unencoded / in a password
+    assert redact_url("h:99999/x?y") == "h:99999/x?***"  # malformed: masked, never raises

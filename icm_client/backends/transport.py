@@ -16,7 +16,6 @@ else, and is redacted from any server message that echoes it.
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
 from typing import Literal
 
@@ -31,7 +30,7 @@ from ..errors import (
     PermanentBackendError,
     TransientBackendError,
 )
-from ..redact import describe_bad_key, redact, register
+from ..redact import describe_bad_key, redact, redact_url, register
 from .http_errors import error_in_body, http_error
 
 MAX_RESPONSE_BYTES = 8 * 2**20
@@ -94,20 +93,23 @@ def http_client(
 
 def split_base_url(base_url: str) -> tuple[str, str]:
     """(root for requests, root for messages: no credentials), ``/v1`` and ``/`` stripped."""
-    shown = re.sub(r"//[^/@]*@", "//", base_url.strip())
+    shown = redact_url(base_url.strip())
     try:
         parts = urllib.parse.urlsplit(base_url.strip())
         ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
     except ValueError:  # a bad port
         ok = False
     if not ok or parts.query or parts.fragment:
+        extra = (
+            " (no query string or fragment: pass a key through --api-key-env, or api_key=)"
+            if ok
+            else ""
+        )
         raise ConfigError(
-            f"invalid base URL {shown!r}: expected http(s)://host[:port][/prefix][/v1]",
+            f"invalid base URL {shown!r}: expected http(s)://host[:port][/prefix][/v1]{extra}",
             field="base_url",
         )
     if "@" in parts.netloc:  # would become an Authorization: Basic header, key replaced
-        register(parts.password, user=parts.username)
-        register(urllib.parse.unquote(parts.password or ""), user=parts.username)
         raise ConfigError(
             f"base URL {shown!r} carries credentials (user:password@, not shown): "
             "remove them and pass the key through --api-key-env (or api_key=)",
