@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import cast
 
 import anyio
+import httpx2
 import pytest
 from raw_server import RawServer, head
 
@@ -226,3 +227,78 @@ async def test_more_requests_than_httpxs_default_pool_are_in_flight_at_once(
                 tg.start_soon(one)
         await client.aclose()
     assert len(results) == n and server.connections == n
+
+
+MALFORMED_HEADS = {
+    "bad status line": b"HTTP/1.1 abc OK\r\n\r\n",
+    "not HTTP": b"\x00\xff\xfe garbage\r\n\r\n",
+    "header without colon": b"HTTP/1.1 200 OK\r\nContent-Type application/json\r\n\r\n{}",
+    "bad Content-Length": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n{}",
+    "two Content-Lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+    "a 200 KB header": b"HTTP/1.1 200 OK\r\nX-A: " + b"a" * 200_000 + b"\r\n\r\n{}",
+    "20,000 headers": b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 20_000 + b"\r\n{}",
+    "bad chunk size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
+    "NUL in a header": b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\nContent-Length: 2\r\n\r\n{}",
+}
+
+
+@pytest.mark.parametrize("name", MALFORMED_HEADS)
+async def test_a_malformed_answer_head_is_a_backend_error_on_both_clients(
+    name: str, transport: HTTPClient
+) -> None:
+    """Issue 24 row 13: aiohttp's parser errors used to escape as a traceback."""
+    raw = MALFORMED_HEADS[name]
+
+    def script(sock: socket.socket) -> None:
+        sock.sendall(raw)
+        sock.close()
+
+    with RawServer(script) as server:
+        client = retrying(server, transport, attempts=2)
+        with pytest.raises(TransientBackendError) as info:
+            await client.score(REQ)
+        await client.aclose()
+    assert server.connections == 2  # transient: retried, then said
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e400"])
+async def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(value: str) -> None:
+    from icm_client.backends.http_errors import parse_retry_after
+
+    headers = httpx2.Headers({"Retry-After": value})
+    assert parse_retry_after(headers) is None
+    assert parse_retry_after(httpx2.Headers({"Retry-After-Ms": value})) is None
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--timeout", "inf"),
+        ("--timeout", "nan"),
+        ("--max-response-mb", "nan"),
+        ("--max-response-mb", "inf"),
+        ("--max-response-mb", "1e400"),
+        ("--timeout", "0"),
+    ],
+)
+def test_a_deadline_or_cap_that_is_no_finite_number_is_refused(
+    option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--timeout inf`` used to turn the deadline silently off; ``nan`` to crash."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "a", "question": "q", "choice": "c"}\n')
+    argv = ["label", str(data), "--task", "truthfulqa", "--out", str(tmp_path / "o.jsonl")]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--base-url", "http://127.0.0.1:9/v1", option, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"argument {option}: must be a finite number" in err
+    assert "Traceback" not in err
+
+
+def test_the_python_api_refuses_an_infinite_timeout() -> None:
+    from icm_client.errors import ConfigError
+
+    for timeout in (float("inf"), float("nan"), 0.0):
+        with pytest.raises(ConfigError, match="finite number of seconds"):
+            OpenAICompletions("http://127.0.0.1:9/v1", "m", timeout=timeout)

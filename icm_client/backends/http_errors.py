@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 
@@ -41,14 +42,14 @@ def parse_retry_after(headers: httpx2.Headers, now: float | None = None) -> floa
     ms = headers.get("retry-after-ms")
     if ms is not None:
         try:
-            return max(float(ms) / 1000.0, 0.0)
+            return _seconds(float(ms) / 1000.0)
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(float(value), 0.0)
+        return _seconds(float(value))
     except ValueError:
         pass
     try:
@@ -56,6 +57,12 @@ def parse_retry_after(headers: httpx2.Headers, now: float | None = None) -> floa
     except (TypeError, ValueError):
         return None
     return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def _seconds(value: float) -> float | None:
+    """A wait in seconds, or None for ``nan``/``inf`` (no usable advice: the retry policy's
+    own wait applies, capped as always)."""
+    return max(value, 0.0) if math.isfinite(value) else None
 
 
 def error_in_body(response: httpx2.Response, shown: str) -> BackendError:

@@ -16,6 +16,8 @@ else, and is redacted from any server message that echoes it.
 from __future__ import annotations
 
 import json
+import math
+import sys
 import urllib.parse
 from typing import Literal
 
@@ -138,8 +140,11 @@ class JSONTransport:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.root, self.shown_root = split_base_url(base_url)
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be positive, got {timeout}", field="timeout")
+        if not 0 < timeout < math.inf:  # inf would turn the deadline off; nan fails both
+            raise ConfigError(
+                f"timeout must be a finite number of seconds above 0, got {timeout}",
+                field="timeout",
+            )
         if max_response_bytes < 1024:
             raise ConfigError(
                 f"max_response_bytes must be at least 1024, got {max_response_bytes}",
@@ -224,6 +229,11 @@ class JSONTransport:
             raise TransientBackendError(
                 f"connection failed: {type(exc).__name__}: {exc}", endpoint=shown
             ) from exc
+        except _aiohttp_errors() as exc:  # what httpx-aiohttp does not map: a malformed answer
+            raise TransientBackendError(
+                f"the answer is not valid HTTP (aiohttp {type(exc).__name__}: {_first_line(exc)})",
+                endpoint=shown,
+            ) from None
 
     async def _read_body(self, response: httpx2.Response) -> None:
         """Read the (decompressed) body, refusing it past ``max_response_bytes``."""
@@ -272,6 +282,20 @@ class JSONTransport:
     def http_error(self, response: httpx2.Response, shown: str) -> BackendError:
         """``response``'s error status as a ``BackendError`` (``http_errors.py``)."""
         return http_error(response, shown, api_key_env=self.api_key_env, model=self.model)
+
+
+def _aiohttp_errors() -> tuple[type[Exception], ...]:
+    """aiohttp's own errors, where it is in use (a malformed status line, header or chunk
+    raises ``ClientResponseError`` through httpx-aiohttp, not an httpx2 error)."""
+    aiohttp = sys.modules.get("aiohttp")
+    error = getattr(aiohttp, "ClientError", None)
+    return (error,) if isinstance(error, type) and issubclass(error, Exception) else ()
+
+
+def _first_line(exc: BaseException) -> str:
+    """The gist of a parser's error: its first line, without the bytes it quotes after."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return (text.splitlines() or [""])[0].rstrip(":")[:200]
 
 
 def token_counts(body: object) -> tuple[int, int]:

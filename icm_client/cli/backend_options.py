@@ -4,6 +4,7 @@ preflight request that checks it before a run."""
 from __future__ import annotations
 
 import argparse
+import math
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, get_args
@@ -42,14 +43,15 @@ def add_backend_arguments(p: Any) -> Any:
     b.add_argument("--top-k", type=int, default=20, help="logprobs to request per call")
     b.add_argument(
         "--timeout",
-        type=float,
+        type=positive_finite,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"the most one request may take, whole (default {DEFAULT_TIMEOUT:g})",
+        help=f"the most one request may take, whole (default {DEFAULT_TIMEOUT:g}); every "
+        "request has a deadline, so there is no value for none",
     )
     b.add_argument(
         "--max-response-mb",
-        type=float,
+        type=positive_finite,
         default=MAX_RESPONSE_BYTES / 2**20,
         metavar="MB",
         help=f"refuse a server answer larger than this (default {MAX_RESPONSE_BYTES // 2**20})",
@@ -72,6 +74,18 @@ def add_backend_arguments(p: Any) -> Any:
     )
     b.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
     return b
+
+
+def positive_finite(text: str) -> float:
+    """An option's number of seconds or megabytes: finite and above 0. ``inf`` would turn
+    a deadline or a size cap silently off, and ``nan`` compares false with everything."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
+    return value
 
 
 async def open_backend(
