@@ -259,5 +259,5 @@ async def test_a_cancelled_first_requester_hands_the_request_to_a_waiter(tmp_pat
     assert len(results) == 2 and results[0] == results[1]
     assert results[0].logprobs == (-0.25, -1.75)
     assert server.requests == 2  # the cancelled one, and one for both waiters
-    assert client.usage.calls == 1 and client.usage.cache_hits == 1
+    assert client.usage.calls == 2 and client.usage.cache_hits == 1  # both reached the server
     await client.aclose()

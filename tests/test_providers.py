@@ -174,7 +174,8 @@ async def test_multi_token_label_chain_rule_in_one_list_request() -> None:
         server.token_id(" True"),
         server.token_id(" Yes"),
     }
-    assert b.usage.calls == 1
+    assert b.usage.extra["http_requests"] == 1  # one request...
+    assert b.usage.calls == 3  # ...of three prompts, each a call (each is billed)
 
 
 @pytest.mark.anyio
@@ -425,7 +426,10 @@ async def test_probe_finds_a_recent_vllm_and_is_remembered() -> None:
     assert (p.tokenizer, p.token_prompts, p.prompt_lists) == ("vllm", True, True)
     assert (p.token_id_keys, p.explicit_token_logprobs, p.echo) == (True, True, "choices")
     assert p.max_logprobs is None
-    assert b.usage.calls == 0 and b.usage.extra["probe_requests"] >= 5
+    assert b.usage.extra["probe_requests"] >= 5
+    prompts = [body["prompt"] for body in server.completions()]  # each one completed is a call
+    many = [isinstance(p, list) and bool(p) and not isinstance(p[0], int) for p in prompts]
+    assert b.usage.calls == sum(len(p) if m else 1 for p, m in zip(prompts, many, strict=True)) > 0
     again = backend(server, provider="auto", mode="echo")
     n = len(server.requests)
     await again.prepare()
