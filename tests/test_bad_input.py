@@ -252,8 +252,8 @@ CASES = [
     Case(
         "url-with-query",
         good(**{"--base-url": "http://user:pw@localhost:8000/v1?x=1"}),
-        ("invalid base URL", "'http://localhost:8000/v1?x=1'"),
-        absent=("pw",),
+        ("invalid base URL", "'http://localhost:8000/v1?***'"),
+        absent=("pw", "x=1"),  # a query string may carry a token: never printed
     ),
     Case(
         "unreachable-host",
