@@ -122,12 +122,13 @@ class Usage:
                 answer = await post(prompt)
                 usage.prompt_tokens += tokens_of(answer)
         """
-        for gate in self.gates:
-            gate(self, calls, tokens)
+        if calls:  # a request that is no call (a tokenizer's) passes as it is
+            for gate in self.gates:
+                gate(self, calls, tokens)
         self.calls += calls
         self.in_flight_tokens += tokens
         try:
-            for recorder in self.recorders:
+            for recorder in self.recorders if calls else ():
                 await recorder(self)
             yield
         finally:

@@ -76,11 +76,12 @@ class Budget(BaseModel):
         if tokens > left or left <= 0:
             what = (
                 f"the next prompt (about {tokens:,} tokens) is larger than what is left, "
-                f"{max(left, 0):,}"
-                if 0 < left < tokens
+                f"{left:,}"
+                if left > 0
                 else "spent"
             )
             raise BudgetExhausted(
                 f"token budget {what}: {committed:,} of {self.max_prompt_tokens:,} prompt "
-                "tokens used; it was not sent"
+                "tokens used (the server's counts, and estimates of the calls in flight); the "
+                "next prompt was not sent"
             )
