@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from .backends import OpenAICompletions, Routing, Usage
 from .backends.base import Backend, ScoreRequest
+from .backends.openai import AutoRoute, OpenAIChat
 from .backends.openai.probe import PROBE_TEXT
+from .backends.openai.route import WIRE_APIS, WireAPI
 from .backends.transport import MAX_RESPONSE_BYTES, HTTPClient
 from .client import DEFAULT_CONCURRENCY, DEFAULT_RETRY, Budget, Retry, ScoringClient
 from .client.client import CacheSetting
@@ -39,6 +42,7 @@ async def connect(
     example: Example | None = None,
     check: bool = True,
     provider: str = "auto",
+    api: WireAPI = "auto",
     api_key_env: str = "OPENAI_API_KEY",
     top_k: int = 20,
     max_concurrency: int = DEFAULT_CONCURRENCY,
@@ -53,7 +57,10 @@ async def connect(
 
     ``base_url``: a server root (with or without ``/v1``), several replicas of one model
     (routed with prefix affinity), or None for the embedded model. ``provider``: what the
-    server supports (``vllm``, ``llamacpp``, a hosted API; ``auto`` probes). The key comes
+    server supports (``vllm``, ``llamacpp``, a hosted API; ``auto`` probes). ``api``: the wire
+    API, ``completions`` (base models), ``chat`` (``/v1/chat/completions`` with
+    ``top_logprobs``: instruct models, the prototyping route) or ``auto`` (completions, unless
+    the server refuses them for this model: ``AutoRoute``, whose ``note`` says which). The key comes
     from ``$api_key_env``. ``max_concurrency``: requests in flight per endpoint (over
     replicas the client lets in twice their sum: see ``ScoringClient``). ``cache``,
     ``retry``, ``budget``: the client's policies (see ``ScoringClient``). ``timeout``:
@@ -71,6 +78,8 @@ async def connect(
     urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
     if example is not None and task is None:
         raise ConfigError("connect(example=...) needs the task that renders it", field="task")
+    if api not in WIRE_APIS:
+        raise ConfigError(f"api must be one of {', '.join(WIRE_APIS)}, got {api!r}", field="api")
     if max_concurrency < 1:
         raise ConfigError(
             f"max_concurrency must be at least 1, got {max_concurrency}", field="max_concurrency"
@@ -83,21 +92,27 @@ async def connect(
             urls, model = [server.base_url], server.model_name
             if provider == "auto":
                 provider = "llamacpp"  # known: no need to probe the embedded server
+            api = "completions" if api == "auto" else api
         usage = Usage()
-        replicas = [
-            OpenAICompletions(
-                url,
-                model,
-                provider=provider,
-                api_key_env=api_key_env,
-                top_k=top_k,
-                usage=usage,
-                timeout=timeout,
-                max_response_bytes=max_response_bytes,
-                http=http,
-            )
-            for url in urls
-        ]
+        common: dict[str, Any] = {
+            "api_key_env": api_key_env,
+            "top_k": top_k,
+            "usage": usage,
+            "timeout": timeout,
+            "max_response_bytes": max_response_bytes,
+            "http": http,
+        }
+        replicas: list[OpenAICompletions | OpenAIChat | AutoRoute] = []
+        for url in urls:
+            if api == "chat":
+                replicas.append(OpenAIChat(url, model, provider=provider, **common))
+                continue
+            completions = OpenAICompletions(url, model, provider=provider, **common)
+            if api == "completions":
+                replicas.append(completions)
+            else:
+                chat = OpenAIChat(url, model, provider=provider, **common)
+                replicas.append(AutoRoute(completions, chat))
         for replica in replicas:  # until the client owns them (it closes its backend)
             exits.push_async_callback(replica.aclose)
         backend: Backend = replicas[0]

@@ -4,12 +4,14 @@ preflight request that checks it before a run."""
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, get_args
 
 from ..backends.base import ScoreRequest
 from ..backends.openai.profiles import PROVIDER_CHOICES
+from ..backends.openai.route import WIRE_APIS
 from ..backends.transport import MAX_RESPONSE_BYTES, HTTPClient
 from ..client import DEFAULT_CONCURRENCY, Budget, ScoringClient
 from ..connection import DEFAULT_TIMEOUT, connect
@@ -33,6 +35,14 @@ def add_backend_arguments(p: Any) -> Any:
         default="auto",
         help="what the server supports (vllm, llamacpp, a hosted API...); 'auto' (default): "
         "known by its host name, else probed with a few tiny requests",
+    )
+    b.add_argument(
+        "--api",
+        choices=WIRE_APIS,
+        default="auto",
+        help="wire API: 'completions' (/v1/completions, base models), 'chat' "
+        "(/v1/chat/completions with top_logprobs: instruct models, for prototyping only) or "
+        "'auto' (default): completions, unless the server refuses them for this model",
     )
     b.add_argument(
         "--api-key-env",
@@ -87,6 +97,7 @@ async def open_backend(
         args.model,
         check=False,  # preflight_backend probes with the longest example, named by its file
         provider=args.provider,
+        api=args.api,
         api_key_env=args.api_key_env,
         top_k=args.top_k,
         max_concurrency=args.concurrency,
@@ -110,3 +121,11 @@ async def preflight_backend(
         probe_name=f"example {longest.id!r} of {path} (the longest prompt)",
         labels_of=f"task {task.name!r}",
     )
+    note = route_note(client)
+    if note:
+        print(f"icm: route: {note}", file=sys.stderr)
+
+
+def route_note(client: ScoringClient) -> str:
+    """Which wire API ``--api auto`` took and why ('' where nothing was chosen)."""
+    return str(getattr(client.backend, "note", "") or "")

@@ -4,6 +4,8 @@ A stand-in model is a function from a prompt to its next-token distribution over
 vocabulary (``NextToken``). This module turns one into what a real server answers: the
 ``/v1/completions`` body in the OpenAI/vLLM shape or llama.cpp's, ``/v1/models`` and vLLM's
 ``/tokenize``, with a toy tokenizer whose counts are close to a BPE tokenizer's on English.
+``/v1/chat/completions`` serves the same model to chat messages through a toy chat template
+(``chat_prompt``), so a chat route and a completions route of one model can be compared.
 ``CompletionsApp`` is the whole server as a function of (method, path, body); it serves as
 an ``httpx2.MockTransport`` handler directly and under the loopback servers of the tests and
 benchmarks, so every test double speaks one protocol.
@@ -161,6 +163,71 @@ def _choice(
     return choice
 
 
+CHAT_MODEL_REFUSAL = (
+    "This is a chat model and not supported in the v1/completions endpoint. "
+    "Did you mean to use v1/chat/completions?"
+)
+"""What OpenAI answers (HTTP 404) when a chat model is asked on the legacy endpoint."""
+
+
+def _strip_space(token: str) -> str:
+    return token[1:] if token.startswith(" ") else token
+
+
+def chat_prompt(messages: list[dict[str, Any]], continue_final: bool) -> tuple[str, bool]:
+    """The stand-in's chat template: the text its model reads, and whether the answer starts
+    a new turn (then its first token carries no leading space).
+
+    A final assistant turn that is continued is read as the raw text it holds. Otherwise each
+    user turn answered by an assistant turn reads ``user + " " + answer + "\\n\\n"``, the last
+    user turn ``user``; system turns are not read. This inverts the client's ``turns`` style,
+    so a simulated model answers a chat prompt as it answers the completions prompt.
+    """
+    if continue_final and messages and messages[-1].get("role") == "assistant":
+        return str(messages[-1].get("content", "")), False
+    text, pending = "", ""
+    for message in messages:
+        role, content = message.get("role"), str(message.get("content", ""))
+        if role == "user":
+            text += pending
+            pending = content
+        elif role == "assistant" and pending:
+            text += f"{pending} {content}\n\n"
+            pending = ""
+    return text + pending, True
+
+
+def chat_body(
+    model: str, text: str, dist: list[tuple[str, float]], k: int, new_turn: bool, ids: bool
+) -> dict[str, Any]:
+    """A one-token chat completion with the first token's ``top_logprobs`` (OpenAI's shape;
+    with ``ids``, llama.cpp's ``id`` on each entry)."""
+    top = dist[: max(1, min(k, len(dist)))]
+    shown = [(_strip_space(t) if new_turn else t, t, lp) for t, lp in top]
+    entries = []
+    for token, original, lp in shown:
+        entry: dict[str, Any] = {"token": token, "logprob": lp, "bytes": list(token.encode())}
+        if ids:
+            entry["id"] = VOCAB.index(original)
+        entries.append(entry)
+    n_prompt = len(toy_tokenize(text))
+    return {
+        "id": "chatcmpl-stand-in",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": shown[0][0]},
+                "logprobs": {"content": [entries[0] | {"top_logprobs": entries if k else []}]},
+                "finish_reason": "length",
+            }
+        ],
+        "usage": {"prompt_tokens": n_prompt, "completion_tokens": 1, "total_tokens": n_prompt + 1},
+    }
+
+
 def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "code": code}}
 
@@ -170,6 +237,10 @@ class CompletionsApp:
 
     ``prompt`` may be one string or a list of strings (one choice per prompt, by ``index``).
     Counts what it served: ``requests`` (HTTP requests by path) and ``prompts`` (completions).
+    ``completions=False`` is a chat-only server: ``/v1/completions`` answers 404 as OpenAI does
+    for a chat model. ``chat_continue``: a final assistant turn is continued when the request
+    says ``continue_final_message`` (vLLM; the ``llamacpp`` shape continues it always).
+    ``max_top_logprobs``: chat requests asking for more are refused (400), as OpenAI does.
     """
 
     def __init__(
@@ -180,9 +251,14 @@ class CompletionsApp:
         shape: Shape = "openai",
         n_ctx: int = 1 << 20,
         tokenizer: bool = True,
+        completions: bool = True,
+        chat_continue: bool = True,
+        max_top_logprobs: int = 20,
     ) -> None:
         self.model, self.name, self.shape = model, name, shape
         self.n_ctx, self.tokenizer = n_ctx, tokenizer
+        self.completions, self.chat_continue = completions, chat_continue
+        self.max_top_logprobs = max_top_logprobs
         self.requests: dict[str, int] = {}
         self.prompts = 0
         self.prompt_tokens = 0
@@ -209,9 +285,33 @@ class CompletionsApp:
                 return 400, error_body("'content' is required", "invalid_request_error")
             ids = token_ids(text)
             return 200, {"tokens": ids, "count": len(ids), "max_model_len": self.n_ctx}
+        if path == "/v1/chat/completions":
+            return self._chat(payload)
         if path != "/v1/completions":
             return 404, error_body(f"no route {path}", "not_found")
+        if not self.completions:
+            return 404, error_body(CHAT_MODEL_REFUSAL, "invalid_request_error")
         return self._complete(payload)
+
+    def _chat(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        messages = payload.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return 400, error_body("'messages' must be a list of objects", "invalid_request_error")
+        if payload.get("model") != self.name:
+            message = f"The model `{payload.get('model')}` does not exist."
+            return 404, error_body(message, "invalid_request_error", "model_not_found")
+        k = int(payload.get("top_logprobs") or 0) if payload.get("logprobs") else 0
+        if k > self.max_top_logprobs:
+            message = f"top_logprobs must be at most {self.max_top_logprobs}, got {k}"
+            return 400, error_body(message, "invalid_request_error")
+        continue_final = self.chat_continue and (
+            self.shape == "llamacpp" or bool(payload.get("continue_final_message"))
+        )
+        text, new_turn = chat_prompt(messages, continue_final)
+        self.prompts += 1
+        self.prompt_tokens += self._count(text)
+        ids = self.shape == "llamacpp"
+        return 200, chat_body(self.name, text, self.model(text), k, new_turn, ids)
 
     def _complete(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         prompts = payload.get("prompt")
