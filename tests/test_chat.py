@@ -177,3 +177,37 @@ def test_forced_chat_on_a_completions_server() -> None:
 
     assert anyio.run(go).startswith("openai-chat:")
     assert app.requests.get("/v1/completions", 0) == 0
+
+
+CITY_PROMPT = (
+    "The city of Paris is in France. This statement is True\n\n"
+    "The city of Madrid is in Italy. This statement is False\n\n"
+    "The city of Berlin is in Germany. This statement is"
+)
+
+
+@pytest.mark.integration
+@pytest.mark.anyio
+async def test_embedded_llama_cpp_chat_endpoint_scores_like_its_completions(
+    local_server: str,
+) -> None:
+    """llama.cpp's /v1/chat/completions returns ``top_logprobs`` (with token ids) and
+    continues a pre-filled assistant turn: the continue style reads the same label tokens as
+    the completions route, moved by the chat template's wrapping. Measured on Gemma 3 270M
+    (base), this prompt: chat -0.80/-0.74, completions -0.45/-1.14 nats for True/False (the
+    wrapping alone flips the argmax: the fidelity cost of the route); turns -0.67/-1.00."""
+    request = ScoreRequest(CITY_PROMPT, LABELS)
+    async with (
+        OpenAIChat(local_server, provider="llamacpp") as chat,
+        OpenAICompletions(local_server, provider="llamacpp") as completions,
+        OpenAIChat(local_server, style="turns") as chat_turns,
+    ):
+        assert chat.style == "continue" and chat_turns.style == "turns"
+        by_chat = await chat.score(request)
+        by_completions = await completions.score(request)
+        turns = await chat_turns.score(request)
+    assert not any(by_chat.bounded) and not any(by_completions.bounded)
+    for a, b in zip(by_chat.logprobs, by_completions.logprobs, strict=True):
+        assert abs(a - b) < 1.0
+    assert by_chat.prompt_tokens > by_completions.prompt_tokens  # the template's tokens
+    assert len(turns.logprobs) == 2  # the turns style answers too (a new turn: bare words)
