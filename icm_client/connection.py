@@ -23,7 +23,7 @@ from .backends.openai import AutoRoute, OpenAIChat
 from .backends.openai.probe import PROBE_TEXT
 from .backends.openai.route import WIRE_APIS, WireAPI
 from .backends.transport import MAX_RESPONSE_BYTES, HTTPClient
-from .client import DEFAULT_CONCURRENCY, DEFAULT_RETRY, Budget, Retry, ScoringClient
+from .client import DEFAULT_CONCURRENCY, DEFAULT_RETRY, Budget, Pace, Pacer, Retry, ScoringClient
 from .client.client import CacheSetting
 from .dataset import Example
 from .errors import ConfigError
@@ -52,6 +52,7 @@ async def connect(
     timeout: float = DEFAULT_TIMEOUT,
     max_response_bytes: int = MAX_RESPONSE_BYTES,
     http: HTTPClient = "httpx",
+    pace: Pace | None = None,
 ) -> AsyncIterator[ScoringClient]:
     """A ``ScoringClient`` for ``label``/``label_large``/``evaluate``, closed on exit.
 
@@ -67,7 +68,9 @@ async def connect(
     seconds for each request, whole; ``max_response_bytes``: the largest answer taken
     (decompressed). ``http``: the HTTP client under httpx2's API, its own (default) or
     ``"aiohttp"`` (the ``aiohttp`` extra: less client CPU with hundreds of requests in flight
-    that each carry one prompt; ``benchmarks/README.md``).
+    that each carry one prompt; ``benchmarks/README.md``). ``pace``: requests and tokens per
+    minute at most, and pacing from the server's ``x-ratelimit-*`` headers (``Pace``), for a
+    shared API.
 
     ``check`` (default): one request before returning; ``ConfigError`` when the server cannot
     be reached or refuses, and with ``task`` given, ``TaskError`` when a label word is not one
@@ -94,7 +97,9 @@ async def connect(
                 provider = "llamacpp"  # known: no need to probe the embedded server
             api = "completions" if api == "auto" else api
         usage = Usage()
+        pacer = Pacer(pace) if pace is not None else None
         common: dict[str, Any] = {
+            "on_headers": pacer.observe if pacer is not None else None,
             "api_key_env": api_key_env,
             "top_k": top_k,
             "usage": usage,
@@ -125,6 +130,7 @@ async def connect(
             # Replicas: the client's default (2 x the slots: a queue where affinity holds).
             max_concurrency=max_concurrency if len(replicas) == 1 else None,
             budget=budget,
+            pacer=pacer,
         )
         exits.push_async_callback(client.aclose)
         if check:

@@ -19,6 +19,7 @@ paper's do. Multi-token label words cannot be scored here (top-k of one position
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from typing import Self
 
 import httpx2
@@ -70,7 +71,8 @@ class OpenAIChat:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http: HTTPClient = "httpx",
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_headers: Callable[[httpx2.Headers], None] | None = None,
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
@@ -92,6 +94,7 @@ class OpenAIChat:
             client=client if client is not None else http_client(timeout, max_connections, http),
             max_response_bytes=max_response_bytes,
             headers=headers,
+            observer=on_headers,
         )
         self._http.model = model or None
         self._profile = profile
