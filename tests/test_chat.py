@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import anyio
 import httpx2
@@ -211,3 +212,49 @@ async def test_embedded_llama_cpp_chat_endpoint_scores_like_its_completions(
         assert abs(a - b) < 1.0
     assert by_chat.prompt_tokens > by_completions.prompt_tokens  # the template's tokens
     assert len(turns.logprobs) == 2  # the turns style answers too (a new turn: bare words)
+
+
+def test_icm_label_says_which_route_it_took_and_what_it_costs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``icm label`` on a chat-only server: the route line, the dollar line of the plan
+    (a given price), and labels written; paced by --max-rpm without waiting (high cap)."""
+    from icm_client.cli import main
+
+    out = tmp_path / "labels.jsonl"
+    app = CompletionsApp(belief_logprobs, completions=False)
+    with LoopbackServer(app) as server:
+        code = main(
+            [
+                "label",
+                "sample:cities",
+                "--task",
+                "cities",
+                "--limit",
+                "8",
+                "--out",
+                str(out),
+                "--base-url",
+                server.base_url,
+                "--no-cache",
+                "--strategy",
+                "bounded",
+                "--context-size",
+                "4",
+                "--steps",
+                "8",
+                "--quiet",
+                "--price-per-mtok",
+                "2.0",
+                "--cached-discount",
+                "0.5",
+                "--max-rpm",
+                "100000",
+            ]
+        )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "icm: route: chat completions:" in err and "refused" in err
+    assert "icm: cost: about $" in err and "$2 per million prompt tokens" in err
+    assert len(out.read_text().splitlines()) == 8
+    assert app.requests.get("/v1/chat/completions", 0) > 0
