@@ -22,6 +22,7 @@ from .backends.base import Backend, ScoreRequest
 from .backends.openai import AutoRoute, OpenAIChat
 from .backends.openai.probe import PROBE_TEXT
 from .backends.openai.route import WIRE_APIS, WireAPI
+from .backends.openai.sdk import sdk_settings
 from .backends.transport import MAX_RESPONSE_BYTES, HTTPClient
 from .client import DEFAULT_CONCURRENCY, DEFAULT_RETRY, Budget, Pace, Pacer, Retry, ScoringClient
 from .client.client import CacheSetting
@@ -53,6 +54,7 @@ async def connect(
     max_response_bytes: int = MAX_RESPONSE_BYTES,
     http: HTTPClient = "httpx",
     pace: Pace | None = None,
+    client: object | None = None,
 ) -> AsyncIterator[ScoringClient]:
     """A ``ScoringClient`` for ``label``/``label_large``/``evaluate``, closed on exit.
 
@@ -70,7 +72,9 @@ async def connect(
     ``"aiohttp"`` (the ``aiohttp`` extra: less client CPU with hundreds of requests in flight
     that each carry one prompt; ``benchmarks/README.md``). ``pace``: requests and tokens per
     minute at most, and pacing from the server's ``x-ratelimit-*`` headers (``Pace``), for a
-    shared API.
+    shared API. ``client``: an ``openai.AsyncOpenAI`` whose base URL, key, organisation,
+    project, default headers and timeout are used (``backends/openai/sdk.py``); its own
+    retries are not (the ``retry`` policy decides), nor is its connection pool.
 
     ``check`` (default): one request before returning; ``ConfigError`` when the server cannot
     be reached or refuses, and with ``task`` given, ``TaskError`` when a label word is not one
@@ -79,6 +83,14 @@ async def connect(
     ``client.preflight`` yourself.
     """
     urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    if client is not None:
+        if urls:
+            raise ConfigError("give base_url or client=, not both", field="client")
+        sdk = sdk_settings(client)
+        urls, api_key, headers = [sdk.base_url], sdk.api_key, sdk.headers
+        timeout = sdk.timeout or timeout
     if example is not None and task is None:
         raise ConfigError("connect(example=...) needs the task that renders it", field="task")
     if api not in WIRE_APIS:
@@ -100,6 +112,8 @@ async def connect(
         pacer = Pacer(pace) if pace is not None else None
         common: dict[str, Any] = {
             "on_headers": pacer.observe if pacer is not None else None,
+            "api_key": api_key,
+            "headers": headers,
             "api_key_env": api_key_env,
             "top_k": top_k,
             "usage": usage,
@@ -123,7 +137,7 @@ async def connect(
         backend: Backend = replicas[0]
         if len(replicas) > 1:
             backend = Routing(replicas, max_concurrency=max_concurrency)
-        client = ScoringClient(
+        scoring = ScoringClient(
             backend,
             cache=cache,
             retry=retry,
@@ -132,13 +146,13 @@ async def connect(
             budget=budget,
             pacer=pacer,
         )
-        exits.push_async_callback(client.aclose)
+        exits.push_async_callback(scoring.aclose)
         if check:
             probe, name, owner = _probe(task, example)
-            await client.preflight(
+            await scoring.preflight(
                 probe, probe_name=name, labels_of=owner, check_labels=task is not None
             )
-        yield client
+        yield scoring
 
 
 def _probe(task: Task | None, example: Example | None) -> tuple[ScoreRequest, str, str]:
