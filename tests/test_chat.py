@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -258,3 +259,18 @@ def test_icm_label_says_which_route_it_took_and_what_it_costs(
     assert "icm: cost: about $" in err and "$2 per million prompt tokens" in err
     assert len(out.read_text().splitlines()) == 8
     assert app.requests.get("/v1/chat/completions", 0) > 0
+
+
+def test_doctor_finds_the_chat_route_of_a_chat_only_server() -> None:
+    from icm_client.doctor import diagnose
+
+    async def go(url: str) -> Any:
+        return await diagnose(url, prefix_tokens=0)
+
+    with LoopbackServer(CompletionsApp(belief_logprobs, completions=False)) as server:
+        report = anyio.run(go, server.base_url)
+    assert report.ok and report.chat_logprobs is True
+    assert any("chat" in note and "prototyping" in note for note in report.notes)
+    assert all(lab.in_top_k and lab.logprob is not None for lab in report.labels)
+    row = next(line for line in report.text().splitlines() if "chat logprobs" in line)
+    assert row.split()[-1] == "yes"
