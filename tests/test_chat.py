@@ -20,6 +20,7 @@ from icm_client.backends.openai.chat_messages import (
     split_prompt,
 )
 from icm_client.backends.openai.route import refuses_completions
+from icm_client.client import ScoreCache
 from icm_client.errors import PermanentBackendError
 from icm_client.run import LabelConfig
 from icm_client.search.anneal import SearchConfig
@@ -274,3 +275,54 @@ def test_doctor_finds_the_chat_route_of_a_chat_only_server() -> None:
     assert all(lab.in_top_k and lab.logprob is not None for lab in report.labels)
     row = next(line for line in report.text().splitlines() if "chat logprobs" in line)
     assert row.split()[-1] == "yes"
+
+
+def test_fireworks_requests_carry_a_stable_affinity_header() -> None:
+    app = CompletionsApp(belief_logprobs)
+    pins: list[str | None] = []
+
+    def spy(req: httpx2.Request) -> httpx2.Response:
+        pins.append(req.headers.get("x-session-affinity"))
+        return app(req)
+
+    async def go() -> None:
+        transport = httpx2.AsyncClient(transport=httpx2.MockTransport(spy))
+        async with OpenAIChat(MOCK_URL, app.name, provider="fireworks", client=transport) as chat:
+            shared = "Q: x? A: I think this is True\n\n" * 20  # 640 characters
+            await chat.score(ScoreRequest(shared + "Q: y? A: I think this is", LABELS))
+            await chat.score(ScoreRequest(shared + "Q: z? A: I think this is", LABELS))
+            await chat.score(ScoreRequest("Another prompt entirely", LABELS))
+        async with OpenAIChat(MOCK_URL, app.name, client=transport) as plain:
+            await plain.score(ScoreRequest(PROMPT, LABELS))
+        await transport.aclose()
+
+    anyio.run(go)
+    assert pins[0] is not None and len(pins[0]) == 16 and "Q:" not in pins[0]
+    assert pins[0] == pins[1] != pins[2] and pins[3] is None  # only where the host pins
+
+
+def test_chat_and_completions_scores_are_cached_apart(tmp_path: Path) -> None:
+    app = CompletionsApp(belief_logprobs)
+    request = ScoreRequest(PROMPT, LABELS)
+
+    async def go() -> tuple[int, int]:
+        cache = ScoreCache(tmp_path)
+        try:
+            chat = OpenAIChat(MOCK_URL, app.name, client=mock_client(app))
+            async with icm.ScoringClient(chat, cache=cache) as client:
+                await client.score(request)
+            completions = OpenAICompletions(MOCK_URL, app.name, client=mock_client(app))
+            async with icm.ScoringClient(completions, cache=cache) as client:
+                await client.score(request)
+                first = client.usage.cache_hits
+            chat = OpenAIChat(MOCK_URL, app.name, client=mock_client(app))
+            async with icm.ScoringClient(chat, cache=cache) as client:
+                await client.score(request)
+                second = client.usage.cache_hits
+        finally:
+            cache.close()
+        return first, second
+
+    completions_hits, chat_hits = anyio.run(go)
+    assert completions_hits == 0  # the chat score of the same prompt is not reused
+    assert chat_hits == 1  # the chat score is cached by content
