@@ -149,3 +149,16 @@ def test_paced_run_stays_under_a_servers_advertised_limit(
     unpaced = RateLimitedApp(CompletionsApp(belief_logprobs), limit=4, window=0.4, names=names)
     assert anyio.run(burst, unpaced, None) > 0
     assert unpaced.refused > 0
+
+
+def test_a_far_reset_is_asked_again_after_max_wait() -> None:
+    t = FakeTime()
+    pacer = Pacer(Pace(max_wait=10), clock=t.clock, sleep=t.sleep)
+
+    async def go() -> float:
+        await pacer.acquire()
+        pacer.observe({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "9h"})
+        await pacer.acquire()
+        return t.now
+
+    assert anyio.run(go) == 10.0  # then one request asks where the limit stands

@@ -18,8 +18,8 @@ What it does, for each request:
   waits until the announced reset, and after it, sends one request at a time until an
   answer says how much is left again.
 
-Waits are bounded: never longer than ``max_wait`` seconds at once (a reset announced far in
-the future, or a garbled header, cannot stall a run for ever).
+Waits are bounded: a reset is taken as at most ``max_wait`` seconds away (one announced far
+in the future, or a garbled one, is asked again then, by one request).
 """
 
 from __future__ import annotations
@@ -184,9 +184,10 @@ class Pacer:
             return
         now, wall = self._clock(), time.time()
 
-        def reset(name: str) -> float | None:
+        def reset(name: str) -> float | None:  # capped: a far or garbled reset is re-asked
             value = headers.get(name)
-            return parse_reset(value, wall) if value is not None else None
+            seconds = parse_reset(value, wall) if value is not None else None
+            return None if seconds is None else min(seconds, self.pace.max_wait)
 
         left = _int(headers.get("x-ratelimit-remaining-requests"))
         when = reset("x-ratelimit-reset-requests")
