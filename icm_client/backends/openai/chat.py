@@ -25,7 +25,7 @@ from typing import Self
 import httpx2
 from pydantic import SecretStr
 
-from ...errors import ConfigError
+from ...errors import ConfigError, PermanentBackendError
 from ..affinity import affinity_digest
 from ..base import ScoreRequest, ScoreResult, Usage
 from ..transport import (
@@ -192,9 +192,9 @@ class OpenAIChat:
             first = data[0] if isinstance(data, list) and data else None
             model = first.get("id") if isinstance(first, dict) else None
             if not isinstance(model, str) or not model:
-                raise ConfigError(
-                    f"{self._http.shown_root}/v1/models lists no model; pass the model name",
-                    field="model",
+                raise PermanentBackendError(
+                    "the server lists no model; pass the model name explicitly",
+                    endpoint=f"{self._http.shown_root}/v1/models",
                 )
             self._http.model = model
         return self._http.model
