@@ -5,7 +5,7 @@ vocabulary (``NextToken``). This module turns one into what a real server answer
 ``/v1/completions`` body in the OpenAI/vLLM shape or llama.cpp's, ``/v1/models`` and vLLM's
 ``/tokenize``, with a toy tokenizer whose counts are close to a BPE tokenizer's on English.
 ``/v1/chat/completions`` serves the same model to chat messages through a toy chat template
-(``chat_prompt``), so a chat route and a completions route of one model can be compared.
+(``chat.py``), so a chat route and a completions route of one model can be compared.
 ``CompletionsApp`` is the whole server as a function of (method, path, body); it serves as
 an ``httpx2.MockTransport`` handler directly and under the loopback servers of the tests and
 benchmarks, so every test double speaks one protocol.
@@ -16,82 +16,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import httpx2
 
-VOCAB = (
-    " True",
-    " False",
-    " Yes",
-    " No",
-    " A",
-    " B",
-    " C",
-    " D",
-    " the",
-    " a",
-    " is",
-    " not",
-    " and",
-    " of",
-    ",",
-    ".",
-    "\n",
-    " 1",
-    " 2",
-    " I",
-    " it",
-    " maybe",
-    " true",
-    " false",
-)
-"""Every token a stand-in model can predict."""
+from .chat import CHAT_MODEL_REFUSAL, chat_body, chat_prompt
+from .vocab import VOCAB, NextToken, Shape, TokenCounter, token_ids, toy_tokenize
 
-#: A stand-in model: the next-token distribution after a prompt, most likely first.
-NextToken = Callable[[str], list[tuple[str, float]]]
-Shape = Literal["openai", "llamacpp"]
-
-_TOKEN_RE = re.compile(r"\s?[A-Za-z0-9]+|\s?[^\sA-Za-z0-9]|\s+")
-
-
-def toy_tokenize(text: str) -> list[str]:
-    """Words (with their leading space), punctuation marks and runs of whitespace."""
-    return _TOKEN_RE.findall(text)
-
-
-class TokenCounter:
-    """``len(toy_tokenize(prompt))`` block by block: a prompt of many demonstrations is cut
-    at its blank lines and each block's count is remembered, so the long leave-one-out
-    prompts of a search (the same blocks over and over) are counted in a few dictionary
-    lookups. Equal to the whole-prompt count when no block starts or ends in whitespace,
-    as the scorer's blocks never do. Bounded: at most ``size`` blocks are remembered."""
-
-    def __init__(self, size: int = 1 << 16) -> None:
-        self.size = size
-        self._blocks: dict[str, int] = {}
-
-    def __call__(self, prompt: str) -> int:
-        blocks = prompt.split("\n\n")
-        total = len(blocks) - 1  # each blank line is one whitespace token
-        memo = self._blocks
-        for block in blocks:
-            n = memo.get(block)
-            if n is None:
-                n = len(_TOKEN_RE.findall(block))
-                if len(memo) < self.size:
-                    memo[block] = n
-            total += n
-        return total
-
-
-def token_ids(text: str) -> list[int]:
-    """Stable ids of ``toy_tokenize(text)`` (what ``/tokenize`` answers)."""
-    return [
-        int.from_bytes(hashlib.sha256(t.encode()).digest()[:3], "big") for t in toy_tokenize(text)
-    ]
+__all__ = [
+    "CHAT_MODEL_REFUSAL",
+    "VOCAB",
+    "CompletionsApp",
+    "NextToken",
+    "Shape",
+    "TokenCounter",
+    "belief_logprobs",
+    "chat_body",
+    "chat_prompt",
+    "completion_body",
+    "error_body",
+    "hash_logprobs",
+    "normalised",
+    "token_ids",
+    "toy_tokenize",
+]
 
 
 def hash_logprobs(prompt: str) -> list[tuple[str, float]]:
@@ -161,71 +109,6 @@ def _choice(
         ]
         choice["logprobs"] = {"content": [entries[0] | {"top_logprobs": entries}]}
     return choice
-
-
-CHAT_MODEL_REFUSAL = (
-    "This is a chat model and not supported in the v1/completions endpoint. "
-    "Did you mean to use v1/chat/completions?"
-)
-"""What OpenAI answers (HTTP 404) when a chat model is asked on the legacy endpoint."""
-
-
-def _strip_space(token: str) -> str:
-    return token[1:] if token.startswith(" ") else token
-
-
-def chat_prompt(messages: list[dict[str, Any]], continue_final: bool) -> tuple[str, bool]:
-    """The stand-in's chat template: the text its model reads, and whether the answer starts
-    a new turn (then its first token carries no leading space).
-
-    A final assistant turn that is continued is read as the raw text it holds. Otherwise each
-    user turn answered by an assistant turn reads ``user + " " + answer + "\\n\\n"``, the last
-    user turn ``user``; system turns are not read. This inverts the client's ``turns`` style,
-    so a simulated model answers a chat prompt as it answers the completions prompt.
-    """
-    if continue_final and messages and messages[-1].get("role") == "assistant":
-        return str(messages[-1].get("content", "")), False
-    text, pending = "", ""
-    for message in messages:
-        role, content = message.get("role"), str(message.get("content", ""))
-        if role == "user":
-            text += pending
-            pending = content
-        elif role == "assistant" and pending:
-            text += f"{pending} {content}\n\n"
-            pending = ""
-    return text + pending, True
-
-
-def chat_body(
-    model: str, text: str, dist: list[tuple[str, float]], k: int, new_turn: bool, ids: bool
-) -> dict[str, Any]:
-    """A one-token chat completion with the first token's ``top_logprobs`` (OpenAI's shape;
-    with ``ids``, llama.cpp's ``id`` on each entry)."""
-    top = dist[: max(1, min(k, len(dist)))]
-    shown = [(_strip_space(t) if new_turn else t, t, lp) for t, lp in top]
-    entries = []
-    for token, original, lp in shown:
-        entry: dict[str, Any] = {"token": token, "logprob": lp, "bytes": list(token.encode())}
-        if ids:
-            entry["id"] = VOCAB.index(original)
-        entries.append(entry)
-    n_prompt = len(toy_tokenize(text))
-    return {
-        "id": "chatcmpl-stand-in",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": shown[0][0]},
-                "logprobs": {"content": [entries[0] | {"top_logprobs": entries if k else []}]},
-                "finish_reason": "length",
-            }
-        ],
-        "usage": {"prompt_tokens": n_prompt, "completion_tokens": 1, "total_tokens": n_prompt + 1},
-    }
 
 
 def error_body(message: str, kind: str, code: str | None = None) -> dict[str, Any]:
