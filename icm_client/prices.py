@@ -27,11 +27,11 @@ class Price(BaseModel):
 
 
 PRICES: dict[tuple[str, str], Price] = {
-    ("openai", "gpt-5-mini"): Price(
-        input_per_mtok=0.25,
-        cached_discount=0.9,
-        output_per_mtok=2.0,
-        source="OpenAI pricing page at the model's launch (2025-08), not re-read",
+    ("openai", "gpt-4.1-mini"): Price(
+        input_per_mtok=0.40,
+        cached_discount=0.75,
+        output_per_mtok=1.60,
+        source="OpenAI pricing page at the model's launch (2025-04), not re-read",
     ),
     ("openai", "gpt-4o-mini"): Price(
         input_per_mtok=0.15,

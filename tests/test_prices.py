@@ -8,7 +8,7 @@ from icm_client.prices import Price, find_price, run_cost
 
 
 def test_lookup_by_exact_name_and_by_pattern() -> None:
-    assert find_price("openai", "gpt-5-mini") is not None
+    assert find_price("openai", "gpt-4.1-mini") is not None
     fireworks = find_price("fireworks", "accounts/fireworks/models/llama-v3p1-8B-instruct")
     assert fireworks is not None and fireworks.input_per_mtok == 0.20
     assert find_price("openai", "no-such-model") is None and find_price("openai", None) is None
