@@ -21,7 +21,7 @@ from ..runs.outputs import RunLock, remove_stale_temps
 from ..search.anneal import SearchConfig
 from ._io import option_error, write_json, write_labels_then_summary
 from ._sizes import check_budget, check_exact, check_prompt, known_window
-from .backend_options import add_backend_arguments, open_backend, preflight_backend
+from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
 from .inputs import add_input_arguments, load_input, output_paths, parse_fields, prepare_run_dir
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
@@ -148,6 +148,8 @@ async def run(args: argparse.Namespace) -> int:
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
+        if cost := cost_line(args, plan):
+            print(f"icm: {cost}", file=sys.stderr)
         spent_pair = (spent.calls, spent.prompt_tokens)
         check_budget(task, given.longest, str(path), plan, left, spent_pair, str(run_dir / LEDGER))
         window = await known_window(args)  # before any prompt is sent

@@ -24,9 +24,12 @@ import anyio
 from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..errors import ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
+from .pacing import Pacer
 from .policies import DEFAULT_CONCURRENCY, DEFAULT_RETRY, PREFLIGHT_RETRY, Budget, Retry
 from .preflight import preflight
 from .retry import after_failure, retrying
+
+"""The pacer's estimate of a prompt's tokens (English BPE: about four characters each)."""
 
 CacheSetting = ScoreCache | str | os.PathLike[str] | bool | None
 
@@ -55,7 +58,9 @@ class ScoringClient:
     wait inside the routing, where each freed slot goes to a request that prefers that
     endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None; it is checked
     before each request is sent (a gate on ``usage``, see ``Usage.sending``), so every
-    attempt counts and none is sent past the limit.
+    attempt counts and none is sent past the limit. ``pacer``: a ``Pacer`` (``pacing.py``)
+    that each request waits on, in its slot, before it is sent (``connect`` builds one from
+    a ``Pace`` and hands its ``observe`` to the transports).
 
     ``usage`` holds the run's figures. A backend that counts its own requests exposes a
     ``Usage`` as ``usage`` (calls, tokens, and its own counters in ``extra``: batching's
@@ -76,6 +81,7 @@ class ScoringClient:
         max_concurrency: int | None = None,
         budget: Budget | None = None,
         close_backend: bool = True,
+        pacer: Pacer | None = None,
     ) -> None:
         if max_concurrency is None:
             capacity = getattr(backend, "capacity", None)
@@ -88,6 +94,7 @@ class ScoringClient:
         self.backend = backend
         self.retry = retry
         self.budget = budget if budget != Budget() else None
+        self.pacer = pacer
         self.max_concurrency = max_concurrency
         self.close_backend = close_backend
         own = getattr(backend, "usage", None)
@@ -167,14 +174,16 @@ class ScoringClient:
         return result
 
     async def _call(self, request: ScoreRequest, *, gated: bool = True) -> ScoreResult:
-        """The backend's answer; ``gated``: in a concurrency slot. Every attempt is within
-        the budget: a backend that counts its own calls is gated where it sends them; one
-        that does not is counted here, one call per attempt, before it is asked."""
+        """The backend's answer; ``gated``: in a concurrency slot, paced. Every attempt is
+        within the budget: a backend that counts its own calls is gated where it sends them;
+        one that does not is counted here, one call per attempt, before it is asked."""
         if self.budget is not None:  # refused here at no cost when nothing is left
             self.budget.admit(self.usage, 1, 0)
         if not gated:
             return await self._ask(request)
         async with self._limiter:
+            if self.pacer is not None:
+                await self.pacer.acquire(estimate_tokens(request.prompt))
             return await self._ask(request)
 
     async def _ask(self, request: ScoreRequest) -> ScoreResult:

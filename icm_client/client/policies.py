@@ -75,8 +75,7 @@ class Budget(BaseModel):
         left = self.max_prompt_tokens - committed
         if tokens > left or left <= 0:
             what = (
-                f"the next prompt (about {tokens:,} tokens) is larger than what is left, "
-                f"{left:,}"
+                f"the next prompt (about {tokens:,} tokens) is larger than what is left, {left:,}"
                 if left > 0
                 else "spent"
             )
