@@ -31,6 +31,7 @@ from ..aio import gather
 from ..backends.base import CountingBackend, prepare
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, label
+from ..runs.rundir import RunDir
 from ..runs.scale_store import ScaleStore
 from ..search.anneal import Step
 from ..tasks.base import Label, Task
@@ -133,15 +134,27 @@ async def label_large(
     backend: CountingBackend,
     config: ScaleConfig | None = None,
     *,
-    run_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | RunDir | None = None,
     on_progress: Callable[[Phase, int], None] | None = None,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> ScaleResult:
     """Label ``examples`` (no gold labels) by ICM on a seed set and propagation to the rest.
 
     ``on_plan`` sees the plan before any call; ``on_progress(phase, n)`` counts finished
-    annealing steps ("icm") and propagated examples ("propagate").
+    annealing steps ("icm") and propagated examples ("propagate"). ``run_dir`` is locked
+    for the run (``RunDir``), unless it is a ``RunDir`` the caller holds.
     """
+    if run_dir is not None and not isinstance(run_dir, RunDir):
+        with RunDir(run_dir) as held:
+            return await label_large(
+                examples,
+                task,
+                backend,
+                config,
+                run_dir=held,
+                on_progress=on_progress,
+                on_plan=on_plan,
+            )
     config = config or ScaleConfig()
     exs = examples_of(examples)
     start = time.perf_counter()
@@ -157,7 +170,7 @@ async def label_large(
     if on_plan is not None:
         on_plan(cut)
     key = fingerprint(task, exs, config, backend.identity)
-    store = ScaleStore(run_dir, key) if run_dir is not None else None
+    store = ScaleStore(run_dir.path, key) if run_dir is not None else None
     progress = on_progress or (lambda phase, n: None)
     words = [w.strip() for w in task.labels]
 
