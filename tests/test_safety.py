@@ -186,6 +186,28 @@ def test_reports_and_scale_chunks_are_not_written_through_links(
     assert victim.read_text() == "precious\n"
 
 
+def test_tampered_scale_batches_and_chunks_are_done_again(
+    tmp_path: Path, data: Path, server: FaultServer
+) -> None:
+    out, run_dir = tmp_path / "scale.jsonl", tmp_path / "scale.jsonl.run"
+    argv = ["scale", str(data), "--task", "cities", "--out", str(out), "--quiet"]
+    argv += ["--base-url", server.base_url, "--context-window", "1000", "--limit", "30"]
+    argv += ["--seed-examples", "10", "--steps", "4", "--strategy", "bounded"]
+    argv += ["--context-size", "4", "--cache-dir", str(tmp_path / "cache")]
+    assert main(argv) == 0
+    first = out.read_text()
+    batch = run_dir / "batches" / "0000.json"
+    saved = json.loads(batch.read_text())
+    saved["rows"][0]["id"] = "someone-else"
+    batch.write_text(json.dumps(saved))
+    chunks = run_dir / "propagated.jsonl"
+    lines = [json.loads(line) for line in chunks.read_text().splitlines()]
+    lines[0]["labels"] = {k: ["Maybe", 2] for k in lines[0]["labels"]}
+    chunks.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert main(argv) == 0
+    assert out.read_text() == first  # from the cache, as before the tampering
+
+
 @pytest.mark.parametrize("loose", [0o777, 0o770, 0o1777])
 def test_a_run_directory_others_can_write_is_refused(
     loose: int, tmp_path: Path, data: Path, server: FaultServer, capsys: pytest.CaptureFixture[str]

@@ -54,9 +54,11 @@ class ScaleStore:
         if not path.exists():
             return None
         try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):
             return None  # written by atomic rename, so only a hand-edited file: search again
+        if not isinstance(data, dict) or type(data.get("steps")) is not int:
+            return None  # the same
         return data
 
     def save_batch(self, b: int, done: dict[str, Any]) -> None:
