@@ -101,11 +101,16 @@ def _private_directory(directory: Path) -> None:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.stat()
     if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"score cache {directory} is not a directory", field="cache_dir")
+        raise ConfigError(
+            f"cannot open the score cache at {directory}: it is not a directory; pass another "
+            "--cache-dir",
+            field="cache_dir",
+        )
     if info.st_uid != os.geteuid():
         raise ConfigError(
-            f"score cache {directory} belongs to another user (uid {info.st_uid}): scores "
-            "planted there would be trusted; pass a --cache-dir of your own",
+            f"cannot open the score cache at {directory}: it belongs to another user (uid "
+            f"{info.st_uid}), and scores planted there would be trusted; pass a --cache-dir "
+            "of your own",
             field="cache_dir",
         )
     if stat.S_IMODE(info.st_mode) & 0o077 and directory not in _warned:
