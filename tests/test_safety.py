@@ -80,6 +80,18 @@ def test_eval_out_or_write_split_naming_the_input_is_refused(
     assert data.read_bytes() == before and not (tmp_path / "r.json").exists()
 
 
+def test_label_out_naming_its_task_file_is_refused(
+    tmp_path: Path, server: FaultServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = Path(__file__).parents[1] / "examples"
+    task = tmp_path / "task.toml"
+    task.write_bytes((examples / "arithmetic_task.toml").read_bytes())
+    argv = ["label", str(examples / "arithmetic.jsonl"), "--task", str(task), "--no-cache"]
+    assert main([*argv, "--base-url", server.base_url, "--out", str(task)]) == 2
+    assert "is the task file" in capsys.readouterr().err
+    assert task.read_bytes() == (examples / "arithmetic_task.toml").read_bytes()
+
+
 @pytest.mark.parametrize("which", ["labels", "summary", "data", "symlink-to-labels"])
 def test_export_out_naming_an_input_is_refused(
     which: str, tmp_path: Path, data: Path, server: FaultServer

@@ -30,7 +30,7 @@ from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
 from .backend_options import add_backend_arguments, open_backend
-from .inputs import add_relation_argument, input_path, parse_fields
+from .inputs import add_relation_argument, input_path, parse_fields, task_file
 
 
 def add_parser(sub: Any) -> None:
@@ -150,6 +150,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         for name, spec in (("DATA", args.data), ("--train", args.train), ("--test", args.test))
         if spec is not None
     }
+    inputs["the task file"] = task_file(args.task)
     if args.labels is not None:
         inputs["the --labels file"] = Path(args.labels)
         if Path(args.labels).exists():

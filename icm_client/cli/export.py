@@ -25,7 +25,7 @@ from ..runs.outputs import check_outputs
 from ..tasks import get_task
 from ..tasks.check import check_task
 from ._io import check_writable, write_jsonl
-from .inputs import input_path, parse_fields
+from .inputs import input_path, parse_fields, task_file
 
 FORMATS = {
     "labels": "JSONL: id, the input fields, label, confidence",
@@ -86,6 +86,7 @@ async def run(args: argparse.Namespace) -> int:
         "the run summary": files.summary,
         "the run diagnostics": files.diagnostics,
         "the input data": input_path(str(data_spec)) if data_spec is not None else None,
+        "the task file": task_file(task_spec),
     }
     check_outputs(inputs, {"--out": args.out})
     if args.format == "hf" and args.out.exists():
