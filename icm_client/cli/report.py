@@ -22,8 +22,8 @@ from ..runs.atomic import write_text
 from ..runs.files import DIAGNOSTICS, RunFiles, read_labels, relative_to_run
 from ..runs.outputs import check_outputs
 from ..runs.rundir import RunDir
-from ..runs.summary import read_summary
 from ._io import UNFINISHED, check_writable, write_json
+from ._summary import read_summary
 
 
 def add_parser(sub: Any) -> None:
