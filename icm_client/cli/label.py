@@ -21,7 +21,7 @@ from ..runs.rundir import RunDir
 from ..search.anneal import SearchConfig
 from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
-from .backend_options import add_backend_arguments, open_backend, preflight_backend
+from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
 from .inputs import add_input_arguments, load_input, output_paths, parse_fields
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
@@ -152,6 +152,8 @@ async def run(args: argparse.Namespace) -> int:
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
+        if cost := cost_line(args, plan):
+            print(f"icm: {cost}", file=sys.stderr)
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
         await preflight_backend(backend, task, given.longest, path)
