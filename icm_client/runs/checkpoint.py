@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
-from .atomic import append, atomic, refuse_link
 from ..errors import ConfigError
-from .ledger import LEDGER
 from ..search.anneal import Checkpoint
+from .atomic import append, atomic, refuse_link
+from .ledger import LEDGER
 from .private import private_dir, read_bounded
 
 FORMAT_VERSION = 1

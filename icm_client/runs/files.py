@@ -153,7 +153,9 @@ class RunFiles:
         if diag.is_file():
             run = read_json(diag).get("run") or {}
             if not isinstance(run, dict):
-                raise DataError("not an icm run's diagnostics: 'run' is not an object", location=str(diag))
+                raise DataError(
+                    "not an icm run's diagnostics: 'run' is not an object", location=str(diag)
+                )
             recorded = dict(run)
             for key in ("labels", "summary"):
                 rel = recorded.get(key)

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .atomic import append, atomic, refuse_link
 from ..errors import ConfigError
+from .atomic import append, atomic, refuse_link
 from .private import private_dir
 
 FORMAT_VERSION = 1
@@ -96,7 +96,9 @@ class ScaleStore:
         return out
 
     def save_chunk(self, line: dict[str, Any]) -> None:
-        append(self.path / "propagated.jsonl", json.dumps(line, ensure_ascii=False) + "\n", sync=True)
+        append(
+            self.path / "propagated.jsonl", json.dumps(line, ensure_ascii=False) + "\n", sync=True
+        )
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
