@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,13 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
-from .runs.checkpoint import Checkpointer, RunStore
+from .injection import SeparatorWarning, separator_fields, warning_text
+from .runs.checkpoint import Checkpointer
 from .runs.journal import SpendJournal
 from .runs.ledger import Ledger
+from .runs.rundir import RunDir
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
 from .search.consistency import Consistency
 from .tasks.base import Task
+from .tasks.check import check_task
 
 Strategy = Literal["exact", "bounded"]
 
@@ -196,51 +200,76 @@ async def label(
     backend: CountingBackend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | RunDir | None = None,
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
     With ``run_dir`` the run checkpoints there after accepted steps (see ``Checkpointer``)
     and, when the directory holds a checkpoint of the same run, continues from it; what it
     sends is recorded there before it is sent (``runs/journal.py``) and added to the run's
-    ledger when it ends, however it ends.
+    ledger when it ends, however it ends. The directory is locked for the run (``RunDir``):
+    a second run on it, from this API or the CLI, fails at once. A ``RunDir`` the caller
+    already holds is used as it is.
+
+    Before any call the task is checked against the examples (a field it reads that none
+    has is a ``TaskError``), and a field holding a demonstration separator (a blank line)
+    is a ``SeparatorWarning``.
     """
-    with _journal(backend, run_dir) as journal:
-        return await _label(examples, task, backend, config, on_step, run_dir, journal)
+    exs = examples_of(examples)
+    check_task(task, exs, source="the examples", allow_empty_relation=True)
+    forged = separator_fields(exs)
+    if forged:
+        warnings.warn(warning_text(forged), SeparatorWarning, stacklevel=2)
+    if run_dir is None or isinstance(run_dir, RunDir):
+        return await _label(exs, task, backend, config or LabelConfig(), on_step, run_dir)
+    with RunDir(run_dir) as held:
+        return await _label(exs, task, backend, config or LabelConfig(), on_step, held)
 
 
 @contextmanager
-def _journal(
-    backend: CountingBackend, run_dir: str | os.PathLike[str] | None
-) -> Iterator[SpendJournal | None]:
+def _journal(backend: CountingBackend, run: RunDir | None) -> Iterator[SpendJournal | None]:
     """The run's spending journal: the one already recording ``backend`` (the CLI opens
     it before its preflight), else a new one; None without a run directory."""
-    if run_dir is None:
+    if run is None:
         yield None
         return
-    journal = SpendJournal.attached(backend.usage, run_dir)
+    journal = SpendJournal.attached(backend.usage, run.path)
     if journal is not None:
         yield journal
         return
-    with SpendJournal(run_dir, backend.usage) as journal:
+    with SpendJournal(run.path, backend.usage) as journal:
         yield journal
 
 
 async def _label(
-    examples: Sequence[Example],
+    exs: tuple[Example, ...],
     task: Task,
     backend: CountingBackend,
-    config: LabelConfig | None,
+    config: LabelConfig,
     on_step: Callable[[Step], None] | None,
-    run_dir: str | os.PathLike[str] | None,
+    run: RunDir | None,
+) -> LabelResult:
+    with _journal(backend, run) as journal:
+        return await _search(exs, task, backend, config, on_step, run, journal)
+
+
+async def _search(
+    exs: tuple[Example, ...],
+    task: Task,
+    backend: CountingBackend,
+    config: LabelConfig,
+    on_step: Callable[[Step], None] | None,
+    run: RunDir | None,
     journal: SpendJournal | None,
 ) -> LabelResult:
-    config = config or LabelConfig()
-    exs = examples_of(examples)
     start = time.perf_counter()
     await prepare(backend)  # the identity (part of the fingerprint) must be final
     store = (
-        RunStore(run_dir, fingerprint(task, exs, config, backend)) if run_dir is not None else None
+        run.store(
+            fingerprint(task, exs, config, backend), examples=len(exs), labels=len(task.labels)
+        )
+        if run is not None
+        else None
     )
     resume, past = store.load() if store is not None else (None, [])
     saver = Checkpointer(store, lambda: backend.usage.calls) if store is not None else None

@@ -16,6 +16,7 @@ from fault_server import PERMANENT, fault_server
 from processes import ctrl_c_reaches_it
 
 from icm_client.cli import main
+from icm_client.cli._io import UNFINISHED
 from icm_client.runs.ledger import Figures, Ledger, load_ledger, record, remaining
 
 
@@ -78,7 +79,7 @@ def test_max_calls_is_a_total_for_the_run(
         argv = ["label", str(claims(tmp_path, 24)), "--task", "truthfulqa", "--out", str(out)]
         argv += ["--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache")]
         argv += ["--quiet", "--allow-empty-relation", "--concurrency", "1"]
-        assert main([*argv, "--max-calls", "30"]) == 0
+        assert main([*argv, "--max-calls", "30"]) == UNFINISHED  # stopped by its budget
         first = summary_of(out)["summary"]
         assert isinstance(first, dict) and first["stopped"] == "budget"
         assert first["calls"] == 30 == server.prompts_received  # probes and preflight included
@@ -87,9 +88,10 @@ def test_max_calls_is_a_total_for_the_run(
         assert main([*argv, "--max-calls", "30"]) == 2
         assert "has spent its budget already (30 calls" in capsys.readouterr().err
         assert server.prompts_received == 30
-        assert main([*argv, "--max-calls", "45"]) == 0  # 15 more for the run
+        code = main([*argv, "--max-calls", "45"])  # 15 more for the run
         third = summary_of(out)["summary"]
         assert isinstance(third, dict) and third["calls"] == 15
+        assert code == (UNFINISHED if third["unlabeled"] else 0)
         assert third["ledger"]["total"]["calls"] == 45 == server.prompts_received
 
 

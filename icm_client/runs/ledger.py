@@ -263,7 +263,8 @@ def read_bounded(
                 raise ConfigError(f"{what} grew while it was read", location=str(path))
         return b"".join(chunks)
     except OSError as exc:
-        raise ConfigError(f"cannot read {what}: {exc.strerror or exc}", location=str(path)) from None
+        why = exc.strerror or str(exc)
+        raise ConfigError(f"cannot read {what}: {why}", location=str(path)) from None
     finally:
         os.close(fd)
 
