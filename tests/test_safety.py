@@ -285,7 +285,7 @@ def test_a_budget_stop_exits_unfinished_and_report_fails_on_it(
     tmp_path: Path, data: Path, server: FaultServer
 ) -> None:
     out = tmp_path / "labels.jsonl"
-    argv = label_args(data, out, server.base_url, "--max-calls", "20")
+    argv = label_args(data, out, server.base_url, "--max-calls", "30")  # set-up included
     assert main(argv) == UNFINISHED
     summary = json.loads(out.with_name(out.name + ".summary.json").read_text())["summary"]
     assert summary["stopped"] == "budget"

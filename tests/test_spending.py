@@ -22,6 +22,7 @@ from fault_server import TRANSIENT, FaultServer
 
 from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage
 from icm_client.cli import main
+from icm_client.cli._io import UNFINISHED
 from icm_client.client import Budget, Retry, ScoringClient
 from icm_client.errors import BudgetExhausted, ConfigError
 from icm_client.runs.journal import SpendJournal
@@ -55,7 +56,7 @@ def summary(tmp_path: Path) -> dict[str, object]:
 def test_max_calls_bounds_what_reaches_a_faulty_server(tmp_path: Path) -> None:
     with FaultServer(rate=0.4, kinds=FAST, max_streak=3) as server:
         argv = label_argv(server, tmp_path, claims(tmp_path), "--max-calls", "40")
-        assert main(argv) == 0
+        assert main(argv) == UNFINISHED
     s = summary(tmp_path)["summary"]
     assert isinstance(s, dict) and s["stopped"] == "budget"
     assert sum(server.injected.values()) > 0 and s["retries"] > 0  # retries happened...
@@ -97,7 +98,7 @@ def test_killed_invocations_cannot_reset_the_budget(tmp_path: Path) -> None:
         killed = load_ledger(run)  # the killed invocation is counted as unfinished
         assert killed.invocations == killed.unfinished == 4
         assert killed.total.calls >= server.prompts_received >= 32
-        assert main(argv) == 0  # the last invocation spends what is left, no more
+        assert main(argv) == UNFINISHED  # the last invocation spends what is left, no more
     assert server.prompts_received <= 60
     done = summary(tmp_path)["summary"]
     assert isinstance(done, dict) and done["stopped"] == "budget"
@@ -189,7 +190,12 @@ def test_the_plan_is_checked_against_the_budget_before_any_call(
         assert main(argv) == 2  # cannot cover the search's first evaluation
         assert "first evaluation" in capsys.readouterr().err
         assert server.prompts_received == 0
-        assert main([*argv[:-2], "--max-tokens", "2000"]) == 0
+        # covers it on paper, not after the set-up requests: said as clearly, exit 2
+        assert main([*argv[:-1], "10"]) == 2
+        err = capsys.readouterr().err
+        assert "budget left to the run" in err and "Traceback" not in err
+        assert server.prompts_received <= 10
+        assert main([*argv[:-2], "--max-tokens", "2000"]) in (0, UNFINISHED)
         assert "the budget left covers" in capsys.readouterr().err  # said, then run
 
 

@@ -24,7 +24,9 @@ EXIT_CODES = f"""exit status:
   {UNFINISHED}    the run stopped before labeling every example (a budget ran out): the
        labels file holds label null for those; the same command with a larger budget
        continues from the run directory
-  130  interrupted (Ctrl-C); the same command continues the run"""
+  130  interrupted (Ctrl-C); the same command continues the run
+  143  terminated (SIGTERM, as timeout, systemd, Kubernetes or Slurm stop a job): stopped
+       as on Ctrl-C, its spending, checkpoint and summary written"""
 
 
 def check_writable(path: Path) -> None:

@@ -28,6 +28,7 @@ from ..backends.base import Usage
 from .atomic import atomic, write_error
 from .ledger import JOURNAL, Figures, JournalEntry, Ledger, record, settle
 from .outputs import HOLDER, LOCK
+from .rundir import OWN, RunDir
 
 COMPACT_BYTES = 256 * 1024
 
@@ -153,8 +154,10 @@ class SpendJournal:
 
 
 def _holds_a_run(run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds files of a run (not only the lock of the one starting)."""
+    """Whether ``run_dir`` holds a run: some of a run's files beside the lock of the one
+    starting, and nothing else (a directory of other files is not written into)."""
+    state = OWN - {LOCK, HOLDER, JOURNAL}
     try:
-        return any(p.name not in (LOCK, HOLDER, JOURNAL) for p in run_dir.iterdir())
+        return not RunDir(run_dir).foreign() and any(p.name in state for p in run_dir.iterdir())
     except OSError:
         return False
