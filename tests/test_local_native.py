@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from processes import alive, gone_soon
+from processes import HANG_S, alive, gone_soon
 
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import EmbeddedServer
@@ -144,7 +144,7 @@ async def test_a_native_binary_that_fails_to_start_reports_its_log(
     fake_native: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_LLAMA_FAIL", "1")
-    server = EmbeddedServer(fake_native.parent / "model.gguf", startup_timeout=30)
+    server = EmbeddedServer(fake_native.parent / "model.gguf", startup_timeout=HANG_S)
     with pytest.raises(PermanentBackendError, match="failed to load model"):
         async with server:
             pass
@@ -161,7 +161,7 @@ def test_the_native_binary_dies_with_a_killed_wrapper(fake_native: Path) -> None
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_S
         while not ready.exists():
             assert time.monotonic() < deadline and wrapper.poll() is None
             time.sleep(0.05)
