@@ -172,7 +172,16 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
         assert t.energy_start is not None and t.energy_max is not None
         if t.energy_max - t.energy_start < FLAT:
             warn("flat-energy", f"U did not rise over {t.steps} steps: the search found nothing")
-    if summary.get("converged") is False:
+    if summary.get("stopped") == "budget":
+        warn(
+            "budget",
+            f"the budget (--max-calls/--max-tokens, totals for the run) stopped the search "
+            f"after {t.steps} steps"
+            + (" before it converged" if summary.get("converged") is False else "")
+            + ": the labels may still change; the same command with a larger budget continues "
+            "from the cache",
+        )
+    elif summary.get("converged") is False:
         warn(
             "unconverged",
             f"the search stopped at its cap of {t.steps} steps before it converged: the "
@@ -256,7 +265,8 @@ def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
     if d.labeled_by_search is not None:
         lines.append(f"- labeled by the search: {d.labeled_by_search} of {d.examples}")
     if summary.get("converged") is not None:
-        lines.append(f"- converged: {'yes' if summary['converged'] else 'no (stopped at its cap)'}")
+        why = "the budget" if summary.get("stopped") == "budget" else "its --max-steps cap"
+        lines.append(f"- converged: {'yes' if summary['converged'] else f'no (stopped by {why})'}")
     if "pairs_fixed" in summary:
         lines.append(f"- ConsistencyFix repairs kept: {summary['pairs_fixed']}")
     left = summary.get("violated_pairs") or []

@@ -178,8 +178,13 @@ async def run(args: argparse.Namespace) -> int:
 
 def _search_line(s: RunSummary) -> str:
     how = {True: "converged", False: "stopped at --max-steps before it converged", None: "ran"}
+    stop = f"{how[s.converged]} after {s.steps} steps"
+    if s.stopped == "budget":
+        stop = f"stopped by the budget (--max-calls/--max-tokens) after {s.steps} steps" + (
+            ", before it converged" if s.converged is False else ""
+        )
     line = (
-        f"search {how[s.converged]} after {s.steps} steps: {s.accepted} accepted, "
+        f"search {stop}: {s.accepted} accepted, "
         f"{s.flips} labels changed, {s.free_proposals} proposals answered without a call"
     )
     if s.never_reproposed:
@@ -212,7 +217,7 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
         f"({s.labeled_by_search} by the search"
         + (f", {s.unlabeled} not reached: label null" if s.unlabeled else "")
         + f") -> {out}",
-        f"labels: {counts}",
+        f"labels: {counts or 'none'}",
         f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies} "
         f"(ConsistencyFix repairs kept: {s.pairs_fixed})",
         _search_line(s),

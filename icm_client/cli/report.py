@@ -88,7 +88,7 @@ async def run(args: argparse.Namespace) -> int:
     summary, trajectory = data.get("summary"), data.get("trajectory", [])  # scale: none
     if not isinstance(summary, dict) or not isinstance(trajectory, list):
         raise DataError("not an icm label summary", location=str(files.summary))
-    labels = read_labels(files.labels)
+    labels = read_labels(files.labels, all_null=True)
     if labels.note():
         print(f"icm: {labels.note()}", file=sys.stderr)
     rows = [r.model_dump() for r in labels.rows] + [

@@ -262,29 +262,32 @@ class ICMSearch:
             return SearchResult({}, frozenset(), {}, 0.0, 0.0, [], converged=True)
         self._tally = _Tally()
         seeds: frozenset[int] | None = None
-        if resume is None:
-            cfg, rng = self.config, self.rng
-            initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
-            labels = {i: rng.randrange(self.n_labels) for i in initial}
-            state, self._tally.pairs_fixed = await self._fix(
-                await self._evaluate(labels, None, labels.keys())
-            )
-            seeds = frozenset(state.labels)
-            self._checkpoint(0, state)
-            start = 1
-        else:
-            if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()):
-                raise ValueError("checkpoint does not fit this dataset and task")
-            self.rng.setstate(resume.rng_state)
-            state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
-            start = resume.n + 1
+        # Until a first state is scored, the best state is the empty one: a budget spent
+        # this early (calibration, the seed labels) leaves every example unlabeled.
+        best = state = State({}, {}, frozenset(), 0.0, 0.0)
         trajectory: list[Step] = []
-        best = state
         sweep: list[int] = []  # examples not yet proposed in this sweep (final temperature)
         quiet = False  # a whole sweep went by with no accepted step
         converged: bool | None = False if self.converging else None
         stopped: str | None = None
         try:
+            if resume is None:
+                cfg, rng = self.config, self.rng
+                initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
+                labels = {i: rng.randrange(self.n_labels) for i in initial}
+                state, self._tally.pairs_fixed = await self._fix(
+                    await self._evaluate(labels, None, labels.keys())
+                )
+                seeds = frozenset(state.labels)
+                self._checkpoint(0, state)
+                start = 1
+            else:
+                if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()):
+                    raise ValueError("checkpoint does not fit this dataset and task")
+                self.rng.setstate(resume.rng_state)
+                state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
+                start = resume.n + 1
+            best = state
             for n in range(start, self.steps + 1):
                 sweeping = self.sweeping(n)
                 if sweeping and quiet:
