@@ -7,8 +7,6 @@ embedded model as with a vLLM cluster behind a router.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections import Counter
@@ -20,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
 from .runs.checkpoint import Checkpointer, RunStore
+from .runs.identity import RunIdentity
 from .runs.ledger import Figures, Ledger, record
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
@@ -169,23 +168,13 @@ def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextSt
     return ExactContext()
 
 
-def fingerprint(
+def run_identity(
     task: Task, examples: Sequence[Example], config: LabelConfig, backend: CountingBackend
-) -> str:
-    """What a run's result depends on: every prompt, the label words, the constraints, the
-    settings and the model. A run directory refuses to resume a run with another one."""
-    h = hashlib.sha256()
-    for part in (
-        task.name,
-        json.dumps(task.labels),
-        config.model_dump_json(),
-        backend.identity,
-        *(f"{ex.id}\x00{task.render(ex)}" for ex in examples),
-        *(f"{c.i},{c.j},{sorted(c.allowed)}" for c in task.constraints(examples)),
-    ):
-        h.update(part.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+) -> RunIdentity:
+    """What a run's result depends on: the examples, every prompt, the label words, the
+    constraints, the settings and the model. A run directory refuses to resume a run with
+    another one, naming what differs (``runs.identity``)."""
+    return RunIdentity.of(task, examples, config.model_dump(), backend.identity)
 
 
 async def label(
@@ -205,9 +194,8 @@ async def label(
     exs = examples_of(examples)
     start = time.perf_counter()
     await prepare(backend)  # the identity (part of the fingerprint) must be final
-    store = (
-        RunStore(run_dir, fingerprint(task, exs, config, backend)) if run_dir is not None else None
-    )
+    identity = run_identity(task, exs, config, backend)
+    store = RunStore(run_dir, identity.fingerprint, identity) if run_dir is not None else None
     resume, past = store.load() if store is not None else (None, [])
     saver = Checkpointer(store, lambda: backend.usage.calls) if store is not None else None
 

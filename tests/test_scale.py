@@ -226,7 +226,7 @@ async def test_a_failed_run_resumes_to_the_result_of_an_uninterrupted_one(tmp_pa
     journal = (run_dir / "propagated.jsonl").read_text().splitlines()
     assert [json.loads(line)["chunk"] for line in journal] == [0, 1, 2, 3]
     other = CONFIG.model_copy(update={"chunk_size": 50})
-    with pytest.raises(ConfigError, match="different run"):
+    with pytest.raises(ConfigError, match=r"different run.*the settings: chunk_size 40 -> 50"):
         await label_large(examples, TASK, HashBackend(), other, run_dir=run_dir)
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from .atomic import atomic, write_error
 from ..errors import ConfigError
+from .identity import RESTART_HINT, RunIdentity, refuse
 from .ledger import LEDGER
 from ..search.anneal import Checkpoint
 
@@ -49,9 +50,12 @@ def checkpointed_step(path: str | os.PathLike[str]) -> int:
 class RunStore:
     """Reads and writes one run directory (created with mode 0700: it names the inputs)."""
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], fingerprint: str, identity: RunIdentity | None = None
+    ) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.identity = identity  # recorded beside the checkpoint: a refusal names what differs
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"run directory {self.path} exists and is not a directory")
         try:
@@ -84,11 +88,9 @@ class RunStore:
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise ConfigError("not a checkpoint of this version of icm-client", location=where)
         if data.get("fingerprint") != self.fingerprint:
-            raise ConfigError(
-                "this run directory belongs to a different run (the input, task, settings or "
-                "model changed); use another --run-dir or --restart",
-                location=where,
-            )
+            if self.identity is not None:
+                raise refuse(where, self.identity, data.get("identity"))
+            raise ConfigError(f"this run directory belongs to a different run; {RESTART_HINT}", location=where)
         try:
             checkpoint = Checkpoint.from_json(data.get("checkpoint"))
         except ValueError as exc:
@@ -98,11 +100,13 @@ class RunStore:
         return checkpoint, steps
 
     def save(self, checkpoint: Checkpoint) -> None:
-        data = {
+        data: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "checkpoint": checkpoint.to_json(),
         }
+        if self.identity is not None:
+            data["identity"] = self.identity.to_json()
         with atomic(self.checkpoint_path) as fh:
             json.dump(data, fh)
 
