@@ -231,8 +231,10 @@ async def label(
     if run_dir is not None:
         figures = Figures.of(backend.usage, out.summary.wall_time_s)
         update["ledger"] = record(run_dir, figures, finished=True)
-    if resume is not None:
+    if resume is not None:  # the figures of the whole search, not of the steps run here
         update["resumed_from_step"] = resume.n
+        update["steps"] = len(past) + out.summary.steps
+        update["accepted"] = sum(bool(s["accepted"]) for s in past) + out.summary.accepted
     summary = out.summary.model_copy(update=update)
     return out.model_copy(update={"summary": summary, "trajectory": past + out.trajectory})
 
