@@ -59,6 +59,14 @@ class Dataset:
     gold: GoldLabels | None = None
     source: str = "<memory>"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Where each example's record is in the file (``path:LINE``, by id): an error about an
+    #: example names its line, which a content id does not tell.
+    locations: Mapping[str, str] = field(default_factory=dict)
+
+    def where(self, example: Example) -> str:
+        """``path:LINE (example 'ID')``, or ``example 'ID'`` for examples not from a file."""
+        loc = self.locations.get(example.id)
+        return f"{loc} (example {example.id!r})" if loc else f"example {example.id!r}"
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -262,6 +270,7 @@ def _build_dataset(
 ) -> Dataset:
     examples: list[Example] = []
     gold: dict[str, str] = {}
+    locations: dict[str, str] = {}
     explicit: dict[str, str] = {}  # id -> location of the record that declared it
     content_counts: dict[str, int] = {}
     seen_fields: set[str] = set()
@@ -308,6 +317,7 @@ def _build_dataset(
             n = content_counts[digest] = content_counts.get(digest, 0) + 1
             ex_id = digest if n == 1 else f"{digest}-{n}"
         examples.append(Example(ex_id, ex_fields))
+        locations[ex_id] = loc
         if label_field is not None and rec.get(label_field) is not None:
             gold[ex_id] = _normalise_label(rec[label_field], loc, label_field)
     missing = sorted(set(rename) - seen_fields)
@@ -317,7 +327,8 @@ def _build_dataset(
             location=source,
         )
     _check_unique_ids(examples, explicit, source)
-    return Dataset(tuple(examples), GoldLabels(gold) if gold else None, source=source)
+    gold_labels = GoldLabels(gold) if gold else None
+    return Dataset(tuple(examples), gold_labels, source=source, locations=locations)
 
 
 def _check_text(rec: dict[str, object], loc: str) -> None:

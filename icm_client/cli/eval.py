@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from ..backends.base import ScoreRequest
 from ..baselines.zero_shot import ChatModel
 from ..dataset import Dataset, Example, GoldLabels, load_dataset
-from ..errors import ConfigError, DataError, TaskError
+from ..errors import ConfigError, DataError
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
 from ..evaluate.demos import longest_prompt
@@ -29,7 +29,7 @@ from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
 from .backend_options import add_backend_arguments, open_backend
-from .inputs import add_relation_argument, input_path, parse_fields
+from .inputs import add_relation_argument, input_path, parse_fields, render_all
 
 
 def add_parser(sub: Any) -> None:
@@ -119,12 +119,8 @@ def _config(args: argparse.Namespace) -> EvalConfig:
 def _load(spec: str, args: argparse.Namespace, task: Task) -> Dataset:
     path = input_path(spec)
     ds = load_dataset(path, fields=parse_fields(args.field), limit=args.limit, drop=args.drop)
-    for ex in ds.examples:  # a missing template field fails before any model call
-        try:
-            task.render(ex)
-        except TaskError as exc:
-            raise DataError(str(exc), location=str(path)) from None
     check_task(task, ds.examples, source=str(path), allow_empty_relation=args.allow_empty_relation)
+    render_all(task, ds)  # a field missing from one example fails before any model call
     return ds
 
 

@@ -87,21 +87,42 @@ def load_input(args: argparse.Namespace) -> Input:
     elif forged:
         print(f"icm: warning: {path}: {warning_text(forged)}", file=sys.stderr)
     task = get_task(args.task)
+    found, prompts = checked(task, dataset, path, args.allow_empty_relation)
     longest, size, chars = dataset.examples[0], -1, 0
-    for ex in dataset.examples:
-        try:
-            n = len(task.render(ex))
-        except TaskError as exc:
-            raise DataError(str(exc), location=str(path)) from None
-        chars += n
-        if n > size:
-            longest, size = ex, n
-    found = check_task(
-        task, dataset.examples, source=str(path), allow_empty_relation=args.allow_empty_relation
-    )
+    for ex, prompt in zip(dataset.examples, prompts, strict=True):
+        chars += len(prompt)
+        if len(prompt) > size:
+            longest, size = ex, len(prompt)
     label_tokens = estimate_tokens(max(task.labels, key=len) + "\n\n")
     mean_tokens = chars / len(dataset) / 4 + label_tokens  # estimate_tokens' 4 chars a token
     return Input(path, dataset, task, longest, found, mean_tokens)
+
+
+def checked(
+    task: Task, dataset: Dataset, path: Path, allow_empty_relation: bool
+) -> tuple[TaskCheck, list[str]]:
+    """The task checked against the data (``check_task``: a field in no example names the
+    closest one; then every example rendered: one lacking a field is named by its line;
+    then the relation's pairs), its warnings printed, and every prompt."""
+    found = check_task(task, dataset.examples, source=str(path), allow_empty_relation=True)
+    prompts = render_all(task, dataset)
+    if not allow_empty_relation:
+        found = check_task(task, dataset.examples, source=str(path))
+    for warning in found.warnings:
+        print(f"icm: warning: {warning}", file=sys.stderr)
+    return found, prompts
+
+
+def render_all(task: Task, dataset: Dataset) -> list[str]:
+    """Every example's prompt; a field missing from one example is a ``DataError`` naming
+    its record's line (a content id alone would not say which row it is)."""
+    prompts = []
+    for ex in dataset.examples:
+        try:
+            prompts.append(task.render(ex))
+        except TaskError as exc:
+            raise DataError(exc.message, location=dataset.where(ex), field=exc.field) from None
+    return prompts
 
 
 def output_paths(args: argparse.Namespace, input_path: Path) -> tuple[Path, Path]:

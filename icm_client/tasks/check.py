@@ -35,6 +35,7 @@ class TaskCheck:
     relation: str | None
     pairs: int
     groups: int | None
+    warnings: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         named = ", ".join(f"{role}={field}" for role, field in self.fields) or "none"
@@ -103,7 +104,21 @@ def check_task(
             "no consistency term; check the group and key fields, or pass "
             "--allow-empty-relation if that is intended"
         )
-    return TaskCheck(task.name, len(examples), tuple(fields), kind, pairs, groups)
+    return TaskCheck(
+        task.name, len(examples), tuple(fields), kind, pairs, groups, label_warnings(task)
+    )
+
+
+def label_warnings(task: Task) -> tuple[str, ...]:
+    """Label words without a leading space: prompts end without one, so the model reads
+    "is" + "True" where it learnt "is" + " True" (a different, rarer token)."""
+    bare = [word for word in task.labels if not word.startswith((" ", "\n"))]
+    if not bare:
+        return ()
+    return (
+        f"task {task.name!r}: label words {bare} have no leading space; prompts end without "
+        "one, so the label word carries it (" + ", ".join(repr(" " + w) for w in bare) + ")",
+    )
 
 
 def _names(spec: object) -> tuple[str, ...]:
