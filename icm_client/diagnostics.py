@@ -261,14 +261,30 @@ def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
         f"rejected: {t.rejected}"
     )
     if t.energy_start is not None:
-        lines.append(f"- U: {t.energy_start:.3f} → {t.energy_end:.3f} (max {t.energy_max:.3f})")
+        lines.append(
+            f"- U: {t.energy_start:.3f} → {t.energy_end:.3f} (max {t.energy_max:.3f}); U is the "
+            "score the search maximises: α × how well each label is predicted from the others "
+            "(log-probability), minus the contradicting pairs"
+        )
     if d.labeled_by_search is not None:
-        lines.append(f"- labeled by the search: {d.labeled_by_search} of {d.examples}")
+        lines.append(
+            f"- labeled by the search: {d.labeled_by_search} of {d.examples} (the rest were "
+            "predicted at the end, given the search's labels as demonstrations)"
+        )
     if summary.get("converged") is not None:
         why = "the budget" if summary.get("stopped") == "budget" else "its --max-steps cap"
         lines.append(f"- converged: {'yes' if summary['converged'] else f'no (stopped by {why})'}")
     if "pairs_fixed" in summary:
-        lines.append(f"- ConsistencyFix repairs kept: {summary['pairs_fixed']}")
+        lines.append(
+            f"- consistency repairs kept: {summary['pairs_fixed']} (ConsistencyFix: a pair "
+            "whose labels contradict the task's relation, relabeled where that raised U)"
+        )
+    if summary.get("never_reproposed"):
+        lines.append(
+            f"- starting labels never revisited: {summary['never_reproposed']} (random labels "
+            "the search started from and never proposed again: they may still hold their "
+            "random value; a converging run revisits every label)"
+        )
     left = summary.get("violated_pairs") or []
     if left:
         lines += ["", "## Violated pairs left", "", "| example | example | relation |"]

@@ -188,7 +188,10 @@ def _search_line(s: RunSummary) -> str:
         f"{s.flips} labels changed, {s.free_proposals} proposals answered without a call"
     )
     if s.never_reproposed:
-        line += f", {s.never_reproposed} initial labels never proposed again"
+        line += (
+            f", {s.never_reproposed} random starting labels never revisited (they may still "
+            "hold their random value)"
+        )
     return line
 
 
@@ -212,14 +215,22 @@ def _write_unfinished_summary(summary_path: Path, run_dir: Path, before: int) ->
 def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     s = result.summary
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
+    reached = s.examples - s.unlabeled
     lines = [
         f"labeled {s.examples - s.unlabeled} of {s.examples} examples "
         f"({s.labeled_by_search} by the search"
+        + (
+            f", {reached - s.labeled_by_search} predicted at the end given those"
+            if reached > s.labeled_by_search
+            else ""
+        )
         + (f", {s.unlabeled} not reached: label null" if s.unlabeled else "")
         + f") -> {out}",
         f"labels: {counts or 'none'}",
-        f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies} "
-        f"(ConsistencyFix repairs kept: {s.pairs_fixed})",
+        f"final U = {s.energy:.3f} (the score the search maximises: alpha x how well each label "
+        f"is predicted from the others, minus the contradicting pairs), contradicting pairs "
+        f"left: {s.inconsistencies} (repairs that relabeled a contradicting pair, kept: "
+        f"{s.pairs_fixed})",
         _search_line(s),
         f"backend calls: {s.calls}, prompt tokens: {s.prompt_tokens} "
         f"(server-cached {s.cached_tokens}), cache hits: {s.cache_hits}, retries: {s.retries}",

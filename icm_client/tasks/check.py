@@ -45,7 +45,10 @@ class TaskCheck:
         if self.relation is None:
             out.append("relation: none (no consistency term)")
         else:
-            out.append(f"relation {self.relation}: {self.pairs} constrained pairs")
+            out.append(
+                f"relation {self.relation}: {self.pairs} constrained pairs (pairs of examples "
+                "whose labels the relation restricts)"
+            )
         return out
 
 
