@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 #: JSON values a field may hold. Templates render them with ``str()``.
 FieldValue = str | int | float | bool | None
@@ -101,6 +101,22 @@ _FALSE_WORDS = frozenset({"0", "false", "no"})
 _FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}
 
 
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def resolve_input(spec: str | os.PathLike[str]) -> Path:
+    """A path, or for ``sample:NAME`` the bundled sample's file (``cities``, ``truthfulqa``)."""
+    text = os.fspath(spec)
+    if not text.startswith("sample:"):
+        return Path(text)
+    name = text.removeprefix("sample:")
+    path = SAMPLES / f"{name}_sample.jsonl"
+    if not path.exists():
+        known = sorted(p.name.removesuffix("_sample.jsonl") for p in SAMPLES.glob("*_sample.jsonl"))
+        raise ConfigError(f"no bundled sample {name!r}; known: {', '.join(known)}")
+    return path
+
+
 def load_dataset(
     path: str | os.PathLike[str],
     *,
@@ -114,6 +130,7 @@ def load_dataset(
 
     The format comes from the extension (``.json``, ``.jsonl``, ``.csv``); any other
     extension is sniffed from the content (``[`` JSON, ``{`` JSONL, else CSV).
+    ``"sample:cities"`` and ``"sample:truthfulqa"`` name the bundled samples.
 
     * ``fields`` renames file fields to the names the task's template uses
       (``{"cot": "solution"}``); other fields keep their names. ``id_field``, ``label_field``
@@ -131,7 +148,8 @@ def load_dataset(
     """
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, got {limit}", location=str(path))
-    records = _read_records(Path(path), limit)
+    path = resolve_input(path)
+    records = _read_records(path, limit)
     return _build_dataset(str(path), records, fields or {}, id_field, label_field, frozenset(drop))
 
 

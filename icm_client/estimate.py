@@ -16,7 +16,14 @@ and ``Eta`` corrects it with what the run has measured so far.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .dataset import Example
+    from .run import LabelConfig
+    from .tasks.base import Task
 
 #: Share of steps on an already labeled example whose proposal differs from its label.
 RELABEL_RATE = 0.25
@@ -121,6 +128,45 @@ def estimate_run(
         calls=math.ceil(calls),
         prompt_tokens=math.ceil(tokens),
         converging=converging,
+    )
+
+
+def demonstration_tokens(task: Task, prompt_chars: int, examples: int) -> float:
+    """A demonstration's estimated size in tokens: the mean prompt (4 characters a token)
+    plus the longest label word and the blank line after it."""
+    label = max(task.labels, key=len) + "\n\n"
+    return prompt_chars / max(examples, 1) / 4 + math.ceil(len(label) / 4)
+
+
+def plan_label(
+    examples: Sequence[Example],
+    task: Task,
+    config: LabelConfig,
+    *,
+    mean_prompt_tokens: float | None = None,
+    pairs: int | None = None,
+) -> RunPlan:
+    """The plan of ``label(examples, task, client, config)``: ``estimate_run`` with the
+    prompts' mean size and the relation's constrained pairs (computed here unless given)."""
+    if mean_prompt_tokens is None:
+        chars = sum(len(task.render(ex)) for ex in examples)
+        mean_prompt_tokens = demonstration_tokens(task, chars, len(examples))
+    if pairs is None:
+        pairs = len(task.constraints(examples))
+    # A converging run: 2N steps to label and cool, then sweeps, whose proposals are free
+    # until a label changes; 4N steps matched the calls of the README demo.
+    steps = config.search.steps or 4 * len(examples)
+    return estimate_run(
+        examples=len(examples),
+        steps=steps,
+        strategy=config.strategy,
+        context_size=config.context_size,
+        context_share=config.context_share,
+        calibrate=config.calibrate,
+        initial_labeled=config.search.initial_labeled,
+        mean_prompt_tokens=mean_prompt_tokens,
+        pairs=pairs,
+        converging=config.search.steps is None,
     )
 
 

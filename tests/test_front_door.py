@@ -26,6 +26,7 @@ FRONT_DOOR = {
     "ICMError",
     "LabelConfig",
     "OpenAICompletions",
+    "Progress",
     "Retry",
     "ScaleConfig",
     "ScoringClient",

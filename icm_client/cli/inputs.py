@@ -11,16 +11,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..dataset import Dataset, Example, load_dataset
+from ..dataset import Dataset, Example, load_dataset, resolve_input
 from ..errors import ConfigError, DataError, TaskError
+from ..estimate import demonstration_tokens
 from ..injection import normalise_separators, separator_fields, warning_text
 from ..runs.outputs import check_outputs
-from ..scoring.manyshot import estimate_tokens
 from ..tasks import Task, get_task
 from ..tasks.check import TaskCheck, check_task
 from ._io import check_writable
-
-SAMPLES = Path(__file__).parents[1] / "samples"
 
 
 def add_input_arguments(p: Any) -> None:
@@ -93,8 +91,7 @@ def load_input(args: argparse.Namespace) -> Input:
         chars += len(prompt)
         if len(prompt) > size:
             longest, size = ex, len(prompt)
-    label_tokens = estimate_tokens(max(task.labels, key=len) + "\n\n")
-    mean_tokens = chars / len(dataset) / 4 + label_tokens  # estimate_tokens' 4 chars a token
+    mean_tokens = demonstration_tokens(task, chars, len(dataset))
     return Input(path, dataset, task, longest, found, mean_tokens)
 
 
@@ -151,16 +148,7 @@ def prepare_run_dir(
 
 def input_path(spec: str) -> Path:
     """The file an input argument names: a path, or ``sample:NAME`` for a bundled sample."""
-    if spec.startswith("sample:"):
-        name = spec.removeprefix("sample:")
-        path = SAMPLES / f"{name}_sample.jsonl"
-        if not path.exists():
-            known = sorted(
-                p.name.removesuffix("_sample.jsonl") for p in SAMPLES.glob("*_sample.jsonl")
-            )
-            raise ConfigError(f"no bundled sample {name!r}; known: {', '.join(known)}")
-        return path
-    return Path(spec)
+    return resolve_input(spec)
 
 
 def parse_fields(specs: list[str]) -> dict[str, str]:

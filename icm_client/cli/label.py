@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from ..estimate import Eta, estimate_run
+from ..estimate import Eta, plan_label
 from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..runs.files import DIAGNOSTICS
@@ -129,20 +129,12 @@ async def run(args: argparse.Namespace) -> int:
             max_calls=remaining(args.max_calls, spent.calls),
             max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
         )
-        # a converging run: 2N steps to label and cool, then sweeps, whose proposals are free
-        # until a label changes; 4N steps matched the calls of the README demo
-        steps = config.search.steps or 4 * len(dataset)
-        plan = estimate_run(
-            examples=len(dataset),
-            steps=steps,
-            strategy=config.strategy,
-            context_size=config.context_size,
-            context_share=config.context_share,
-            calibrate=config.calibrate,
-            initial_labeled=config.search.initial_labeled,
+        plan = plan_label(
+            dataset.examples,
+            task,
+            config,
             mean_prompt_tokens=given.mean_tokens,
             pairs=given.check.pairs,
-            converging=config.search.steps is None,
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
