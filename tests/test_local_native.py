@@ -19,10 +19,18 @@ import anyio
 import httpx2
 import pytest
 from processes import HANG_S, alive, gone_soon
+from tiny_gguf import make_tiny_gemma3_gguf
 
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import EmbeddedServer
-from icm_client.local.native import build, built_binary, main, native_server
+from icm_client.local.native import (
+    build,
+    build_progress,
+    built_binary,
+    main,
+    native_server,
+    run_step,
+)
 from icm_client.local.server import choose_engine
 
 FAKE = Path(__file__).with_name("fake_llama_server.py")
@@ -183,3 +191,41 @@ async def test_cancelling_the_block_stops_the_native_binary(fake_native: Path) -
             await anyio.sleep(60)
     assert scope.cancelled_caught
     assert gone_soon(pid)
+
+
+# -- no silent waits ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_line_comes_before_the_weights_re_encoding_and_the_servers_start(
+    fake_native: Path,
+) -> None:
+    model = fake_native.parent / "tiny.gguf"
+    make_tiny_gemma3_gguf(model)
+    said: list[str] = []
+    async with EmbeddedServer(model, weights="q8_0", announce=said.append):
+        assert len(said) == 2
+    assert said[0].startswith("re-encoding the model's weights as Q8_0, once")
+    assert said[1] == "starting the embedded model (tiny-q8_0-native, native build)"
+    said.clear()
+    async with EmbeddedServer(model, weights="q8_0", announce=said.append):
+        pass
+    assert said == ["starting the embedded model (tiny-q8_0-native, native build)"]  # cached
+
+
+def test_a_build_step_reports_cmakes_progress_and_keeps_the_tail_of_a_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = [f"[{k:3d}%] Building CXX object src/f{k}.cpp.o" for k in range(0, 101, 5)]
+    script = "import sys\nfor line in sys.argv[1:]: print(line, flush=True)"
+    run_step(True, "compiling", [sys.executable, "-c", script, "configure noise", *lines])
+    err = capsys.readouterr().err.splitlines()
+    progress = [line for line in err if line.startswith("icm:   ")]
+    assert err[0] == "icm: compiling..."
+    assert [p.split()[1] for p in progress] == [f"{k}%" for k in range(0, 101, 10)]
+    assert build_progress("[12/120] Linking CXX executable") == pytest.approx(0.1)
+    assert build_progress("-- Configuring done") is None
+    failing = "import sys\nprint('[ 50%] cc f.c'); print('error: boom'); sys.exit(3)"
+    with pytest.raises(ConfigError, match=r"(?s)compiling failed \(exit 3\).*error: boom"):
+        run_step(False, "compiling", [sys.executable, "-c", failing])
+    assert capsys.readouterr().err == ""  # log=False: silent
