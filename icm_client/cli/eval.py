@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,11 @@ from ..backends.base import ScoreRequest
 from ..baselines.zero_shot import ChatModel
 from ..dataset import Dataset, Example, GoldLabels, load_dataset
 from ..errors import ConfigError, DataError
+from ..estimate import format_eta
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
 from ..evaluate.demos import longest_prompt
+from ..evaluate.plan import EvalPlan, estimate_eval
 from ..runs.files import read_labels
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
@@ -124,6 +128,18 @@ def _load(spec: str, args: argparse.Namespace, task: Task) -> Dataset:
     return ds
 
 
+def _progress(plan: EvalPlan, calls: Callable[[], int]) -> Callable[[str], None]:
+    """Progress lines (a condition, a seed) with the calls so far and an ETA from the plan."""
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        made = calls()
+        eta = format_eta(plan.eta(made, time.monotonic() - started))
+        print(f"icm eval: {message} [calls {made}, ETA {eta}]", file=sys.stderr, flush=True)
+
+    return say
+
+
 def _merge(*golds: GoldLabels | None) -> GoldLabels | None:
     merged = {k: v for g in golds if g is not None for k, v in g.by_id.items()}
     return GoldLabels(merged) if merged else None
@@ -176,9 +192,18 @@ async def run(args: argparse.Namespace) -> int:
             check_writable(path)
             write_jsonl(path, _records(part, gold))
             print(f"icm: {len(part)} {name} examples -> {path}", file=sys.stderr)
-    say = None if args.quiet else (lambda msg: print(f"icm eval: {msg}", file=sys.stderr))
+    plan = estimate_eval(
+        task,
+        train,
+        [ex for ex in test if test_gold.get(ex.id) is not None],
+        config,
+        icm_labels=icm,
+        has_train_gold=train_gold is not None,
+    )
+    print(f"icm eval: {plan.line()}", file=sys.stderr)
     async with AsyncExitStack() as exits:
         backend = await open_backend(args, exits)
+        say = None if args.quiet else _progress(plan, lambda: backend.usage.calls)
         probe = longest_prompt(
             task,
             demo_pool(train, icm),
