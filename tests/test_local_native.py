@@ -24,6 +24,7 @@ from tiny_gguf import make_tiny_gemma3_gguf
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import EmbeddedServer
 from icm_client.local.native import (
+    BUILD_CPU_MINUTES,
     build,
     build_progress,
     built_binary,
@@ -229,3 +230,9 @@ def test_a_build_step_reports_cmakes_progress_and_keeps_the_tail_of_a_failure(
     with pytest.raises(ConfigError, match=r"(?s)compiling failed \(exit 3\).*error: boom"):
         run_step(False, "compiling", [sys.executable, "-c", failing])
     assert capsys.readouterr().err == ""  # log=False: silent
+
+
+def test_the_readme_quotes_the_builds_measured_cost() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    line = next(x for x in readme.splitlines() if x.startswith("python -m icm_client.local.native"))
+    assert f"{BUILD_CPU_MINUTES} CPU-minutes" in line and "~11" not in readme
