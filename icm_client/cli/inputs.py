@@ -86,12 +86,11 @@ def load_input(args: argparse.Namespace) -> Input:
         print(f"icm: warning: {path}: {warning_text(forged)}", file=sys.stderr)
     task = get_task(args.task)
     found, prompts = checked(task, dataset, path, args.allow_empty_relation)
-    longest, size, chars = dataset.examples[0], -1, 0
+    longest, size = dataset.examples[0], -1
     for ex, prompt in zip(dataset.examples, prompts, strict=True):
-        chars += len(prompt)
         if len(prompt) > size:
             longest, size = ex, len(prompt)
-    mean_tokens = demonstration_tokens(task, chars, len(dataset))
+    mean_tokens = demonstration_tokens(task, prompts)
     return Input(path, dataset, task, longest, found, mean_tokens)
 
 
