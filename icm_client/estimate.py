@@ -8,7 +8,9 @@ labeled example whose context contains it: all of them under ``exact``, about
 inconsistent pair whose repair scores two more label options. Prompts hold the
 demonstrations of that context plus the target, at the task's mean prompt size.
 Calibration adds one content-free call per prediction, or under ``bounded`` one per
-``context_share`` predictions (a group's targets share it). Real runs differ with
+``context_share`` predictions (a group's targets share it). A converging run ends with the
+global moves (``ICMSearch._settle``): the complement of the labeling and the model's
+predictions under it, two evaluations of every example. Real runs differ with
 the search's path (acceptances, repairs, the scorer's memo), so the plan is an estimate,
 and ``Eta`` corrects it with what the run has measured so far.
 """
@@ -117,6 +119,8 @@ def estimate_run(
         cumulative.append(calls)
         labeled = after
     final = max(n - labeled, 0.0) * factor  # predictions of what the search never labeled
+    if converging:  # the global moves that end it: the complement and its predictions
+        final += 2 * labeled * factor
     calls += final
     tokens += final * per_call(labeled)
     return RunPlan(

@@ -53,6 +53,8 @@ def test_the_estimate_follows_the_strategy_and_the_prompts() -> None:
     # exact's prompts grow with the labeled set: tokens grow quadratically with the size
     assert plan(strategy="exact", examples=400, steps=400).prompt_tokens > 3 * exact.prompt_tokens
     assert "about" in bounded.line() and "estimated" in bounded.line()
+    # a converging run ends with the global moves: two evaluations of every example
+    assert plan(converging=True).calls - bounded.calls in (2 * 200 - 1, 2 * 200, 2 * 200 + 1)
 
 
 def test_the_eta_settles_when_steps_cost_unevenly() -> None:

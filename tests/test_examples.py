@@ -14,6 +14,7 @@ import pytest
 from fault_server import fault_server
 from processes import HANG_S
 
+from icm_client.cli import main
 from icm_client.dataset import load_dataset
 from icm_client.tasks import get_task
 
@@ -86,3 +87,19 @@ def test_the_readme_python_example_runs_as_written(
     assert "icm: plan: 24 examples, 24 search steps" in done.stderr
     assert "24/24" in done.stderr  # the progress bar's last state
     assert re.search(r"labels \{.*\}, agreement with gold \d+%, \d+ calls", done.stdout)
+
+
+def test_the_examples_readme_commands_are_real_and_say_what_the_small_model_gives(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its model-free command runs as written; its labeling command names a capable model,
+    and the text says why the embedded one collapses."""
+    text = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"`(icm [^`]+)`", text)
+    check = next(c for c in commands if c.startswith("icm task check"))
+    monkeypatch.chdir(ROOT)
+    assert main(check.split()[1:]) == 0
+    assert "relation answer_consistency: 8 constrained pairs" in capsys.readouterr().out
+    labeling = next(c for c in commands if c.startswith("icm label"))
+    assert "--base-url" in labeling and "--calibrate" in labeling
+    assert "collapses to one label" in text and "copies the labels of its" in text
