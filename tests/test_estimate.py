@@ -54,7 +54,9 @@ def test_the_estimate_follows_the_strategy_and_the_prompts() -> None:
     assert plan(strategy="exact", examples=400, steps=400).prompt_tokens > 3 * exact.prompt_tokens
     assert "about" in bounded.line() and "estimated" in bounded.line()
     # a converging run ends with the global moves: two evaluations of every example
-    assert plan(converging=True).calls - bounded.calls in (2 * 200 - 1, 2 * 200, 2 * 200 + 1)
+    # (after 4N steps nearly every example is labeled)
+    fixed, converging = plan(steps=800), plan(steps=800, converging=True)
+    assert 0.95 * 2 * 200 <= converging.calls - fixed.calls <= 2 * 200 + 1
 
 
 def test_the_eta_settles_when_steps_cost_unevenly() -> None:
