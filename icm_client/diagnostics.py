@@ -174,12 +174,19 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
             warn("flat-energy", f"U did not rise over {t.steps} steps: the search found nothing")
     if summary.get("stopped") == "budget":
         warn(
-            "budget",
-            f"the budget (--max-calls/--max-tokens, totals for the run) stopped the search "
+            "unfinished",
+            "the budget (--max-calls/--max-tokens, totals for the run) stopped the search "
             f"after {t.steps} steps"
-            + (" before it converged" if summary.get("converged") is False else "")
+            + (", before it converged" if summary.get("converged") is False else "")
+            + (f"; {d.unlabeled} examples have label null" if d.unlabeled else "")
             + ": the labels may still change; the same command with a larger budget continues "
-            "from the cache",
+            "it from the cache",
+        )
+    elif d.unlabeled:
+        warn(
+            "unfinished",
+            f"the run stopped before labeling every example ({d.unlabeled} have label null: "
+            "a budget ran out); the same command with a larger budget continues it",
         )
     elif summary.get("converged") is False:
         warn(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -17,13 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
-from .runs.checkpoint import Checkpointer, RunStore
+from .injection import SeparatorWarning, separator_fields, warning_text
+from .runs.checkpoint import Checkpointer
 from .runs.identity import RunIdentity
 from .runs.ledger import Figures, Ledger, record
+from .runs.rundir import RunDir
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
 from .search.consistency import Consistency
 from .tasks.base import Task
+from .tasks.check import check_task
 
 Strategy = Literal["exact", "bounded"]
 
@@ -183,19 +187,48 @@ async def label(
     backend: CountingBackend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | RunDir | None = None,
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
     With ``run_dir`` the run checkpoints there after accepted steps (see ``Checkpointer``)
-    and, when the directory holds a checkpoint of the same run, continues from it.
+    and, when the directory holds a checkpoint of the same run, continues from it. The
+    directory is locked for the run (``RunDir``): a second run on it, from this API or the
+    CLI, fails at once. A ``RunDir`` the caller already holds is used as it is.
+
+    Before any call the task is checked against the examples (a field it reads that none
+    has is a ``TaskError``), and a field holding a demonstration separator (a blank line)
+    is a ``SeparatorWarning``.
     """
-    config = config or LabelConfig()
     exs = examples_of(examples)
+    check_task(task, exs, source="the examples", allow_empty_relation=True)
+    forged = separator_fields(exs)
+    if forged:
+        warnings.warn(warning_text(forged), SeparatorWarning, stacklevel=2)
+    if run_dir is None or isinstance(run_dir, RunDir):
+        return await _label(exs, task, backend, config or LabelConfig(), on_step, run_dir)
+    with RunDir(run_dir) as held:
+        return await _label(exs, task, backend, config or LabelConfig(), on_step, held)
+
+
+async def _label(
+    exs: tuple[Example, ...],
+    task: Task,
+    backend: CountingBackend,
+    config: LabelConfig,
+    on_step: Callable[[Step], None] | None,
+    run: RunDir | None,
+) -> LabelResult:
     start = time.perf_counter()
     await prepare(backend)  # the identity (part of the fingerprint) must be final
-    identity = run_identity(task, exs, config, backend)
-    store = RunStore(run_dir, identity.fingerprint, identity) if run_dir is not None else None
+    run_dir = run.path if run is not None else None
+    store = (
+        run.store(
+            run_identity(task, exs, config, backend), examples=len(exs), labels=len(task.labels)
+        )
+        if run is not None
+        else None
+    )
     resume, past = store.load() if store is not None else (None, [])
     saver = Checkpointer(store, lambda: backend.usage.calls) if store is not None else None
 

@@ -12,6 +12,7 @@ from fault_server import fault_server
 from test_search import TRUTH, LatentScorer, make_search
 
 from icm_client.cli import main
+from icm_client.cli._io import UNFINISHED
 from icm_client.errors import BudgetExhausted
 from icm_client.scoring.base import Assignment, Prediction
 
@@ -67,7 +68,7 @@ def test_cli_budget_stops_then_a_larger_budget_finishes(
     with fault_server() as server:
         base = ["label", str(data), "--task", "truthfulqa", "--out", str(out), "--quiet"]
         base += ["--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache")]
-        assert main([*base, "--max-calls", "40", "--concurrency", "2"]) == 0
+        assert main([*base, "--max-calls", "40", "--concurrency", "2"]) == UNFINISHED
         first = json.loads((tmp_path / "labels.jsonl.summary.json").read_text())["summary"]
         assert first["stopped"] == "budget"
         assert 40 <= first["calls"] <= 40 + 1  # one more request may hold the other slot
@@ -115,7 +116,7 @@ def test_a_budget_stop_is_reported_as_one_and_keeps_labels_whatever_the_phase(
     assert sum(r["label"] is None for r in rows) == summary["unlabeled"]
     assert "--max-steps" not in said and "stopped at its cap" not in said
     assert "search stopped by the budget (--max-calls/--max-tokens)" in said
-    assert "[budget]" in said  # the report's warning, printed after the run
+    assert "stopped the search" in said and "[unfinished]" in said  # the run's warning
     assert main(["report", str(tmp_path / "labels.jsonl.run"), "--no-plot"]) == 0
     report = (tmp_path / "labels.jsonl.run" / "report.md").read_text()
-    assert "--max-steps" not in report and "**budget**" in report
+    assert "--max-steps" not in report and "**unfinished**" in report and "budget" in report

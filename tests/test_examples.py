@@ -86,7 +86,7 @@ def test_the_readme_python_example_runs_as_written(
     assert done.returncode == 0, done.stderr[-3000:]
     assert "icm: plan: 16 examples, 16 search steps" in done.stderr
     assert "16/16" in done.stderr  # the progress bar's last state
-    assert re.search(r"labels \{.*\}, agreement with gold \d+%, \d+ calls", done.stdout)
+    assert re.search(r"label_counts=\{.*\}.*gold_agreement=0?\.?\d", done.stdout)
 
 
 def test_the_examples_readme_commands_are_real_and_say_what_the_small_model_gives(

@@ -32,7 +32,7 @@ def identity(
 
 
 def saved(tmp_path: Path, first: RunIdentity) -> Path:
-    store = RunStore(tmp_path, first.fingerprint, first)
+    store = RunStore(tmp_path, first.fingerprint, identity=first)
     store.save(Checkpoint(3, {0: 1, 2: 0}, random.Random(0).getstate()))
     return tmp_path
 
@@ -49,7 +49,7 @@ def test_the_embedded_models_engine_is_not_part_of_the_run() -> None:
 def test_a_run_started_on_the_prebuilt_engine_continues_on_the_native_one(tmp_path: Path) -> None:
     run_dir = saved(tmp_path, identity(PREBUILT))
     native = identity(NATIVE)
-    checkpoint, _ = RunStore(run_dir, native.fingerprint, native).load()
+    checkpoint, _ = RunStore(run_dir, native.fingerprint, identity=native).load()
     assert checkpoint is not None and checkpoint.labels == {0: 1, 2: 0}
 
 
@@ -71,7 +71,7 @@ def test_a_different_run_is_refused_naming_what_differs(
     run_dir = saved(tmp_path, other)
     now = identity(PREBUILT)
     with pytest.raises(ConfigError) as caught:
-        RunStore(run_dir, now.fingerprint, now).load()
+        RunStore(run_dir, now.fingerprint, identity=now).load()
     message = str(caught.value)
     assert "belongs to a different run" in message and named in message
     assert "--restart" in message
@@ -81,7 +81,7 @@ def test_a_task_change_on_the_same_input_names_the_task(tmp_path: Path) -> None:
     run_dir = saved(tmp_path, RunIdentity.of(get_task("truthfulqa"), [], {}, PREBUILT))
     now = RunIdentity.of(get_task("cities"), [], {}, PREBUILT)
     with pytest.raises(ConfigError, match=r"the task \(its template, label words or relation\)"):
-        RunStore(run_dir, now.fingerprint, now).load()
+        RunStore(run_dir, now.fingerprint, identity=now).load()
 
 
 def test_the_readme_variant_without_calibrate_on_the_same_out_names_calibrate(

@@ -68,7 +68,9 @@ class RunIdentity:
     def of(
         cls, task: Task, examples: Sequence[Example], settings: Mapping[str, Any], identity: str
     ) -> RunIdentity:
-        rows = (json.dumps([ex.id, dict(ex.fields)], sort_keys=True, default=str) for ex in examples)
+        rows = (
+            json.dumps([ex.id, dict(ex.fields)], sort_keys=True, default=str) for ex in examples
+        )
         prompts = (f"{ex.id}\x00{task.render(ex)}" for ex in examples)
         constraints = (f"{c.i},{c.j},{sorted(c.allowed)}" for c in task.constraints(examples))
         return cls(
