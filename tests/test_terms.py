@@ -45,6 +45,13 @@ def test_the_runs_terms_are_explained_where_printed(
         assert explained in report, explained
 
 
+def test_the_cities_relation_is_named_in_words(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["task", "check", "cities", "sample:cities", "--limit", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "relation propositions (statements about one subject, which must agree): " in out
+    assert "constrained pairs (pairs of examples whose labels the relation restricts)" in out
+
+
 def test_the_readme_explains_the_runs_last_lines() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("**The run's last lines.**", 1)[1].split("\n\n", 1)[0]

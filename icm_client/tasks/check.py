@@ -19,7 +19,7 @@ from ..dataset import Example
 from ..errors import TaskError
 from .base import Relation, Task, TemplateTask
 from .config import check_template
-from .relations import AllOf, AnswerConsistency, Asymmetry, Equivalence, Negation
+from .relations import AllOf, AnswerConsistency, Asymmetry, Equivalence, Negation, Propositions
 
 #: Relations that exist to constrain pairs: finding none means the data does not match.
 _EXPECT_PAIRS = (AnswerConsistency, Asymmetry)
@@ -161,5 +161,6 @@ def _kind(relation: Relation) -> str:
         Asymmetry: "asymmetry",
         Equivalence: "equivalence",
         Negation: "negation",
+        Propositions: "propositions (statements about one subject, which must agree)",
     }
     return names.get(type(relation), type(relation).__name__.lower())
