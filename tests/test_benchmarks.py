@@ -191,7 +191,7 @@ def test_the_benchmark_server_serves_at_most_capacity_at_once(sim: Any) -> None:
                 request = urllib.request.Request(
                     f"{server.base_url}/completions", body, {"Content-Type": "application/json"}
                 )
-                with urllib.request.urlopen(request, timeout=30) as response:
+                with urllib.request.urlopen(request, timeout=HANG_S) as response:
                     assert json.loads(response.read())["choices"]
 
             with ThreadPoolExecutor(6) as pool:

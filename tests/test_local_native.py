@@ -127,7 +127,7 @@ async def test_the_native_binary_gets_the_settings_and_stops_with_the_block(
     server = EmbeddedServer(model, n_parallel=3, ctx_per_slot=1024, threads=1, cache_ram_mib=0)
     async with server:
         assert server.engine == "native" and server.model_name == "model-native"
-        response = httpx2.get(server.root_url + "/health", timeout=5)
+        response = httpx2.get(server.root_url + "/health", timeout=HANG_S)
         assert response.status_code == 200
         seen = json.loads(fake_native.read_text())
         argv, binary_pid = seen["argv"], seen["pid"]
