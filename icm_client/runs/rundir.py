@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from .atomic import write_text
 from .checkpoint import CHECKPOINT, STATE, RunStore, checkpointed_step
 from .files import DIAGNOSTICS
+from .identity import RunIdentity
 from .ledger import JOURNAL, LEDGER, load_ledger
 from .outputs import HOLDER, LOCK, RunLock, remove_stale_temps
 
@@ -123,10 +124,13 @@ class RunDir:
     def checkpointed_step(self) -> int:
         return checkpointed_step(self.path)
 
-    def store(self, fingerprint: str, *, examples: int, labels: int) -> RunStore:
-        """The search state of this run (a checkpoint of another run is refused on load)."""
+    def store(self, identity: RunIdentity, *, examples: int, labels: int) -> RunStore:
+        """The search state of this run (a checkpoint of another run is refused on load,
+        naming what differs)."""
         self._require_lock()
-        return RunStore(self.path, fingerprint, examples=examples, labels=labels)
+        return RunStore(
+            self.path, identity.fingerprint, examples=examples, labels=labels, identity=identity
+        )
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         """One of the run's own files (``diagnostics.json``), written atomically."""
