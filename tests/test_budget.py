@@ -94,7 +94,11 @@ def claims(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "budget",
-    [["--max-calls", "1"], ["--max-calls", "5", "--calibrate"], ["--max-calls", "60"]],
+    [  # the probe of an unknown server counts too: generic, so that the set-up is 1 call
+        ["--provider", "generic", "--max-calls", "2"],
+        ["--provider", "generic", "--max-calls", "6", "--calibrate"],
+        ["--max-calls", "60"],
+    ],
     ids=["before-the-seeds", "in-calibration", "mid-search"],
 )
 def test_a_budget_stop_is_reported_as_one_and_keeps_labels_whatever_the_phase(

@@ -187,15 +187,15 @@ def test_the_plan_is_checked_against_the_budget_before_any_call(
 ) -> None:
     with FaultServer() as server:
         argv = label_argv(server, tmp_path, claims(tmp_path), "--max-calls", "3")
-        assert main(argv) == 2  # cannot cover the search's first evaluation
-        assert "first evaluation" in capsys.readouterr().err
-        assert server.prompts_received == 0
-        # covers it on paper, not after the set-up requests: said as clearly, exit 2
-        assert main([*argv[:-1], "10"]) == 2
+        assert main(argv) == 2  # cannot cover the probe and the preflight: said, exit 2
         err = capsys.readouterr().err
-        assert "budget left to the run" in err and "Traceback" not in err
-        assert server.prompts_received <= 10
-        assert main([*argv[:-2], "--max-tokens", "2000"]) in (0, UNFINISHED)
+        assert "the budget left covers 3 of the ~" in err  # the plan, before any call
+        assert "budget left to the run does not cover the requests before the search" in err
+        assert server.prompts_received <= 3 and "Traceback" not in err
+    with FaultServer() as server:
+        argv = label_argv(server, tmp_path / "b", claims(tmp_path), "--max-tokens", "2000")
+        (tmp_path / "b").mkdir()
+        assert main(argv) in (0, UNFINISHED)
         assert "the budget left covers" in capsys.readouterr().err  # said, then run
 
 

@@ -13,7 +13,6 @@ instead.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from ..backends import OpenAICompletions
@@ -111,10 +110,9 @@ def check_budget(
     ledger: str,
 ) -> None:
     """Before any prompt is sent: ``ConfigError`` when the budget left to the run (calls,
-    prompt tokens) is spent, cannot hold the longest prompt (the preflight's, which would
-    otherwise be sent and billed first), or cannot cover the search's first evaluation; a
-    note when it covers less than the plan (the run will stop early, keeping its best
-    state)."""
+    prompt tokens) is spent, or cannot hold the longest prompt (the preflight's, which
+    would otherwise be sent and billed first); a note when it covers less than the plan
+    (the run will stop early, keeping its best state)."""
     (calls_left, tokens_left), (calls_spent, tokens_spent) = left, spent
     for option, have, used, unit in (
         ("--max-calls", calls_left, calls_spent, "calls"),
@@ -135,12 +133,6 @@ def check_budget(
                 f"the {tokens_left:,} prompt tokens left of --max-tokens: it was not sent; "
                 "shorten or drop that example, or raise the budget"
             )
-    first = math.ceil(plan.cumulative_calls[0]) if plan.cumulative_calls else 0
-    if calls_left is not None and first > calls_left:
-        raise ConfigError(
-            f"--max-calls: the {calls_left:,} calls left cannot cover the search's first "
-            f"evaluation ({first:,} calls, one per initially labeled example): raise it"
-        )
     short = [
         f"{have:,} of the ~{need:,} {unit} the plan expects"
         for have, need, unit in (

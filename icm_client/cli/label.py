@@ -172,12 +172,6 @@ async def run(args: argparse.Namespace) -> int:
             with warnings.catch_warnings():  # load_input said so already
                 warnings.simplefilter("ignore", SeparatorWarning)
                 result = await label(dataset.examples, task, backend, config, on_step, run_files)
-        except BudgetExhausted as exc:  # the search stops on its budget; this is before it
-            run_files.write_unfinished_summary(summary_path, before.invocations)
-            raise ConfigError(
-                f"the budget left to the run cannot cover the search's first evaluation, "
-                f"after the requests before it (a probe, the preflight): {exc}; raise it"
-            ) from None
         except BaseException:  # Ctrl-C, a failing backend: the run's cost so far is kept
             run_files.write_unfinished_summary(summary_path, before.invocations)
             raise
