@@ -12,13 +12,14 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
+from .pins import PinFile, pin_words, resolve_pins
 from .runs.checkpoint import Checkpointer, RunStore
 from .runs.ledger import Figures, Ledger, record
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
@@ -73,8 +74,11 @@ class LabelRow(BaseModel):
     label: str | None
     confidence: float | None
     agrees: bool | None = Field(None, description="the label is the model's own prediction")
-    searched: bool = Field(description="labeled by the search (else predicted at the end)")
+    searched: bool = Field(
+        description="labeled by the search (else pinned, or predicted at the end)"
+    )
     bounded: bool = Field(description="a label probability came from a top-k bound")
+    pinned: bool = Field(False, description="the label was pinned (given), not found")
 
 
 class RunSummary(BaseModel):
@@ -109,6 +113,11 @@ class RunSummary(BaseModel):
         description="constraints the final labels violate: (id, id, reason); at most 1,000",
     )
     labeled_by_search: int
+    pinned: int = Field(
+        0,
+        description="labels fixed by pins: demonstrations from the start, never relabeled, "
+        "not counted in gold_agreement",
+    )
     energy: float
     mutual_predictability: float
     inconsistencies: int
@@ -130,7 +139,9 @@ class RunSummary(BaseModel):
     bounded_predictions: int
     wall_time_s: float
     resumed_from_step: int | None = None
-    gold_agreement: float | None = None
+    gold_agreement: float | None = Field(
+        None, description="agreement with gold labels over the unpinned examples"
+    )
     gold_examples: int | None = None
     # The run's whole life (with a run directory): the figures above are this invocation's.
     ledger: Ledger | None = Field(
@@ -148,10 +159,13 @@ class LabelResult(BaseModel):
     trajectory: list[dict[str, float | int | bool | None]] = Field(default_factory=list)
 
     def with_gold(self, gold: GoldLabels | None) -> LabelResult:
-        """Attach agreement with gold labels. Evaluation only: the search never saw them."""
+        """Attach agreement with gold labels over the unpinned rows (a pin agrees by
+        construction). Evaluation only: the search never saw them."""
         if gold is None or not len(gold):
             return self
-        pairs = [(r.label, gold.get(r.id)) for r in self.rows if r.label is not None]
+        pairs = [
+            (r.label, gold.get(r.id)) for r in self.rows if r.label is not None and not r.pinned
+        ]
         known = [(a, b) for a, b in pairs if b is not None]
         if not known:
             return self
@@ -195,18 +209,29 @@ async def label(
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
+    *,
+    pins: Mapping[str, str] | PinFile | None = None,
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
     With ``run_dir`` the run checkpoints there after accepted steps (see ``Checkpointer``)
     and, when the directory holds a checkpoint of the same run, continues from it.
+
+    ``pins`` fixes some labels: example id -> label word as the labels file writes it
+    (``{"q3-1": "False"}``), or a ``PinFile`` (``pins.read_pins``). Pinned examples are
+    demonstrations from the start and never relabeled; their rows say ``pinned`` and
+    ``with_gold`` leaves them out. An unknown id or label, or pins that break the task's
+    consistency relation together, raise ``DataError`` before any model call.
     """
     config = config or LabelConfig()
     exs = examples_of(examples)
+    pinned = resolve_pins(pins or {}, exs, task)
     start = time.perf_counter()
     await prepare(backend)  # the identity (part of the fingerprint) must be final
     store = (
-        RunStore(run_dir, fingerprint(task, exs, config, backend)) if run_dir is not None else None
+        RunStore(run_dir, fingerprint(task, exs, config, backend), pin_words(pinned, exs, task))
+        if run_dir is not None
+        else None
     )
     resume, past = store.load() if store is not None else (None, [])
     saver = Checkpointer(store, lambda: backend.usage.calls) if store is not None else None
@@ -228,6 +253,7 @@ async def label(
         config.search,
         step_done,
         saver.save if saver is not None else None,
+        pinned=pinned,
     )
     try:
         result = await search.run(resume)
@@ -238,7 +264,8 @@ async def label(
     finally:
         if saver is not None:
             saver.flush()
-    out = _result(task, backend, exs, config, result, scorer, time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    out = _result(task, backend, exs, config, result, scorer, wall, frozenset(pinned))
     update: dict[str, object] = {}
     if run_dir is not None:
         figures = Figures.of(backend.usage, out.summary.wall_time_s)
@@ -257,6 +284,7 @@ def _result(
     result: SearchResult,
     scorer: ContextScorer,
     wall: float,
+    pinned: frozenset[int],
 ) -> LabelResult:
     words = [w.strip() for w in task.labels]
     rows = [
@@ -267,6 +295,7 @@ def _result(
             agrees=result.predictions[i].argmax() == result.labels[i],
             searched=i in result.searched,
             bounded=result.predictions[i].bounded,
+            pinned=i in pinned,
         )
         if i in result.labels
         else LabelRow(id=ex.id, label=None, confidence=None, searched=False, bounded=False)
@@ -291,6 +320,7 @@ def _result(
         pairs_fixed=result.pairs_fixed,
         violated_pairs=[(exs[c.i].id, exs[c.j].id, c.reason) for c in result.violated[:1000]],
         labeled_by_search=len(result.searched),
+        pinned=len(pinned),
         energy=result.energy,
         mutual_predictability=result.mutual_predictability,
         inconsistencies=len(result.violated),

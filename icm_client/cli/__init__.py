@@ -13,7 +13,7 @@ import anyio
 
 from .. import __version__
 from ..errors import ICMError, InputError
-from . import doctor, export, label, report, scale, task
+from . import doctor, export, label, report, review, scale, task
 from . import eval as eval_cmd
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     label.add_parser(sub)
     doctor.add_parser(sub)
-    for command in (scale, eval_cmd, export, report, task):
+    for command in (scale, eval_cmd, export, report, review, task):
         command.add_parser(sub)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ..estimate import Eta, estimate_run
+from ..pins import read_pins, resolve_pins
 from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
 from ..runs.files import DIAGNOSTICS
@@ -82,6 +84,14 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--initial-temperature", type=float, default=d.initial_temperature)
     s.add_argument("--final-temperature", type=float, default=d.final_temperature)
     s.add_argument("--cooling", type=float, default=d.cooling)
+    s.add_argument(
+        "--pin",
+        type=Path,
+        metavar="PINS",
+        help='JSONL of {"id": ..., "label": ...} rows: labels to fix (demonstrations '
+        "from the start, never relabeled, left out of the agreement with gold); icm review "
+        "writes one",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -118,6 +128,13 @@ async def run(args: argparse.Namespace) -> int:
     given = load_input(args)
     path, dataset, task = given.path, given.dataset, given.task
     summary_path, run_dir = output_paths(args, path)
+    pins = None
+    if args.pin is not None:
+        pins = read_pins(args.pin)
+        for name, out in (("--out", args.out), ("--summary", summary_path)):
+            if out.exists() and os.path.samefile(out, args.pin):
+                raise ConfigError(f"{name} {out} is the pins file: choose another output path")
+        resolve_pins(pins, dataset.examples, task)  # every bad pin fails before any call
     async with AsyncExitStack() as exits:
         exits.enter_context(RunLock(run_dir))  # held until the outputs are written
         remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
@@ -156,7 +173,9 @@ async def run(args: argparse.Namespace) -> int:
         on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
 
         try:
-            result = await label(dataset.examples, task, backend, config, on_step, run_dir)
+            result = await label(
+                dataset.examples, task, backend, config, on_step, run_dir, pins=pins
+            )
         except BaseException:  # Ctrl-C, a failing backend: the run's cost so far is kept
             _write_unfinished_summary(summary_path, run_dir, before.invocations)
             raise
@@ -172,6 +191,8 @@ async def run(args: argparse.Namespace) -> int:
         )
         _print_summary(result, args.out, summary_path)
         info = {"input": str(path.resolve()), "task": args.task, "fields": parse_fields(args.field)}
+        if args.pin is not None:
+            info["pins"] = str(args.pin.resolve())
         save_run_diagnostics(run_dir, result, {**info, "limit": args.limit}, args.out, summary_path)
     return 0
 
@@ -212,7 +233,8 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
         f"({s.labeled_by_search} by the search"
         + (f", {s.unlabeled} not reached: label null" if s.unlabeled else "")
         + f") -> {out}",
-        f"labels: {counts}",
+        f"labels: {counts}"
+        + (f" ({s.pinned} pinned: never relabeled, not counted in agreement)" if s.pinned else ""),
         f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies} "
         f"(ConsistencyFix repairs kept: {s.pairs_fixed})",
         _search_line(s),
@@ -235,6 +257,6 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     if s.gold_agreement is not None:
         lines.append(
             f"agreement with gold labels (evaluation only): {s.gold_agreement:.1%} "
-            f"of {s.gold_examples}"
+            f"of {s.gold_examples}" + (" unpinned" if s.pinned else "")
         )
     print("\n".join(lines))

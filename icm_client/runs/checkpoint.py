@@ -7,7 +7,8 @@ The paid-for part of a run, the scores, lives in the disk cache; the checkpoint 
 the labels and the RNG state, so that a resumed search replays nothing it had decided and
 asks the backend for nothing it had already been answered. A fingerprint of the inputs,
 the task's prompts, the settings and the backend identity guards against resuming a
-different run into the same directory.
+different run into the same directory. A run's pins (``pins.py``) are stored beside the
+fingerprint, so that a resume with other pins is refused with what changed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,19 @@ def checkpointed_step(path: str | os.PathLike[str]) -> int:
 
 
 class RunStore:
-    """Reads and writes one run directory (created with mode 0700: it names the inputs)."""
+    """Reads and writes one run directory (created with mode 0700: it names the inputs).
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+    ``pins`` (example id -> label word) are the run's pinned labels, part of its identity."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fingerprint: str,
+        pins: Mapping[str, str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.pins = dict(pins or {})
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"run directory {self.path} exists and is not a directory")
         try:
@@ -89,6 +98,14 @@ class RunStore:
                 "model changed); use another --run-dir or --restart",
                 location=where,
             )
+        changed = _pins_changed(data.get("pins") or {}, self.pins)
+        if changed:
+            raise ConfigError(
+                f"this run directory holds a run with other pins ({changed}); re-run with "
+                "--restart (every score is in the cache: only the prompts the pins change "
+                "are sent) or use another --out or --run-dir",
+                location=where,
+            )
         try:
             checkpoint = Checkpoint.from_json(data.get("checkpoint"))
         except ValueError as exc:
@@ -103,6 +120,8 @@ class RunStore:
             "fingerprint": self.fingerprint,
             "checkpoint": checkpoint.to_json(),
         }
+        if self.pins:
+            data["pins"] = self.pins
         with atomic(self.checkpoint_path) as fh:
             json.dump(data, fh)
 
@@ -149,6 +168,20 @@ class RunStore:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise write_error(self.trajectory_path, exc) from None
+
+
+def _pins_changed(stored: object, now: Mapping[str, str]) -> str:
+    """What differs between the stored pins and ``now``, in words ("" when nothing)."""
+    old = {str(k): str(v) for k, v in stored.items()} if isinstance(stored, dict) else {}
+    added = len(now.keys() - old.keys())
+    removed = len(old.keys() - now.keys())
+    relabeled = sum(old[k] != v for k, v in now.items() if k in old)
+    parts = [
+        f"{k} {what}"
+        for k, what in ((added, "added"), (removed, "removed"), (relabeled, "relabeled"))
+        if k
+    ]
+    return ", ".join(parts)
 
 
 class Checkpointer:
