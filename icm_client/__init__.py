@@ -24,6 +24,7 @@ from .client import Budget, Retry, ScoringClient
 from .connection import connect
 from .dataset import load_dataset
 from .errors import BackendError, ConfigError, ICMError
+from .pins import read_pins
 from .evaluate import EvalConfig, evaluate
 from .run import LabelConfig, label
 from .scale.pipeline import ScaleConfig, label_large
@@ -50,4 +51,5 @@ __all__ = [
     "label",
     "label_large",
     "load_dataset",
+    "read_pins",
 ]
