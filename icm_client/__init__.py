@@ -24,8 +24,8 @@ from .client import Budget, Retry, ScoringClient
 from .connection import connect
 from .dataset import load_dataset
 from .errors import BackendError, ConfigError, ICMError
-from .pins import read_pins
 from .evaluate import EvalConfig, evaluate
+from .pins import read_pins
 from .run import LabelConfig, label
 from .scale.pipeline import ScaleConfig, label_large
 from .search.anneal import SearchConfig
