@@ -95,6 +95,10 @@ async def test_pins_are_never_proposed_nor_relabeled_even_against_the_model() ->
     app = CompletionsApp(Oracle(task, data.examples, data.gold))
     wrong = {ex.id: "False" if gold[ex.id] == "True" else "True" for ex in data.examples[:3]}
     index = {ex.id: i for i, ex in enumerate(data.examples)}
+    bound = {c.i for c in task.constraints(data.examples)} | {
+        c.j for c in task.constraints(data.examples)
+    }
+    assert bound & {index[i] for i in wrong}  # ConsistencyFix has partners of pins to move
     steps: list[Step] = []
     result = await run_label(data, app, wrong, steps.append)
     assert steps and not {s.example for s in steps} & {index[i] for i in wrong}
@@ -115,6 +119,9 @@ async def test_python_pins_take_label_words_and_refuse_bad_ones() -> None:
     first = data.examples[0].id
     result = await run_label(data, app, {first: f" {gold[first]}"})  # the task's own word
     assert next(r for r in result.rows if r.id == first).pinned
+    everything = await run_label(data, app, gold)  # nothing left to search
+    assert all(r.pinned for r in everything.rows) and everything.summary.steps == 0
+    assert everything.summary.labeled_by_search == 0 and everything.summary.converged
     with pytest.raises(DataError, match="unknown example id 'nope'"):
         await run_label(data, app, {"nope": "True"})
     with pytest.raises(DataError, match="label 'Maybe' is not one of the task's labels"):
