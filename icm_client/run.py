@@ -176,10 +176,14 @@ class LabelResult(BaseModel):
         return self.model_copy(update={"summary": summary})
 
 
-def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextStrategy:
+def make_strategy(
+    config: LabelConfig, examples: Sequence[Example], pinned: frozenset[int] = frozenset()
+) -> ContextStrategy:
     if config.strategy == "bounded":
         ids = [ex.id for ex in examples]
-        return BoundedContext(ids, config.context_size, config.search.seed, config.context_share)
+        return BoundedContext(
+            ids, config.context_size, config.search.seed, config.context_share, pinned
+        )
     return ExactContext()
 
 
@@ -243,7 +247,11 @@ async def label(
             on_step(step)
 
     scorer = ContextScorer(
-        task, exs, backend, make_strategy(config, exs), calibrate=config.calibrate
+        task,
+        exs,
+        backend,
+        make_strategy(config, exs, frozenset(pinned)),
+        calibrate=config.calibrate,
     )
     search = ICMSearch(
         scorer,

@@ -17,6 +17,7 @@ from icm_client.dataset import GoldLabels
 from icm_client.errors import DataError
 from icm_client.pins import least_certain, read_pins
 from icm_client.run import LabelResult
+from icm_client.scoring.context import BoundedContext
 from icm_client.search.anneal import Step
 from icm_client.testing import (
     MOCK_URL,
@@ -129,6 +130,25 @@ async def test_python_pins_take_label_words_and_refuse_bad_ones() -> None:
     a, b = data.examples[0].id, data.examples[1].id  # one pair and its swap
     with pytest.raises(DataError, match="consistency relation"):
         await run_label(data, app, {a: "True", b: "True"})
+
+
+@pytest.mark.parametrize("share", [1, 4])
+def test_bounded_contexts_take_the_pins_first_up_to_half(share: int) -> None:
+    ids = [f"ex{i}" for i in range(50)]
+    labeled = list(range(50))
+    plain = BoundedContext(ids, size=8, seed=1, share=share)
+    assert BoundedContext(ids, 8, 1, share, frozenset()).context(7, labeled) == plain.context(
+        7, labeled
+    )
+    few, many = frozenset({3, 10}), frozenset({3, 10, 20, 30, 40, 45})
+    for pins in (few, many):
+        strategy = BoundedContext(ids, size=8, seed=1, share=share, pinned=pins)
+        for target in range(50):
+            ctx = strategy.context(target, labeled)
+            assert len(ctx) == 8 and target not in ctx and ctx == sorted(ctx)
+            group = strategy._group  # a group's own examples are not its demonstrations
+            eligible = [p for p in pins if p != target and group[p] != group[target]]
+            assert len(pins & set(ctx)) == min(4, len(eligible))
 
 
 def write_data(path: Path, data: SimulatedData) -> None:
