@@ -172,6 +172,12 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
         assert t.energy_start is not None and t.energy_max is not None
         if t.energy_max - t.energy_start < FLAT:
             warn("flat-energy", f"U did not rise over {t.steps} steps: the search found nothing")
+    if d.unlabeled or summary.get("stopped") == "budget":
+        warn(
+            "unfinished",
+            f"the run stopped before labeling every example ({d.unlabeled} have label null: "
+            "a budget ran out); the same command with a larger budget continues it",
+        )
     if summary.get("converged") is False:
         warn(
             "unconverged",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -19,13 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
+from .injection import SeparatorWarning, separator_fields, warning_text
 from .pins import PinFile, pin_words, resolve_pins
-from .runs.checkpoint import Checkpointer, RunStore
+from .runs.checkpoint import Checkpointer
 from .runs.ledger import Figures, Ledger, record
+from .runs.rundir import RunDir
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
 from .search.consistency import Consistency
-from .tasks.base import Task
+from .tasks.base import Label, Task
+from .tasks.check import check_task
 
 Strategy = Literal["exact", "bounded"]
 
@@ -212,29 +216,60 @@ async def label(
     backend: CountingBackend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | RunDir | None = None,
     *,
     pins: Mapping[str, str] | PinFile | None = None,
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
     With ``run_dir`` the run checkpoints there after accepted steps (see ``Checkpointer``)
-    and, when the directory holds a checkpoint of the same run, continues from it.
+    and, when the directory holds a checkpoint of the same run, continues from it. The
+    directory is locked for the run (``RunDir``): a second run on it, from this API or the
+    CLI, fails at once. A ``RunDir`` the caller already holds is used as it is.
 
     ``pins`` fixes some labels: example id -> label word as the labels file writes it
     (``{"q3-1": "False"}``), or a ``PinFile`` (``pins.read_pins``). Pinned examples are
     demonstrations from the start and never relabeled; their rows say ``pinned`` and
     ``with_gold`` leaves them out. An unknown id or label, or pins that break the task's
     consistency relation together, raise ``DataError`` before any model call.
+
+    Before any call the task is checked against the examples (a field it reads that none
+    has is a ``TaskError``), and a field holding a demonstration separator (a blank line)
+    is a ``SeparatorWarning``.
     """
-    config = config or LabelConfig()
     exs = examples_of(examples)
+    check_task(task, exs, source="the examples", allow_empty_relation=True)
     pinned = resolve_pins(pins or {}, exs, task)
+    forged = separator_fields(exs)
+    if forged:
+        warnings.warn(warning_text(forged), SeparatorWarning, stacklevel=2)
+    config = config or LabelConfig()
+    if run_dir is None or isinstance(run_dir, RunDir):
+        return await _label(exs, task, backend, config, on_step, run_dir, pinned)
+    with RunDir(run_dir) as held:
+        return await _label(exs, task, backend, config, on_step, held, pinned)
+
+
+async def _label(
+    exs: tuple[Example, ...],
+    task: Task,
+    backend: CountingBackend,
+    config: LabelConfig,
+    on_step: Callable[[Step], None] | None,
+    run: RunDir | None,
+    pinned: dict[int, Label],
+) -> LabelResult:
     start = time.perf_counter()
     await prepare(backend)  # the identity (part of the fingerprint) must be final
+    run_dir = run.path if run is not None else None
     store = (
-        RunStore(run_dir, fingerprint(task, exs, config, backend), pin_words(pinned, exs, task))
-        if run_dir is not None
+        run.store(
+            fingerprint(task, exs, config, backend),
+            examples=len(exs),
+            labels=len(task.labels),
+            pins=pin_words(pinned, exs, task),
+        )
+        if run is not None
         else None
     )
     resume, past = store.load() if store is not None else (None, [])

@@ -12,6 +12,7 @@ from fault_server import fault_server
 from test_search import TRUTH, LatentScorer, make_search
 
 from icm_client.cli import main
+from icm_client.cli._io import UNFINISHED
 from icm_client.errors import BudgetExhausted
 from icm_client.scoring.base import Assignment, Prediction
 
@@ -66,7 +67,7 @@ def test_cli_budget_stops_then_a_larger_budget_finishes(
     with fault_server() as server:
         base = ["label", str(data), "--task", "truthfulqa", "--out", str(out), "--quiet"]
         base += ["--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache")]
-        assert main([*base, "--max-calls", "40", "--concurrency", "2"]) == 0
+        assert main([*base, "--max-calls", "40", "--concurrency", "2"]) == UNFINISHED
         first = json.loads((tmp_path / "labels.jsonl.summary.json").read_text())["summary"]
         assert first["stopped"] == "budget"
         assert 40 <= first["calls"] <= 40 + 1  # one more request may hold the other slot

@@ -53,12 +53,14 @@ async def test_directory_is_created_private_with_its_parents(tmp_path: Path) -> 
     assert mode(directory) == 0o700
 
 
-async def test_an_existing_open_directory_of_ours_is_made_private(tmp_path: Path) -> None:
+async def test_an_existing_directory_keeps_its_mode_with_a_warning(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o755)
-    directory.chmod(0o755)
-    ScoreCache(directory).close()
-    assert mode(directory) == 0o700
+    directory.chmod(0o2775)  # a group-shared directory: its mode is the owner's choice
+    with pytest.warns(RuntimeWarning, match="can be read by others"):
+        ScoreCache(directory).close()
+    assert mode(directory) == 0o2775
+    assert mode(directory / "cache.db") == 0o600
 
 
 async def test_nothing_is_evicted_even_where_a_size_limit_was_set_before(tmp_path: Path) -> None:

@@ -24,12 +24,13 @@ from ..errors import ConfigError, DataError, TaskError
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
 from ..evaluate.demos import longest_prompt
-from ..runs.files import read_labels
+from ..runs.files import RunFiles, read_labels
+from ..runs.outputs import check_outputs
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
 from .backend_options import add_backend_arguments, open_backend
-from .inputs import add_relation_argument, input_path, parse_fields
+from .inputs import add_relation_argument, input_path, parse_fields, task_file
 
 
 def add_parser(sub: Any) -> None:
@@ -141,8 +142,31 @@ def _records(examples: tuple[Example, ...], gold: GoldLabels | None) -> list[dic
     return out
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: no output is an input (``--out`` or ``--write-split`` naming the
+    data would replace it) or another output."""
+    inputs: dict[str, Path | None] = {
+        f"the {name} file": input_path(spec)
+        for name, spec in (("DATA", args.data), ("--train", args.train), ("--test", args.test))
+        if spec is not None
+    }
+    inputs["the task file"] = task_file(args.task)
+    if args.labels is not None:
+        inputs["the --labels file"] = Path(args.labels)
+        if Path(args.labels).exists():
+            found = RunFiles.locate(args.labels)
+            inputs["the labels file"], inputs["the run summary"] = found.labels, found.summary
+    outputs = {"--out": args.out}
+    if args.write_split is not None:
+        for name in ("train", "test"):
+            path = args.write_split.with_name(f"{args.write_split.name}.{name}.jsonl")
+            outputs[f"--write-split's {name} file"] = path
+    check_outputs(inputs, outputs)
+
+
 async def run(args: argparse.Namespace) -> int:
     config = _config(args)
+    _check_outputs(args)
     task = get_task(args.task)
     straddle: int | None = None
     if args.data is not None:

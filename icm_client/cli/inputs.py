@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -112,20 +111,16 @@ def output_paths(args: argparse.Namespace, input_path: Path) -> tuple[Path, Path
     check_writable(args.out)
     check_writable(summary_path)
     outputs = {"--out": args.out, "--summary": summary_path, "--run-dir": run_dir}
-    check_outputs(input_path, outputs)
+    check_outputs({"the input file": input_path, "the task file": task_file(args.task)}, outputs)
     return summary_path, run_dir
 
 
-def prepare_run_dir(
-    run_dir: Path, args: argparse.Namespace, marker: str, clear: Callable[[Path], None]
-) -> None:
-    """``--restart`` clears the run; a run dir holding ``marker`` is resumed (and said so)."""
-    if args.restart:
-        clear(run_dir)
-    elif (run_dir / marker).exists():
-        print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
-    elif args.resume:
-        raise ConfigError(f"--resume: no checkpoint in {run_dir}")
+def task_file(spec: object) -> Path | None:
+    """The file a ``--task`` names, if it names one (not a built-in task): an input too."""
+    if not isinstance(spec, str) or not spec:
+        return None
+    path = Path(spec)
+    return path if path.is_file() else None
 
 
 def input_path(spec: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -13,24 +14,29 @@ from pydantic import ValidationError
 
 from ..errors import ConfigError
 from ..estimate import Eta, estimate_run
+from ..injection import SeparatorWarning
 from ..pins import read_pins, resolve_pins
 from ..run import LabelConfig, LabelResult, RunSummary, label
-from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
-from ..runs.files import DIAGNOSTICS
-from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
-from ..runs.outputs import RunLock, remove_stale_temps
+from ..runs.ledger import Ledger, load_ledger, remaining
+from ..runs.outputs import remove_stale_temps
+from ..runs.rundir import RunDir
 from ..search.anneal import SearchConfig
-from ._io import option_error, write_json, write_labels_then_summary
+from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
-from .backend_options import add_backend_arguments, open_backend, preflight_backend
-from .inputs import add_input_arguments, load_input, output_paths, parse_fields, prepare_run_dir
+from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
+from .inputs import add_input_arguments, load_input, output_paths, parse_fields
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
 from .strategy import add_strategy_arguments, strategy_settings
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("label", help="label a dataset by Internal Coherence Maximization")
+    p = sub.add_parser(
+        "label",
+        help="label a dataset by Internal Coherence Maximization",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(run=run)
     add_input_arguments(p)
 
@@ -136,8 +142,8 @@ async def run(args: argparse.Namespace) -> int:
                 raise ConfigError(f"{name} {out} is the pins file: choose another output path")
         resolve_pins(pins, dataset.examples, task)  # every bad pin fails before any call
     async with AsyncExitStack() as exits:
-        exits.enter_context(RunLock(run_dir))  # held until the outputs are written
-        remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
+        run_files = exits.enter_context(RunDir(run_dir))  # locked until the outputs are written
+        remove_stale_temps(args.out, summary_path)
         before = Ledger() if args.restart else load_ledger(run_dir)
         spent = before.total
         backend = await open_backend(  # checks the options; sends nothing
@@ -163,21 +169,26 @@ async def run(args: argparse.Namespace) -> int:
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
+        if cost := cost_line(args, plan):
+            print(f"icm: {cost}", file=sys.stderr)
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
         await preflight_backend(backend, task, given.longest, path)
         check_exact(task, dataset.examples, window, args.strategy, str(path))
-        prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
-        done = 0 if args.restart else checkpointed_step(run_dir)
+        if run_files.prepare(restart=args.restart, resume=args.resume):
+            print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
+        done = run_files.checkpointed_step()
         bar = None if args.quiet else progress_bar(config.search.steps, done)
         on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
 
         try:
-            result = await label(
-                dataset.examples, task, backend, config, on_step, run_dir, pins=pins
-            )
+            with warnings.catch_warnings():  # load_input said so already
+                warnings.simplefilter("ignore", SeparatorWarning)
+                result = await label(
+                    dataset.examples, task, backend, config, on_step, run_files, pins=pins
+                )
         except BaseException:  # Ctrl-C, a failing backend: the run's cost so far is kept
-            _write_unfinished_summary(summary_path, run_dir, before.invocations)
+            run_files.write_unfinished_summary(summary_path, before.invocations)
             raise
         finally:
             if bar is not None:
@@ -193,8 +204,11 @@ async def run(args: argparse.Namespace) -> int:
         info = {"input": str(path.resolve()), "task": args.task, "fields": parse_fields(args.field)}
         if args.pin is not None:
             info["pins"] = str(args.pin.resolve())
-        save_run_diagnostics(run_dir, result, {**info, "limit": args.limit}, args.out, summary_path)
-    return 0
+        save_run_diagnostics(
+            run_files, result, {**info, "limit": args.limit}, args.out, summary_path
+        )
+    s = result.summary
+    return UNFINISHED if s.stopped == "budget" or s.unlabeled else 0
 
 
 def _search_line(s: RunSummary) -> str:
@@ -206,23 +220,6 @@ def _search_line(s: RunSummary) -> str:
     if s.never_reproposed:
         line += f", {s.never_reproposed} initial labels never proposed again"
     return line
-
-
-def _write_unfinished_summary(summary_path: Path, run_dir: Path, before: int) -> None:
-    """The summary of an invocation that did not finish: the run's ledger (what it has
-    cost so far, this invocation included); no labels. Nothing when the invocation stopped
-    before its search began (``before``: the invocations the ledger held at the start)."""
-    if not (run_dir / LEDGER).is_file() or load_ledger(run_dir).invocations <= before:
-        return
-    write_json(
-        summary_path,
-        {
-            "summary": None,
-            "interrupted": True,
-            "ledger": load_ledger(run_dir).model_dump(),
-            "note": "the run did not finish; the same command continues it",
-        },
-    )
 
 
 def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:

@@ -22,11 +22,13 @@ import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,7 +80,12 @@ def built_binary() -> Path:
 
 
 def native_server() -> Path | None:
-    """The native ``llama-server`` to use: ``$ICM_LLAMA_SERVER``, else the built one, else None."""
+    """The native ``llama-server`` to use: ``$ICM_LLAMA_SERVER``, else the built one, else None.
+
+    The built one is run only when this user could have built it and nobody else could
+    have replaced it (``untrusted``): a file planted in a shared model cache is ignored,
+    with a warning, and the prebuilt engine is used.
+    """
     explicit = os.environ.get(SERVER_ENV)
     if explicit:
         path = Path(explicit).expanduser()
@@ -86,7 +93,37 @@ def native_server() -> Path | None:
             raise ConfigError(f"${SERVER_ENV}: not an executable file: {path}")
         return path
     path = built_binary()
-    return path if path.is_file() and os.access(path, os.X_OK) else None
+    if not os.path.lexists(path):
+        return None
+    why = untrusted(path)
+    if why is not None:
+        warnings.warn(
+            f"not running {path}: {why}; using the prebuilt engine (rebuild it with python -m "
+            f"icm_client.local.native, or name a binary with ${SERVER_ENV})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return path if os.access(path, os.X_OK) else None
+
+
+def untrusted(path: Path) -> str | None:
+    """Why the built binary at ``path`` must not be run, or None: it must be a regular file
+    (not a link), and it and its directory must be this user's and writable by no one else."""
+    for what, target in (("its directory", path.parent), ("the file", path)):
+        try:
+            info = os.lstat(target)
+        except OSError as exc:
+            return f"{what} cannot be read ({exc.strerror})"
+        if target == path and not stat.S_ISREG(info.st_mode):
+            return "it is not a regular file (a link?)"
+        if target != path and not stat.S_ISDIR(info.st_mode):
+            return f"{what} is not a directory (a link?)"
+        if info.st_uid != os.geteuid():
+            return f"{what} belongs to another user (uid {info.st_uid})"
+        if stat.S_IMODE(info.st_mode) & 0o022:
+            return f"{what} can be written by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
 
 
 def missing_tools() -> list[str]:
@@ -146,9 +183,10 @@ def build(jobs: int | None = None, work_dir: Path | None = None, log: bool = Tru
         )
         produced = build_dir / "bin" / "llama-server"
         target = built_binary()
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shutil.copy2(produced, partial)
+        partial.chmod(0o700)  # run only by this user, replaced by no one else (``untrusted``)
         os.replace(partial, target)
         if log:
             print(f"built {target} in {time.monotonic() - started:.0f} s", file=sys.stderr)

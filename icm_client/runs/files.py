@@ -151,7 +151,12 @@ class RunFiles:
         recorded: dict[str, Any] = {}
         diag = run_dir / DIAGNOSTICS
         if diag.is_file():
-            recorded = dict(read_json(diag).get("run") or {})
+            run = read_json(diag).get("run") or {}
+            if not isinstance(run, dict):
+                raise DataError(
+                    "not an icm run's diagnostics: 'run' is not an object", location=str(diag)
+                )
+            recorded = dict(run)
             for key in ("labels", "summary"):
                 rel = recorded.get(key)
                 if isinstance(rel, str) and (run_dir / rel).exists():

@@ -167,8 +167,10 @@ class Checkpoint:
         if not isinstance(data, dict) or not {"n", "labels", "rng_state"} <= data.keys():
             raise ValueError("checkpoint is not an object with n, labels and rng_state")
         n, labels, rng_state = data["n"], data["labels"], data["rng_state"]
-        if not isinstance(n, int) or n < 0 or not isinstance(labels, dict):
+        if type(n) is not int or n < 0 or not isinstance(labels, dict):  # not True, not -1
             raise ValueError("checkpoint n or labels malformed")
+        if not all(isinstance(i, str) and i.isascii() and i.isdecimal() for i in labels):
+            raise ValueError("checkpoint labels are not keyed by example index")
         try:
             parsed = {int(i): y for i, y in labels.items()}
             version, internal, gauss = rng_state
@@ -176,7 +178,7 @@ class Checkpoint:
             random.Random().setstate(state)  # validates version and the 625 words
         except (TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint labels or rng_state malformed: {exc}") from None
-        if not all(isinstance(y, int) and y >= 0 for y in parsed.values()):
+        if not all(type(y) is int and y >= 0 for y in parsed.values()):
             raise ValueError("checkpoint labels are not label indices")
         return cls(n, parsed, state)
 
