@@ -7,6 +7,9 @@ The front door, for ``import icm_client as icm``::
     async with icm.connect("http://localhost:8000/v1", task=task) as client:
         result = await icm.label(data.examples, task, client, icm.LabelConfig())
 
+``icm.Progress(examples, task, config, client)`` prints the plan and is the ``on_step`` that
+shows a progress bar, as ``icm label`` does.
+
 ``connect`` builds a ``ScoringClient`` (cache, ``Retry``, concurrency limit, ``Budget``,
 ``Pace``) around an ``OpenAICompletions`` backend (``OpenAIChat`` where a server serves
 only chat models: the prototyping route) and checks it; ``ScoringClient(backend, ...)`` does
@@ -27,6 +30,7 @@ from .dataset import load_dataset
 from .errors import BackendError, ConfigError, ICMError
 from .evaluate import EvalConfig, evaluate
 from .pins import read_pins
+from .progress import Progress
 from .run import LabelConfig, label
 from .scale.pipeline import ScaleConfig, label_large
 from .search.anneal import SearchConfig
@@ -43,6 +47,7 @@ __all__ = [
     "OpenAIChat",
     "OpenAICompletions",
     "Pace",
+    "Progress",
     "Retry",
     "ScaleConfig",
     "ScoringClient",

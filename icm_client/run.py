@@ -7,8 +7,6 @@ embedded model as with a vLLM cluster behind a router.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 import warnings
@@ -23,6 +21,7 @@ from .dataset import Example, GoldLabels, examples_of
 from .injection import SeparatorWarning, separator_fields, warning_text
 from .pins import PinFile, pin_words, resolve_pins
 from .runs.checkpoint import Checkpointer
+from .runs.identity import RunIdentity
 from .runs.ledger import Figures, Ledger, record
 from .runs.rundir import RunDir
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
@@ -191,23 +190,13 @@ def make_strategy(
     return ExactContext()
 
 
-def fingerprint(
+def run_identity(
     task: Task, examples: Sequence[Example], config: LabelConfig, backend: CountingBackend
-) -> str:
-    """What a run's result depends on: every prompt, the label words, the constraints, the
-    settings and the model. A run directory refuses to resume a run with another one."""
-    h = hashlib.sha256()
-    for part in (
-        task.name,
-        json.dumps(task.labels),
-        config.model_dump_json(),
-        backend.identity,
-        *(f"{ex.id}\x00{task.render(ex)}" for ex in examples),
-        *(f"{c.i},{c.j},{sorted(c.allowed)}" for c in task.constraints(examples)),
-    ):
-        h.update(part.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+) -> RunIdentity:
+    """What a run's result depends on: the examples, every prompt, the label words, the
+    constraints, the settings and the model. A run directory refuses to resume a run with
+    another one, naming what differs (``runs.identity``)."""
+    return RunIdentity.of(task, examples, config.model_dump(), backend.identity)
 
 
 async def label(
@@ -264,7 +253,7 @@ async def _label(
     run_dir = run.path if run is not None else None
     store = (
         run.store(
-            fingerprint(task, exs, config, backend),
+            run_identity(task, exs, config, backend),
             examples=len(exs),
             labels=len(task.labels),
             pins=pin_words(pinned, exs, task),
@@ -313,8 +302,10 @@ async def _label(
     if run_dir is not None:
         figures = Figures.of(backend.usage, out.summary.wall_time_s)
         update["ledger"] = record(run_dir, figures, finished=True)
-    if resume is not None:
+    if resume is not None:  # the figures of the whole search, not of the steps run here
         update["resumed_from_step"] = resume.n
+        update["steps"] = len(past) + out.summary.steps
+        update["accepted"] = sum(bool(s["accepted"]) for s in past) + out.summary.accepted
     summary = out.summary.model_copy(update=update)
     return out.model_copy(update={"summary": summary, "trajectory": past + out.trajectory})
 

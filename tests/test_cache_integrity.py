@@ -14,6 +14,7 @@ from pathlib import Path
 import diskcache
 import pytest
 from cache_worker import LABELS, Stand, expected
+from processes import HANG_S
 
 from icm_client.backends import ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoreCache, ScoringClient, cache_key
@@ -215,7 +216,7 @@ def test_two_processes_sharing_one_directory_stay_correct(tmp_path: Path) -> Non
     go.touch()  # both start at once: the same keys, read and written concurrently
     reports = []
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=HANG_S)
         assert proc.returncode == 0, err
         reports.append(json.loads(out))
     for report in reports:

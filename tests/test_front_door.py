@@ -28,6 +28,7 @@ FRONT_DOOR = {
     "OpenAIChat",
     "OpenAICompletions",
     "Pace",
+    "Progress",
     "Retry",
     "ScaleConfig",
     "ScoringClient",

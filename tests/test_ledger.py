@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fault_server import PERMANENT, fault_server
-from processes import ctrl_c_reaches_it
+from processes import HANG_S, ctrl_c_reaches_it
 
 from icm_client.cli import main
 from icm_client.cli._io import UNFINISHED
@@ -128,12 +128,12 @@ def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) ->
             preexec_fn=ctrl_c_reaches_it,
         )
         checkpoint = out.with_name(out.name + ".run") / "checkpoint.json"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_S
         while not checkpoint.exists() and proc.poll() is None:
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=HANG_S)
         if proc.returncode == 0:
             pytest.skip("the run finished before the interrupt")  # a very fast machine
         assert proc.returncode == 130, err
@@ -141,7 +141,7 @@ def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) ->
         assert data["interrupted"] is True
         first = Ledger.model_validate(data["ledger"])
         assert first.unfinished == 1 and first.total.calls > 0
-        assert subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
+        assert subprocess.run(argv, capture_output=True, timeout=HANG_S).returncode == 0
     done = summary_of(out)["summary"]
     assert isinstance(done, dict)
     assert done["ledger"]["invocations"] == 2

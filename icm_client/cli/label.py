@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from ..estimate import Eta, estimate_run
+from ..estimate import Eta, plan_label
 from ..injection import SeparatorWarning
 from ..pins import read_pins, resolve_pins
 from ..run import LabelConfig, LabelResult, RunSummary, label
@@ -152,20 +152,12 @@ async def run(args: argparse.Namespace) -> int:
             max_calls=remaining(args.max_calls, spent.calls),
             max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
         )
-        # a converging run: 2N steps to label and cool, then sweeps, whose proposals are free
-        # until a label changes; 4N steps matched the calls of the README demo
-        steps = config.search.steps or 4 * len(dataset)
-        plan = estimate_run(
-            examples=len(dataset),
-            steps=steps,
-            strategy=config.strategy,
-            context_size=config.context_size,
-            context_share=config.context_share,
-            calibrate=config.calibrate,
-            initial_labeled=config.search.initial_labeled,
+        plan = plan_label(
+            dataset.examples,
+            task,
+            config,
             mean_prompt_tokens=given.mean_tokens,
             pairs=given.check.pairs,
-            converging=config.search.steps is None,
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
@@ -213,27 +205,43 @@ async def run(args: argparse.Namespace) -> int:
 
 def _search_line(s: RunSummary) -> str:
     how = {True: "converged", False: "stopped at --max-steps before it converged", None: "ran"}
+    stop = f"{how[s.converged]} after {s.steps} steps"
+    if s.stopped == "budget":
+        stop = f"stopped by the budget (--max-calls/--max-tokens) after {s.steps} steps" + (
+            ", before it converged" if s.converged is False else ""
+        )
     line = (
-        f"search {how[s.converged]} after {s.steps} steps: {s.accepted} accepted, "
+        f"search {stop}: {s.accepted} accepted, "
         f"{s.flips} labels changed, {s.free_proposals} proposals answered without a call"
     )
     if s.never_reproposed:
-        line += f", {s.never_reproposed} initial labels never proposed again"
+        line += (
+            f", {s.never_reproposed} random starting labels never revisited (they may still "
+            "hold their random value)"
+        )
     return line
 
 
 def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     s = result.summary
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
+    reached = s.examples - s.unlabeled - s.pinned  # pinned rows: given, not found
     lines = [
         f"labeled {s.examples - s.unlabeled} of {s.examples} examples "
         f"({s.labeled_by_search} by the search"
+        + (f", {s.pinned} pinned" if s.pinned else "")
+        + (
+            f", {reached - s.labeled_by_search} predicted at the end given those"
+            if reached > s.labeled_by_search
+            else ""
+        )
         + (f", {s.unlabeled} not reached: label null" if s.unlabeled else "")
         + f") -> {out}",
-        f"labels: {counts}"
-        + (f" ({s.pinned} pinned: never relabeled, not counted in agreement)" if s.pinned else ""),
-        f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies} "
-        f"(ConsistencyFix repairs kept: {s.pairs_fixed})",
+        f"labels: {counts or 'none'}",
+        f"final U = {s.energy:.3f} (the score the search maximises: alpha x how well each label "
+        f"is predicted from the others, minus the contradicting pairs), contradicting pairs "
+        f"left: {s.inconsistencies} (repairs that relabeled a contradicting pair, kept: "
+        f"{s.pairs_fixed})",
         _search_line(s),
         f"backend calls: {s.calls}, prompt tokens: {s.prompt_tokens} "
         f"(server-cached {s.cached_tokens}), cache hits: {s.cache_hits}, retries: {s.retries}",

@@ -88,7 +88,7 @@ async def run(args: argparse.Namespace) -> int:
         )
     read = read_summary(files.summary)
     summary, trajectory = read.summary, read.trajectory
-    labels = read_labels(files.labels)
+    labels = read_labels(files.labels, all_null=True)
     if labels.note():
         print(f"icm: {labels.note()}", file=sys.stderr)
     rows = [r.model_dump() for r in labels.rows] + [

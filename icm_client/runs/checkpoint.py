@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 from ..errors import ConfigError
 from ..search.anneal import Checkpoint
 from .atomic import append, atomic, refuse_link
+from .identity import RESTART_HINT, RunIdentity, refuse
 from .ledger import LEDGER
 from .private import private_dir, read_bounded
 
@@ -89,10 +90,12 @@ class RunStore:
         *,
         examples: int | None = None,
         labels: int | None = None,
+        identity: RunIdentity | None = None,
         pins: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
+        self.identity = identity  # recorded beside the checkpoint: a refusal names what differs
         self.examples, self.labels = examples, labels
         self.pins = dict(pins or {})
         private_dir(self.path, "run directory")
@@ -126,10 +129,10 @@ class RunStore:
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise ConfigError("not a checkpoint of this version of icm-client", location=where)
         if data.get("fingerprint") != self.fingerprint:
+            if self.identity is not None:
+                raise refuse(where, self.identity, data.get("identity"))
             raise ConfigError(
-                "this run directory belongs to a different run (the input, task, settings or "
-                "model changed); use another --run-dir or --restart",
-                location=where,
+                f"this run directory belongs to a different run; {RESTART_HINT}", location=where
             )
         changed = _pins_changed(data.get("pins") or {}, self.pins)
         if changed:
@@ -149,11 +152,13 @@ class RunStore:
         return checkpoint, steps
 
     def save(self, checkpoint: Checkpoint) -> None:
-        data = {
+        data: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "checkpoint": checkpoint.to_json(),
         }
+        if self.identity is not None:
+            data["identity"] = self.identity.to_json()
         if self.pins:
             data["pins"] = self.pins
         with atomic(self.checkpoint_path) as fh:

@@ -25,6 +25,7 @@ from ..errors import ConfigError
 from .atomic import write_text
 from .checkpoint import CHECKPOINT, STATE, RunStore, checkpointed_step
 from .files import DIAGNOSTICS
+from .identity import RunIdentity
 from .ledger import LEDGER, load_ledger
 from .outputs import HOLDER, LOCK, RunLock, remove_stale_temps
 
@@ -124,16 +125,23 @@ class RunDir:
 
     def store(
         self,
-        fingerprint: str,
+        identity: RunIdentity,
         *,
         examples: int,
         labels: int,
         pins: Mapping[str, str] | None = None,
     ) -> RunStore:
         """The search state of this run (a checkpoint of another run, or of this one with
-        other pins, is refused on load)."""
+        other pins, is refused on load, naming what differs)."""
         self._require_lock()
-        return RunStore(self.path, fingerprint, examples=examples, labels=labels, pins=pins)
+        return RunStore(
+            self.path,
+            identity.fingerprint,
+            examples=examples,
+            labels=labels,
+            identity=identity,
+            pins=pins,
+        )
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
         """One of the run's own files (``diagnostics.json``), written atomically."""

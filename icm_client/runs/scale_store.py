@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .atomic import append, atomic, refuse_link
+from .identity import RunIdentity, refuse
 from .private import private_dir
 
 FORMAT_VERSION = 1
@@ -27,7 +28,7 @@ FORMAT_VERSION = 1
 class ScaleStore:
     """The run directory of a large run (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], identity: RunIdentity) -> None:
         self.path = Path(path)
         private_dir(self.path, "run directory")
         private_dir(self.path / "batches", "run directory")
@@ -37,14 +38,18 @@ class ScaleStore:
                 data = json.loads(head.read_text(encoding="utf-8"))
             except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, huge ints
                 raise ConfigError(f"cannot read: {exc}", location=str(head)) from None
-            if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
-                raise ConfigError(
-                    "this run directory belongs to a different run (the input, task, settings "
-                    "or model changed); use another --run-dir or --restart",
-                    location=str(head),
-                )
+            if not isinstance(data, dict) or data.get("fingerprint") != identity.fingerprint:
+                recorded = data.get("identity") if isinstance(data, dict) else None
+                raise refuse(str(head), identity, recorded)
         else:
-            _atomic_json(head, {"format": FORMAT_VERSION, "fingerprint": fingerprint})
+            _atomic_json(
+                head,
+                {
+                    "format": FORMAT_VERSION,
+                    "fingerprint": identity.fingerprint,
+                    "identity": identity.to_json(),
+                },
+            )
 
     def batch_dir(self, b: int) -> Path:
         return self.path / "batches" / f"{b:04d}"

@@ -15,8 +15,6 @@ With ``run_dir`` everything finished is kept there and a killed run continues
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections import Counter
@@ -31,6 +29,7 @@ from ..aio import gather
 from ..backends.base import CountingBackend, prepare
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, label
+from ..runs.identity import RunIdentity
 from ..runs.rundir import RunDir
 from ..runs.scale_store import ScaleStore
 from ..search.anneal import Step
@@ -119,15 +118,6 @@ class ScaleResult(BaseModel):
         return self.model_copy(update={"summary": self.summary.model_copy(update=update)})
 
 
-def fingerprint(task: Task, examples: Sequence[Example], config: ScaleConfig, identity: str) -> str:
-    h = hashlib.sha256()
-    for part in (task.name, json.dumps(task.labels), config.model_dump_json(), identity):
-        h.update(part.encode() + b"\x00")
-    for ex in examples:
-        h.update(f"{ex.id}\x00{task.render(ex)}\x00".encode())
-    return h.hexdigest()
-
-
 async def label_large(
     examples: Sequence[Example],
     task: Task,
@@ -169,8 +159,8 @@ async def label_large(
     )
     if on_plan is not None:
         on_plan(cut)
-    key = fingerprint(task, exs, config, backend.identity)
-    store = ScaleStore(run_dir.path, key) if run_dir is not None else None
+    identity = RunIdentity.of(task, exs, config.model_dump(), backend.identity)
+    store = ScaleStore(run_dir.path, identity) if run_dir is not None else None
     progress = on_progress or (lambda phase, n: None)
     words = [w.strip() for w in task.labels]
 

@@ -110,7 +110,14 @@ class AutoRoute:
     async def score(self, request: ScoreRequest) -> ScoreResult:
         if self.chosen is None:
             await self.prepare()
-        return await (self.chosen or self.completions).score(request)
+        chosen = self.chosen or self.completions
+        try:
+            return await chosen.score(request)
+        except PermanentBackendError as exc:
+            if chosen is not self.chat or exc.status not in (404, 405, 501):
+                raise
+            # Neither route serves: say why completions was left, not only that chat failed.
+            raise type(exc)(f"{exc}; the fallback was taken because {self.note}") from exc
 
     async def __aenter__(self) -> Self:
         return self
