@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -132,6 +132,14 @@ class RunSummary(BaseModel):
     resumed_from_step: int | None = None
     gold_agreement: float | None = None
     gold_examples: int | None = None
+    zero_shot_agreement: float | None = Field(
+        None,
+        description="agreement with gold of the same model's zero-shot labels (argmax of "
+        "P(label | x), no demonstrations) on the same examples: what ICM has to beat",
+    )
+    comparison: str | None = Field(
+        None, description="ICM's agreement beside zero-shot, as printed (evaluation only)"
+    )
     # The run's whole life (with a run directory): the figures above are this invocation's.
     ledger: Ledger | None = Field(
         None,
@@ -147,18 +155,28 @@ class LabelResult(BaseModel):
     summary: RunSummary
     trajectory: list[dict[str, float | int | bool | None]] = Field(default_factory=list)
 
-    def with_gold(self, gold: GoldLabels | None) -> LabelResult:
-        """Attach agreement with gold labels. Evaluation only: the search never saw them."""
+    def with_gold(
+        self, gold: GoldLabels | None, zero_shot: Mapping[str, str] | None = None
+    ) -> LabelResult:
+        """Attach agreement with gold labels, and that of the ``zero_shot`` labels (id to
+        label word) on the same examples. Evaluation only: the search never saw them."""
         if gold is None or not len(gold):
             return self
-        pairs = [(r.label, gold.get(r.id)) for r in self.rows if r.label is not None]
-        known = [(a, b) for a, b in pairs if b is not None]
+        known = [
+            (r.id, r.label, gold.get(r.id))
+            for r in self.rows
+            if r.label is not None and gold.get(r.id) is not None
+        ]
         if not known:
             return self
-        agree = sum(a == b for a, b in known) / len(known)
-        summary = self.summary.model_copy(
-            update={"gold_agreement": agree, "gold_examples": len(known)}
-        )
+        update: dict[str, object] = {
+            "gold_agreement": sum(a == b for _, a, b in known) / len(known),
+            "gold_examples": len(known),
+        }
+        if zero_shot is not None and all(i in zero_shot for i, _, _ in known):
+            right = sum(zero_shot[i] == b for i, _, b in known)
+            update["zero_shot_agreement"] = right / len(known)
+        summary = self.summary.model_copy(update=update)
         return self.model_copy(update={"summary": summary})
 
 

@@ -10,7 +10,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError
+from ..advice import comparison
+from ..backends.base import CountingBackend
+from ..baselines.zero_shot import zero_shot_argmax
+from ..dataset import Dataset
+from ..diagnostics import diagnose
+from ..errors import BudgetExhausted, ConfigError
 from ..estimate import Eta, estimate_run
 from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
@@ -18,6 +23,7 @@ from ..runs.files import DIAGNOSTICS
 from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
 from ..runs.outputs import RunLock, remove_stale_temps
 from ..search.anneal import SearchConfig
+from ..tasks.base import Task
 from ._io import option_error, write_json, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
 from .backend_options import add_backend_arguments, open_backend, preflight_backend
@@ -152,8 +158,10 @@ async def run(args: argparse.Namespace) -> int:
         check_exact(task, dataset.examples, window, args.strategy, str(path))
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
         done = 0 if args.restart else checkpointed_step(run_dir)
+        zero_shot = await _zero_shot(dataset, task, backend)
+        before_search = backend.usage.calls
         bar = None if args.quiet else progress_bar(config.search.steps, done)
-        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
+        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls - before_search)
 
         try:
             result = await label(dataset.examples, task, backend, config, on_step, run_dir)
@@ -163,7 +171,7 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        result = result.with_gold(dataset.gold)
+        result = _compared(result.with_gold(dataset.gold, zero_shot))
         write_labels_then_summary(
             args.out,
             [r.model_dump() for r in result.rows],
@@ -174,6 +182,38 @@ async def run(args: argparse.Namespace) -> int:
         info = {"input": str(path.resolve()), "task": args.task, "fields": parse_fields(args.field)}
         save_run_diagnostics(run_dir, result, {**info, "limit": args.limit}, args.out, summary_path)
     return 0
+
+
+async def _zero_shot(
+    dataset: Dataset, task: Task, backend: CountingBackend
+) -> dict[str, str] | None:
+    """The model's zero-shot labels (id to label word), to report beside ICM's agreement
+    when the data has gold labels (else None: nothing to compare). Its calls go through the
+    run's client, so they are cached and counted; a spent budget leaves them out."""
+    if dataset.gold is None or not len(dataset.gold):
+        return None
+    print(
+        f"icm: zero-shot baseline first ({len(dataset)} calls; evaluation only)",
+        file=sys.stderr,
+    )
+    try:
+        labels = await zero_shot_argmax(dataset.examples, task, backend)
+    except BudgetExhausted:
+        return None
+    words = [w.strip() for w in task.labels]
+    return {ex.id: words[y] for ex, y in zip(dataset.examples, labels, strict=True)}
+
+
+def _compared(result: LabelResult) -> LabelResult:
+    """``result`` with its ``comparison`` line (ICM beside zero-shot), when it has both."""
+    rows = [r.model_dump() for r in result.rows]
+    summary = result.summary.model_dump()
+    line = comparison(diagnose(summary, result.trajectory, rows), summary)
+    if line is None:
+        return result
+    return result.model_copy(
+        update={"summary": result.summary.model_copy(update={"comparison": line})}
+    )
 
 
 def _search_line(s: RunSummary) -> str:
@@ -237,4 +277,6 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
             f"agreement with gold labels (evaluation only): {s.gold_agreement:.1%} "
             f"of {s.gold_examples}"
         )
+    if s.comparison is not None:
+        lines.append(s.comparison)
     print("\n".join(lines))
