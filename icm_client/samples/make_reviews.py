@@ -27,15 +27,15 @@ SIZE = 40
 #: Item (plural, so that the verbs agree) and aspects of it.
 ITEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("headphones", ("the sound", "the fit", "the battery")),
-    ("running shoes", ("the fit", "the sole", "the price")),
-    ("kitchen knives", ("the blade", "the handle", "the price")),
+    ("running shoes", ("the fit", "the sole", "the padding")),
+    ("kitchen knives", ("the blade", "the handle", "the edge")),
     ("garden chairs", ("the frame", "the cushion", "the paint")),
     ("winter gloves", ("the lining", "the stitching", "the fit")),
     ("desk lamps", ("the light", "the switch", "the base")),
     ("coffee mugs", ("the glaze", "the handle", "the size")),
-    ("phone cases", ("the grip", "the edges", "the colour")),
-    ("travel bags", ("the zip", "the straps", "the fabric")),
-    ("wool socks", ("the wool", "the heel", "the colour")),
+    ("phone cases", ("the grip", "the finish", "the colour")),
+    ("travel bags", ("the zip", "the handle", "the fabric")),
+    ("wool socks", ("the yarn", "the heel", "the colour")),
 )
 
 POSITIVE_VERDICTS = (
@@ -74,8 +74,8 @@ POLARITIES = {
 
 
 def review(item: str, aspect: str, verdict: str, closing: str) -> str:
-    """One review text: "Bought these headphones: the sound is superb. I love them." """
-    return f"Bought these {item}: {aspect} {verdict}. {closing}"
+    """One review text: "The sound of these headphones is superb. I love them." """
+    return f"{aspect[0].upper()}{aspect[1:]} of these {item} {verdict}. {closing}"
 
 
 def make_rows(n: int = SIZE, seed: int = SEED) -> list[dict[str, str]]:
