@@ -14,8 +14,9 @@ load average before and after.
 
 ``--baseline`` also runs the previous README demo (``sample:cities``, 40 statements, the
 same strategy and steps) once in the same session: on a loaded machine the seconds per call
-of the two, measured back to back, give the estimate for a quiet one (a ratio, not a
-figure of its own).
+of the two, measured back to back, give the estimate for a quiet one, each run's labeling
+seconds scaled by ``--quiet-ms-per-call`` (the cities demo's cost per call at load 1.6-2.0,
+132-139 ms: benchmarks/README.md, "Shared contexts") over the baseline's in this session.
 
 ``--fresh-clone SOURCE`` first clones SOURCE (a path or URL of the repository) into a
 temporary folder, installs it as the README says (``python3 -m venv .venv && pip install
@@ -135,6 +136,9 @@ def main(args: argparse.Namespace) -> None:
         # what the cities demo's labeling took on a quiet machine, per its seconds per call
         ratios = [r["ms_per_call"] / base["ms_per_call"] for r in demo]
         doc["ms_per_call_ratio_to_baseline"] = [round(x, 3) for x in ratios]
+        scale = args.quiet_ms_per_call / base["ms_per_call"]
+        doc["quiet_ms_per_call_of_baseline"] = args.quiet_ms_per_call
+        doc["estimated_quiet_labeling_s"] = [round(r["labeling_s"] * scale, 1) for r in demo]
     headers = ["run", "agreement", "zero-shot", "calls", "tokens", "cached", "labeling s"]
     headers += ["command s", "ms/call", "load"]
     keys = ["run", "agreement", "zero_shot", "calls", "prompt_tokens", "server_cached"]
@@ -149,4 +153,5 @@ if __name__ == "__main__":
     parser.add_argument("--baseline", action="store_true", help="also the cities demo, once")
     parser.add_argument("--fresh-clone", metavar="SOURCE", help="clone and install it first")
     parser.add_argument("--out", type=Path, default=RESULTS / "demo_reviews.json")
+    parser.add_argument("--quiet-ms-per-call", type=float, default=135.0)
     main(parser.parse_args())
