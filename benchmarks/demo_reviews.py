@@ -96,11 +96,13 @@ def one_run(icm: Path, root: Path, command: str, seed: int | None, work: Path) -
         "comparison": s["comparison"],
         "labels": s["label_counts"],
         "calls": s["calls"],
+        "zero_shot_calls": s["zero_shot_calls"],
         "prompt_tokens": s["prompt_tokens"],
         "server_cached": s["cached_tokens"],
         "labeling_s": s["wall_time_s"],
         "command_s": round(whole, 1),
-        "ms_per_call": round(1000 * s["wall_time_s"] / s["calls"]),
+        # the labeling's seconds per call of its own (the zero-shot calls come before it)
+        "ms_per_call": round(1000 * s["wall_time_s"] / (s["calls"] - s["zero_shot_calls"])),
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
     }

@@ -137,6 +137,9 @@ class RunSummary(BaseModel):
         description="agreement with gold of the same model's zero-shot labels (argmax of "
         "P(label | x), no demonstrations) on the same examples: what ICM has to beat",
     )
+    zero_shot_calls: int | None = Field(
+        None, description="the zero-shot baseline's backend calls, part of calls (0: cached)"
+    )
     comparison: str | None = Field(
         None, description="ICM's agreement beside zero-shot, as printed (evaluation only)"
     )

@@ -158,6 +158,7 @@ async def run(args: argparse.Namespace) -> int:
         check_exact(task, dataset.examples, window, args.strategy, str(path))
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
         done = 0 if args.restart else checkpointed_step(run_dir)
+        before_zero_shot = backend.usage.calls
         zero_shot = await _zero_shot(dataset, task, backend)
         before_search = backend.usage.calls
         bar = None if args.quiet else progress_bar(config.search.steps, done)
@@ -171,7 +172,8 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        result = _compared(result.with_gold(dataset.gold, zero_shot))
+        zero_calls = before_search - before_zero_shot
+        result = _compared(result.with_gold(dataset.gold, zero_shot), zero_calls)
         write_labels_then_summary(
             args.out,
             [r.model_dump() for r in result.rows],
@@ -204,16 +206,16 @@ async def _zero_shot(
     return {ex.id: words[y] for ex, y in zip(dataset.examples, labels, strict=True)}
 
 
-def _compared(result: LabelResult) -> LabelResult:
-    """``result`` with its ``comparison`` line (ICM beside zero-shot), when it has both."""
+def _compared(result: LabelResult, zero_calls: int) -> LabelResult:
+    """``result`` with its ``comparison`` line (ICM beside zero-shot) and the zero-shot
+    baseline's calls, when it has both agreements."""
     rows = [r.model_dump() for r in result.rows]
     summary = result.summary.model_dump()
     line = comparison(diagnose(summary, result.trajectory, rows), summary)
     if line is None:
         return result
-    return result.model_copy(
-        update={"summary": result.summary.model_copy(update={"comparison": line})}
-    )
+    update = {"comparison": line, "zero_shot_calls": zero_calls}
+    return result.model_copy(update={"summary": result.summary.model_copy(update=update)})
 
 
 def _search_line(s: RunSummary) -> str:
