@@ -1,6 +1,6 @@
 """The README's first command over seeds: ICM's agreement beside zero-shot, calls, time.
 
-    python benchmarks/demo_reviews.py [--seeds 0 1 2 3 4] [--baseline]
+    python benchmarks/demo_reviews.py [--seeds 0 1 2 3 4] [--baseline] [--quick]
                                       [--fresh-clone SOURCE] [--out FILE]
 
 Runs the README's first ``icm label`` command (read from the README, so the figures are the
@@ -156,4 +156,8 @@ if __name__ == "__main__":
     parser.add_argument("--fresh-clone", metavar="SOURCE", help="clone and install it first")
     parser.add_argument("--out", type=Path, default=RESULTS / "demo_reviews.json")
     parser.add_argument("--quiet-ms-per-call", type=float, default=135.0)
-    main(parser.parse_args())
+    parser.add_argument("--quick", action="store_true", help="seed 0 only (~1 min quiet)")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds = [0]
+    main(args)
