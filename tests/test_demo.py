@@ -48,7 +48,7 @@ PER_POLARITY = sum(len(aspects) for _, aspects in make_reviews.ITEMS) * 6 * 4
 def test_reviews_are_balanced_distinct_and_unordered(n: int) -> None:
     rows = make_reviews.make_rows(n)
     labels = [r["label"] for r in rows]
-    assert len(rows) == n and labels.count("positive") == labels.count("negative") == n // 2
+    assert len(rows) == n and labels.count("Positive") == labels.count("Negative") == n // 2
     assert len({r["review"] for r in rows}) == n
     assert len({r["id"] for r in rows}) == n
     if n >= 40:  # labels do not follow the row order
@@ -64,10 +64,11 @@ def test_the_generator_refuses_what_it_cannot_make() -> None:
 def test_the_reviews_task_reads_the_sample() -> None:
     dataset = load_dataset(Path(str(SAMPLES / "reviews_sample.jsonl")))
     task = get_task("reviews")
-    assert task.labels == (" positive", " negative")
+    assert task.labels == (" Positive", " Negative")
     assert dataset.gold is not None and len(dataset.gold) == len(dataset) == 40
     prompt = task.render(dataset.examples[0])
-    assert prompt.startswith("Review: ") and prompt.endswith("\nSentiment:")
+    assert prompt.startswith("Review: ")
+    assert prompt.endswith("\nSentiment (Positive or Negative):")
     assert "label" not in dataset.examples[0].fields
 
 

@@ -30,7 +30,7 @@ def test_registry() -> None:
     for name in BUILTIN_TASKS:
         task = get_task(name)
         assert isinstance(task, Task)
-        words = (" positive", " negative") if name == "reviews" else (" True", " False")
+        words = (" Positive", " Negative") if name == "reviews" else (" True", " False")
         assert task.name == name and task.labels == words
 
 
