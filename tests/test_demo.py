@@ -134,6 +134,22 @@ def test_no_zero_shot_calls_without_gold_labels(tmp_path: Path) -> None:
     assert summary["zero_shot_agreement"] is None and summary["comparison"] is None
 
 
+def test_no_zero_shot_under_a_budget(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A budget is for labeling: the evaluation-only baseline does not spend it."""
+    dataset = load_dataset(Path(str(SAMPLES / "cities_sample.jsonl")), limit=12)
+    assert dataset.gold is not None
+    gold = [0 if dataset.gold.get(ex.id) == "True" else 1 for ex in dataset.examples]
+    model = InContext(get_task("cities"), dataset.examples, gold)
+    out = tmp_path / "labels.jsonl"
+    argv = ["label", "sample:cities", "--task", "cities", "--limit", "12", "--steps", "12"]
+    argv += ["--out", str(out), "--no-cache", "--quiet", "--max-calls", "100000"]
+    with LoopbackServer(model) as server:
+        assert main([*argv, "--base-url", server.base_url]) == 0
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())["summary"]
+    assert summary["gold_agreement"] is not None and summary["zero_shot_agreement"] is None
+    assert "no zero-shot baseline under a budget" in capsys.readouterr().err
+
+
 def _rows(confidence: float, agrees: list[bool]) -> list[dict[str, object]]:
     labels = ["True", "False"] * (len(agrees) // 2)
     return [

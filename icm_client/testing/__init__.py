@@ -22,6 +22,7 @@ from .data import SHAPES, SimulatedData, comparison_like, gsm8k_like, truthfulqa
 from .harness import REGIMES, SimulatedRun, simulate
 from .models import InContext, LabelCopying, Noisy, Oracle, PromptReader, Reading, SimulatedModel
 from .protocol import VOCAB, CompletionsApp, NextToken, hash_logprobs, toy_tokenize
+from .ratelimit import RateLimitedApp
 from .server import MOCK_URL, LoopbackServer, mock_client
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Noisy",
     "Oracle",
     "PromptReader",
+    "RateLimitedApp",
     "Reading",
     "SimulatedData",
     "SimulatedModel",
