@@ -146,6 +146,17 @@ class RunSummary(BaseModel):
         None, description="agreement with gold labels over the unpinned examples"
     )
     gold_examples: int | None = None
+    zero_shot_agreement: float | None = Field(
+        None,
+        description="agreement with gold of the same model's zero-shot labels (argmax of "
+        "P(label | x), no demonstrations) on the same examples: what ICM has to beat",
+    )
+    zero_shot_calls: int | None = Field(
+        None, description="the zero-shot baseline's backend calls, part of calls (0: cached)"
+    )
+    comparison: str | None = Field(
+        None, description="ICM's agreement beside zero-shot, as printed (evaluation only)"
+    )
     # The run's whole life (with a run directory): the figures above are this invocation's.
     ledger: Ledger | None = Field(
         None,
@@ -161,21 +172,29 @@ class LabelResult(BaseModel):
     summary: RunSummary
     trajectory: list[dict[str, float | int | bool | None]] = Field(default_factory=list)
 
-    def with_gold(self, gold: GoldLabels | None) -> LabelResult:
+    def with_gold(
+        self, gold: GoldLabels | None, zero_shot: Mapping[str, str] | None = None
+    ) -> LabelResult:
         """Attach agreement with gold labels over the unpinned rows (a pin agrees by
-        construction). Evaluation only: the search never saw them."""
+        construction), and that of the ``zero_shot`` labels (id to label word) on the same
+        examples. Evaluation only: the search never saw them."""
         if gold is None or not len(gold):
             return self
-        pairs = [
-            (r.label, gold.get(r.id)) for r in self.rows if r.label is not None and not r.pinned
+        known = [
+            (r.id, r.label, gold.get(r.id))
+            for r in self.rows
+            if r.label is not None and not r.pinned and gold.get(r.id) is not None
         ]
-        known = [(a, b) for a, b in pairs if b is not None]
         if not known:
             return self
-        agree = sum(a == b for a, b in known) / len(known)
-        summary = self.summary.model_copy(
-            update={"gold_agreement": agree, "gold_examples": len(known)}
-        )
+        update: dict[str, object] = {
+            "gold_agreement": sum(a == b for _, a, b in known) / len(known),
+            "gold_examples": len(known),
+        }
+        if zero_shot is not None and all(i in zero_shot for i, _, _ in known):
+            right = sum(zero_shot[i] == b for i, _, b in known)
+            update["zero_shot_agreement"] = right / len(known)
+        summary = self.summary.model_copy(update=update)
         return self.model_copy(update={"summary": summary})
 
 

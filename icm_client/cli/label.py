@@ -12,7 +12,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError
+from ..advice import comparison
+from ..backends.base import CountingBackend
+from ..baselines.zero_shot import zero_shot_argmax
+from ..dataset import Dataset
+from ..diagnostics import diagnose
+from ..errors import BudgetExhausted, ConfigError
 from ..estimate import Eta, plan_label
 from ..injection import SeparatorWarning
 from ..pins import read_pins, resolve_pins
@@ -21,6 +26,7 @@ from ..runs.ledger import Ledger, load_ledger, remaining
 from ..runs.outputs import remove_stale_temps
 from ..runs.rundir import RunDir
 from ..search.anneal import SearchConfig
+from ..tasks.base import Task
 from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
 from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
@@ -170,8 +176,12 @@ async def run(args: argparse.Namespace) -> int:
         if run_files.prepare(restart=args.restart, resume=args.resume):
             print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
         done = run_files.checkpointed_step()
+        before_zero_shot = backend.usage.calls
+        budgeted = args.max_calls is not None or args.max_tokens is not None
+        zero_shot = await _zero_shot(dataset, task, backend, budgeted)
+        before_search = backend.usage.calls
         bar = None if args.quiet else progress_bar(config.search.steps, done)
-        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
+        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls - before_search)
 
         try:
             with warnings.catch_warnings():  # load_input said so already
@@ -185,7 +195,8 @@ async def run(args: argparse.Namespace) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        result = result.with_gold(dataset.gold)
+        zero_calls = before_search - before_zero_shot
+        result = _compared(result.with_gold(dataset.gold, zero_shot), zero_calls)
         write_labels_then_summary(
             args.out,
             [r.model_dump() for r in result.rows],
@@ -201,6 +212,42 @@ async def run(args: argparse.Namespace) -> int:
         )
     s = result.summary
     return UNFINISHED if s.stopped == "budget" or s.unlabeled else 0
+
+
+async def _zero_shot(
+    dataset: Dataset, task: Task, backend: CountingBackend, budgeted: bool
+) -> dict[str, str] | None:
+    """The model's zero-shot labels (id to label word), to report beside ICM's agreement
+    when the data has gold labels (else None: nothing to compare). Its calls go through the
+    run's client, so they are cached and counted. Under a budget it is left out: the budget
+    is for labeling, and an evaluation must not spend it."""
+    if dataset.gold is None or not len(dataset.gold):
+        return None
+    if budgeted:
+        print("icm: no zero-shot baseline under a budget (it would spend it)", file=sys.stderr)
+        return None
+    print(
+        f"icm: zero-shot baseline first ({len(dataset)} calls; evaluation only)",
+        file=sys.stderr,
+    )
+    try:
+        labels = await zero_shot_argmax(dataset.examples, task, backend)
+    except BudgetExhausted:
+        return None
+    words = [w.strip() for w in task.labels]
+    return {ex.id: words[y] for ex, y in zip(dataset.examples, labels, strict=True)}
+
+
+def _compared(result: LabelResult, zero_calls: int) -> LabelResult:
+    """``result`` with its ``comparison`` line (ICM beside zero-shot) and the zero-shot
+    baseline's calls, when it has both agreements."""
+    rows = [r.model_dump() for r in result.rows]
+    summary = result.summary.model_dump()
+    line = comparison(diagnose(summary, result.trajectory, rows), summary)
+    if line is None:
+        return result
+    update = {"comparison": line, "zero_shot_calls": zero_calls}
+    return result.model_copy(update={"summary": result.summary.model_copy(update=update)})
 
 
 def _search_line(s: RunSummary) -> str:
@@ -264,4 +311,6 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
             f"agreement with gold labels (evaluation only): {s.gold_agreement:.1%} "
             f"of {s.gold_examples}" + (" unpinned" if s.pinned else "")
         )
+    if s.comparison is not None:
+        lines.append(s.comparison)
     print("\n".join(lines))
