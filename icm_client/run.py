@@ -22,9 +22,10 @@ from .dataset import Example, GoldLabels, examples_of
 from .runs.checkpoint import Checkpointer, RunStore
 from .runs.ledger import Figures, Ledger, record
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
-from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
+from .search.anneal import SearchConfig, Step
+from .search.chains import Chains, ChainsResult
 from .search.consistency import Consistency
-from .tasks.base import Task
+from .tasks.base import Label, Task
 
 Strategy = Literal["exact", "bounded"]
 
@@ -77,6 +78,18 @@ class LabelRow(BaseModel):
     bounded: bool = Field(description="a label probability came from a top-k bound")
 
 
+class ChainSummary(BaseModel):
+    """Where one of the run's independent searches ended (see search/chains.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int
+    start: str = Field(description="random: the paper's annealing; zero-shot: greedy ascent")
+    energy: float = Field(description="full-context U of its final labels")
+    agreement: float = Field(description="share of its labels equal to the run's final ones")
+    converged: bool | None = None
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -104,6 +117,17 @@ class RunSummary(BaseModel):
         0, description="proposals answered from predictions the search held: no model call"
     )
     pairs_fixed: int = Field(0, description="ConsistencyFix repairs kept")
+    chains: list[ChainSummary] = Field(
+        default_factory=list, description="each independent search's end, the winner first"
+    )
+    undecided: bool = Field(
+        False,
+        description="two chains ended on different labelings with nearly equal full-context "
+        "U: the model does not decide between them",
+    )
+    polished: int = Field(
+        0, description="labels changed by the full-context polish of a cheaper strategy"
+    )
     violated_pairs: list[tuple[str, str, str]] = Field(
         default_factory=list,
         description="constraints the final labels violate: (id, id, reason); at most 1,000",
@@ -195,6 +219,8 @@ async def label(
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
     run_dir: str | os.PathLike[str] | None = None,
+    *,
+    pinned: dict[int, Label] | None = None,
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
@@ -220,14 +246,21 @@ async def label(
     scorer = ContextScorer(
         task, exs, backend, make_strategy(config, exs), calibrate=config.calibrate
     )
-    search = ICMSearch(
+    judge = (
+        None
+        if config.strategy == "exact"
+        else ContextScorer(task, exs, backend, ExactContext(), calibrate=config.calibrate)
+    )
+    search = Chains(
         scorer,
+        judge,
         Consistency(task.constraints(exs), len(exs)),
         [task.group(ex) for ex in exs],
         len(task.labels),
         config.search,
         step_done,
         saver.save if saver is not None else None,
+        pinned=pinned,
     )
     try:
         result = await search.run(resume)
@@ -238,7 +271,8 @@ async def label(
     finally:
         if saver is not None:
             saver.flush()
-    out = _result(task, backend, exs, config, result, scorer, time.perf_counter() - start)
+    scorers = [scorer] if judge is None else [scorer, judge]
+    out = _result(task, backend, exs, config, result, scorers, time.perf_counter() - start)
     update: dict[str, object] = {}
     if run_dir is not None:
         figures = Figures.of(backend.usage, out.summary.wall_time_s)
@@ -254,10 +288,12 @@ def _result(
     backend: CountingBackend,
     exs: Sequence[Example],
     config: LabelConfig,
-    result: SearchResult,
-    scorer: ContextScorer,
+    chains: ChainsResult,
+    scorers: Sequence[ContextScorer],
     wall: float,
 ) -> LabelResult:
+    result = chains.result
+    ends = sorted(chains.chains, key=lambda c: c is not chains.chains[chains.winner])
     words = [w.strip() for w in task.labels]
     rows = [
         LabelRow(
@@ -289,6 +325,18 @@ def _result(
         never_reproposed=result.never_reproposed,
         free_proposals=result.free_proposals,
         pairs_fixed=result.pairs_fixed,
+        chains=[
+            ChainSummary(
+                seed=c.seed,
+                start=c.start,
+                energy=c.energy,
+                agreement=c.agreement,
+                converged=c.converged,
+            )
+            for c in ends
+        ],
+        undecided=bool(chains.undecided),
+        polished=chains.polished,
         violated_pairs=[(exs[c.i].id, exs[c.j].id, c.reason) for c in result.violated[:1000]],
         labeled_by_search=len(result.searched),
         energy=result.energy,
@@ -303,7 +351,7 @@ def _result(
         cache_hits=usage.cache_hits,
         retries=usage.retries,
         backend_counters=dict(usage.extra),
-        bounded_predictions=scorer.stats.bounded,
+        bounded_predictions=sum(x.stats.bounded for x in scorers),
         wall_time_s=round(wall, 3),
     )
     trajectory = [_step_json(s) for s in result.trajectory]

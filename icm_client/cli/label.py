@@ -59,6 +59,16 @@ def add_parser(sub: Any) -> None:
     d = defaults.search
     s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument(
+        "--chains",
+        type=int,
+        default=d.chains,
+        metavar="K",
+        help="independent searches over the same scores (annealing from seeds, and one "
+        "from the model's zero-shot labels); the labeling of highest full-context U wins, and "
+        "the run warns when two end on different labelings with nearly equal U "
+        f"(default: {d.chains}; 1: the paper's single run)",
+    )
+    s.add_argument(
         "--steps",
         type=int,
         help="a fixed number of annealing steps at the paper's schedule, then stop "
@@ -98,6 +108,7 @@ def _config(args: argparse.Namespace) -> LabelConfig:
             fix_iterations=args.fix_iterations,
             objective=args.objective,
             seed=args.seed,
+            chains=args.chains,
         )
         return LabelConfig(
             **strategy_settings(args),
@@ -131,7 +142,7 @@ async def run(args: argparse.Namespace) -> int:
         )
         # a converging run: 2N steps to label and cool, then sweeps, whose proposals are free
         # until a label changes; 4N steps matched the calls of the README demo
-        steps = config.search.steps or 4 * len(dataset)
+        steps = (config.search.steps or 4 * len(dataset)) * config.search.chains
         plan = estimate_run(
             examples=len(dataset),
             steps=steps,
@@ -152,7 +163,8 @@ async def run(args: argparse.Namespace) -> int:
         check_exact(task, dataset.examples, window, args.strategy, str(path))
         prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
         done = 0 if args.restart else checkpointed_step(run_dir)
-        bar = None if args.quiet else progress_bar(config.search.steps, done)
+        total = None if config.search.steps is None else config.search.steps * config.search.chains
+        bar = None if args.quiet else progress_bar(total, done)
         on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
 
         try:
@@ -184,6 +196,11 @@ def _search_line(s: RunSummary) -> str:
     )
     if s.never_reproposed:
         line += f", {s.never_reproposed} initial labels never proposed again"
+    if len(s.chains) > 1:
+        ends = "; ".join(f"U {c.energy:.3f}, {c.agreement:.0%} the same" for c in s.chains[1:])
+        line += f"\n{len(s.chains)} chains (full-context U {s.chains[0].energy:.3f} won; {ends})"
+    if s.polished:
+        line += f"\n{s.polished} labels changed by the full-context polish"
     return line
 
 

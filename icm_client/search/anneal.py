@@ -13,7 +13,8 @@ By default the search runs until it has converged rather than for a fixed number
 3. at the final temperature the search sweeps: each example is proposed once, in random
    order, against an unchanged state, and only strict improvements of U are accepted.
    After a sweep with no accepted step come the global moves: ConsistencyFix over every
-   violated pair (during the search it repairs the pairs a step touched) and, for a
+   violated pair (during the search it repairs the pairs a step touched), every label set
+   to the model's prediction given the others at once (a cluster that moves together) and, for a
    binary task, the complement of the labeling (every label flipped, then
    ConsistencyFix): a labeling and its complement are often equally coherent, single
    flips cannot cross from one to the other, and what the model knows zero-shot should
@@ -36,7 +37,7 @@ import functools
 import itertools
 import math
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -87,6 +88,13 @@ class SearchConfig(BaseModel):
         "formula alpha * sum_i log P. Under sum every added example costs alpha times its "
         "own log-probability, and the search stalls near its K random seeds unless the "
         "model is near-certain (see tests/test_search.py)",
+    )
+    chains: int = Field(
+        3,
+        ge=1,
+        description="independent searches over the same scores: the paper's annealing from "
+        "random seeds (seed, seed + 2, ...) and a greedy ascent from the zero-shot labels "
+        "(the second chain); the labeling of highest full-context U wins (search/chains.py)",
     )
     seed: int = 0
 
@@ -213,8 +221,11 @@ class ICMSearch:
         config: SearchConfig | None = None,
         on_step: Callable[[Step], None] | None = None,
         on_checkpoint: Callable[[Checkpoint], None] | None = None,
+        *,
+        pinned: Mapping[int, Label] | None = None,
     ) -> None:
         self.scorer = scorer
+        self.pinned = dict(pinned or {})
         self.consistency = consistency
         self.groups = list(groups)
         self.n = len(self.groups)
@@ -253,9 +264,18 @@ class ICMSearch:
         """Step ``n`` of a converging run is at the final temperature: sweeps, strict rule."""
         return self.converging and n >= 2 * self.n
 
-    async def run(self, resume: Checkpoint | None = None) -> SearchResult:
+    async def evaluate(self, labels: Mapping[int, Label]) -> State:
+        """The state of ``labels``: every labeled example's prediction given the others (as
+        this search's scorer builds its context), mutual predictability and U."""
+        return await self._evaluate(dict(labels), None, labels.keys())
+
+    async def run(
+        self, resume: Checkpoint | None = None, start: Mapping[int, Label] | None = None
+    ) -> SearchResult:
         """Search from scratch, or continue after ``resume`` (same scorer, same config).
 
+        With ``start`` (a label for every example), a converging search begins at its final
+        temperature from those labels: a greedy ascent (sweeps and global moves) from them.
         The returned trajectory holds the steps run by this call only.
         """
         if self.n == 0:
@@ -264,20 +284,24 @@ class ICMSearch:
         seeds: frozenset[int] | None = None
         if resume is None:
             cfg, rng = self.config, self.rng
-            initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
-            labels = {i: rng.randrange(self.n_labels) for i in initial}
+            if start is not None:
+                labels = {**start, **self.pinned}
+            else:
+                initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
+                labels = {i: rng.randrange(self.n_labels) for i in initial}
+                labels.update(self.pinned)
             state, self._tally.pairs_fixed = await self._fix(
                 await self._evaluate(labels, None, labels.keys())
             )
             seeds = frozenset(state.labels)
             self._checkpoint(0, state)
-            start = 1
+            start_step = 2 * self.n if start is not None and self.converging else 1
         else:
             if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()):
                 raise ValueError("checkpoint does not fit this dataset and task")
             self.rng.setstate(resume.rng_state)
             state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
-            start = resume.n + 1
+            start_step = resume.n + 1
         trajectory: list[Step] = []
         best = state
         sweep: list[int] = []  # examples not yet proposed in this sweep (final temperature)
@@ -285,7 +309,7 @@ class ICMSearch:
         converged: bool | None = False if self.converging else None
         stopped: str | None = None
         try:
-            for n in range(start, self.steps + 1):
+            for n in range(start_step, self.steps + 1):
                 sweeping = self.sweeping(n)
                 if sweeping and quiet:
                     state, step = await self._settle(state, n)
@@ -364,6 +388,11 @@ class ICMSearch:
         * ConsistencyFix over every violated pair (during the search a repair looks only at
           the pairs a step touched: a pair judged past repair stays so until a label near
           it changes, which this catches at the end);
+        * follow: every label set at once to the model's prediction given the others (the
+          predictions the state already holds), then ConsistencyFix. A cluster of labels
+          that only move together (each one flipped alone lowers U: the others still
+          teach the old rule) moves in one step; from the zero-shot labels this is what
+          reaches the concept the model knows;
         * for a binary task, the complement: every label flipped, or every label then set to
           the model's prediction given that complement (the predictions its evaluation
           already holds), whichever has the higher U, then ConsistencyFix (under "not both
@@ -374,6 +403,11 @@ class ICMSearch:
         """
         temperature = self.temperature(n)
         candidate, fixed = await self._fix(state)
+        followed = {i: p.argmax() for i, p in state.predictions.items()} | self.pinned
+        if followed != state.labels:
+            follow, follow_fixed = await self._fix(await self._evaluate(followed, None, followed))
+            if follow.energy > candidate.energy:
+                candidate, fixed = follow, follow_fixed
         if self.n_labels == 2:
             flipped = {i: 1 - y for i, y in state.labels.items()}
             mirror = await self._evaluate(flipped, None, flipped)
