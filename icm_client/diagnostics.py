@@ -180,7 +180,7 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
         )
     chains = [c for c in summary.get("chains") or [] if isinstance(c, Mapping)]
     if summary.get("undecided") and chains:
-        best = float(chains[0]["energy"])
+        best = float(summary.get("energy", chains[0]["energy"]))
         rivals = ", ".join(
             f"seed {c['seed']} ({c['start']}): U {float(c['energy']):.3f}, "
             f"{float(c['agreement']):.0%} of labels the same"

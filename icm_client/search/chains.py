@@ -4,8 +4,9 @@ One annealing run ends in the coherent labeling nearest its random start. When t
 in-context learning carries two concepts (the truth, and a salient feature independent of
 it), both labelings are fixed points, and which one a run ends on is luck. So:
 
-1. ``chains`` searches run one after the other over one scorer (its memo, and the client's
-   disk cache, make a score asked twice free): chain 0 is the paper's annealing with
+1. Up to ``chains`` searches run one after the other over one scorer (its memo, and the
+   client's disk cache, make a score asked twice free), until two of them end on the same
+   labeling (``AGREE`` of their labels): chain 0 is the paper's annealing with
    ``seed``; chain 1 is a greedy ascent from the model's zero-shot labels (what it knows
    with no demonstrations points at the truth more often than at a feature independent of
    it), after "follow" rounds that set every label to its prediction given the others at
@@ -35,11 +36,15 @@ from ..tasks.base import Label
 from .anneal import Checkpoint, ICMSearch, SearchConfig, SearchResult, State, Step
 from .consistency import Consistency
 
-#: Two labelings whose full-context U differ by less than this many nats per label (times
-#: alpha) are "nearly equal": the model does not decide between them.
-UNDECIDED_NATS = 0.01
-#: Share of labels two chains must share (up to the complement) to be on the same labeling.
+#: Two labelings whose full-context log-likelihoods (the sum over the labels of log P(y_i |
+#: the others), U without the weight alpha or the mean) differ by less than this many nats
+#: are "nearly equal": a likelihood ratio below e^2 (about 7), the model does not decide
+#: between them.
+UNDECIDED_NATS = 2.0
+#: Share of labels two chains must share to be on the same labeling.
 SAME_LABELING = 0.9
+#: Share of labels two chains must share for the run to stop adding chains.
+AGREE = 0.98
 #: Most "follow" rounds (every label set to its prediction at once) from the zero-shot
 #: labels, and in the full-context polish of a cheaper strategy's winner.
 FOLLOW_ROUNDS = 4
@@ -66,13 +71,15 @@ class ChainsResult:
 
     @property
     def undecided(self) -> list[ChainEnd]:
-        """Chains that end on another labeling (not the winner's, nor its complement, at
-        ``SAME_LABELING``) at a full-context U within the margin of the winner's."""
-        best = self.chains[self.winner].energy if self.chains else 0.0
+        """Chains that end on another labeling (below ``SAME_LABELING`` of the winner's
+        labels; its complement included: the same concept with the opposite meaning) at a
+        full-context U within the margin of the winner's."""
         return [
             c
-            for c in self.chains
-            if 1 - SAME_LABELING < c.agreement < SAME_LABELING and best - c.energy < self.margin
+            for k, c in enumerate(self.chains)
+            if k != self.winner
+            and c.agreement < SAME_LABELING
+            and self.result.energy - c.energy < self.margin
         ]
 
     margin: float = 0.0  # "nearly equal" in U (set from alpha and the objective)
@@ -127,8 +134,8 @@ class Chains:
 
     @property
     def margin(self) -> float:
-        per_label = self.config.alpha * UNDECIDED_NATS
-        return per_label if self.config.objective == "mean" else per_label * self.n
+        margin = self.config.alpha * UNDECIDED_NATS
+        return margin / max(self.n, 1) if self.config.objective == "mean" else margin
 
     async def run(self, resume: Checkpoint | None = None) -> ChainsResult:
         seed = self.config.seed
@@ -148,6 +155,8 @@ class Chains:
                     ends.append((seed + k, "zero-shot", await chain.run(start=start)))
                 else:
                     ends.append((seed + k, "random", await chain.run()))
+                if any(_same(ends[-1][2].labels, r.labels) for _, _, r in ends[:-1]):
+                    break  # two chains agree: the data decide, a further chain is not needed
             states = [await judge.evaluate(result.labels) for _, _, result in ends]
             winner = max(range(len(ends)), key=lambda k: (states[k].energy, -k))
             best = states[winner]
@@ -197,3 +206,8 @@ class Chains:
                 break
             state = candidate
         return state
+
+
+def _same(a: Mapping[int, Label], b: Mapping[int, Label]) -> bool:
+    """``a`` and ``b`` share at least ``AGREE`` of their labels."""
+    return sum(a.get(i) == y for i, y in b.items()) >= AGREE * max(len(a), len(b), 1)

@@ -21,7 +21,7 @@ against) and ``full_context_u`` scores any labeling on that scale; the generator
 
 from .ceiling import Ceiling, ceiling, full_context_u
 from .data import SHAPES, SimulatedData, comparison_like, gsm8k_like, truthfulqa_like
-from .harness import REGIMES, SimulatedRun, simulate
+from .harness import REGIMES, SimulatedRun, simulate, simulated_ceiling, simulated_model
 from .models import (
     InContext,
     LabelCopying,
@@ -61,6 +61,8 @@ __all__ = [
     "hash_logprobs",
     "mock_client",
     "simulate",
+    "simulated_ceiling",
+    "simulated_model",
     "toy_tokenize",
     "truthfulqa_like",
 ]

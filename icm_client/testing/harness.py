@@ -33,8 +33,12 @@ REGIMES: dict[str, ModelFactory] = {
     "in-context": lambda task, data, seed: InContext(task, data.examples, data.gold, seed=seed),
     "label-copying": lambda task, data, seed: LabelCopying(task, data.examples, data.gold),
     "two-concept": lambda task, data, seed: TwoConcept(task, data.examples, data.gold, seed=seed),
+    "two-concept-tied": lambda task, data, seed: TwoConcept(
+        task, data.examples, data.gold, spurious=1.0, seed=seed
+    ),
 }
-"""The simulated regimes by name, each built from (task, data, seed)."""
+"""The simulated regimes by name, each built from (task, data, seed). In "two-concept-tied"
+the spurious concept is as salient as the truth: the model may not decide between them."""
 
 
 @dataclass(frozen=True)
@@ -64,14 +68,20 @@ class SimulatedRun:
 
 
 @functools.lru_cache(maxsize=256)
-def _model(shape: str, regime: str, n: int, seed: int) -> tuple[SimulatedData, SimulatedModel]:
+def simulated_model(
+    shape: str, regime: str, n: int, seed: int = 0
+) -> tuple[SimulatedData, SimulatedModel]:
+    """The data and model that ``simulate`` uses (built once per process)."""
     data = SHAPES[shape](n, seed)
     return data, REGIMES[regime](get_task(data.task), data, seed)
 
 
 @functools.lru_cache(maxsize=256)
-def _ceiling(shape: str, regime: str, n: int, seed: int, search: SearchConfig) -> Ceiling:
-    return ceiling(_model(shape, regime, n, seed)[1], search)
+def simulated_ceiling(
+    shape: str, regime: str, n: int, seed: int = 0, search: SearchConfig | None = None
+) -> Ceiling:
+    """The ceiling that ``simulate`` judges a run against (computed once per process)."""
+    return ceiling(simulated_model(shape, regime, n, seed)[1], search)
 
 
 async def simulate(
@@ -86,7 +96,7 @@ async def simulate(
     """Label ``n`` examples shaped like ``shape`` (a key of ``data.SHAPES``) on the
     ``regime`` model (a key of ``REGIMES``), data and model drawn from ``seed``; the search
     seed is ``config.search.seed``."""
-    data, model = _model(shape, regime, n, seed)
+    data, model = simulated_model(shape, regime, n, seed)
     task = model.task
     app = CompletionsApp(model)
     start = time.perf_counter()
@@ -101,7 +111,7 @@ async def simulate(
         finally:
             await backend.aclose()
     wall = time.perf_counter() - start
-    best = _ceiling(shape, regime, n, seed, config.search)
+    best = simulated_ceiling(shape, regime, n, seed, config.search)
     words = [w.strip() for w in task.labels]
     agreement = sum(
         row.label == words[y] for row, y in zip(result.rows, data.gold, strict=True)
