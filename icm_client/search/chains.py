@@ -4,9 +4,8 @@ One annealing run ends in the coherent labeling nearest its random start. When t
 in-context learning carries two concepts (the truth, and a salient feature independent of
 it), both labelings are fixed points, and which one a run ends on is luck. So:
 
-1. Up to ``chains`` searches run one after the other over one scorer (its memo, and the
-   client's disk cache, make a score asked twice free), until two of them end on the same
-   labeling (``AGREE`` of their labels): chain 0 is the paper's annealing with
+1. ``chains`` searches run one after the other over one scorer (its memo, and the
+   client's disk cache, make a score asked twice free): chain 0 is the paper's annealing with
    ``seed``; chain 1 is a greedy ascent from the model's zero-shot labels (what it knows
    with no demonstrations points at the truth more often than at a feature independent of
    it), after "follow" rounds that set every label to its prediction given the others at
@@ -43,8 +42,6 @@ from .consistency import Consistency
 UNDECIDED_NATS = 2.0
 #: Share of labels two chains must share to be on the same labeling.
 SAME_LABELING = 0.9
-#: Share of labels two chains must share for the run to stop adding chains.
-AGREE = 0.98
 #: Most "follow" rounds (every label set to its prediction at once) from the zero-shot
 #: labels, and in the full-context polish of a cheaper strategy's winner.
 FOLLOW_ROUNDS = 4
@@ -155,8 +152,6 @@ class Chains:
                     ends.append((seed + k, "zero-shot", await chain.run(start=start)))
                 else:
                     ends.append((seed + k, "random", await chain.run()))
-                if any(_same(ends[-1][2].labels, r.labels) for _, _, r in ends[:-1]):
-                    break  # two chains agree: the data decide, a further chain is not needed
             states = [await judge.evaluate(result.labels) for _, _, result in ends]
             winner = max(range(len(ends)), key=lambda k: (states[k].energy, -k))
             best = states[winner]
@@ -207,7 +202,3 @@ class Chains:
             state = candidate
         return state
 
-
-def _same(a: Mapping[int, Label], b: Mapping[int, Label]) -> bool:
-    """``a`` and ``b`` share at least ``AGREE`` of their labels."""
-    return sum(a.get(i) == y for i, y in b.items()) >= AGREE * max(len(a), len(b), 1)
