@@ -7,8 +7,12 @@ The front door, for ``import icm_client as icm``::
     async with icm.connect("http://localhost:8000/v1", task=task) as client:
         result = await icm.label(data.examples, task, client, icm.LabelConfig())
 
-``connect`` builds a ``ScoringClient`` (cache, ``Retry``, concurrency limit, ``Budget``)
-around an ``OpenAICompletions`` backend and checks it; ``ScoringClient(backend, ...)`` does
+``icm.Progress(examples, task, config, client)`` prints the plan and is the ``on_step`` that
+shows a progress bar, as ``icm label`` does.
+
+``connect`` builds a ``ScoringClient`` (cache, ``Retry``, concurrency limit, ``Budget``,
+``Pace``) around an ``OpenAICompletions`` backend (``OpenAIChat`` where a server serves
+only chat models: the prototyping route) and checks it; ``ScoringClient(backend, ...)`` does
 the same for a backend built by hand.
 
 The names in ``__all__`` are the supported API; the rest is reachable through the submodules.
@@ -19,12 +23,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .backends.anthropic import AnthropicSampler
-from .backends.openai import OpenAICompletions
-from .client import Budget, Retry, ScoringClient
+from .backends.openai import OpenAIChat, OpenAICompletions
+from .client import Budget, Pace, Retry, ScoringClient
 from .connection import connect
 from .dataset import load_dataset
 from .errors import BackendError, ConfigError, ICMError
 from .evaluate import EvalConfig, evaluate
+from .progress import Progress
 from .run import LabelConfig, label
 from .scale.pipeline import ScaleConfig, label_large
 from .search.anneal import SearchConfig
@@ -38,7 +43,10 @@ __all__ = [
     "EvalConfig",
     "ICMError",
     "LabelConfig",
+    "OpenAIChat",
     "OpenAICompletions",
+    "Pace",
+    "Progress",
     "Retry",
     "ScaleConfig",
     "ScoringClient",

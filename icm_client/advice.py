@@ -44,6 +44,16 @@ def copies_demonstrations(d: Diagnostics) -> bool:
     return near_chance and (disagree or d.disagreeing is None)
 
 
+def _go_on(summary: Mapping[str, Any]) -> str:
+    """How to let an unfinished search go on: a budget stop needs a larger budget."""
+    if summary.get("stopped") == "budget":
+        return (
+            "the budget stopped it: the same command with a larger --max-calls/--max-tokens "
+            "continues from the cache"
+        )
+    return "let the search converge (no --steps, a larger --max-steps)"
+
+
 def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
     """Advice, most important first; empty when the run looks sound."""
     out: list[str] = []
@@ -63,8 +73,7 @@ def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
             )
         else:
             out.append(
-                what + "given the others: the labeling is not yet coherent; let the search "
-                "converge (no --steps, a larger --max-steps)"
+                what + "given the others: the labeling is not yet coherent; " + _go_on(summary)
             )
     if any(f.code == "undecided" for f in d.warnings) and not copies:
         out.append(
@@ -83,7 +92,7 @@ def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
         else:
             out.append(
                 f"{d.inconsistencies} related pairs still contradict each other: the search "
-                "ended before repairing them; let it converge (no --steps)"
+                "ended before repairing them; " + _go_on(summary)
             )
     if d.unlabeled:
         out.append(

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 #: JSON values a field may hold. Templates render them with ``str()``.
 FieldValue = str | int | float | bool | None
@@ -59,6 +59,14 @@ class Dataset:
     gold: GoldLabels | None = None
     source: str = "<memory>"
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: Where each example's record is in the file (``path:LINE``, by id): an error about an
+    #: example names its line, which a content id does not tell.
+    locations: Mapping[str, str] = field(default_factory=dict)
+
+    def where(self, example: Example) -> str:
+        """``path:LINE (example 'ID')``, or ``example 'ID'`` for examples not from a file."""
+        loc = self.locations.get(example.id)
+        return f"{loc} (example {example.id!r})" if loc else f"example {example.id!r}"
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -93,6 +101,22 @@ _FALSE_WORDS = frozenset({"0", "false", "no"})
 _FORMATS = {".json": "json", ".jsonl": "jsonl", ".csv": "csv"}
 
 
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def resolve_input(spec: str | os.PathLike[str]) -> Path:
+    """A path, or for ``sample:NAME`` the bundled sample's file (``cities``, ``truthfulqa``)."""
+    text = os.fspath(spec)
+    if not text.startswith("sample:"):
+        return Path(text)
+    name = text.removeprefix("sample:")
+    path = SAMPLES / f"{name}_sample.jsonl"
+    if not path.exists():
+        known = sorted(p.name.removesuffix("_sample.jsonl") for p in SAMPLES.glob("*_sample.jsonl"))
+        raise ConfigError(f"no bundled sample {name!r}; known: {', '.join(known)}")
+    return path
+
+
 def load_dataset(
     path: str | os.PathLike[str],
     *,
@@ -106,6 +130,7 @@ def load_dataset(
 
     The format comes from the extension (``.json``, ``.jsonl``, ``.csv``); any other
     extension is sniffed from the content (``[`` JSON, ``{`` JSONL, else CSV).
+    ``"sample:cities"`` and ``"sample:truthfulqa"`` name the bundled samples.
 
     * ``fields`` renames file fields to the names the task's template uses
       (``{"cot": "solution"}``); other fields keep their names. ``id_field``, ``label_field``
@@ -123,7 +148,8 @@ def load_dataset(
     """
     if limit is not None and limit < 1:
         raise DataError(f"limit must be at least 1, got {limit}", location=str(path))
-    records = _read_records(Path(path), limit)
+    path = resolve_input(path)
+    records = _read_records(path, limit)
     return _build_dataset(str(path), records, fields or {}, id_field, label_field, frozenset(drop))
 
 
@@ -262,6 +288,7 @@ def _build_dataset(
 ) -> Dataset:
     examples: list[Example] = []
     gold: dict[str, str] = {}
+    locations: dict[str, str] = {}
     explicit: dict[str, str] = {}  # id -> location of the record that declared it
     content_counts: dict[str, int] = {}
     seen_fields: set[str] = set()
@@ -308,6 +335,7 @@ def _build_dataset(
             n = content_counts[digest] = content_counts.get(digest, 0) + 1
             ex_id = digest if n == 1 else f"{digest}-{n}"
         examples.append(Example(ex_id, ex_fields))
+        locations[ex_id] = loc
         if label_field is not None and rec.get(label_field) is not None:
             gold[ex_id] = _normalise_label(rec[label_field], loc, label_field)
     missing = sorted(set(rename) - seen_fields)
@@ -317,7 +345,8 @@ def _build_dataset(
             location=source,
         )
     _check_unique_ids(examples, explicit, source)
-    return Dataset(tuple(examples), GoldLabels(gold) if gold else None, source=source)
+    gold_labels = GoldLabels(gold) if gold else None
+    return Dataset(tuple(examples), gold_labels, source=source, locations=locations)
 
 
 def _check_text(rec: dict[str, object], loc: str) -> None:

@@ -172,7 +172,23 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
         assert t.energy_start is not None and t.energy_max is not None
         if t.energy_max - t.energy_start < FLAT:
             warn("flat-energy", f"U did not rise over {t.steps} steps: the search found nothing")
-    if summary.get("converged") is False:
+    if summary.get("stopped") == "budget":
+        warn(
+            "unfinished",
+            "the budget (--max-calls/--max-tokens, totals for the run) stopped the search "
+            f"after {t.steps} steps"
+            + (", before it converged" if summary.get("converged") is False else "")
+            + (f"; {d.unlabeled} examples have label null" if d.unlabeled else "")
+            + ": the labels may still change; the same command with a larger budget continues "
+            "it from the cache",
+        )
+    elif d.unlabeled:
+        warn(
+            "unfinished",
+            f"the run stopped before labeling every example ({d.unlabeled} have label null: "
+            "a budget ran out); the same command with a larger budget continues it",
+        )
+    elif summary.get("converged") is False:
         warn(
             "unconverged",
             f"the search stopped at its cap of {t.steps} steps before it converged: the "
@@ -266,13 +282,30 @@ def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
         f"rejected: {t.rejected}"
     )
     if t.energy_start is not None:
-        lines.append(f"- U: {t.energy_start:.3f} → {t.energy_end:.3f} (max {t.energy_max:.3f})")
+        lines.append(
+            f"- U: {t.energy_start:.3f} → {t.energy_end:.3f} (max {t.energy_max:.3f}); U is the "
+            "score the search maximises: α × how well each label is predicted from the others "
+            "(log-probability), minus the contradicting pairs"
+        )
     if d.labeled_by_search is not None:
-        lines.append(f"- labeled by the search: {d.labeled_by_search} of {d.examples}")
+        lines.append(
+            f"- labeled by the search: {d.labeled_by_search} of {d.examples} (the rest were "
+            "predicted at the end, given the search's labels as demonstrations)"
+        )
     if summary.get("converged") is not None:
-        lines.append(f"- converged: {'yes' if summary['converged'] else 'no (stopped at its cap)'}")
+        why = "the budget" if summary.get("stopped") == "budget" else "its --max-steps cap"
+        lines.append(f"- converged: {'yes' if summary['converged'] else f'no (stopped by {why})'}")
     if "pairs_fixed" in summary:
-        lines.append(f"- ConsistencyFix repairs kept: {summary['pairs_fixed']}")
+        lines.append(
+            f"- consistency repairs kept: {summary['pairs_fixed']} (ConsistencyFix: a pair "
+            "whose labels contradict the task's relation, relabeled where that raised U)"
+        )
+    if summary.get("never_reproposed"):
+        lines.append(
+            f"- starting labels never revisited: {summary['never_reproposed']} (random labels "
+            "the search started from and never proposed again: they may still hold their "
+            "random value; a converging run revisits every label)"
+        )
     chains = [c for c in summary.get("chains") or [] if isinstance(c, Mapping)]
     if chains:
         lines += ["", "## Chains", "", "| seed | start | full-context U | same labels |"]

@@ -37,6 +37,8 @@ class InputError(ICMError):
         parts = [p for p in (location, f"field {field!r}" if field else None) if p]
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+        #: The message without its location and field (redacted like the whole).
+        self.message = str(self).removeprefix(f"{prefix}: ") if prefix else str(self)
 
 
 class DataError(InputError):

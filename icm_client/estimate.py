@@ -8,7 +8,9 @@ labeled example whose context contains it: all of them under ``exact``, about
 inconsistent pair whose repair scores two more label options. Prompts hold the
 demonstrations of that context plus the target, at the task's mean prompt size.
 Calibration adds one content-free call per prediction, or under ``bounded`` one per
-``context_share`` predictions (a group's targets share it). Real runs differ with
+``context_share`` predictions (a group's targets share it). A converging run ends with the
+global moves (``ICMSearch._settle``): the complement of the labeling and the model's
+predictions under it, two evaluations of every example. Real runs differ with
 the search's path (acceptances, repairs, the scorer's memo), so the plan is an estimate,
 and ``Eta`` corrects it with what the run has measured so far.
 """
@@ -16,7 +18,15 @@ and ``Eta`` corrects it with what the run has measured so far.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .dataset import Example
+    from .run import LabelConfig
+    from .tasks.base import Task
 
 #: Share of steps on an already labeled example whose proposal differs from its label.
 RELABEL_RATE = 0.25
@@ -109,6 +119,8 @@ def estimate_run(
         cumulative.append(calls)
         labeled = after
     final = max(n - labeled, 0.0) * factor  # predictions of what the search never labeled
+    if converging:  # the global moves that end it: the complement and its predictions
+        final += 2 * labeled * factor
     calls += final
     tokens += final * per_call(labeled)
     return RunPlan(
@@ -121,6 +133,67 @@ def estimate_run(
         calls=math.ceil(calls),
         prompt_tokens=math.ceil(tokens),
         converging=converging,
+    )
+
+
+#: Word pieces of a prompt, as the tokenizers of the models here split them: a word with its
+#: leading space, a digit (a space before it is a token of its own), a punctuation mark (with
+#: its leading space), a run of whitespace.
+_PIECES = re.compile(r" ?[A-Za-z]+| \d|\d| ?[^\sA-Za-z\d]|\s+")
+
+
+def text_tokens(text: str) -> int:
+    """Estimated tokens of ``text``: one per word (long words more), digit, punctuation mark
+    and whitespace run. Within 8% of Gemma's count on the cities, TruthfulQA and arithmetic
+    samples, where 4 characters a token missed digits-heavy text by 44% (each digit is a
+    token: "22 + 11 = 33" is 10)."""
+    count = 0
+    for piece in _PIECES.finditer(text):
+        s = piece.group()
+        word = s.lstrip(" ")
+        if word.isalpha():
+            count += math.ceil(len(word) / 8)
+        else:
+            count += 2 if s[0] == " " and word.isdigit() else 1
+    return count
+
+
+def demonstration_tokens(task: Task, prompts: Sequence[str]) -> float:
+    """A demonstration's estimated size in tokens: the mean prompt plus the longest label word
+    and the blank line after it."""
+    label = text_tokens(max(task.labels, key=len) + "\n\n")
+    return sum(text_tokens(p) for p in prompts) / max(len(prompts), 1) + label
+
+
+def plan_label(
+    examples: Sequence[Example],
+    task: Task,
+    config: LabelConfig,
+    *,
+    mean_prompt_tokens: float | None = None,
+    pairs: int | None = None,
+) -> RunPlan:
+    """The plan of ``label(examples, task, client, config)``: ``estimate_run`` with the
+    prompts' mean size and the relation's constrained pairs (computed here unless given)."""
+    if mean_prompt_tokens is None:
+        mean_prompt_tokens = demonstration_tokens(task, [task.render(ex) for ex in examples])
+    if pairs is None:
+        pairs = len(task.constraints(examples))
+    # A converging run: 2N steps to label and cool, then sweeps, whose proposals are free
+    # until a label changes; 4N steps matched the calls of the README demo.
+    # Every chain of the run (search/chains.py) is counted as a whole search.
+    steps = (config.search.steps or 4 * len(examples)) * config.search.chains
+    return estimate_run(
+        examples=len(examples),
+        steps=steps,
+        strategy=config.strategy,
+        context_size=config.context_size,
+        context_share=config.context_share,
+        calibrate=config.calibrate,
+        initial_labeled=config.search.initial_labeled,
+        mean_prompt_tokens=mean_prompt_tokens,
+        pairs=pairs,
+        converging=config.search.steps is None,
     )
 
 

@@ -21,6 +21,10 @@ from .dataset import Example
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
+class SeparatorWarning(UserWarning):
+    """A field value holds a demonstration separator (see the module docstring)."""
+
+
 @dataclass(frozen=True)
 class SeparatorField:
     """Example ``example_id``'s field ``field`` holds a demonstration separator."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .runs.atomic import atomic_bytes
 
 INSTALL_HINT = "pip install 'icm-client[plot]'"
 
@@ -65,6 +67,7 @@ def plot_run(
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(os.fspath(path), dpi=100)
+        with atomic_bytes(Path(path)) as fh:  # never through a link planted at path
+            fig.savefig(fh, dpi=100, format="png")
     finally:
         plt.close(fig)

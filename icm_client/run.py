@@ -7,10 +7,9 @@ embedded model as with a vLLM cluster behind a router.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -19,13 +18,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
-from .runs.checkpoint import Checkpointer, RunStore
+from .injection import SeparatorWarning, separator_fields, warning_text
+from .runs.checkpoint import Checkpointer
+from .runs.identity import RunIdentity
 from .runs.ledger import Figures, Ledger, record
+from .runs.rundir import RunDir
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
 from .search.anneal import SearchConfig, Step
 from .search.chains import Chains, ChainsResult
 from .search.consistency import Consistency
 from .tasks.base import Label, Task
+from .tasks.check import check_task
 
 Strategy = Literal["exact", "bounded"]
 
@@ -193,23 +196,13 @@ def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextSt
     return ExactContext()
 
 
-def fingerprint(
+def run_identity(
     task: Task, examples: Sequence[Example], config: LabelConfig, backend: CountingBackend
-) -> str:
-    """What a run's result depends on: every prompt, the label words, the constraints, the
-    settings and the model. A run directory refuses to resume a run with another one."""
-    h = hashlib.sha256()
-    for part in (
-        task.name,
-        json.dumps(task.labels),
-        config.model_dump_json(),
-        backend.identity,
-        *(f"{ex.id}\x00{task.render(ex)}" for ex in examples),
-        *(f"{c.i},{c.j},{sorted(c.allowed)}" for c in task.constraints(examples)),
-    ):
-        h.update(part.encode())
-        h.update(b"\x00")
-    return h.hexdigest()
+) -> RunIdentity:
+    """What a run's result depends on: the examples, every prompt, the label words, the
+    constraints, the settings and the model. A run directory refuses to resume a run with
+    another one, naming what differs (``runs.identity``)."""
+    return RunIdentity.of(task, examples, config.model_dump(), backend.identity)
 
 
 async def label(
@@ -218,21 +211,51 @@ async def label(
     backend: CountingBackend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
-    run_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | RunDir | None = None,
     *,
     pinned: dict[int, Label] | None = None,
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
     With ``run_dir`` the run checkpoints there after accepted steps (see ``Checkpointer``)
-    and, when the directory holds a checkpoint of the same run, continues from it.
+    and, when the directory holds a checkpoint of the same run, continues from it. The
+    directory is locked for the run (``RunDir``): a second run on it, from this API or the
+    CLI, fails at once. A ``RunDir`` the caller already holds is used as it is.
+
+    Before any call the task is checked against the examples (a field it reads that none
+    has is a ``TaskError``), and a field holding a demonstration separator (a blank line)
+    is a ``SeparatorWarning``. ``pinned`` labels (example index -> label index) are given
+    to every chain of the search.
     """
-    config = config or LabelConfig()
     exs = examples_of(examples)
+    check_task(task, exs, source="the examples", allow_empty_relation=True)
+    forged = separator_fields(exs)
+    if forged:
+        warnings.warn(warning_text(forged), SeparatorWarning, stacklevel=2)
+    if run_dir is None or isinstance(run_dir, RunDir):
+        return await _label(exs, task, backend, config or LabelConfig(), on_step, run_dir, pinned)
+    with RunDir(run_dir) as held:
+        return await _label(exs, task, backend, config or LabelConfig(), on_step, held, pinned)
+
+
+async def _label(
+    exs: tuple[Example, ...],
+    task: Task,
+    backend: CountingBackend,
+    config: LabelConfig,
+    on_step: Callable[[Step], None] | None,
+    run: RunDir | None,
+    pinned: dict[int, Label] | None = None,
+) -> LabelResult:
     start = time.perf_counter()
     await prepare(backend)  # the identity (part of the fingerprint) must be final
+    run_dir = run.path if run is not None else None
     store = (
-        RunStore(run_dir, fingerprint(task, exs, config, backend)) if run_dir is not None else None
+        run.store(
+            run_identity(task, exs, config, backend), examples=len(exs), labels=len(task.labels)
+        )
+        if run is not None
+        else None
     )
     resume, past = store.load() if store is not None else (None, [])
     saver = Checkpointer(store, lambda: backend.usage.calls) if store is not None else None
@@ -277,8 +300,10 @@ async def label(
     if run_dir is not None:
         figures = Figures.of(backend.usage, out.summary.wall_time_s)
         update["ledger"] = record(run_dir, figures, finished=True)
-    if resume is not None:
+    if resume is not None:  # the figures of the whole search, not of the steps run here
         update["resumed_from_step"] = resume.n
+        update["steps"] = len(past) + out.summary.steps
+        update["accepted"] = sum(bool(s["accepted"]) for s in past) + out.summary.accepted
     summary = out.summary.model_copy(update=update)
     return out.model_copy(update={"summary": summary, "trajectory": past + out.trajectory})
 

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import anyio
+from processes import HANG_S
 
 from icm_client.backends import ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoringClient
@@ -76,7 +77,7 @@ async def work(directory: str, n: int, seed: int) -> dict[str, object]:
 
 def main() -> None:
     directory, n, seed, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_S
     while not go.exists() and time.monotonic() < deadline:
         time.sleep(0.005)
     with warnings.catch_warnings(record=True) as caught:

@@ -213,7 +213,7 @@ CASES = [
     Case(
         "task-template-field-not-in-data",
         task_file('name = "t"\ntemplate = "{claim} is"\n'),
-        ("data.jsonl", "example 'c0'", "field 'claim'"),
+        ("data.jsonl", "field 'claim'", "(template)", "the fields are: city, country"),
     ),
     Case(
         "label-word-not-one-token",

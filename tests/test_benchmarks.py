@@ -1,6 +1,8 @@
 """The benchmarks' quick modes, so that they cannot rot: each script runs as a user runs it
 (a subprocess, ``--quick``) and its JSON must hold the expected keys and consistent figures.
-Nothing here is timed: speed is what the benchmarks report, not what tests assert."""
+Nothing here is timed: speed is what the benchmarks report, not what tests assert. The tests
+that run a script are marked ``benchmark``: the default ``python -m pytest -q`` leaves them out
+(their time grows with the machine's load) and ``.ci/run`` runs them with ``-m benchmark``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import HANG_S
 
 from icm_client.run import LabelConfig
 from icm_client.testing.protocol import hash_logprobs as model_logprobs
@@ -22,12 +25,13 @@ BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
 def run_quick(name: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
+    """Run ``benchmarks/NAME.py --quick``; only tests marked ``benchmark`` call this."""
     out = tmp_path / f"{name}.json"
     subprocess.run(
         [sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick", "--out", str(out), *extra],
         check=True,
         capture_output=True,
-        timeout=300,
+        timeout=HANG_S,
     )
     doc: dict[str, Any] = json.loads(out.read_text())
     assert doc["benchmark"] == name and doc["machine"]["cpus"] >= 1
@@ -54,6 +58,7 @@ def test_the_benchmark_server_copies_the_tests_stand_in_model(sim: Any) -> None:
     assert {a[0][0], a[1][0]} == {" True", " False"} and a[0][0] == b[0][0]
 
 
+@pytest.mark.benchmark
 def test_cost(tmp_path: Path) -> None:
     doc = run_quick("cost", tmp_path)
     runs = {(r["task"], r["n"], r["strategy"]): r for r in doc["runs"]}
@@ -92,6 +97,7 @@ def test_cost(tmp_path: Path) -> None:
     assert doc["target"]["ratio_min"] == 20
 
 
+@pytest.mark.benchmark
 def test_overhead(tmp_path: Path) -> None:
     doc = run_quick("overhead", tmp_path)
     rows = doc["results"]
@@ -115,6 +121,7 @@ def test_overhead(tmp_path: Path) -> None:
     assert isinstance(doc["target"]["throughput_met"], bool)
 
 
+@pytest.mark.benchmark
 def test_requests_per_score(tmp_path: Path) -> None:
     doc = run_quick("requests_per_score", tmp_path)
     configs = doc["configs"]
@@ -128,6 +135,7 @@ def test_requests_per_score(tmp_path: Path) -> None:
     assert configs["label ids learnt per ending"]["tokenize_requests"] < doc["n"]
 
 
+@pytest.mark.benchmark
 def test_batching(tmp_path: Path) -> None:
     doc = run_quick("batching", tmp_path)
     rows = {r["client"]: r for r in doc["results"]}
@@ -142,6 +150,7 @@ def test_batching(tmp_path: Path) -> None:
         assert n / doc["params"]["batch_size"] <= rows[name]["http_requests"] < n
 
 
+@pytest.mark.benchmark
 def test_search_cpu(tmp_path: Path) -> None:
     doc = run_quick("search_cpu", tmp_path)
     rows = {(r["task"], r["n"]): r for r in doc["results"]}
@@ -158,6 +167,7 @@ def test_search_cpu(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.benchmark
 def test_rerun(tmp_path: Path) -> None:
     doc = run_quick("rerun", tmp_path)
     rows = {(r["path"], r["run"]): r for r in doc["results"]}
@@ -181,7 +191,7 @@ def test_the_benchmark_server_serves_at_most_capacity_at_once(sim: Any) -> None:
                 request = urllib.request.Request(
                     f"{server.base_url}/completions", body, {"Content-Type": "application/json"}
                 )
-                with urllib.request.urlopen(request, timeout=30) as response:
+                with urllib.request.urlopen(request, timeout=HANG_S) as response:
                     assert json.loads(response.read())["choices"]
 
             with ThreadPoolExecutor(6) as pool:
@@ -196,6 +206,7 @@ def test_the_benchmark_server_serves_at_most_capacity_at_once(sim: Any) -> None:
     assert bounded["queued_peak"] >= 1
 
 
+@pytest.mark.benchmark
 def test_replicas(tmp_path: Path) -> None:
     doc = run_quick("replicas", tmp_path)
     p = doc["params"]
@@ -229,6 +240,7 @@ def test_replicas(tmp_path: Path) -> None:
     assert doc["target"]["met"] == (not doc["target"]["missed"])
 
 
+@pytest.mark.benchmark
 def test_scale(tmp_path: Path) -> None:
     doc = run_quick("scale", tmp_path, "--work", str(tmp_path / "work"))
     assert doc["labeled"] == doc["examples"] == 2000
@@ -241,6 +253,7 @@ def test_scale(tmp_path: Path) -> None:
     assert doc["killed_run_calls"] > 0 and doc["resumed_run_calls"] > 0
 
 
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_quality(tmp_path: Path, shared_data: Path, require_local_model: None) -> None:
     doc = run_quick("quality", tmp_path, "--data", str(shared_data))
@@ -252,6 +265,7 @@ def test_quality(tmp_path: Path, shared_data: Path, require_local_model: None) -
         assert s["calls"] > 0 and s["prompt_tokens"] > 0
 
 
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_local_speed(tmp_path: Path, require_local_model: None) -> None:
     doc = run_quick("local_speed", tmp_path)
@@ -266,6 +280,7 @@ def test_local_speed(tmp_path: Path, require_local_model: None) -> None:
     assert 0 <= scores["auroc_old"] <= 1 and 0 <= scores["auroc_new"] <= 1
 
 
+@pytest.mark.benchmark
 def test_quality_sim(tmp_path: Path) -> None:
     doc = run_quick("quality_sim", tmp_path, "--regimes", "oracle", "noisy", "--shapes", "gsm8k")
     rows = {(r["regime"], r["strategy"]): r for r in doc["rows"]}
@@ -281,6 +296,7 @@ def test_quality_sim(tmp_path: Path) -> None:
             assert r["tokens_vs_exact"] == r["tokens_per_label"] / exact["tokens_per_label"] < 1
 
 
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_demo_speed(tmp_path: Path, require_local_model: None) -> None:
     doc = run_quick("demo_speed", tmp_path)

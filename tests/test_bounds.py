@@ -15,6 +15,7 @@ from typing import cast
 
 import anyio
 import pytest
+from processes import HANG_S
 from raw_server import RawServer, head
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
@@ -207,7 +208,7 @@ async def test_more_requests_than_httpxs_default_pool_are_in_flight_at_once(
     """httpx2's default pool holds 100 connections; the backend's holds more: 150 requests
     are answered only once all 150 have reached the server."""
     n = 150
-    everyone = threading.Barrier(n, timeout=20)
+    everyone = threading.Barrier(n, timeout=HANG_S)
     body = json.dumps({"choices": [{"index": 0, "logprobs": {"top_logprobs": [TOP]}}]}).encode()
 
     def together(sock: socket.socket) -> None:
@@ -215,7 +216,7 @@ async def test_more_requests_than_httpxs_default_pool_are_in_flight_at_once(
         sock.sendall(head(Content_Length=str(len(body))) + body)
 
     with RawServer(together) as server:
-        client = backend(server, transport, timeout=30.0)
+        client = backend(server, transport, timeout=HANG_S)
         results: list[object] = []
 
         async def one() -> None:

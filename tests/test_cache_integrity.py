@@ -14,6 +14,7 @@ from pathlib import Path
 import diskcache
 import pytest
 from cache_worker import LABELS, Stand, expected
+from processes import HANG_S
 
 from icm_client.backends import ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoreCache, ScoringClient, cache_key
@@ -53,12 +54,14 @@ async def test_directory_is_created_private_with_its_parents(tmp_path: Path) -> 
     assert mode(directory) == 0o700
 
 
-async def test_an_existing_open_directory_of_ours_is_made_private(tmp_path: Path) -> None:
+async def test_an_existing_directory_keeps_its_mode_with_a_warning(tmp_path: Path) -> None:
     directory = tmp_path / "cache"
     directory.mkdir(mode=0o755)
-    directory.chmod(0o755)
-    ScoreCache(directory).close()
-    assert mode(directory) == 0o700
+    directory.chmod(0o2775)  # a group-shared directory: its mode is the owner's choice
+    with pytest.warns(RuntimeWarning, match="can be read by others"):
+        ScoreCache(directory).close()
+    assert mode(directory) == 0o2775
+    assert mode(directory / "cache.db") == 0o600
 
 
 async def test_nothing_is_evicted_even_where_a_size_limit_was_set_before(tmp_path: Path) -> None:
@@ -213,7 +216,7 @@ def test_two_processes_sharing_one_directory_stay_correct(tmp_path: Path) -> Non
     go.touch()  # both start at once: the same keys, read and written concurrently
     reports = []
     for proc in procs:
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=HANG_S)
         assert proc.returncode == 0, err
         reports.append(json.loads(out))
     for report in reports:

@@ -38,7 +38,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (
             lambda p: p.write_text('{"id": "a", "question": "q"}\n'),
             [],
-            "data.jsonl: example 'a': field 'choice'",
+            "field 'choice': task 'truthfulqa' reads field 'choice' (template)",
         ),
         (lambda p: write_claims(p), ["--task", "no-such-task"], "no-such-task"),
         (lambda p: write_claims(p), ["--field", "nonsense"], "--field"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fault_server import PERMANENT, TRANSIENT, FaultServer, model_logprobs
+from processes import HANG_S
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.cli import main
@@ -138,16 +139,18 @@ CONFIG = LabelConfig(
 )
 
 
-def run_stack(server: FaultServer) -> ScoringClient:
-    """The CLI's client without the cache (every score reaches the server), fast waits."""
-    inner = OpenAICompletions(server.base_url, timeout=0.25)
+def run_stack(server: FaultServer, timeout: float) -> ScoringClient:
+    """The CLI's client without the cache (every score reaches the server), fast waits.
+    ``timeout`` must be below the server's ``slow_s`` for a slow answer to be a fault, and
+    well above a clean answer's time on a busy machine, so that only injected faults retry."""
+    inner = OpenAICompletions(server.base_url, timeout=timeout)
     retry = Retry(max_attempts=8, base_wait=0.001, max_wait=0.01)
     return ScoringClient(inner, cache=False, retry=retry, max_concurrency=8)
 
 
-async def labeled(server: FaultServer) -> LabelResult:
+async def labeled(server: FaultServer, timeout: float = 2.0) -> LabelResult:
     dataset = load_dataset(SAMPLES / "cities_sample.jsonl", limit=32)
-    backend = run_stack(server)
+    backend = run_stack(server, timeout)
     try:
         return await label(dataset.examples, get_task("cities"), backend, CONFIG)
     finally:
@@ -156,10 +159,10 @@ async def labeled(server: FaultServer) -> LabelResult:
 
 async def test_thirty_percent_transient_faults_change_no_label() -> None:
     with FaultServer() as clean_server:
-        clean = await labeled(clean_server)
+        clean = await labeled(clean_server, timeout=HANG_S)
     assert clean.summary.retries == 0 and sum(clean_server.injected.values()) == 0
 
-    with FaultServer(rate=0.3, seed=11, max_streak=6, slow_s=0.5) as server:
+    with FaultServer(rate=0.3, seed=11, max_streak=6, slow_s=4.0) as server:
         faulty = await labeled(server)
     injected = sum(server.injected.values())
     attempts = sum(server.requests.values())

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from fault_server import PERMANENT, fault_server
-from processes import ctrl_c_reaches_it
+from processes import HANG_S, ctrl_c_reaches_it
 
 from icm_client.cli import main
+from icm_client.cli._io import UNFINISHED
 from icm_client.runs.ledger import Figures, Ledger, load_ledger, record, remaining
 
 
@@ -76,16 +77,17 @@ def test_max_calls_is_a_total_for_the_run(tmp_path: Path) -> None:
         argv = ["label", str(claims(tmp_path, 24)), "--task", "truthfulqa", "--out", str(out)]
         argv += ["--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache")]
         argv += ["--quiet", "--allow-empty-relation", "--concurrency", "1"]
-        assert main([*argv, "--max-calls", "30"]) == 0
+        assert main([*argv, "--max-calls", "30"]) == UNFINISHED  # stopped by its budget
         first = summary_of(out)["summary"]
         assert isinstance(first, dict) and first["stopped"] == "budget"
-        assert main([*argv, "--max-calls", "30"]) == 0  # the run's budget is spent already
+        assert main([*argv, "--max-calls", "30"]) == UNFINISHED  # the budget is spent already
         second = summary_of(out)["summary"]
         assert isinstance(second, dict) and second["stopped"] == "budget"
         assert second["calls"] == 0 and second["ledger"]["total"]["calls"] == first["calls"]
-        assert main([*argv, "--max-calls", "45"]) == 0  # 15 more for the run
+        code = main([*argv, "--max-calls", "45"])  # 15 more for the run
         third = summary_of(out)["summary"]
         assert isinstance(third, dict) and 0 < third["calls"] <= 45 - first["calls"]
+        assert code == (UNFINISHED if third["unlabeled"] else 0)
         assert third["ledger"]["total"]["calls"] <= 45
 
 
@@ -126,12 +128,12 @@ def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) ->
             preexec_fn=ctrl_c_reaches_it,
         )
         checkpoint = out.with_name(out.name + ".run") / "checkpoint.json"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_S
         while not checkpoint.exists() and proc.poll() is None:
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=HANG_S)
         if proc.returncode == 0:
             pytest.skip("the run finished before the interrupt")  # a very fast machine
         assert proc.returncode == 130, err
@@ -139,7 +141,7 @@ def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) ->
         assert data["interrupted"] is True
         first = Ledger.model_validate(data["ledger"])
         assert first.unfinished == 1 and first.total.calls > 0
-        assert subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
+        assert subprocess.run(argv, capture_output=True, timeout=HANG_S).returncode == 0
     done = summary_of(out)["summary"]
     assert isinstance(done, dict)
     assert done["ledger"]["invocations"] == 2

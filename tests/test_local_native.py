@@ -18,11 +18,20 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from processes import alive, gone_soon
+from processes import HANG_S, alive, gone_soon
+from tiny_gguf import make_tiny_gemma3_gguf
 
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import EmbeddedServer
-from icm_client.local.native import build, built_binary, main, native_server
+from icm_client.local.native import (
+    BUILD_CPU_MINUTES,
+    build,
+    build_progress,
+    built_binary,
+    main,
+    native_server,
+    run_step,
+)
 from icm_client.local.server import choose_engine
 
 FAKE = Path(__file__).with_name("fake_llama_server.py")
@@ -118,7 +127,7 @@ async def test_the_native_binary_gets_the_settings_and_stops_with_the_block(
     server = EmbeddedServer(model, n_parallel=3, ctx_per_slot=1024, threads=1, cache_ram_mib=0)
     async with server:
         assert server.engine == "native" and server.model_name == "model-native"
-        response = httpx2.get(server.root_url + "/health", timeout=5)
+        response = httpx2.get(server.root_url + "/health", timeout=HANG_S)
         assert response.status_code == 200
         seen = json.loads(fake_native.read_text())
         argv, binary_pid = seen["argv"], seen["pid"]
@@ -144,7 +153,7 @@ async def test_a_native_binary_that_fails_to_start_reports_its_log(
     fake_native: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FAKE_LLAMA_FAIL", "1")
-    server = EmbeddedServer(fake_native.parent / "model.gguf", startup_timeout=30)
+    server = EmbeddedServer(fake_native.parent / "model.gguf", startup_timeout=HANG_S)
     with pytest.raises(PermanentBackendError, match="failed to load model"):
         async with server:
             pass
@@ -161,7 +170,7 @@ def test_the_native_binary_dies_with_a_killed_wrapper(fake_native: Path) -> None
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_S
         while not ready.exists():
             assert time.monotonic() < deadline and wrapper.poll() is None
             time.sleep(0.05)
@@ -183,3 +192,47 @@ async def test_cancelling_the_block_stops_the_native_binary(fake_native: Path) -
             await anyio.sleep(60)
     assert scope.cancelled_caught
     assert gone_soon(pid)
+
+
+# -- no silent waits ------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_line_comes_before_the_weights_re_encoding_and_the_servers_start(
+    fake_native: Path,
+) -> None:
+    model = fake_native.parent / "tiny.gguf"
+    make_tiny_gemma3_gguf(model)
+    said: list[str] = []
+    async with EmbeddedServer(model, weights="q8_0", announce=said.append):
+        assert len(said) == 2
+    assert said[0].startswith("re-encoding the model's weights as Q8_0, once")
+    assert said[1] == "starting the embedded model (tiny-q8_0-native, native build)"
+    said.clear()
+    async with EmbeddedServer(model, weights="q8_0", announce=said.append):
+        pass
+    assert said == ["starting the embedded model (tiny-q8_0-native, native build)"]  # cached
+
+
+def test_a_build_step_reports_cmakes_progress_and_keeps_the_tail_of_a_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lines = [f"[{k:3d}%] Building CXX object src/f{k}.cpp.o" for k in range(0, 101, 5)]
+    script = "import sys\nfor line in sys.argv[1:]: print(line, flush=True)"
+    run_step(True, "compiling", [sys.executable, "-c", script, "configure noise", *lines])
+    err = capsys.readouterr().err.splitlines()
+    progress = [line for line in err if line.startswith("icm:   ")]
+    assert err[0] == "icm: compiling..."
+    assert [p.split()[1] for p in progress] == [f"{k}%" for k in range(0, 101, 10)]
+    assert build_progress("[12/120] Linking CXX executable") == pytest.approx(0.1)
+    assert build_progress("-- Configuring done") is None
+    failing = "import sys\nprint('[ 50%] cc f.c'); print('error: boom'); sys.exit(3)"
+    with pytest.raises(ConfigError, match=r"(?s)compiling failed \(exit 3\).*error: boom"):
+        run_step(False, "compiling", [sys.executable, "-c", failing])
+    assert capsys.readouterr().err == ""  # log=False: silent
+
+
+def test_the_readme_quotes_the_builds_measured_cost() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    line = next(x for x in readme.splitlines() if x.startswith("python -m icm_client.local.native"))
+    assert f"{BUILD_CPU_MINUTES} CPU-minutes" in line and "~11" not in readme

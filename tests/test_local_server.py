@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx2
 import pytest
-from processes import alive
+from processes import HANG_S, alive
 
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.local import DEFAULT_MODEL_NAME, EmbeddedServer
@@ -36,7 +36,7 @@ def _root(base_url: str) -> str:
 
 def _complete(base_url: str, prompt: str, **extra: Any) -> dict[str, Any]:
     body = {"prompt": prompt, "max_tokens": 1, "temperature": 0, "logprobs": 20, **extra}
-    response = httpx2.post(base_url + "/completions", json=body, timeout=60)
+    response = httpx2.post(base_url + "/completions", json=body, timeout=HANG_S)
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -52,9 +52,9 @@ def _port_open(url: str) -> bool:
 @pytest.mark.integration
 def test_health_and_models(embedded_server: EmbeddedServer) -> None:
     local_server = embedded_server.base_url
-    health = httpx2.get(_root(local_server) + "/health", timeout=10)
+    health = httpx2.get(_root(local_server) + "/health", timeout=HANG_S)
     assert health.status_code == 200
-    models = httpx2.get(local_server + "/models", timeout=10).json()
+    models = httpx2.get(local_server + "/models", timeout=HANG_S).json()
     assert embedded_server.model_name in [m["id"] for m in models["data"]]
 
 
@@ -74,7 +74,7 @@ def test_top_logprobs_in_llama_cpp_shape(embedded_server: EmbeddedServer) -> Non
 def test_label_words_are_single_tokens(local_server: str) -> None:
     for word in (" True", " False"):
         response = httpx2.post(
-            _root(local_server) + "/tokenize", json={"content": word}, timeout=10
+            _root(local_server) + "/tokenize", json={"content": word}, timeout=HANG_S
         )
         assert response.status_code == 200
         assert len(response.json()["tokens"]) == 1, (word, response.json())

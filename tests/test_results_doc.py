@@ -11,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fault_server import fault_server
+from processes import HANG_S
 
 ROOT = Path(__file__).parents[1]
 CONDITIONS = ("zero-shot", "icm", "gold", "random", "perturbed", "bootstrap")
@@ -78,6 +80,7 @@ def make_data(root: Path) -> None:
     (paper / "test_alpaca.json").write_text(json.dumps(alpaca))
 
 
+@pytest.mark.benchmark
 def test_the_results_document_has_every_task_and_baseline(tmp_path: Path) -> None:
     data, work, out = tmp_path / "data", tmp_path / "work", tmp_path / "results.md"
     make_data(data)
@@ -85,7 +88,7 @@ def test_the_results_document_has_every_task_and_baseline(tmp_path: Path) -> Non
         cmd = [sys.executable, str(ROOT / "benchmarks" / "results.py"), "--quick"]
         cmd += ["--data", str(data), "--work", str(work), "--out", str(out)]
         cmd += ["--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache")]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr[-3000:]
     text = out.read_text()
     assert "python benchmarks/results.py --quick --data $DATA --work $WORK" in text

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from fault_server import FaultServer, fault_server
+from processes import HANG_S
 
 STEPS = 40
 
@@ -67,7 +68,7 @@ def steps_done(work: Path) -> int:
 
 
 def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -93,7 +94,7 @@ def test_killed_runs_resume_to_the_labels_of_an_uninterrupted_run(tmp_path: Path
             proc = subprocess.Popen(
                 command(data, server, work), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
             )
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + HANG_S
             while steps_done(work) < point and proc.poll() is None:
                 assert time.monotonic() < deadline, "the run made no progress"
                 time.sleep(0.002)
@@ -128,7 +129,7 @@ def test_resume_refuses_a_different_run_and_restart_starts_over(tmp_path: Path) 
         run_to_end(command(data, server, tmp_path))
         write_claims(data, n=12)  # the input changed: the checkpoint is not for this run
         other = subprocess.run(
-            command(data, server, tmp_path), capture_output=True, text=True, timeout=120
+            command(data, server, tmp_path), capture_output=True, text=True, timeout=HANG_S
         )
         assert other.returncode == 2
         assert "checkpoint.json" in other.stderr and "different run" in other.stderr
@@ -140,7 +141,7 @@ def test_resume_refuses_a_different_run_and_restart_starts_over(tmp_path: Path) 
             command(data, server, tmp_path, "--resume", "--run-dir", str(tmp_path / "nothing")),
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=HANG_S,
         )
         assert missing.returncode == 2 and "--resume: no checkpoint" in missing.stderr
 
@@ -154,7 +155,7 @@ def test_a_damaged_checkpoint_is_reported_not_trusted(tmp_path: Path, garbage: b
         run_dir.mkdir()
         (run_dir / "checkpoint.json").write_bytes(garbage)
         done = subprocess.run(
-            command(data, server, tmp_path), capture_output=True, text=True, timeout=120
+            command(data, server, tmp_path), capture_output=True, text=True, timeout=HANG_S
         )
     assert done.returncode == 2
     assert str(run_dir / "checkpoint.json") in done.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fault_server import FaultServer
+from processes import HANG_S
 
 from icm_client.cli import main
 from icm_client.dataset import load_dataset
@@ -89,7 +90,7 @@ def test_a_full_disk_while_checkpointing_names_the_file_without_a_traceback(
             capture_output=True,
             text=True,
             preexec_fn=small_files,
-            timeout=120,
+            timeout=HANG_S,
         )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr

@@ -13,6 +13,7 @@ import pytest
 from fault_server import FaultServer, fault_server
 
 from icm_client.cli import main
+from icm_client.cli._io import UNFINISHED
 from icm_client.runs.files import read_labels
 
 DATA = "sample:cities"
@@ -22,7 +23,9 @@ def produce(tmp_path: Path, server: FaultServer) -> dict[str, Path]:
     backend = ["--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     label = tmp_path / "label.jsonl"
     common = ["--task", "cities", "--strategy", "bounded", "--context-size", "4", *backend]
-    assert main(["label", DATA, "--out", str(label), "--max-calls", "60", *common]) == 0
+    code = main(["label", DATA, "--out", str(label), "--max-calls", "60", *common])
+    stopped = json.loads(label.with_name("label.jsonl.summary.json").read_text())["summary"]
+    assert code == (UNFINISHED if stopped["unlabeled"] else 0)
     scale = tmp_path / "scale.jsonl"
     assert (
         main(

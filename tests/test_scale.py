@@ -15,6 +15,7 @@ from types import ModuleType
 
 import pytest
 from fault_server import FaultServer, fault_server
+from processes import HANG_S
 
 from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import Example, GoldLabels, examples_of
@@ -225,7 +226,7 @@ async def test_a_failed_run_resumes_to_the_result_of_an_uninterrupted_one(tmp_pa
     journal = (run_dir / "propagated.jsonl").read_text().splitlines()
     assert [json.loads(line)["chunk"] for line in journal] == [0, 1, 2, 3]
     other = CONFIG.model_copy(update={"chunk_size": 50})
-    with pytest.raises(ConfigError, match="different run"):
+    with pytest.raises(ConfigError, match=r"different run.*the settings: chunk_size 40 -> 50"):
         await label_large(examples, TASK, HashBackend(), other, run_dir=run_dir)
 
 
@@ -268,7 +269,7 @@ def test_icm_scale_killed_mid_run_resumes_to_the_same_labels(tmp_path: Path) -> 
         ref = tmp_path / "ref"
         ref.mkdir()
         done = subprocess.run(
-            scale_command(data, server, ref), capture_output=True, text=True, timeout=300
+            scale_command(data, server, ref), capture_output=True, text=True, timeout=HANG_S
         )
         assert done.returncode == 0, done.stderr
         assert "by propagation" in done.stdout and "agreement with gold" in done.stdout
@@ -278,7 +279,7 @@ def test_icm_scale_killed_mid_run_resumes_to_the_same_labels(tmp_path: Path) -> 
             scale_command(data, server, work), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         journal = work / "labels.jsonl.run" / "propagated.jsonl"
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + HANG_S
         while not (journal.exists() and journal.stat().st_size) and proc.poll() is None:
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.01)
@@ -286,7 +287,7 @@ def test_icm_scale_killed_mid_run_resumes_to_the_same_labels(tmp_path: Path) -> 
         proc.wait()
         assert not (work / "labels.jsonl").exists()
         again = subprocess.run(
-            scale_command(data, server, work), capture_output=True, text=True, timeout=300
+            scale_command(data, server, work), capture_output=True, text=True, timeout=HANG_S
         )
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stderr and "resumed:" in again.stdout

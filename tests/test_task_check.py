@@ -123,3 +123,53 @@ def test_task_check_without_data_lists_the_fields(
     assert main(["task", "check", str(write(tmp_path))]) == 0
     out = capsys.readouterr().out
     assert "template=question" in out and "relation.answer=answer" in out
+
+
+@pytest.mark.parametrize("command", ["task check", "label"])
+def test_a_template_typo_gets_the_same_did_you_mean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    task = tmp_path / "task.toml"
+    task.write_text(
+        TASK.format(answer="answer", group='"question"').replace("{question}", "{qestion}")
+    )
+    argv = [*command.split(), str(data(tmp_path)), "--task", str(task)]
+    if command == "task check":
+        argv = ["task", "check", str(task), str(data(tmp_path))]
+    else:
+        argv += ["--out", str(tmp_path / "l.jsonl"), "--base-url", "http://127.0.0.1:9/v1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "'qestion' (template)" in err and "the fields are: answer, question" in err
+    assert "did you mean 'question'?" in err
+
+
+def test_a_row_without_the_field_is_named_by_its_line_where_it_has_no_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows: list[dict[str, object]] = [
+        {"question": f"{i} + 1", "answer": str(i + 1)} for i in range(4)
+    ]
+    rows[2] = {"qestion": "2 + 1", "answer": "3"}
+    path = data(tmp_path, rows)
+    assert main(["task", "check", str(write(tmp_path)), str(path), "--allow-empty-relation"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:3 (example " in err and "needs field 'question'" in err
+    assert "did you mean 'qestion'?" in err and "Traceback" not in err
+
+
+def test_label_words_without_a_leading_space_are_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task = write(tmp_path)
+    task.write_text(task.read_text() + "")
+    text = task.read_text().replace(
+        'group = "question"', 'group = "question"\nlabels = ["True", " False"]'
+    )
+    task.write_text(text)
+    assert main(["task", "check", str(task), str(data(tmp_path))]) == 0
+    err = capsys.readouterr().err
+    assert "icm: warning:" in err and "label words ['True'] have no leading space" in err
+    assert "' True'" in err
+    assert main(["task", "check", str(write(tmp_path)), str(data(tmp_path))]) == 0
+    assert "leading space" not in capsys.readouterr().err  # the default words carry it

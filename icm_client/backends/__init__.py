@@ -1,7 +1,9 @@
 """Scoring backends: what turns a prompt into label-word log-probabilities.
 
-``OpenAICompletions`` (an OpenAI-compatible ``/v1/completions`` server), ``Routing`` (several
-replicas of one model behind one backend) and the Anthropic samplers. Caching, retries,
+``OpenAICompletions`` (an OpenAI-compatible ``/v1/completions`` server), ``OpenAIChat`` (its
+``/v1/chat/completions``, for instruct models), ``Routing`` (several replicas of one model
+behind one backend), ``tinker.TinkerBackend`` (Tinker's base models, an optional extra) and
+the Anthropic samplers. Caching, retries,
 concurrency limits and budgets are the ``ScoringClient``'s (``icm_client.client``).
 """
 

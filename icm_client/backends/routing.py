@@ -44,13 +44,11 @@ import anyio
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ICMError, TransientBackendError
+from .affinity import DEFAULT_AFFINITY_CHARS
 from .base import Backend, CountingBackend, ScoreRequest, ScoreResult, Usage, prepare
 from .openai import OpenAICompletions
 
 AffinityKey = Callable[[ScoreRequest], str]
-
-DEFAULT_AFFINITY_CHARS = 512
-"""About 128 tokens: the first few demonstrations of an ICM prompt."""
 
 _MAX_BACKOFF_DOUBLINGS = 3  # a flapping endpoint waits at most 8x the cool-down
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import anyio
@@ -121,8 +122,9 @@ def split_base_url(base_url: str) -> tuple[str, str]:
 class JSONTransport:
     """Requests to one server root; ``client`` is the test seam (``httpx2.MockTransport``).
 
-    ``shown_root`` (the root without credentials) is what messages name. ``model_hint`` is
-    called to name the model in a 404 message.
+    ``shown_root`` (the root without credentials) is what messages name. ``headers`` go
+    with every request (an SDK client's organisation, project and default headers).
+    ``observer`` sees every response's headers (rate-limit pacing, ``client/pacing.py``).
     """
 
     def __init__(
@@ -134,8 +136,12 @@ class JSONTransport:
         timeout: float,
         client: httpx2.AsyncClient,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        headers: Mapping[str, str] | None = None,
+        observer: Callable[[httpx2.Headers], None] | None = None,
     ) -> None:
         self.root, self.shown_root = split_base_url(base_url)
+        self.headers = {"Accept": "application/json", **(headers or {})}
+        self.observer = observer
         if not timeout > 0:
             raise ConfigError(f"timeout must be positive, got {timeout}", field="timeout")
         if max_response_bytes < 1024:
@@ -161,26 +167,36 @@ class JSONTransport:
         self.model: str | None = None
         self._urls: dict[str, httpx2.URL] = {}  # parsed once: ~40 us a request otherwise
 
-    async def call(self, method: str, path: str, payload: dict[str, object] | None) -> object:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, object] | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> object:
         """``method root+path`` with a JSON body; the decoded JSON answer, or a ``BackendError``."""
-        response = await self.send(method, path, payload)
+        response = await self.send(method, path, payload, headers)
         return self.decode(response, self.shown_root + path)
 
     async def send(
-        self, method: str, path: str, payload: dict[str, object] | None
+        self,
+        method: str,
+        path: str,
+        payload: dict[str, object] | None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx2.Response:
         """The response (any status), its body read whole under the size cap and within the
         deadline; transport failures raise ``TransientBackendError``, an answer past the
         cap ``PermanentBackendError``."""
         shown = self.shown_root + path
-        headers = {"Accept": "application/json"}
+        sent = {**self.headers, **headers} if headers else dict(self.headers)
         if self.api_key is not None:
-            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+            sent["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
         request = self.client.build_request(
             method,
             self._url(path),
             json=payload,
-            headers=headers,
+            headers=sent,
             timeout=httpx2.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
         )
         answered: list[bool] = []
@@ -192,6 +208,8 @@ class JSONTransport:
                     await self._read_body(response)
                 finally:
                     await response.aclose()
+            if self.observer is not None:
+                self.observer(response.headers)
             return response
         except (TimeoutError, httpx2.ReadTimeout) as exc:
             why = "ReadTimeout" if isinstance(exc, httpx2.ReadTimeout) else "deadline"
@@ -273,13 +291,18 @@ class JSONTransport:
 
 
 def token_counts(body: object) -> tuple[int, int]:
-    """(prompt_tokens, cached_tokens) from ``usage``; 0 where the server does not say."""
+    """(prompt_tokens, cached_tokens) from ``usage``; 0 where the server does not say.
+
+    Cached tokens: OpenAI, vLLM and llama.cpp report ``prompt_tokens_details.cached_tokens``,
+    Together a top-level ``usage.cached_tokens``."""
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
         return 0, 0
     prompt = usage.get("prompt_tokens")
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = usage.get("cached_tokens")
     return (
         prompt if isinstance(prompt, int) and not isinstance(prompt, bool) else 0,
         cached if isinstance(cached, int) and not isinstance(cached, bool) else 0,

@@ -13,6 +13,19 @@ from pydantic import ValidationError
 from ..errors import ConfigError
 from ..runs.atomic import atomic
 
+UNFINISHED = 3
+"""Exit status of a run that stopped before labeling every example (a budget ran out), and
+of ``icm report --fail-on-warning`` on such a run or one with warnings."""
+
+EXIT_CODES = f"""exit status:
+  0    every example labeled
+  1    the backend failed (after its retries)
+  2    bad input or options (nothing was sent, or the run stopped before its search)
+  {UNFINISHED}    the run stopped before labeling every example (a budget ran out): the
+       labels file holds label null for those; the same command with a larger budget
+       continues from the run directory
+  130  interrupted (Ctrl-C); the same command continues the run"""
+
 
 def check_writable(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")

@@ -4,16 +4,21 @@ preflight request that checks it before a run."""
 from __future__ import annotations
 
 import argparse
+import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, get_args
 
 from ..backends.base import ScoreRequest
-from ..backends.openai.profiles import PROVIDER_CHOICES
+from ..backends.openai.profiles import PROVIDER_CHOICES, get_profile, profile_for_url
+from ..backends.openai.route import WIRE_APIS
 from ..backends.transport import MAX_RESPONSE_BYTES, HTTPClient
-from ..client import DEFAULT_CONCURRENCY, Budget, ScoringClient
+from ..client import DEFAULT_CONCURRENCY, Budget, Pace, ScoringClient
 from ..connection import DEFAULT_TIMEOUT, connect
 from ..dataset import Example
+from ..errors import ConfigError
+from ..estimate import RunPlan
+from ..prices import ASSUMED_CACHED_SHARE, Price, find_price, run_cost
 from ..tasks import Task
 
 
@@ -33,6 +38,14 @@ def add_backend_arguments(p: Any) -> Any:
         default="auto",
         help="what the server supports (vllm, llamacpp, a hosted API...); 'auto' (default): "
         "known by its host name, else probed with a few tiny requests",
+    )
+    b.add_argument(
+        "--api",
+        choices=WIRE_APIS,
+        default="auto",
+        help="wire API: 'completions' (/v1/completions, base models), 'chat' "
+        "(/v1/chat/completions with top_logprobs: instruct models, for prototyping only) or "
+        "'auto' (default): completions, unless the server refuses them for this model",
     )
     b.add_argument(
         "--api-key-env",
@@ -68,6 +81,31 @@ def add_backend_arguments(p: Any) -> Any:
         help="requests in flight at most (per --base-url)",
     )
     b.add_argument(
+        "--max-rpm",
+        type=int,
+        metavar="N",
+        help="requests per minute at most (for hosts that send no x-ratelimit-* headers; "
+        "hosted APIs known by name are also paced by their headers)",
+    )
+    b.add_argument(
+        "--max-tpm", type=int, metavar="N", help="prompt tokens per minute at most (estimated)"
+    )
+    b.add_argument(
+        "--price-per-mtok",
+        type=float,
+        metavar="USD",
+        help="price of a million prompt tokens, for the plan's dollar estimate (default: the "
+        "price table's entry for a known hosted model)",
+    )
+    b.add_argument(
+        "--cached-discount",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="with --price-per-mtok: the share taken off prompt tokens served from the "
+        "provider's cache (e.g. 0.5)",
+    )
+    b.add_argument(
         "--cache-dir", help="score cache directory (default $ICM_CACHE_DIR or ~/.cache/icm-client)"
     )
     b.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
@@ -87,6 +125,7 @@ async def open_backend(
         args.model,
         check=False,  # preflight_backend probes with the longest example, named by its file
         provider=args.provider,
+        api=args.api,
         api_key_env=args.api_key_env,
         top_k=args.top_k,
         max_concurrency=args.concurrency,
@@ -96,8 +135,54 @@ async def open_backend(
         timeout=args.timeout,
         max_response_bytes=int(args.max_response_mb * 2**20),
         http=args.http,
+        pace=pace_of(args),
     )
     return await exits.enter_async_context(backend)
+
+
+def _provider(args: argparse.Namespace) -> str | None:
+    """The provider's name: as given, else a known host's, else None."""
+    if args.provider != "auto":
+        return str(args.provider)
+    profile = profile_for_url(args.base_url[0]) if args.base_url else None
+    return profile.name if profile is not None else None
+
+
+def pace_of(args: argparse.Namespace) -> Pace | None:
+    """Pacing for the run: the caps given, and the headers of a hosted API known by name."""
+    provider = _provider(args)
+    hosted = provider is not None and get_profile(provider).hosted
+    if args.max_rpm is None and args.max_tpm is None and not hosted:
+        return None
+    for name in ("max_rpm", "max_tpm"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, got {value}", field=name)
+    return Pace(max_rpm=args.max_rpm, max_tpm=args.max_tpm)
+
+
+def cost_line(args: argparse.Namespace, plan: RunPlan) -> str:
+    """The plan's dollar estimate ('' where no price is known)."""
+    price: Price | None = None
+    if args.price_per_mtok is not None:
+        if args.price_per_mtok < 0 or not 0 <= args.cached_discount <= 1:
+            raise ConfigError(
+                "--price-per-mtok must be >= 0 and --cached-discount between 0 and 1, got "
+                f"{args.price_per_mtok} and {args.cached_discount}",
+                field="price_per_mtok",
+            )
+        price = Price(input_per_mtok=args.price_per_mtok, cached_discount=args.cached_discount)
+    elif (provider := _provider(args)) is not None:
+        price = find_price(provider, args.model)
+    if price is None:
+        return ""
+    dollars = run_cost(price, plan.prompt_tokens, plan.calls)
+    return (
+        f"cost: about ${dollars:,.2f} at ${price.input_per_mtok:g} per million prompt tokens "
+        f"({price.cached_discount:.0%} off the {ASSUMED_CACHED_SHARE:.0%} assumed "
+        f"prefix-cached; {price.source}; --price-per-mtok to change it)"
+    )
 
 
 async def preflight_backend(
@@ -110,3 +195,11 @@ async def preflight_backend(
         probe_name=f"example {longest.id!r} of {path} (the longest prompt)",
         labels_of=f"task {task.name!r}",
     )
+    note = route_note(client)
+    if note:
+        print(f"icm: route: {note}", file=sys.stderr)
+
+
+def route_note(client: ScoringClient) -> str:
+    """Which wire API ``--api auto`` took and why ('' where nothing was chosen)."""
+    return str(getattr(client.backend, "note", "") or "")

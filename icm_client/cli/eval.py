@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -20,16 +22,19 @@ from pydantic import ValidationError
 from ..backends.base import ScoreRequest
 from ..baselines.zero_shot import ChatModel
 from ..dataset import Dataset, Example, GoldLabels, load_dataset
-from ..errors import ConfigError, DataError, TaskError
+from ..errors import ConfigError, DataError
+from ..estimate import format_eta
 from ..evaluate import CONDITIONS, EvalConfig, evaluate, split_by_group, straddling
 from ..evaluate.core import demo_pool
 from ..evaluate.demos import longest_prompt
-from ..runs.files import read_labels
+from ..evaluate.plan import EvalPlan, estimate_eval
+from ..runs.files import RunFiles, read_labels
+from ..runs.outputs import check_outputs
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
 from .backend_options import add_backend_arguments, open_backend
-from .inputs import add_relation_argument, input_path, parse_fields
+from .inputs import add_relation_argument, input_path, parse_fields, render_all, task_file
 
 
 def add_parser(sub: Any) -> None:
@@ -119,13 +124,21 @@ def _config(args: argparse.Namespace) -> EvalConfig:
 def _load(spec: str, args: argparse.Namespace, task: Task) -> Dataset:
     path = input_path(spec)
     ds = load_dataset(path, fields=parse_fields(args.field), limit=args.limit, drop=args.drop)
-    for ex in ds.examples:  # a missing template field fails before any model call
-        try:
-            task.render(ex)
-        except TaskError as exc:
-            raise DataError(str(exc), location=str(path)) from None
     check_task(task, ds.examples, source=str(path), allow_empty_relation=args.allow_empty_relation)
+    render_all(task, ds)  # a field missing from one example fails before any model call
     return ds
+
+
+def _progress(plan: EvalPlan, calls: Callable[[], int]) -> Callable[[str], None]:
+    """Progress lines (a condition, a seed) with the calls so far and an ETA from the plan."""
+    started = time.monotonic()
+
+    def say(message: str) -> None:
+        made = calls()
+        eta = format_eta(plan.eta(made, time.monotonic() - started))
+        print(f"icm eval: {message} [calls {made}, ETA {eta}]", file=sys.stderr, flush=True)
+
+    return say
 
 
 def _merge(*golds: GoldLabels | None) -> GoldLabels | None:
@@ -141,8 +154,31 @@ def _records(examples: tuple[Example, ...], gold: GoldLabels | None) -> list[dic
     return out
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Before any work: no output is an input (``--out`` or ``--write-split`` naming the
+    data would replace it) or another output."""
+    inputs: dict[str, Path | None] = {
+        f"the {name} file": input_path(spec)
+        for name, spec in (("DATA", args.data), ("--train", args.train), ("--test", args.test))
+        if spec is not None
+    }
+    inputs["the task file"] = task_file(args.task)
+    if args.labels is not None:
+        inputs["the --labels file"] = Path(args.labels)
+        if Path(args.labels).exists():
+            found = RunFiles.locate(args.labels)
+            inputs["the labels file"], inputs["the run summary"] = found.labels, found.summary
+    outputs = {"--out": args.out}
+    if args.write_split is not None:
+        for name in ("train", "test"):
+            path = args.write_split.with_name(f"{args.write_split.name}.{name}.jsonl")
+            outputs[f"--write-split's {name} file"] = path
+    check_outputs(inputs, outputs)
+
+
 async def run(args: argparse.Namespace) -> int:
     config = _config(args)
+    _check_outputs(args)
     task = get_task(args.task)
     straddle: int | None = None
     if args.data is not None:
@@ -180,9 +216,18 @@ async def run(args: argparse.Namespace) -> int:
             check_writable(path)
             write_jsonl(path, _records(part, gold))
             print(f"icm: {len(part)} {name} examples -> {path}", file=sys.stderr)
-    say = None if args.quiet else (lambda msg: print(f"icm eval: {msg}", file=sys.stderr))
+    plan = estimate_eval(
+        task,
+        train,
+        [ex for ex in test if test_gold.get(ex.id) is not None],
+        config,
+        icm_labels=icm,
+        has_train_gold=train_gold is not None,
+    )
+    print(f"icm eval: {plan.line()}", file=sys.stderr)
     async with AsyncExitStack() as exits:
         backend = await open_backend(args, exits)
+        say = None if args.quiet else _progress(plan, lambda: backend.usage.calls)
         probe = longest_prompt(
             task,
             demo_pool(train, icm),

@@ -21,10 +21,11 @@ from ..export import (
     to_hf_dataset,
 )
 from ..runs.files import RunFiles, read_labels
+from ..runs.outputs import check_outputs
 from ..tasks import get_task
 from ..tasks.check import check_task
 from ._io import check_writable, write_jsonl
-from .inputs import input_path, parse_fields
+from .inputs import input_path, parse_fields, task_file
 
 FORMATS = {
     "labels": "JSONL: id, the input fields, label, confidence",
@@ -80,6 +81,14 @@ async def run(args: argparse.Namespace) -> int:
         check_task(
             get_task(str(task_spec)), examples, source=str(data_spec), allow_empty_relation=True
         )
+    inputs = {
+        "the labels file": files.labels,
+        "the run summary": files.summary,
+        "the run diagnostics": files.diagnostics,
+        "the input data": input_path(str(data_spec)) if data_spec is not None else None,
+        "the task file": task_file(task_spec),
+    }
+    check_outputs(inputs, {"--out": args.out})
     if args.format == "hf" and args.out.exists():
         raise ConfigError(f"--out {args.out} exists; a dataset is saved into a new directory")
     check_writable(args.out)

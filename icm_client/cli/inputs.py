@@ -6,21 +6,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..dataset import Dataset, Example, load_dataset
+from ..dataset import Dataset, Example, load_dataset, resolve_input
 from ..errors import ConfigError, DataError, TaskError
+from ..estimate import demonstration_tokens
 from ..injection import normalise_separators, separator_fields, warning_text
 from ..runs.outputs import check_outputs
-from ..scoring.manyshot import estimate_tokens
 from ..tasks import Task, get_task
 from ..tasks.check import TaskCheck, check_task
 from ._io import check_writable
-
-SAMPLES = Path(__file__).parents[1] / "samples"
 
 
 def add_input_arguments(p: Any) -> None:
@@ -87,21 +84,40 @@ def load_input(args: argparse.Namespace) -> Input:
     elif forged:
         print(f"icm: warning: {path}: {warning_text(forged)}", file=sys.stderr)
     task = get_task(args.task)
-    longest, size, chars = dataset.examples[0], -1, 0
+    found, prompts = checked(task, dataset, path, args.allow_empty_relation)
+    longest, size = dataset.examples[0], -1
+    for ex, prompt in zip(dataset.examples, prompts, strict=True):
+        if len(prompt) > size:
+            longest, size = ex, len(prompt)
+    mean_tokens = demonstration_tokens(task, prompts)
+    return Input(path, dataset, task, longest, found, mean_tokens)
+
+
+def checked(
+    task: Task, dataset: Dataset, path: Path, allow_empty_relation: bool
+) -> tuple[TaskCheck, list[str]]:
+    """The task checked against the data (``check_task``: a field in no example names the
+    closest one; then every example rendered: one lacking a field is named by its line;
+    then the relation's pairs), its warnings printed, and every prompt."""
+    found = check_task(task, dataset.examples, source=str(path), allow_empty_relation=True)
+    prompts = render_all(task, dataset)
+    if not allow_empty_relation:
+        found = check_task(task, dataset.examples, source=str(path))
+    for warning in found.warnings:
+        print(f"icm: warning: {warning}", file=sys.stderr)
+    return found, prompts
+
+
+def render_all(task: Task, dataset: Dataset) -> list[str]:
+    """Every example's prompt; a field missing from one example is a ``DataError`` naming
+    its record's line (a content id alone would not say which row it is)."""
+    prompts = []
     for ex in dataset.examples:
         try:
-            n = len(task.render(ex))
+            prompts.append(task.render(ex))
         except TaskError as exc:
-            raise DataError(str(exc), location=str(path)) from None
-        chars += n
-        if n > size:
-            longest, size = ex, n
-    found = check_task(
-        task, dataset.examples, source=str(path), allow_empty_relation=args.allow_empty_relation
-    )
-    label_tokens = estimate_tokens(max(task.labels, key=len) + "\n\n")
-    mean_tokens = chars / len(dataset) / 4 + label_tokens  # estimate_tokens' 4 chars a token
-    return Input(path, dataset, task, longest, found, mean_tokens)
+            raise DataError(exc.message, location=dataset.where(ex), field=exc.field) from None
+    return prompts
 
 
 def output_paths(args: argparse.Namespace, input_path: Path) -> tuple[Path, Path]:
@@ -112,34 +128,21 @@ def output_paths(args: argparse.Namespace, input_path: Path) -> tuple[Path, Path
     check_writable(args.out)
     check_writable(summary_path)
     outputs = {"--out": args.out, "--summary": summary_path, "--run-dir": run_dir}
-    check_outputs(input_path, outputs)
+    check_outputs({"the input file": input_path, "the task file": task_file(args.task)}, outputs)
     return summary_path, run_dir
 
 
-def prepare_run_dir(
-    run_dir: Path, args: argparse.Namespace, marker: str, clear: Callable[[Path], None]
-) -> None:
-    """``--restart`` clears the run; a run dir holding ``marker`` is resumed (and said so)."""
-    if args.restart:
-        clear(run_dir)
-    elif (run_dir / marker).exists():
-        print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
-    elif args.resume:
-        raise ConfigError(f"--resume: no checkpoint in {run_dir}")
+def task_file(spec: object) -> Path | None:
+    """The file a ``--task`` names, if it names one (not a built-in task): an input too."""
+    if not isinstance(spec, str) or not spec:
+        return None
+    path = Path(spec)
+    return path if path.is_file() else None
 
 
 def input_path(spec: str) -> Path:
     """The file an input argument names: a path, or ``sample:NAME`` for a bundled sample."""
-    if spec.startswith("sample:"):
-        name = spec.removeprefix("sample:")
-        path = SAMPLES / f"{name}_sample.jsonl"
-        if not path.exists():
-            known = sorted(
-                p.name.removesuffix("_sample.jsonl") for p in SAMPLES.glob("*_sample.jsonl")
-            )
-            raise ConfigError(f"no bundled sample {name!r}; known: {', '.join(known)}")
-        return path
-    return Path(spec)
+    return resolve_input(spec)
 
 
 def parse_fields(specs: list[str]) -> dict[str, str]:

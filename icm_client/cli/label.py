@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -11,24 +12,29 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import ConfigError
-from ..estimate import Eta, estimate_run
+from ..estimate import Eta, plan_label
+from ..injection import SeparatorWarning
 from ..run import LabelConfig, LabelResult, RunSummary, label
-from ..runs.checkpoint import CHECKPOINT, checkpointed_step, clear_run
-from ..runs.files import DIAGNOSTICS
-from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
-from ..runs.outputs import RunLock, remove_stale_temps
+from ..runs.ledger import Ledger, load_ledger, remaining
+from ..runs.outputs import remove_stale_temps
+from ..runs.rundir import RunDir
 from ..search.anneal import SearchConfig
-from ._io import option_error, write_json, write_labels_then_summary
+from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
-from .backend_options import add_backend_arguments, open_backend, preflight_backend
-from .inputs import add_input_arguments, load_input, output_paths, parse_fields, prepare_run_dir
+from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
+from .inputs import add_input_arguments, load_input, output_paths, parse_fields
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
 from .strategy import add_strategy_arguments, strategy_settings
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("label", help="label a dataset by Internal Coherence Maximization")
+    p = sub.add_parser(
+        "label",
+        help="label a dataset by Internal Coherence Maximization",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.set_defaults(run=run)
     add_input_arguments(p)
 
@@ -130,8 +136,8 @@ async def run(args: argparse.Namespace) -> int:
     path, dataset, task = given.path, given.dataset, given.task
     summary_path, run_dir = output_paths(args, path)
     async with AsyncExitStack() as exits:
-        exits.enter_context(RunLock(run_dir))  # held until the outputs are written
-        remove_stale_temps(args.out, summary_path, run_dir / CHECKPOINT, run_dir / DIAGNOSTICS)
+        run_files = exits.enter_context(RunDir(run_dir))  # locked until the outputs are written
+        remove_stale_temps(args.out, summary_path)
         before = Ledger() if args.restart else load_ledger(run_dir)
         spent = before.total
         backend = await open_backend(  # checks the options; sends nothing
@@ -140,37 +146,34 @@ async def run(args: argparse.Namespace) -> int:
             max_calls=remaining(args.max_calls, spent.calls),
             max_tokens=remaining(args.max_tokens, spent.prompt_tokens),
         )
-        # a converging run: 2N steps to label and cool, then sweeps, whose proposals are free
-        # until a label changes; 4N steps matched the calls of the README demo
-        steps = (config.search.steps or 4 * len(dataset)) * config.search.chains
-        plan = estimate_run(
-            examples=len(dataset),
-            steps=steps,
-            strategy=config.strategy,
-            context_size=config.context_size,
-            context_share=config.context_share,
-            calibrate=config.calibrate,
-            initial_labeled=config.search.initial_labeled,
+        plan = plan_label(
+            dataset.examples,
+            task,
+            config,
             mean_prompt_tokens=given.mean_tokens,
             pairs=given.check.pairs,
-            converging=config.search.steps is None,
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
+        if cost := cost_line(args, plan):
+            print(f"icm: {cost}", file=sys.stderr)
         window = await known_window(args)  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
         await preflight_backend(backend, task, given.longest, path)
         check_exact(task, dataset.examples, window, args.strategy, str(path))
-        prepare_run_dir(run_dir, args, CHECKPOINT, clear_run)
-        done = 0 if args.restart else checkpointed_step(run_dir)
+        if run_files.prepare(restart=args.restart, resume=args.resume):
+            print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
+        done = run_files.checkpointed_step()
         total = None if config.search.steps is None else config.search.steps * config.search.chains
         bar = None if args.quiet else progress_bar(total, done)
         on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
 
         try:
-            result = await label(dataset.examples, task, backend, config, on_step, run_dir)
+            with warnings.catch_warnings():  # load_input said so already
+                warnings.simplefilter("ignore", SeparatorWarning)
+                result = await label(dataset.examples, task, backend, config, on_step, run_files)
         except BaseException:  # Ctrl-C, a failing backend: the run's cost so far is kept
-            _write_unfinished_summary(summary_path, run_dir, before.invocations)
+            run_files.write_unfinished_summary(summary_path, before.invocations)
             raise
         finally:
             if bar is not None:
@@ -184,18 +187,29 @@ async def run(args: argparse.Namespace) -> int:
         )
         _print_summary(result, args.out, summary_path)
         info = {"input": str(path.resolve()), "task": args.task, "fields": parse_fields(args.field)}
-        save_run_diagnostics(run_dir, result, {**info, "limit": args.limit}, args.out, summary_path)
-    return 0
+        save_run_diagnostics(
+            run_files, result, {**info, "limit": args.limit}, args.out, summary_path
+        )
+    s = result.summary
+    return UNFINISHED if s.stopped == "budget" or s.unlabeled else 0
 
 
 def _search_line(s: RunSummary) -> str:
     how = {True: "converged", False: "stopped at --max-steps before it converged", None: "ran"}
+    stop = f"{how[s.converged]} after {s.steps} steps"
+    if s.stopped == "budget":
+        stop = f"stopped by the budget (--max-calls/--max-tokens) after {s.steps} steps" + (
+            ", before it converged" if s.converged is False else ""
+        )
     line = (
-        f"search {how[s.converged]} after {s.steps} steps: {s.accepted} accepted, "
+        f"search {stop}: {s.accepted} accepted, "
         f"{s.flips} labels changed, {s.free_proposals} proposals answered without a call"
     )
     if s.never_reproposed:
-        line += f", {s.never_reproposed} initial labels never proposed again"
+        line += (
+            f", {s.never_reproposed} random starting labels never revisited (they may still "
+            "hold their random value)"
+        )
     if len(s.chains) > 1:
         ends = "; ".join(f"U {c.energy:.3f}, {c.agreement:.0%} the same" for c in s.chains[1:])
         line += f"\n{len(s.chains)} chains (full-context U {s.chains[0].energy:.3f} won; {ends})"
@@ -204,34 +218,25 @@ def _search_line(s: RunSummary) -> str:
     return line
 
 
-def _write_unfinished_summary(summary_path: Path, run_dir: Path, before: int) -> None:
-    """The summary of an invocation that did not finish: the run's ledger (what it has
-    cost so far, this invocation included); no labels. Nothing when the invocation stopped
-    before its search began (``before``: the invocations the ledger held at the start)."""
-    if not (run_dir / LEDGER).is_file() or load_ledger(run_dir).invocations <= before:
-        return
-    write_json(
-        summary_path,
-        {
-            "summary": None,
-            "interrupted": True,
-            "ledger": load_ledger(run_dir).model_dump(),
-            "note": "the run did not finish; the same command continues it",
-        },
-    )
-
-
 def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     s = result.summary
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
+    reached = s.examples - s.unlabeled
     lines = [
         f"labeled {s.examples - s.unlabeled} of {s.examples} examples "
         f"({s.labeled_by_search} by the search"
+        + (
+            f", {reached - s.labeled_by_search} predicted at the end given those"
+            if reached > s.labeled_by_search
+            else ""
+        )
         + (f", {s.unlabeled} not reached: label null" if s.unlabeled else "")
         + f") -> {out}",
-        f"labels: {counts}",
-        f"final U = {s.energy:.3f}, inconsistencies left: {s.inconsistencies} "
-        f"(ConsistencyFix repairs kept: {s.pairs_fixed})",
+        f"labels: {counts or 'none'}",
+        f"final U = {s.energy:.3f} (the score the search maximises: alpha x how well each label "
+        f"is predicted from the others, minus the contradicting pairs), contradicting pairs "
+        f"left: {s.inconsistencies} (repairs that relabeled a contradicting pair, kept: "
+        f"{s.pairs_fixed})",
         _search_line(s),
         f"backend calls: {s.calls}, prompt tokens: {s.prompt_tokens} "
         f"(server-cached {s.cached_tokens}), cache hits: {s.cache_hits}, retries: {s.retries}",

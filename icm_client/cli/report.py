@@ -18,9 +18,12 @@ from ..diagnostics import Diagnostics, diagnose, markdown
 from ..errors import DataError
 from ..plot import INSTALL_HINT, have_matplotlib, plot_run
 from ..run import LabelResult
-from ..runs.files import DIAGNOSTICS, RunFiles, read_json, read_labels, relative_to_run
-from ..runs.ledger import Ledger
-from ._io import check_writable, write_json
+from ..runs.atomic import write_text
+from ..runs.files import DIAGNOSTICS, RunFiles, read_labels, relative_to_run
+from ..runs.outputs import check_outputs
+from ..runs.rundir import RunDir
+from ._io import UNFINISHED, check_writable, write_json
+from ._summary import read_summary
 
 
 def add_parser(sub: Any) -> None:
@@ -35,28 +38,28 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-plot", action="store_true", help="no PNG")
     p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
     p.add_argument(
-        "--fail-on-warning", action="store_true", help="exit 3 when the run has warnings"
+        "--fail-on-warning",
+        action="store_true",
+        help=f"exit {UNFINISHED} when the run has warnings, or did not finish (interrupted, or "
+        "stopped by a budget before labeling every example)",
     )
 
 
 def save_run_diagnostics(
-    run_dir: Path, result: LabelResult, run_info: dict[str, Any], labels: Path, summary: Path
+    run: RunDir, result: LabelResult, run_info: dict[str, Any], labels: Path, summary: Path
 ) -> Diagnostics:
     """Write ``RUN_DIR/diagnostics.json`` (with where the run's files and input are) and
     print the warnings to stderr."""
     d = diagnose(
         result.summary.model_dump(), result.trajectory, [r.model_dump() for r in result.rows]
     )
-    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = {
         **run_info,
-        "labels": relative_to_run(labels, run_dir),
-        "summary": relative_to_run(summary, run_dir),
+        "labels": relative_to_run(labels, run.path),
+        "summary": relative_to_run(summary, run.path),
     }
     advice = advise(d, result.summary.model_dump())
-    write_json(
-        run_dir / DIAGNOSTICS, {"run": info, "diagnostics": d.model_dump(), "advice": advice}
-    )
+    run.write_json(DIAGNOSTICS, {"run": info, "diagnostics": d.model_dump(), "advice": advice})
     for finding in d.warnings:
         print(f"icm: warning: {finding.message} [{finding.code}]", file=sys.stderr)
     for line in advice:
@@ -67,16 +70,15 @@ def save_run_diagnostics(
 async def run(args: argparse.Namespace) -> int:
     files = RunFiles.locate(args.run_path)
     if files.summary is not None:
-        unfinished = read_json(files.summary)
-        if unfinished.get("interrupted"):
-            ledger = Ledger.model_validate(unfinished.get("ledger") or {})
+        ledger = read_summary(files.summary).unfinished
+        if ledger is not None:
             t = ledger.total
             print(
                 f"the run did not finish (the same command continues it); so far, over "
                 f"{ledger.invocations} invocations: backend calls {t.calls}, prompt tokens "
                 f"{t.prompt_tokens}, cache hits {t.cache_hits}, wall time {t.wall_time_s:.1f} s"
             )
-            return 0
+            return UNFINISHED if args.fail_on_warning else 0
     if files.labels is None or files.summary is None:
         missing = "labels file" if files.labels is None else "summary file"
         raise DataError(
@@ -84,11 +86,9 @@ async def run(args: argparse.Namespace) -> int:
             "labels file or the summary of an icm label run",
             location=str(args.run_path),
         )
-    data = read_json(files.summary)
-    summary, trajectory = data.get("summary"), data.get("trajectory", [])  # scale: none
-    if not isinstance(summary, dict) or not isinstance(trajectory, list):
-        raise DataError("not an icm label summary", location=str(files.summary))
-    labels = read_labels(files.labels)
+    read = read_summary(files.summary)
+    summary, trajectory = read.summary, read.trajectory
+    labels = read_labels(files.labels, all_null=True)
     if labels.note():
         print(f"icm: {labels.note()}", file=sys.stderr)
     rows = [r.model_dump() for r in labels.rows] + [
@@ -103,6 +103,10 @@ async def run(args: argparse.Namespace) -> int:
     prefix = "" if args.out_dir or files.run_dir else f"{files.labels.name}."
     md_path, png_path = out_dir / f"{prefix}report.md", out_dir / f"{prefix}report.png"
     check_writable(md_path)
+    inputs = {"the labels file": files.labels, "the summary": files.summary}
+    if files.diagnostics is not None:
+        inputs["the diagnostics"] = files.diagnostics
+    check_outputs(inputs, {"report.md": md_path, "report.png": png_path})
     note = f"report -> {md_path}"
     if args.no_plot:
         pass
@@ -112,7 +116,7 @@ async def run(args: argparse.Namespace) -> int:
         text += f"\n![trajectory and label balance]({png_path.name})\n"
     else:
         note += f" (no plot: matplotlib is not installed; {INSTALL_HINT})"
-    md_path.write_text(text, encoding="utf-8")
+    write_text(md_path, text)
     if files.run_dir is not None:  # refresh the saved diagnostics (older runs have none)
         info = {
             **files.recorded,
@@ -128,4 +132,4 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     print(note, file=sys.stderr)
-    return 3 if args.fail_on_warning and d.warnings else 0
+    return UNFINISHED if args.fail_on_warning and d.warnings else 0

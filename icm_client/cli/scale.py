@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ from tqdm import tqdm
 
 from ..backends.openai.context_window import context_window
 from ..errors import ConfigError
+from ..injection import SeparatorWarning
 from ..run import LabelConfig
-from ..runs.outputs import RunLock, remove_stale_temps
-from ..runs.scale_store import clear_scale_run
+from ..runs.outputs import remove_stale_temps
+from ..runs.rundir import SCALE_HEAD, RunDir
 from ..scale import Plan, ScaleConfig, ScaleResult, label_large
 from ..scale.pipeline import Phase
 from ..scoring.manyshot import estimate_tokens
@@ -23,7 +25,7 @@ from ..search.anneal import SearchConfig
 from ._io import option_error, write_labels_then_summary
 from ._sizes import window_probe
 from .backend_options import add_backend_arguments, open_backend, preflight_backend
-from .inputs import add_input_arguments, load_input, output_paths, prepare_run_dir
+from .inputs import add_input_arguments, load_input, output_paths
 from .strategy import add_strategy_arguments, strategy_settings
 
 
@@ -161,21 +163,24 @@ async def run(args: argparse.Namespace) -> int:
             bars[phase].update(n)
 
     async with AsyncExitStack() as exits:
-        exits.enter_context(RunLock(run_dir))  # held until the outputs are written
+        run_files = exits.enter_context(RunDir(run_dir))  # locked until the outputs are written
         remove_stale_temps(args.out, summary_path)
-        prepare_run_dir(run_dir, args, "scale.json", clear_scale_run)
+        if run_files.prepare(restart=args.restart, resume=args.resume, marker=SCALE_HEAD):
+            print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
         backend = await open_backend(args, exits)
         await preflight_backend(backend, task, given.longest, path)
         try:
-            result = await label_large(
-                dataset.examples,
-                task,
-                backend,
-                config,
-                run_dir=run_dir,
-                on_progress=on_progress,
-                on_plan=on_plan,
-            )
+            with warnings.catch_warnings():  # load_input said so already
+                warnings.simplefilter("ignore", SeparatorWarning)
+                result = await label_large(
+                    dataset.examples,
+                    task,
+                    backend,
+                    config,
+                    run_dir=run_files,
+                    on_progress=on_progress,
+                    on_plan=on_plan,
+                )
         finally:
             for bar in bars.values():
                 bar.close()

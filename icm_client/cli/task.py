@@ -8,12 +8,13 @@ there are and the closest one); the relation's constrained pairs are counted and
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..dataset import load_dataset
 from ..tasks import get_task
-from ..tasks.check import check_task, task_fields
-from .inputs import add_relation_argument, input_path, parse_fields
+from ..tasks.check import label_warnings, task_fields
+from .inputs import add_relation_argument, checked, input_path, parse_fields
 
 
 def add_parser(sub: Any) -> None:
@@ -33,13 +34,11 @@ async def run(args: argparse.Namespace) -> int:
     if args.data is None:
         named = ", ".join(f"{role}={name}" for role, name in task_fields(task)) or "none"
         print(f"task {task.name!r}: labels {list(task.labels)}; fields {named}")
+        for warning in label_warnings(task):
+            print(f"icm: warning: {warning}", file=sys.stderr)
         return 0
     path = input_path(args.data)
     dataset = load_dataset(path, fields=parse_fields(args.field), limit=args.limit)
-    for ex in dataset.examples:  # every example renders (the template's fields are there)
-        task.render(ex)
-    found = check_task(
-        task, dataset.examples, source=str(path), allow_empty_relation=args.allow_empty_relation
-    )
+    found, _ = checked(task, dataset, path, args.allow_empty_relation)
     print("\n".join(found.lines()))
     return 0

@@ -9,7 +9,9 @@ directory would run code).
 Integrity: an entry is trusted only if it decodes to a score of the request's shape (one
 finite-or-``-inf`` log-probability per label word); anything else is dropped with a warning
 and recomputed. Nothing is ever evicted (eviction policy ``none``, no culling): a score may
-have cost real money. The directory is private (mode 0700): prompts are user data. Several
+have cost real money. A new cache directory is created 0700 and its files 0600 (prompts are
+user data); an existing directory keeps its mode (a warning when others can read it: it may
+be shared on purpose) and is refused when another user owns it. Several
 processes may share one directory; diskcache serialises their writes through SQLite, and
 two processes that compute the same key store the same value.
 
@@ -32,7 +34,7 @@ import os
 import sqlite3
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,12 +89,50 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "icm-client"
 
 
+_warned: set[Path] = set()
+
+
 def _private_directory(directory: Path) -> None:
-    """Create ``directory`` with mode 0700, or tighten it to 0700 if it is ours and looser."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``directory`` with mode 0700 when it does not exist. An existing one is used
+    as it is (its mode is never changed: it may be a shared directory), unless another
+    user owns it (its rows could be planted: ``ConfigError``); when others can read it, a
+    warning, once per directory (the prompts in it are user data)."""
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = directory.stat()
-    if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.geteuid():
-        directory.chmod(0o700)
+    if not stat.S_ISDIR(info.st_mode):
+        raise ConfigError(
+            f"cannot open the score cache at {directory}: it is not a directory; pass another "
+            "--cache-dir",
+            field="cache_dir",
+        )
+    if info.st_uid != os.geteuid():
+        raise ConfigError(
+            f"cannot open the score cache at {directory}: it belongs to another user (uid "
+            f"{info.st_uid}), and scores planted there would be trusted; pass a --cache-dir "
+            "of your own",
+            field="cache_dir",
+        )
+    if stat.S_IMODE(info.st_mode) & 0o077 and directory not in _warned:
+        _warned.add(directory)
+        warnings.warn(
+            f"the score cache {directory} can be read by others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}): the prompts in it are your data; "
+            f"`chmod 700 {directory}` unless it is shared on purpose",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+@contextlib.contextmanager
+def _private_files() -> Iterator[None]:
+    """Files created meanwhile get mode 0600 (``cache.db``, and SQLite's ``-wal`` and
+    ``-shm``, which take the database's mode): diskcache creates them with the umask."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
 
 
 def _decode(raw: object, request: ScoreRequest) -> ScoreResult:
@@ -135,10 +175,11 @@ class ScoreCache:
         self.directory = Path(directory).expanduser() if directory else default_cache_dir()
         try:
             _private_directory(self.directory)
-            self._cache = diskcache.Cache(str(self.directory), disk=_JSONOnlyDisk, **_SETTINGS)
-            self._reader = diskcache.Cache(
-                str(self.directory), timeout=_READ_WAIT_S, disk=_JSONOnlyDisk, **_SETTINGS
-            )
+            with _private_files():
+                self._cache = diskcache.Cache(str(self.directory), disk=_JSONOnlyDisk, **_SETTINGS)
+                self._reader = diskcache.Cache(
+                    str(self.directory), timeout=_READ_WAIT_S, disk=_JSONOnlyDisk, **_SETTINGS
+                )
         except (OSError, diskcache.Timeout, sqlite3.Error) as exc:
             garbage = isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc)
             advice = (

@@ -22,9 +22,13 @@ import anyio
 from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from ..errors import ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
+from .pacing import Pacer
 from .policies import DEFAULT_CONCURRENCY, DEFAULT_RETRY, PREFLIGHT_RETRY, Budget, Retry
 from .preflight import preflight
 from .retry import after_failure, retrying
+
+CHARS_PER_TOKEN = 4
+"""The pacer's estimate of a prompt's tokens (English BPE: about four characters each)."""
 
 CacheSetting = ScoreCache | str | os.PathLike[str] | bool | None
 
@@ -51,7 +55,9 @@ class ScoringClient:
     ``DEFAULT_CONCURRENCY``, and over a backend with a ``capacity`` (a ``Routing``: the sum
     of its endpoints' limits) twice that: the endpoints are full and as many requests again
     wait inside the routing, where each freed slot goes to a request that prefers that
-    endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None.
+    endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None. ``pacer``: a
+    ``Pacer`` (``pacing.py``) that each request waits on, in its slot, before it is sent
+    (``connect`` builds one from a ``Pace`` and hands its ``observe`` to the transports).
 
     ``usage`` holds the run's figures. A backend that counts its own requests exposes a
     ``Usage`` as ``usage`` (calls, tokens, and its own counters in ``extra``: batching's
@@ -72,6 +78,7 @@ class ScoringClient:
         max_concurrency: int | None = None,
         budget: Budget | None = None,
         close_backend: bool = True,
+        pacer: Pacer | None = None,
     ) -> None:
         if max_concurrency is None:
             capacity = getattr(backend, "capacity", None)
@@ -84,6 +91,7 @@ class ScoringClient:
         self.backend = backend
         self.retry = retry
         self.budget = budget if budget != Budget() else None
+        self.pacer = pacer
         self.max_concurrency = max_concurrency
         self.close_backend = close_backend
         own = getattr(backend, "usage", None)
@@ -166,6 +174,8 @@ class ScoringClient:
             async with self._limiter:
                 if self.budget is not None:
                     self.budget.check(self.usage)
+                if self.pacer is not None:
+                    await self.pacer.acquire(len(request.prompt) // CHARS_PER_TOKEN)
                 result = await self.backend.score(request)
         else:
             result = await self.backend.score(request)

@@ -10,9 +10,10 @@ from typing import TypeVar
 import httpx2
 
 from ..backends.base import ScoreRequest
-from ..backends.openai import OpenAICompletions
+from ..backends.openai import OpenAIChat, OpenAICompletions
 from ..backends.openai.probe import forget_probes, probe
 from ..backends.openai.profiles import Profile
+from ..backends.openai.route import refuses_completions
 from ..errors import BackendError, PermanentBackendError, TransientBackendError
 from .prefix_cache import cache_verdict
 from .report import K_TRIED, DoctorReport, LabelReport, PrefixCacheReport
@@ -54,6 +55,7 @@ class Checks:
         self.prefix_cache: PrefixCacheReport | None = None
         self.problems: list[str] = []
         self.notes: list[str] = []
+        self.chat_logprobs: bool | None = None
 
     def backend(
         self, model: str | None, *, provider: str | Profile = "generic", top_k: int = K_TRIED
@@ -88,6 +90,7 @@ class Checks:
             prefix_cache=self.prefix_cache,
             problems=self.problems,
             notes=self.notes,
+            chat_logprobs=self.chat_logprobs,
         )
 
     def fail(self, what: str, exc: BackendError) -> Stop:
@@ -111,7 +114,14 @@ class Checks:
         server = self.backend(self.model)
         payload: dict[str, object] = {"model": self.model, "prompt": CONTEXT, "max_tokens": 1}
         start = time.perf_counter()
-        await self.fatal("completion", server.call("POST", "/v1/completions", payload))
+        try:
+            await server.call("POST", "/v1/completions", payload)
+        except PermanentBackendError as exc:
+            if refuses_completions(exc) and await self.chat_route(exc):
+                return
+            raise self.fail("completion", exc) from None
+        except BackendError as exc:
+            raise self.fail("completion", exc) from None
         self.latency_s = round(time.perf_counter() - start, 4)
 
         forget_probes()  # ask afresh: the server may have been restarted with other flags
@@ -131,6 +141,41 @@ class Checks:
         self.advise(scorer.multi_token_labels, k)
         if prefix_tokens > 0:
             await self.measure_prefix_cache(server, prefix_tokens)
+
+    async def chat_route(self, refusal: PermanentBackendError) -> bool:
+        """Where ``/v1/completions`` is refused for the model: whether its chat endpoint
+        returns ``top_logprobs`` (then the labels are scored through it, and a note says
+        what that route is)."""
+        chat = OpenAIChat(
+            self.base_url,
+            self.model,
+            api_key=self.api_key,
+            api_key_env=self.api_key_env,
+            top_k=5,  # what every chat API takes (Fireworks' most)
+            timeout=self.timeout,
+            client=self.client,
+        )
+        start = time.perf_counter()
+        try:
+            result = await chat.score(ScoreRequest(CONTEXT, self.labels))
+        except BackendError as exc:
+            self.chat_logprobs = False
+            self.problems.append(f"completion: {refusal}; chat logprobs: {exc}")
+            return False
+        self.latency_s = round(time.perf_counter() - start, 4)
+        self.chat_logprobs = True
+        self.label_reports = [
+            lab.model_copy(update={"logprob": lp, "in_top_k": not bounded})
+            for lab, lp, bounded in zip(
+                self.label_reports, result.logprobs, result.bounded, strict=True
+            )
+        ]
+        self.notes.append(
+            f"/v1/completions is refused for this model ({refusal.status}); its chat endpoint "
+            "returns top_logprobs, so `icm --api auto` (the default) scores through chat: an "
+            "instruct model, the prototyping route, not the base model ICM assumes"
+        )
+        return True
 
     async def list_models(self) -> None:
         try:

@@ -53,6 +53,7 @@ class DoctorReport(BaseModel):
     prefix_cache: PrefixCacheReport | None = None
     problems: list[str] = []
     notes: list[str] = []
+    chat_logprobs: bool | None = None  # checked where /v1/completions is refused
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -71,6 +72,8 @@ class DoctorReport(BaseModel):
             k = self.max_logprobs
             most = f"at least {k} (the most tried)" if k == K_TRIED else f"at most {k}"
             rows.append(("logprobs", f"yes; top-k: {most}"))
+        if self.chat_logprobs is not None:
+            rows.append(("chat logprobs", "yes" if self.chat_logprobs else "no"))
         if self.prompt_lists is not None:
             lists = (
                 "yes (concurrent prompts share requests)"

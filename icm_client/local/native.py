@@ -7,12 +7,13 @@ on its BF16 matrix kernels: prompt processing ran ~1.7-2.5x faster on the projec
 AMD EPYC (``benchmarks/local_speed.py``). It is the same llama.cpp HTTP server
 (``llama-server``), so the client talks to it exactly as to the prebuilt one.
 
-``python -m icm_client.local.native`` builds it once (about 11 CPU-minutes; 20 min on 2 busy
-cores): ``pip download`` fetches the llama.cpp source that the ``llama-cpp-python`` sdist carries
-(PyPI), ``cmake`` builds only the ``llama-server`` target as one static binary, and the
-binary goes to ``<model cache>/bin/``. It needs ``cmake`` and a C++ compiler (Debian:
-``apt-get install cmake g++``). Without a built binary everything runs on the prebuilt
-engine as before; ``$ICM_LLAMA_SERVER`` names a ``llama-server`` built some other way.
+``python -m icm_client.local.native`` builds it once (10-15 CPU-minutes: measured 10.5 and
+14.7, 15-20 min on 2 busy cores; it prints its progress and its own figure): ``pip download``
+fetches the llama.cpp source that the ``llama-cpp-python`` sdist carries (PyPI), ``cmake``
+builds only the ``llama-server`` target as one static binary, and the binary goes to
+``<model cache>/bin/``. It needs ``cmake`` and a C++ compiler (Debian: ``apt-get install
+cmake g++``). Without a built binary everything runs on the prebuilt engine as before;
+``$ICM_LLAMA_SERVER`` names a ``llama-server`` built some other way.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ import argparse
 import hashlib
 import os
 import platform
+import re
+import resource
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+import warnings
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +45,10 @@ SERVER_ENV = "ICM_LLAMA_SERVER"
 SOURCE_PACKAGE = "llama-cpp-python"
 SOURCE_VERSION = "0.3.36"
 """The PyPI sdist whose ``vendor/llama.cpp`` is compiled (MIT, like llama.cpp)."""
+
+BUILD_CPU_MINUTES = "10-15"
+"""What the build costs, measured (10.5 and 14.7 CPU-minutes on the project's 2-core AMD EPYC;
+the build prints its own figure); README.md quotes it."""
 
 PIP_DOWNLOAD = (sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:")
 
@@ -78,7 +88,12 @@ def built_binary() -> Path:
 
 
 def native_server() -> Path | None:
-    """The native ``llama-server`` to use: ``$ICM_LLAMA_SERVER``, else the built one, else None."""
+    """The native ``llama-server`` to use: ``$ICM_LLAMA_SERVER``, else the built one, else None.
+
+    The built one is run only when this user could have built it and nobody else could
+    have replaced it (``untrusted``): a file planted in a shared model cache is ignored,
+    with a warning, and the prebuilt engine is used.
+    """
     explicit = os.environ.get(SERVER_ENV)
     if explicit:
         path = Path(explicit).expanduser()
@@ -86,7 +101,37 @@ def native_server() -> Path | None:
             raise ConfigError(f"${SERVER_ENV}: not an executable file: {path}")
         return path
     path = built_binary()
-    return path if path.is_file() and os.access(path, os.X_OK) else None
+    if not os.path.lexists(path):
+        return None
+    why = untrusted(path)
+    if why is not None:
+        warnings.warn(
+            f"not running {path}: {why}; using the prebuilt engine (rebuild it with python -m "
+            f"icm_client.local.native, or name a binary with ${SERVER_ENV})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return path if os.access(path, os.X_OK) else None
+
+
+def untrusted(path: Path) -> str | None:
+    """Why the built binary at ``path`` must not be run, or None: it must be a regular file
+    (not a link), and it and its directory must be this user's and writable by no one else."""
+    for what, target in (("its directory", path.parent), ("the file", path)):
+        try:
+            info = os.lstat(target)
+        except OSError as exc:
+            return f"{what} cannot be read ({exc.strerror})"
+        if target == path and not stat.S_ISREG(info.st_mode):
+            return "it is not a regular file (a link?)"
+        if target != path and not stat.S_ISDIR(info.st_mode):
+            return f"{what} is not a directory (a link?)"
+        if info.st_uid != os.geteuid():
+            return f"{what} belongs to another user (uid {info.st_uid})"
+        if stat.S_IMODE(info.st_mode) & 0o022:
+            return f"{what} can be written by others (mode {stat.S_IMODE(info.st_mode):04o})"
+    return None
 
 
 def missing_tools() -> list[str]:
@@ -115,7 +160,7 @@ def build(jobs: int | None = None, work_dir: Path | None = None, log: bool = Tru
     with tempfile.TemporaryDirectory(prefix="icm-llama-build-", dir=work_dir) as tmp:
         root = Path(tmp)
         started = time.monotonic()
-        _step(
+        run_step(
             log,
             "downloading the llama.cpp source",
             [*PIP_DOWNLOAD, "--dest", str(root), f"{SOURCE_PACKAGE}=={SOURCE_VERSION}"],
@@ -134,34 +179,80 @@ def build(jobs: int | None = None, work_dir: Path | None = None, log: bool = Tru
         source = sources[0]
         build_dir = root / "build"
         generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        _step(
+        run_step(
             log,
             "configuring (cmake)",
             ["cmake", "-S", str(source), "-B", str(build_dir), *generator, *CMAKE_OPTIONS],
         )
-        _step(
+        run_step(
             log,
-            f"compiling llama-server with {jobs} jobs (about 11 CPU-minutes)",
+            f"compiling llama-server with {jobs} jobs ({BUILD_CPU_MINUTES} CPU-minutes)",
             ["cmake", "--build", str(build_dir), "--target", "llama-server", "-j", str(jobs)],
         )
         produced = build_dir / "bin" / "llama-server"
         target = built_binary()
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         shutil.copy2(produced, partial)
+        partial.chmod(0o700)  # run only by this user, replaced by no one else (``untrusted``)
         os.replace(partial, target)
         if log:
-            print(f"built {target} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_min = (children.ru_utime + children.ru_stime) / 60
+            print(
+                f"built {target} in {time.monotonic() - started:.0f} s ({cpu_min:.1f} CPU-minutes)",
+                file=sys.stderr,
+            )
         return target
 
 
-def _step(log: bool, what: str, command: Sequence[str]) -> None:
+#: cmake's progress in a build line: make's "[ 42%]" or ninja's "[42/120]".
+_PROGRESS = re.compile(r"^\[\s*(?:(\d+)%|(\d+)/(\d+))\]")
+#: A progress line at most this often, and at every tenth of the build.
+_PROGRESS_EVERY_S = 60.0
+_TAIL_LINES = 60
+
+
+def build_progress(line: str) -> float | None:
+    """The share of the build done that a cmake build line shows, or None."""
+    found = _PROGRESS.match(line)
+    if found is None:
+        return None
+    percent, done, total = found.groups()
+    if percent is not None:
+        return int(percent) / 100
+    return int(done) / int(total) if int(total) else None
+
+
+def run_step(log: bool, what: str, command: Sequence[str]) -> None:
+    """Run one build step; with ``log``, say what it is, and for a build its progress (a line
+    per tenth done, or per minute), so that a 15-minute compile is never silent. Only the
+    last lines of its output are kept, for the error."""
     if log:
         print(f"icm: {what}...", file=sys.stderr, flush=True)
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr)[-3000:]
-        raise ConfigError(f"{what} failed (exit {done.returncode}):\n{tail}")
+    tail: deque[str] = deque(maxlen=_TAIL_LINES)
+    started = last_said = time.monotonic()
+    said = -1  # the last tenth of the build said
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            tail.append(line)
+            share = build_progress(line)
+            if not log or share is None:
+                continue
+            now, tenth = time.monotonic(), int(share * 10 + 1e-9)
+            if tenth > said or now - last_said >= _PROGRESS_EVERY_S:
+                elapsed = int(now - started)
+                print(
+                    f"icm:   {share:.0%} done ({elapsed // 60}:{elapsed % 60:02d} so far)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said, last_said = tenth, now
+    if proc.returncode != 0:
+        raise ConfigError(f"{what} failed (exit {proc.returncode}):\n{''.join(tail)[-3000:]}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

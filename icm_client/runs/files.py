@@ -60,11 +60,13 @@ class LabelFile:
         )
 
 
-def read_labels(path: str | os.PathLike[str]) -> LabelFile:
+def read_labels(path: str | os.PathLike[str], *, all_null: bool = False) -> LabelFile:
     """The one reader of label rows, for every command: a labels JSONL written by ``icm
     label``, ``icm scale`` or ``icm export --format labels``, or a run directory or summary
     file of a run (its labels file is found with ``RunFiles``). Rows with a null label are
-    skipped and counted; a bad line is a ``DataError`` naming ``path:LINE``."""
+    skipped and counted; a bad line is a ``DataError`` naming ``path:LINE``. A file whose
+    every row is null (a budget spent before the first label) is an error unless
+    ``all_null`` (``icm report``, which reports such a run)."""
     path = Path(path)
     if path.is_dir() or path.name.endswith(SUMMARY_SUFFIX):
         found = RunFiles.locate(path).labels
@@ -97,7 +99,7 @@ def read_labels(path: str | os.PathLike[str]) -> LabelFile:
             unlabeled.append(row.id)
         else:
             rows.append(LabelLine.model_validate(row.model_dump()))
-    if not rows:
+    if not rows and not (all_null and unlabeled):
         what = "no labeled rows" if unlabeled else "no rows"
         raise DataError(f"labels file holds {what}", location=str(path))
     return LabelFile(path, rows, unlabeled)
@@ -151,7 +153,12 @@ class RunFiles:
         recorded: dict[str, Any] = {}
         diag = run_dir / DIAGNOSTICS
         if diag.is_file():
-            recorded = dict(read_json(diag).get("run") or {})
+            run = read_json(diag).get("run") or {}
+            if not isinstance(run, dict):
+                raise DataError(
+                    "not an icm run's diagnostics: 'run' is not an object", location=str(diag)
+                )
+            recorded = dict(run)
             for key in ("labels", "summary"):
                 rel = recorded.get(key)
                 if isinstance(rel, str) and (run_dir / rel).exists():

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .atomic import atomic
 from ..backends.base import Usage
 from ..errors import ConfigError
+from .atomic import atomic
 
 LEDGER = "ledger.json"
 

@@ -26,29 +26,50 @@ from typing import Any
 import filelock
 
 from ..errors import ConfigError
+from .atomic import refuse_link, write_text
+from .private import private_dir, read_bounded
 
 LOCK = ".lock"
 HOLDER = "lock.json"
 
 
-def _same(a: Path, b: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
     try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
+        info = os.stat(path)  # through links: a link to the input is the input
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _same(a: Path, b: Path) -> bool:
+    """The same file: one inode (so a symbolic or hard link to it counts), or the same path."""
+    ia, ib = _identity(a), _identity(b)
+    if ia is not None and ib is not None:
+        return ia == ib
+    try:
         return a.resolve() == b.resolve()
-    except OSError:
+    except (OSError, RuntimeError):
         return False
 
 
-def check_outputs(input_path: Path | None, outputs: Mapping[str, Path]) -> None:
-    """``ConfigError`` (exit 2) if an output is the input or another output."""
+def check_outputs(
+    inputs: Path | Mapping[str, Path | None] | None, outputs: Mapping[str, Path]
+) -> None:
+    """``ConfigError`` (exit 2) if an output is an input or another output: checked before
+    any work, so that a command never replaces the file it reads."""
+    if isinstance(inputs, Mapping):
+        named_inputs = [(k, v) for k, v in inputs.items() if v is not None]
+    else:
+        named_inputs = [] if inputs is None else [("the input file", inputs)]
     named = list(outputs.items())
     for i, (name, path) in enumerate(named):
-        if input_path is not None and _same(path, input_path):
-            raise ConfigError(
-                f"{name} {path} is the input file: the run would overwrite its own dataset; "
-                "choose another output path"
-            )
+        for what, source in named_inputs:
+            if _same(path, source):
+                raise ConfigError(
+                    f"{name} {path} is {what}"
+                    + ("" if what == "the input file" else f" {source}")
+                    + ": the command would overwrite its own input; choose another output path"
+                )
         for other, other_path in named[:i]:
             if _same(path, other_path):
                 raise ConfigError(
@@ -70,11 +91,10 @@ class RunLock:
         self._created = False
 
     def __enter__(self) -> RunLock:
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise ConfigError(f"run directory {self.run_dir} exists and is not a directory")
         self._created = not self.run_dir.exists()
+        private_dir(self.run_dir, "run directory")
         try:
-            self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            refuse_link(self.run_dir / LOCK)  # filelock opens it with O_TRUNC
             self._lock.acquire()
         except filelock.Timeout:
             raise ConfigError(
@@ -89,8 +109,8 @@ class RunLock:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "command": " ".join(sys.argv[:1] + sys.argv[1:3]),
         }
-        with contextlib.suppress(OSError):
-            (self.run_dir / HOLDER).write_text(json.dumps(info) + "\n", encoding="utf-8")
+        with contextlib.suppress(OSError, ConfigError):
+            write_text(self.run_dir / HOLDER, json.dumps(info) + "\n")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -105,12 +125,12 @@ class RunLock:
 
     def _holder(self) -> str:
         try:
-            info: Any = json.loads((self.run_dir / HOLDER).read_text(encoding="utf-8"))
+            info: Any = json.loads(read_bounded(self.run_dir / HOLDER, 4096))
             return (
                 f"process {int(info['pid'])} on {str(info['host'])[:64]!r}, "
                 f"started {str(info['started'])[:32]}"
             )
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError, TypeError, KeyError, RecursionError, ConfigError):
             return "a process that has not said which yet"
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic
 from ..errors import ConfigError
+from .atomic import append, atomic, refuse_link
+from .identity import RunIdentity, refuse
+from .private import private_dir
 
 FORMAT_VERSION = 1
 
@@ -27,28 +28,28 @@ FORMAT_VERSION = 1
 class ScaleStore:
     """The run directory of a large run (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str], fingerprint: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], identity: RunIdentity) -> None:
         self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"run directory {self.path} exists and is not a directory")
-        try:
-            (self.path / "batches").mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create run directory {self.path}: {exc.strerror}") from None
+        private_dir(self.path, "run directory")
+        private_dir(self.path / "batches", "run directory")
         head = self.path / "scale.json"
         if head.exists():
             try:
                 data = json.loads(head.read_text(encoding="utf-8"))
             except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, huge ints
                 raise ConfigError(f"cannot read: {exc}", location=str(head)) from None
-            if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
-                raise ConfigError(
-                    "this run directory belongs to a different run (the input, task, settings "
-                    "or model changed); use another --run-dir or --restart",
-                    location=str(head),
-                )
+            if not isinstance(data, dict) or data.get("fingerprint") != identity.fingerprint:
+                recorded = data.get("identity") if isinstance(data, dict) else None
+                raise refuse(str(head), identity, recorded)
         else:
-            _atomic_json(head, {"format": FORMAT_VERSION, "fingerprint": fingerprint})
+            _atomic_json(
+                head,
+                {
+                    "format": FORMAT_VERSION,
+                    "fingerprint": identity.fingerprint,
+                    "identity": identity.to_json(),
+                },
+            )
 
     def batch_dir(self, b: int) -> Path:
         return self.path / "batches" / f"{b:04d}"
@@ -58,9 +59,11 @@ class ScaleStore:
         if not path.exists():
             return None
         try:
-            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError):
             return None  # written by atomic rename, so only a hand-edited file: search again
+        if not isinstance(data, dict) or type(data.get("steps")) is not int:
+            return None  # the same
         return data
 
     def save_batch(self, b: int, done: dict[str, Any]) -> None:
@@ -68,11 +71,16 @@ class ScaleStore:
 
     def chunks(self) -> dict[int, dict[str, Any]]:
         path = self.path / "propagated.jsonl"
+        refuse_link(path)
         if not path.exists():
             return {}
         out: dict[int, dict[str, Any]] = {}
         good = 0
-        with path.open("rb") as fh:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", location=str(path)) from None
+        with open(fd, "rb+") as fh:
             for raw in fh:
                 try:
                     line = json.loads(raw)
@@ -80,28 +88,24 @@ class ScaleStore:
                     break  # cut short by a kill: this chunk is done again
                 if not raw.endswith(b"\n"):
                     break
-                out[int(line["chunk"])] = line
+                try:
+                    out[int(line["chunk"])] = line
+                except (TypeError, KeyError, ValueError):
+                    raise ConfigError(
+                        f"line {len(out) + 1} is not a finished chunk; start again with --restart",
+                        location=str(path),
+                    ) from None
                 good += len(raw)
-        if good != path.stat().st_size:
-            with path.open("rb+") as fh:
+            if good != os.fstat(fh.fileno()).st_size:
                 fh.truncate(good)
         return out
 
     def save_chunk(self, line: dict[str, Any]) -> None:
-        with (self.path / "propagated.jsonl").open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        append(
+            self.path / "propagated.jsonl", json.dumps(line, ensure_ascii=False) + "\n", sync=True
+        )
 
 
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
     with atomic(path) as fh:
         json.dump(data, fh)
-
-
-def clear_scale_run(path: str | os.PathLike[str]) -> None:
-    """Forget a large run (``--restart``): its batches and chunks; the score cache stays."""
-    root = Path(path)
-    (root / "scale.json").unlink(missing_ok=True)
-    (root / "propagated.jsonl").unlink(missing_ok=True)
-    shutil.rmtree(root / "batches", ignore_errors=True)

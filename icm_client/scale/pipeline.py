@@ -15,8 +15,6 @@ With ``run_dir`` everything finished is kept there and a killed run continues
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections import Counter
@@ -31,6 +29,8 @@ from ..aio import gather
 from ..backends.base import CountingBackend, prepare
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, label
+from ..runs.identity import RunIdentity
+from ..runs.rundir import RunDir
 from ..runs.scale_store import ScaleStore
 from ..search.anneal import Step
 from ..tasks.base import Label, Task
@@ -118,30 +118,33 @@ class ScaleResult(BaseModel):
         return self.model_copy(update={"summary": self.summary.model_copy(update=update)})
 
 
-def fingerprint(task: Task, examples: Sequence[Example], config: ScaleConfig, identity: str) -> str:
-    h = hashlib.sha256()
-    for part in (task.name, json.dumps(task.labels), config.model_dump_json(), identity):
-        h.update(part.encode() + b"\x00")
-    for ex in examples:
-        h.update(f"{ex.id}\x00{task.render(ex)}\x00".encode())
-    return h.hexdigest()
-
-
 async def label_large(
     examples: Sequence[Example],
     task: Task,
     backend: CountingBackend,
     config: ScaleConfig | None = None,
     *,
-    run_dir: str | os.PathLike[str] | None = None,
+    run_dir: str | os.PathLike[str] | RunDir | None = None,
     on_progress: Callable[[Phase, int], None] | None = None,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> ScaleResult:
     """Label ``examples`` (no gold labels) by ICM on a seed set and propagation to the rest.
 
     ``on_plan`` sees the plan before any call; ``on_progress(phase, n)`` counts finished
-    annealing steps ("icm") and propagated examples ("propagate").
+    annealing steps ("icm") and propagated examples ("propagate"). ``run_dir`` is locked
+    for the run (``RunDir``), unless it is a ``RunDir`` the caller holds.
     """
+    if run_dir is not None and not isinstance(run_dir, RunDir):
+        with RunDir(run_dir) as held:
+            return await label_large(
+                examples,
+                task,
+                backend,
+                config,
+                run_dir=held,
+                on_progress=on_progress,
+                on_plan=on_plan,
+            )
     config = config or ScaleConfig()
     exs = examples_of(examples)
     start = time.perf_counter()
@@ -156,8 +159,8 @@ async def label_large(
     )
     if on_plan is not None:
         on_plan(cut)
-    key = fingerprint(task, exs, config, backend.identity)
-    store = ScaleStore(run_dir, key) if run_dir is not None else None
+    identity = RunIdentity.of(task, exs, config.model_dump(), backend.identity)
+    store = ScaleStore(run_dir.path, identity) if run_dir is not None else None
     progress = on_progress or (lambda phase, n: None)
     words = [w.strip() for w in task.labels]
 
@@ -166,7 +169,7 @@ async def label_large(
     if store is not None:
         for b in range(len(cut.batches)):
             done = store.batch(b)
-            if done is not None:
+            if done is not None and _fits(done, [exs[i].id for i in cut.batches[b]], words):
                 batch_results[b] = done
                 resumed_batches += 1
                 progress("icm", done["steps"])
@@ -208,6 +211,11 @@ async def label_large(
             )
 
     finished = store.chunks() if store is not None else {}
+    finished = {  # a line that is not this chunk's (a hand-edited file) is done again
+        k: line
+        for k, line in finished.items()
+        if 0 <= k < len(cut.chunks) and _fits_chunk(line, {exs[i].id for i in cut.chunks[k]}, words)
+    }
     resumed_chunks = len(finished)
     repairs = 0
     for k, chunk in enumerate(cut.chunks):
@@ -264,6 +272,37 @@ async def label_large(
         resumed_chunks=resumed_chunks,
     )
     return ScaleResult(rows=out, summary=summary)
+
+
+def _fits(done: dict[str, Any], ids: list[str], words: list[str]) -> bool:
+    """A saved batch is this batch's: its rows are the members, with label words or null."""
+    rows = done.get("rows")
+    if not isinstance(rows, list) or len(rows) != len(ids):
+        return False
+    for r, want in zip(rows, ids, strict=True):
+        if not isinstance(r, dict) or r.get("id") != want:
+            return False
+        label, conf = r.get("label"), r.get("confidence")
+        if not (label is None or label in words):
+            return False
+        if not (conf is None or (isinstance(conf, float | int) and not isinstance(conf, bool))):
+            return False
+    return True
+
+
+def _fits_chunk(line: dict[str, Any], ids: set[str], words: list[str]) -> bool:
+    """A saved chunk is this chunk's: a label word and a confidence for each member."""
+    labels = line.get("labels")
+    if not isinstance(labels, dict) or set(labels) != ids or type(line.get("repairs")) is not int:
+        return False
+    for pair in labels.values():
+        if not (isinstance(pair, list) and len(pair) == 2 and pair[0] in words):
+            return False
+        if not (
+            pair[1] is None or (isinstance(pair[1], float | int) and not isinstance(pair[1], bool))
+        ):
+            return False
+    return True
 
 
 def _batch_json(result: LabelResult) -> dict[str, Any]:

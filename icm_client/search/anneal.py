@@ -154,14 +154,20 @@ class Checkpoint:
     n: int
     labels: dict[int, Label]
     rng_state: tuple[int, tuple[int, ...], float | None]  # random.Random.getstate()
+    # The search's counts up to step n (``Tally.to_json``), so that a resumed search reports
+    # the figures of the whole search; None in checkpoints written before they were kept.
+    tally: dict[str, object] | None = None
 
     def to_json(self) -> dict[str, object]:
         version, internal, gauss = self.rng_state
-        return {
+        data: dict[str, object] = {
             "n": self.n,
             "labels": {str(i): y for i, y in sorted(self.labels.items())},
             "rng_state": [version, list(internal), gauss],
         }
+        if self.tally is not None:
+            data["tally"] = self.tally
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Checkpoint:
@@ -169,8 +175,10 @@ class Checkpoint:
         if not isinstance(data, dict) or not {"n", "labels", "rng_state"} <= data.keys():
             raise ValueError("checkpoint is not an object with n, labels and rng_state")
         n, labels, rng_state = data["n"], data["labels"], data["rng_state"]
-        if not isinstance(n, int) or n < 0 or not isinstance(labels, dict):
+        if type(n) is not int or n < 0 or not isinstance(labels, dict):  # not True, not -1
             raise ValueError("checkpoint n or labels malformed")
+        if not all(isinstance(i, str) and i.isascii() and i.isdecimal() for i in labels):
+            raise ValueError("checkpoint labels are not keyed by example index")
         try:
             parsed = {int(i): y for i, y in labels.items()}
             version, internal, gauss = rng_state
@@ -178,9 +186,12 @@ class Checkpoint:
             random.Random().setstate(state)  # validates version and the 625 words
         except (TypeError, ValueError) as exc:
             raise ValueError(f"checkpoint labels or rng_state malformed: {exc}") from None
-        if not all(isinstance(y, int) and y >= 0 for y in parsed.values()):
+        if not all(type(y) is int and y >= 0 for y in parsed.values()):
             raise ValueError("checkpoint labels are not label indices")
-        return cls(n, parsed, state)
+        tally = data.get("tally")
+        if tally is not None:
+            _Tally.from_json(tally)  # validates
+        return cls(n, parsed, state, tally)
 
 
 @dataclass
@@ -202,10 +213,42 @@ class SearchResult:
 
 @dataclass
 class _Tally:
+    """The search's counts, kept in each checkpoint (the steps replayed on resume add the
+    same counts again, so a resumed search ends with an uninterrupted one's figures)."""
+
     flips: int = 0
     pairs_fixed: int = 0
     free_proposals: int = 0
     proposed: set[int] = field(default_factory=set)
+    seeds: frozenset[int] | None = None  # the initial labels (None: not known)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "flips": self.flips,
+            "pairs_fixed": self.pairs_fixed,
+            "free_proposals": self.free_proposals,
+            "proposed": sorted(self.proposed),
+            "seeds": None if self.seeds is None else sorted(self.seeds),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> _Tally:
+        """Raises ``ValueError`` on anything but a ``to_json`` value."""
+        counts = ("flips", "pairs_fixed", "free_proposals")
+        if not isinstance(data, dict) or not {*counts, "proposed", "seeds"} <= data.keys():
+            raise ValueError("checkpoint tally malformed")
+        proposed, seeds = data["proposed"], data["seeds"]
+        values = [data[k] for k in counts]
+        indices = [*proposed, *(seeds or [])] if isinstance(proposed, list) else None
+        if (
+            not all(isinstance(v, int) and v >= 0 for v in values)
+            or indices is None
+            or not (seeds is None or isinstance(seeds, list))
+            or not all(isinstance(i, int) and i >= 0 for i in indices)
+        ):
+            raise ValueError("checkpoint tally malformed")
+        flips, fixed, free = values
+        return cls(flips, fixed, free, set(proposed), None if seeds is None else frozenset(seeds))
 
 
 class ICMSearch:
@@ -282,33 +325,39 @@ class ICMSearch:
             return SearchResult({}, frozenset(), {}, 0.0, 0.0, [], converged=True)
         self._tally = _Tally()
         seeds: frozenset[int] | None = None
-        if resume is None:
-            cfg, rng = self.config, self.rng
-            if start is not None:
-                labels = {**start, **self.pinned}
-            else:
-                initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
-                labels = {i: rng.randrange(self.n_labels) for i in initial}
-                labels.update(self.pinned)
-            state, self._tally.pairs_fixed = await self._fix(
-                await self._evaluate(labels, None, labels.keys())
-            )
-            seeds = frozenset(state.labels)
-            self._checkpoint(0, state)
-            start_step = 2 * self.n if start is not None and self.converging else 1
-        else:
-            if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()):
-                raise ValueError("checkpoint does not fit this dataset and task")
-            self.rng.setstate(resume.rng_state)
-            state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
-            start_step = resume.n + 1
+        # Until a first state is scored, the best state is the empty one: a budget spent
+        # this early (calibration, the seed labels) leaves every example unlabeled.
+        best = state = State({}, {}, frozenset(), 0.0, 0.0)
         trajectory: list[Step] = []
-        best = state
         sweep: list[int] = []  # examples not yet proposed in this sweep (final temperature)
         quiet = False  # a whole sweep went by with no accepted step
         converged: bool | None = False if self.converging else None
         stopped: str | None = None
         try:
+            if resume is None:
+                cfg, rng = self.config, self.rng
+                if start is not None:
+                    labels = {**start, **self.pinned}
+                else:
+                    initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
+                    labels = {i: rng.randrange(self.n_labels) for i in initial}
+                    labels.update(self.pinned)
+                state, self._tally.pairs_fixed = await self._fix(
+                    await self._evaluate(labels, None, labels.keys())
+                )
+                seeds = self._tally.seeds = frozenset(state.labels)
+                self._checkpoint(0, state)
+                start_step = 2 * self.n if start is not None and self.converging else 1
+            else:
+                if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()):
+                    raise ValueError("checkpoint does not fit this dataset and task")
+                self.rng.setstate(resume.rng_state)
+                if resume.tally is not None:
+                    self._tally = _Tally.from_json(resume.tally)
+                    seeds = self._tally.seeds
+                state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
+                start_step = resume.n + 1
+            best = state
             for n in range(start_step, self.steps + 1):
                 sweeping = self.sweeping(n)
                 if sweeping and quiet:
@@ -340,7 +389,8 @@ class ICMSearch:
     def _checkpoint(self, n: int, state: State) -> None:
         if self.on_checkpoint is not None:
             version, internal, gauss = self.rng.getstate()
-            self.on_checkpoint(Checkpoint(n, dict(state.labels), (version, internal, gauss)))
+            rng = (version, internal, gauss)
+            self.on_checkpoint(Checkpoint(n, dict(state.labels), rng, self._tally.to_json()))
 
     def _draw(self, state: State, sweep: list[int] | None) -> int:
         if sweep is None:

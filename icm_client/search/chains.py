@@ -201,4 +201,3 @@ class Chains:
                 break
             state = candidate
         return state
-

@@ -10,6 +10,7 @@ Constraints are computed from the inputs alone; a task never sees gold labels.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import string
@@ -143,9 +144,11 @@ class TemplateTask:
                     str(exc), location=f"task {self.name!r}", field="template"
                 ) from None
             except KeyError as exc:
+                close = difflib.get_close_matches(str(exc.args[0]), list(example.fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise TaskError(
                     f"template of task {self.name!r} needs field {exc.args[0]!r}, "
-                    f"which the example does not have (it has {sorted(example.fields)})",
+                    f"which the example does not have (it has {sorted(example.fields)}){hint}",
                     location=f"example {example.id!r}",
                     field=str(exc.args[0]),
                 ) from None

@@ -19,7 +19,7 @@ from ..dataset import Example
 from ..errors import TaskError
 from .base import Relation, Task, TemplateTask
 from .config import check_template
-from .relations import AllOf, AnswerConsistency, Asymmetry, Equivalence, Negation
+from .relations import AllOf, AnswerConsistency, Asymmetry, Equivalence, Negation, Propositions
 
 #: Relations that exist to constrain pairs: finding none means the data does not match.
 _EXPECT_PAIRS = (AnswerConsistency, Asymmetry)
@@ -35,6 +35,7 @@ class TaskCheck:
     relation: str | None
     pairs: int
     groups: int | None
+    warnings: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         named = ", ".join(f"{role}={field}" for role, field in self.fields) or "none"
@@ -44,7 +45,10 @@ class TaskCheck:
         if self.relation is None:
             out.append("relation: none (no consistency term)")
         else:
-            out.append(f"relation {self.relation}: {self.pairs} constrained pairs")
+            out.append(
+                f"relation {self.relation}: {self.pairs} constrained pairs (pairs of examples "
+                "whose labels the relation restricts)"
+            )
         return out
 
 
@@ -103,7 +107,21 @@ def check_task(
             "no consistency term; check the group and key fields, or pass "
             "--allow-empty-relation if that is intended"
         )
-    return TaskCheck(task.name, len(examples), tuple(fields), kind, pairs, groups)
+    return TaskCheck(
+        task.name, len(examples), tuple(fields), kind, pairs, groups, label_warnings(task)
+    )
+
+
+def label_warnings(task: Task) -> tuple[str, ...]:
+    """Label words without a leading space: prompts end without one, so the model reads
+    "is" + "True" where it learnt "is" + " True" (a different, rarer token)."""
+    bare = [word for word in task.labels if not word.startswith((" ", "\n"))]
+    if not bare:
+        return ()
+    return (
+        f"task {task.name!r}: label words {bare} have no leading space; prompts end without "
+        "one, so the label word carries it (" + ", ".join(repr(" " + w) for w in bare) + ")",
+    )
 
 
 def _names(spec: object) -> tuple[str, ...]:
@@ -143,5 +161,6 @@ def _kind(relation: Relation) -> str:
         Asymmetry: "asymmetry",
         Equivalence: "equivalence",
         Negation: "negation",
+        Propositions: "propositions (statements about one subject, which must agree)",
     }
     return names.get(type(relation), type(relation).__name__.lower())

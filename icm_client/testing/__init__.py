@@ -33,6 +33,7 @@ from .models import (
     TwoConcept,
 )
 from .protocol import VOCAB, CompletionsApp, NextToken, hash_logprobs, toy_tokenize
+from .ratelimit import RateLimitedApp
 from .server import MOCK_URL, LoopbackServer, mock_client
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "Noisy",
     "Oracle",
     "PromptReader",
+    "RateLimitedApp",
     "Reading",
     "SimulatedData",
     "SimulatedModel",

@@ -4,6 +4,8 @@ A stand-in model is a function from a prompt to its next-token distribution over
 vocabulary (``NextToken``). This module turns one into what a real server answers: the
 ``/v1/completions`` body in the OpenAI/vLLM shape or llama.cpp's, ``/v1/models`` and vLLM's
 ``/tokenize``, with a toy tokenizer whose counts are close to a BPE tokenizer's on English.
+``/v1/chat/completions`` serves the same model to chat messages through a toy chat template
+(``chat.py``), so a chat route and a completions route of one model can be compared.
 ``CompletionsApp`` is the whole server as a function of (method, path, body); it serves as
 an ``httpx2.MockTransport`` handler directly and under the loopback servers of the tests and
 benchmarks, so every test double speaks one protocol.
@@ -14,82 +16,30 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import re
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 import httpx2
 
-VOCAB = (
-    " True",
-    " False",
-    " Yes",
-    " No",
-    " A",
-    " B",
-    " C",
-    " D",
-    " the",
-    " a",
-    " is",
-    " not",
-    " and",
-    " of",
-    ",",
-    ".",
-    "\n",
-    " 1",
-    " 2",
-    " I",
-    " it",
-    " maybe",
-    " true",
-    " false",
-)
-"""Every token a stand-in model can predict."""
+from .chat import CHAT_MODEL_REFUSAL, chat_body, chat_prompt
+from .vocab import VOCAB, NextToken, Shape, TokenCounter, token_ids, toy_tokenize
 
-#: A stand-in model: the next-token distribution after a prompt, most likely first.
-NextToken = Callable[[str], list[tuple[str, float]]]
-Shape = Literal["openai", "llamacpp"]
-
-_TOKEN_RE = re.compile(r"\s?[A-Za-z0-9]+|\s?[^\sA-Za-z0-9]|\s+")
-
-
-def toy_tokenize(text: str) -> list[str]:
-    """Words (with their leading space), punctuation marks and runs of whitespace."""
-    return _TOKEN_RE.findall(text)
-
-
-class TokenCounter:
-    """``len(toy_tokenize(prompt))`` block by block: a prompt of many demonstrations is cut
-    at its blank lines and each block's count is remembered, so the long leave-one-out
-    prompts of a search (the same blocks over and over) are counted in a few dictionary
-    lookups. Equal to the whole-prompt count when no block starts or ends in whitespace,
-    as the scorer's blocks never do. Bounded: at most ``size`` blocks are remembered."""
-
-    def __init__(self, size: int = 1 << 16) -> None:
-        self.size = size
-        self._blocks: dict[str, int] = {}
-
-    def __call__(self, prompt: str) -> int:
-        blocks = prompt.split("\n\n")
-        total = len(blocks) - 1  # each blank line is one whitespace token
-        memo = self._blocks
-        for block in blocks:
-            n = memo.get(block)
-            if n is None:
-                n = len(_TOKEN_RE.findall(block))
-                if len(memo) < self.size:
-                    memo[block] = n
-            total += n
-        return total
-
-
-def token_ids(text: str) -> list[int]:
-    """Stable ids of ``toy_tokenize(text)`` (what ``/tokenize`` answers)."""
-    return [
-        int.from_bytes(hashlib.sha256(t.encode()).digest()[:3], "big") for t in toy_tokenize(text)
-    ]
+__all__ = [
+    "CHAT_MODEL_REFUSAL",
+    "VOCAB",
+    "CompletionsApp",
+    "NextToken",
+    "Shape",
+    "TokenCounter",
+    "belief_logprobs",
+    "chat_body",
+    "chat_prompt",
+    "completion_body",
+    "error_body",
+    "hash_logprobs",
+    "normalised",
+    "token_ids",
+    "toy_tokenize",
+]
 
 
 def hash_logprobs(prompt: str) -> list[tuple[str, float]]:
@@ -170,6 +120,10 @@ class CompletionsApp:
 
     ``prompt`` may be one string or a list of strings (one choice per prompt, by ``index``).
     Counts what it served: ``requests`` (HTTP requests by path) and ``prompts`` (completions).
+    ``completions=False`` is a chat-only server: ``/v1/completions`` answers 404 as OpenAI does
+    for a chat model. ``chat_continue``: a final assistant turn is continued when the request
+    says ``continue_final_message`` (vLLM; the ``llamacpp`` shape continues it always).
+    ``max_top_logprobs``: chat requests asking for more are refused (400), as OpenAI does.
     """
 
     def __init__(
@@ -180,9 +134,14 @@ class CompletionsApp:
         shape: Shape = "openai",
         n_ctx: int = 1 << 20,
         tokenizer: bool = True,
+        completions: bool = True,
+        chat_continue: bool = True,
+        max_top_logprobs: int = 20,
     ) -> None:
         self.model, self.name, self.shape = model, name, shape
         self.n_ctx, self.tokenizer = n_ctx, tokenizer
+        self.completions, self.chat_continue = completions, chat_continue
+        self.max_top_logprobs = max_top_logprobs
         self.requests: dict[str, int] = {}
         self.prompts = 0
         self.prompt_tokens = 0
@@ -209,9 +168,33 @@ class CompletionsApp:
                 return 400, error_body("'content' is required", "invalid_request_error")
             ids = token_ids(text)
             return 200, {"tokens": ids, "count": len(ids), "max_model_len": self.n_ctx}
+        if path == "/v1/chat/completions":
+            return self._chat(payload)
         if path != "/v1/completions":
             return 404, error_body(f"no route {path}", "not_found")
+        if not self.completions:
+            return 404, error_body(CHAT_MODEL_REFUSAL, "invalid_request_error")
         return self._complete(payload)
+
+    def _chat(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        messages = payload.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return 400, error_body("'messages' must be a list of objects", "invalid_request_error")
+        if payload.get("model") != self.name:
+            message = f"The model `{payload.get('model')}` does not exist."
+            return 404, error_body(message, "invalid_request_error", "model_not_found")
+        k = int(payload.get("top_logprobs") or 0) if payload.get("logprobs") else 0
+        if k > self.max_top_logprobs:
+            message = f"top_logprobs must be at most {self.max_top_logprobs}, got {k}"
+            return 400, error_body(message, "invalid_request_error")
+        continue_final = self.chat_continue and (
+            self.shape == "llamacpp" or bool(payload.get("continue_final_message"))
+        )
+        text, new_turn = chat_prompt(messages, continue_final)
+        self.prompts += 1
+        self.prompt_tokens += self._count(text)
+        ids = self.shape == "llamacpp"
+        return 200, chat_body(self.name, text, self.model(text), k, new_turn, ids)
 
     def _complete(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         prompts = payload.get("prompt")

@@ -15,6 +15,7 @@ from typing import Any, Self
 import httpx2
 
 from .protocol import CompletionsApp, NextToken
+from .ratelimit import RateLimitedApp
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -74,9 +75,11 @@ class ThreadedServer:
 class LoopbackServer(ThreadedServer):
     """``with LoopbackServer(model) as server: OpenAICompletions(server.base_url)``."""
 
-    def __init__(self, model: NextToken | CompletionsApp) -> None:
+    def __init__(self, model: NextToken | CompletionsApp | RateLimitedApp) -> None:
         super().__init__()
-        self.app = model if isinstance(model, CompletionsApp) else CompletionsApp(model)
+        self.app = (
+            model if isinstance(model, CompletionsApp | RateLimitedApp) else CompletionsApp(model)
+        )
 
     def handler(self) -> type[BaseHTTPRequestHandler]:
         app = self.app
@@ -90,9 +93,15 @@ class LoopbackServer(ThreadedServer):
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, data = app.handle(self.command, self.path, body)
+                headers: dict[str, str] = {}
+                if isinstance(app, RateLimitedApp):
+                    status, data, headers = app.respond(self.command, self.path, body)
+                else:
+                    status, data = app.handle(self.command, self.path, body)
                 raw = httpx2.Response(status, json=data).content
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()

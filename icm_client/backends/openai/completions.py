@@ -27,6 +27,7 @@ whole prefill, every time.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from typing import Literal, Self
 
 import anyio
@@ -77,7 +78,9 @@ class OpenAICompletions:
     the others (``batching.py``); 1 sends one prompt per request. ``usage.extra`` counts
     ``prompts`` and ``http_requests`` (completions) apart. ``max_connections`` sizes the
     pool of the client it builds, and ``http`` picks its transport: httpx2's own, or
-    aiohttp's (``transport.http_client``; the ``aiohttp`` extra).
+    aiohttp's (``transport.http_client``; the ``aiohttp`` extra). ``headers`` go with every
+    request (an SDK client's organisation, project, default headers); ``on_headers`` sees
+    every answer's headers (a ``Pacer``'s ``observe``).
     Scoring is delegated to a strategy chosen by ``mode`` (``NextTokenScoring`` or
     ``EchoScoring``), over the requests of ``CompletionsRequests``.
     """
@@ -102,6 +105,8 @@ class OpenAICompletions:
         batch_wait: float = DEFAULT_MAX_WAIT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http: HTTPClient = "httpx",
+        headers: Mapping[str, str] | None = None,
+        on_headers: Callable[[httpx2.Headers], None] | None = None,
     ) -> None:
         if top_k < 1:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
@@ -123,6 +128,8 @@ class OpenAICompletions:
             timeout=timeout,
             client=client if client is not None else http_client(timeout, max_connections, http),
             max_response_bytes=max_response_bytes,
+            headers=headers,
+            observer=on_headers,
         )
         self._http.model = model or None
         if isinstance(provider, Profile):

@@ -6,7 +6,8 @@ Servers answer ``max_tokens: 1, logprobs: k`` in one of two shapes:
   (with ``return_tokens_as_token_ids`` the keys read ``"token_id:N"``; to us they are just
   token texts). vLLM clamps ``-inf`` to ``-9999.0``.
 * llama.cpp ``llama-server``: ``choices[i].logprobs.content[0].top_logprobs`` is a list of
-  ``{"id", "token", "logprob", "bytes"}``.
+  ``{"id", "token", "logprob", "bytes"}``. Chat completions answer in this shape everywhere
+  (OpenAI and Together without ids, Fireworks with ``token_id``).
 
 Only the FIRST generated position matters: it is the model's distribution over the token that
 follows the prompt. Entries keep the token id where the server gives one (llama.cpp's ``id``,
@@ -85,7 +86,7 @@ def _top_of_choice(choice: object, endpoint: str | None) -> list[Entry]:
         for entry in entries:
             if not isinstance(entry, Mapping) or not isinstance(entry.get("token"), str):
                 raise PermanentBackendError("malformed top_logprobs entry", endpoint=endpoint)
-            tid = entry.get("id")
+            tid = entry.get("id", entry.get("token_id"))  # Fireworks: "token_id"
             tid = tid if isinstance(tid, int) and not isinstance(tid, bool) else None
             top.append((tid, entry["token"], _logprob(entry.get("logprob"), endpoint)))
     else:  # OpenAI legacy / vLLM

@@ -50,6 +50,13 @@ class Profile(BaseModel):
     top-k keys name token ids, not lossy decoded strings. ``echo``: where echoed prompt
     logprobs come back. ``extra_body``: fields every completion request carries. ``hosted``:
     scores are tagged with the profile name (hosted deployments differ, e.g. quantization).
+
+    Chat completions (``chat.py``): ``chat_max_logprobs`` caps ``top_logprobs`` (20 is the
+    OpenAI API's maximum; None: a server setting); ``chat_continue``: the host continues a
+    pre-filled final assistant turn (vLLM's ``continue_final_message``, llama.cpp's
+    assistant prefill), so the label is read as the next token of the raw prompt.
+    ``affinity_header``: a header that pins prompts sharing a prefix to one replica
+    (Fireworks' ``x-session-affinity``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -64,6 +71,9 @@ class Profile(BaseModel):
     echo: EchoShape = "none"
     extra_body: dict[str, JsonValue] = Field(default_factory=dict)
     hosted: bool = False
+    chat_max_logprobs: int | None = Field(default=20, ge=1)
+    chat_continue: bool = False
+    affinity_header: str | None = None
 
     @property
     def scores_token_ids(self) -> bool:
@@ -86,10 +96,18 @@ PROFILES: dict[str, Profile] = {
             explicit_token_logprobs=True,
             token_id_keys=True,
             echo="choices",
+            chat_max_logprobs=None,  # --max-logprobs, a server flag
+            chat_continue=True,
         ),
         # llama.cpp takes prompt lists but reports the usage of the first prompt only: one
         # prompt a request keeps the token counts (and budgets) exact.
-        Profile(name="llamacpp", tokenizer="llamacpp", token_prompts=True),
+        Profile(
+            name="llamacpp",
+            tokenizer="llamacpp",
+            token_prompts=True,
+            chat_max_logprobs=None,
+            chat_continue=True,
+        ),
         Profile(
             name="openai",
             max_logprobs=5,
@@ -99,7 +117,15 @@ PROFILES: dict[str, Profile] = {
             hosted=True,
         ),
         Profile(name="together", max_logprobs=20, echo="together", hosted=True),
-        Profile(name="fireworks", max_logprobs=5, prompt_lists=True, echo="fireworks", hosted=True),
+        Profile(
+            name="fireworks",
+            max_logprobs=5,
+            prompt_lists=True,
+            echo="fireworks",
+            hosted=True,
+            chat_max_logprobs=5,
+            affinity_header="x-session-affinity",
+        ),
         Profile(
             name="openrouter",
             extra_body={"provider": {"require_parameters": True}},

@@ -17,6 +17,7 @@ import anyio
 
 from ...aio import gather
 from ...errors import BackendError, PermanentBackendError
+from ..affinity import affinity_digest
 from ..base import Usage
 from ..http_errors import TRANSIENT_STATUSES
 from ..transport import JSONTransport, token_counts
@@ -132,7 +133,10 @@ class CompletionsRequests:
 
     async def _post(self, prompt: object, body: dict[str, object]) -> object:
         """One HTTP request (one prompt, or a list of them), counted in ``usage.extra``."""
-        answer = await self.http.call("POST", "/v1/completions", {**body, "prompt": prompt})
+        header = self.profile.affinity_header if self.profile is not None else None
+        first = prompt[0] if isinstance(prompt, list) and prompt else prompt
+        pin = {header: affinity_digest(first)} if header and isinstance(first, str) else None
+        answer = await self.http.call("POST", "/v1/completions", {**body, "prompt": prompt}, pin)
         extra = self.usage.extra
         extra["http_requests"] = extra.get("http_requests", 0) + 1
         n = len(prompt) if isinstance(prompt, list) and not _is_ids(prompt) else 1

@@ -1,0 +1,210 @@
+"""Scoring through an OpenAI-compatible ``/v1/chat/completions`` server: the prototyping route.
+
+Where a host serves no base model on ``/v1/completions`` (OpenAI, Together's and Fireworks'
+serverless lists, OpenRouter), its chat endpoint still returns the log-probabilities of the
+first answer token: ``max_tokens: 1, temperature: 0, logprobs: true, top_logprobs: k``
+(k at most 20 on OpenAI and Together, 5 on Fireworks). The prompt goes as chat messages
+(``chat_messages.py``): on hosts that continue a pre-filled assistant turn (vLLM with
+``continue_final_message: true, add_generation_prompt: false``; llama.cpp) the raw prompt is
+continued, so an instruct model is read like a base model; elsewhere the demonstrations
+become user/assistant turns and the target the last user turn.
+
+What it costs in fidelity: an instruct model is not the pretrained model ICM assumes. Its
+label probabilities are shaped by post-training (confident, often miscalibrated), and the
+``turns`` style adds a system instruction. Use it to prototype a task; label with a base
+model (``OpenAICompletions`` on vLLM, llama.cpp, Tinker) for results that mean what the
+paper's do. Multi-token label words cannot be scored here (top-k of one position only).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Self
+
+import httpx2
+from pydantic import SecretStr
+
+from ...errors import ConfigError, PermanentBackendError
+from ..affinity import affinity_digest
+from ..base import ScoreRequest, ScoreResult, Usage
+from ..transport import (
+    DEFAULT_MAX_CONNECTIONS,
+    MAX_RESPONSE_BYTES,
+    HTTPClient,
+    JSONTransport,
+    http_client,
+    token_counts,
+)
+from .chat_messages import ChatStyle, chat_label_logprobs, chat_messages
+from .logprobs import parse_top_logprobs
+from .profiles import GENERIC, Profile, get_profile, profile_for_url
+
+__all__ = ["OpenAIChat"]
+
+CHAT_PATH = "/v1/chat/completions"
+
+
+class OpenAIChat:
+    """A ``Backend`` over ``POST {base_url}/v1/chat/completions``.
+
+    ``provider``: a profile name, a ``Profile``, or ``auto`` (a well-known host by its name,
+    else ``generic``); it gives the cap on ``top_logprobs`` and whether the host continues a
+    pre-filled assistant turn. ``style`` overrides the latter (``continue`` or ``turns``).
+    The other arguments are ``OpenAICompletions``'s. Labels absent from the top-k are upper
+    bounds (``bounded``), as on completions.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        provider: str | Profile = "auto",
+        style: ChatStyle | None = None,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        top_k: int = 20,
+        timeout: float = 120.0,
+        client: httpx2.AsyncClient | None = None,
+        usage: Usage | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http: HTTPClient = "httpx",
+        headers: Mapping[str, str] | None = None,
+        on_headers: Callable[[httpx2.Headers], None] | None = None,
+    ) -> None:
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
+        if style not in (None, "continue", "turns"):
+            raise ConfigError(f"style must be 'continue' or 'turns', got {style!r}", field="style")
+        if isinstance(provider, Profile):
+            profile = provider
+        elif provider == "auto":
+            profile = profile_for_url(base_url) or GENERIC
+        else:
+            profile = get_profile(provider)
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        self._owns_client = client is None
+        self._http = JSONTransport(
+            base_url,
+            api_key=SecretStr(key) if key else None,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            client=client if client is not None else http_client(timeout, max_connections, http),
+            max_response_bytes=max_response_bytes,
+            headers=headers,
+            observer=on_headers,
+        )
+        self._http.model = model or None
+        self._profile = profile
+        self._style: ChatStyle = style or ("continue" if profile.chat_continue else "turns")
+        cap = profile.chat_max_logprobs
+        self._top_k = min(top_k, cap) if cap is not None else top_k
+        self._usage = usage if usage is not None else Usage()
+
+    @property
+    def identity(self) -> str:
+        """Wire API, host (hosted only), model, k and style: a chat score never shares a
+        cache entry with a completions score of the same prompt."""
+        parts = ["openai-chat"]
+        if self._profile.hosted:
+            parts.append(self._profile.name)
+        parts += [self._http.model or "?", f"top{self._top_k}", self._style]
+        return ":".join(parts)
+
+    @property
+    def usage(self) -> Usage:
+        return self._usage
+
+    @property
+    def model(self) -> str | None:
+        return self._http.model
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    @property
+    def style(self) -> ChatStyle:
+        return self._style
+
+    @property
+    def top_k(self) -> int:
+        return self._top_k
+
+    @property
+    def multi_token_labels(self) -> bool:
+        return False
+
+    @property
+    def chat_url(self) -> str:
+        return self._http.shown_root + CHAT_PATH
+
+    def __repr__(self) -> str:
+        key = "set" if self._http.api_key else "none"
+        return (
+            f"OpenAIChat({self._http.shown_root!r}, model={self._http.model!r}, "
+            f"provider={self._profile.name!r}, style={self._style!r}, top_k={self._top_k}, "
+            f"api_key={key})"
+        )
+
+    async def prepare(self) -> None:
+        """Discover the served model, so that ``identity`` is final."""
+        await self._resolve_model()
+
+    async def score(self, request: ScoreRequest) -> ScoreResult:
+        if request.prompt != request.prompt.rstrip():
+            raise ValueError(
+                "prompt must not end in whitespace: the label words carry their leading space"
+            )
+        model = await self._resolve_model()
+        payload: dict[str, object] = {
+            "model": model,
+            "messages": chat_messages(request.prompt, request.labels, self._style),
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": True,
+            "top_logprobs": self._top_k,
+            **self._profile.extra_body,
+        }
+        if self._style == "continue":  # vLLM's fields; llama.cpp continues without them
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
+        header = self._profile.affinity_header
+        pin = {header: affinity_digest(request.prompt)} if header else None
+        body = await self._http.call("POST", CHAT_PATH, payload, pin)
+        top = parse_top_logprobs(body, endpoint=self.chat_url)[0]
+        logprobs, bounded = chat_label_logprobs(top, request.labels, self._style)
+        prompt_tokens, cached_tokens = token_counts(body)
+        used = self._usage
+        used.calls += 1
+        used.prompt_tokens += prompt_tokens
+        used.cached_tokens += cached_tokens
+        used.bounded_labels += sum(bounded)
+        used.extra["http_requests"] = used.extra.get("http_requests", 0) + 1
+        return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
+
+    async def _resolve_model(self) -> str:
+        if self._http.model is None:
+            body = await self._http.call("GET", "/v1/models", None)
+            data = body.get("data") if isinstance(body, dict) else None
+            first = data[0] if isinstance(data, list) and data else None
+            model = first.get("id") if isinstance(first, dict) else None
+            if not isinstance(model, str) or not model:
+                raise PermanentBackendError(
+                    "the server lists no model; pass the model name explicitly",
+                    endpoint=f"{self._http.shown_root}/v1/models",
+                )
+            self._http.model = model
+        return self._http.model
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._http.client.aclose()
