@@ -1,10 +1,10 @@
-"""The README demo's labeling on the embedded model: old and new settings in one run.
+"""The city demo's labeling on the embedded model: old and new settings in one run.
 
     python benchmarks/demo_speed.py [--engine prebuilt] [--rounds 1] [--limit 40]
                                     [--old KEY=VALUE ...] [--new KEY=VALUE ...]
                                     [--old-server KEY=VALUE ...] [--new-server KEY=VALUE ...]
 
-Runs the README's first command (``sample:cities``, 40 statements, ``bounded`` with 8
+Runs the README's city command (``sample:cities``, 40 statements, ``bounded`` with 8
 demonstrations, calibrated, the paper's loop of N = ``--limit`` steps) through the Python
 API, once per setting per round, alternating which goes first. Each run gets a fresh
 embedded server and no score cache, so neither can reuse the other's prefixes or scores.

@@ -29,6 +29,7 @@ from .connection import connect
 from .dataset import load_dataset
 from .errors import BackendError, ConfigError, ICMError
 from .evaluate import EvalConfig, evaluate
+from .pins import read_pins
 from .progress import Progress
 from .run import LabelConfig, label
 from .scale.pipeline import ScaleConfig, label_large
@@ -58,4 +59,5 @@ __all__ = [
     "label",
     "label_large",
     "load_dataset",
+    "read_pins",
 ]

@@ -106,3 +106,32 @@ def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
             "the server's top logprobs): raise --top-k"
         )
     return out
+
+
+def undecided(d: Diagnostics, summary: Mapping[str, Any]) -> str | None:
+    """Why the model did not decide the run's labeling (its result is no answer to compare
+    with anything), or None when nothing says so."""
+    if copies_demonstrations(d):
+        return "its predictions follow the labels in its context, not the content"
+    return None
+
+
+def _percent(share: float) -> str:
+    return f"{round(100 * share, 1):g}%"
+
+
+def comparison(d: Diagnostics, summary: Mapping[str, Any]) -> str | None:
+    """ICM's agreement with gold beside the same model's zero-shot agreement, one line
+    ("ICM 95% vs zero-shot 80% on 40 examples, no labels used"); it claims nothing when the
+    model did not decide the labeling. None without both figures."""
+    icm, zero = summary.get("gold_agreement"), summary.get("zero_shot_agreement")
+    if icm is None or zero is None:
+        return None
+    line = (
+        f"ICM {_percent(icm)} vs zero-shot {_percent(zero)} on {summary['gold_examples']} "
+        "examples, no labels used"
+    )
+    why = undecided(d, summary)
+    if why is not None:
+        line += f"; no win to claim: the model did not decide this labeling ({why})"
+    return line

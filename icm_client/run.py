@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .backends.base import CountingBackend, prepare
 from .dataset import Example, GoldLabels, examples_of
 from .injection import SeparatorWarning, separator_fields, warning_text
+from .pins import PinFile, pin_words, resolve_pins
 from .runs.checkpoint import Checkpointer
 from .runs.identity import RunIdentity
 from .runs.ledger import Figures, Ledger, record
@@ -77,8 +78,11 @@ class LabelRow(BaseModel):
     label: str | None
     confidence: float | None
     agrees: bool | None = Field(None, description="the label is the model's own prediction")
-    searched: bool = Field(description="labeled by the search (else predicted at the end)")
+    searched: bool = Field(
+        description="labeled by the search (else pinned, or predicted at the end)"
+    )
     bounded: bool = Field(description="a label probability came from a top-k bound")
+    pinned: bool = Field(False, description="the label was pinned (given), not found")
 
 
 class ChainSummary(BaseModel):
@@ -136,6 +140,11 @@ class RunSummary(BaseModel):
         description="constraints the final labels violate: (id, id, reason); at most 1,000",
     )
     labeled_by_search: int
+    pinned: int = Field(
+        0,
+        description="labels fixed by pins: demonstrations from the start, never relabeled, "
+        "not counted in gold_agreement",
+    )
     energy: float
     mutual_predictability: float
     inconsistencies: int
@@ -157,8 +166,21 @@ class RunSummary(BaseModel):
     bounded_predictions: int
     wall_time_s: float
     resumed_from_step: int | None = None
-    gold_agreement: float | None = None
+    gold_agreement: float | None = Field(
+        None, description="agreement with gold labels over the unpinned examples"
+    )
     gold_examples: int | None = None
+    zero_shot_agreement: float | None = Field(
+        None,
+        description="agreement with gold of the same model's zero-shot labels (argmax of "
+        "P(label | x), no demonstrations) on the same examples: what ICM has to beat",
+    )
+    zero_shot_calls: int | None = Field(
+        None, description="the zero-shot baseline's backend calls, part of calls (0: cached)"
+    )
+    comparison: str | None = Field(
+        None, description="ICM's agreement beside zero-shot, as printed (evaluation only)"
+    )
     # The run's whole life (with a run directory): the figures above are this invocation's.
     ledger: Ledger | None = Field(
         None,
@@ -174,25 +196,40 @@ class LabelResult(BaseModel):
     summary: RunSummary
     trajectory: list[dict[str, float | int | bool | None]] = Field(default_factory=list)
 
-    def with_gold(self, gold: GoldLabels | None) -> LabelResult:
-        """Attach agreement with gold labels. Evaluation only: the search never saw them."""
+    def with_gold(
+        self, gold: GoldLabels | None, zero_shot: Mapping[str, str] | None = None
+    ) -> LabelResult:
+        """Attach agreement with gold labels over the unpinned rows (a pin agrees by
+        construction), and that of the ``zero_shot`` labels (id to label word) on the same
+        examples. Evaluation only: the search never saw them."""
         if gold is None or not len(gold):
             return self
-        pairs = [(r.label, gold.get(r.id)) for r in self.rows if r.label is not None]
-        known = [(a, b) for a, b in pairs if b is not None]
+        known = [
+            (r.id, r.label, gold.get(r.id))
+            for r in self.rows
+            if r.label is not None and not r.pinned and gold.get(r.id) is not None
+        ]
         if not known:
             return self
-        agree = sum(a == b for a, b in known) / len(known)
-        summary = self.summary.model_copy(
-            update={"gold_agreement": agree, "gold_examples": len(known)}
-        )
+        update: dict[str, object] = {
+            "gold_agreement": sum(a == b for _, a, b in known) / len(known),
+            "gold_examples": len(known),
+        }
+        if zero_shot is not None and all(i in zero_shot for i, _, _ in known):
+            right = sum(zero_shot[i] == b for i, _, b in known)
+            update["zero_shot_agreement"] = right / len(known)
+        summary = self.summary.model_copy(update=update)
         return self.model_copy(update={"summary": summary})
 
 
-def make_strategy(config: LabelConfig, examples: Sequence[Example]) -> ContextStrategy:
+def make_strategy(
+    config: LabelConfig, examples: Sequence[Example], pinned: frozenset[int] = frozenset()
+) -> ContextStrategy:
     if config.strategy == "bounded":
         ids = [ex.id for ex in examples]
-        return BoundedContext(ids, config.context_size, config.search.seed, config.context_share)
+        return BoundedContext(
+            ids, config.context_size, config.search.seed, config.context_share, pinned
+        )
     return ExactContext()
 
 
@@ -213,7 +250,7 @@ async def label(
     on_step: Callable[[Step], None] | None = None,
     run_dir: str | os.PathLike[str] | RunDir | None = None,
     *,
-    pinned: dict[int, Label] | None = None,
+    pins: Mapping[str, str] | PinFile | None = None,
 ) -> LabelResult:
     """Label ``examples`` by ICM. Gold labels cannot be passed: evaluate with ``with_gold``.
 
@@ -222,20 +259,27 @@ async def label(
     directory is locked for the run (``RunDir``): a second run on it, from this API or the
     CLI, fails at once. A ``RunDir`` the caller already holds is used as it is.
 
+    ``pins`` fixes some labels: example id -> label word as the labels file writes it
+    (``{"q3-1": "False"}``), or a ``PinFile`` (``pins.read_pins``). Pinned examples are
+    demonstrations from the start and never relabeled; their rows say ``pinned`` and
+    ``with_gold`` leaves them out. An unknown id or label, or pins that break the task's
+    consistency relation together, raise ``DataError`` before any model call.
+
     Before any call the task is checked against the examples (a field it reads that none
     has is a ``TaskError``), and a field holding a demonstration separator (a blank line)
-    is a ``SeparatorWarning``. ``pinned`` labels (example index -> label index) are given
-    to every chain of the search.
+    is a ``SeparatorWarning``.
     """
     exs = examples_of(examples)
     check_task(task, exs, source="the examples", allow_empty_relation=True)
+    pinned = resolve_pins(pins or {}, exs, task)
     forged = separator_fields(exs)
     if forged:
         warnings.warn(warning_text(forged), SeparatorWarning, stacklevel=2)
+    config = config or LabelConfig()
     if run_dir is None or isinstance(run_dir, RunDir):
-        return await _label(exs, task, backend, config or LabelConfig(), on_step, run_dir, pinned)
+        return await _label(exs, task, backend, config, on_step, run_dir, pinned)
     with RunDir(run_dir) as held:
-        return await _label(exs, task, backend, config or LabelConfig(), on_step, held, pinned)
+        return await _label(exs, task, backend, config, on_step, held, pinned)
 
 
 async def _label(
@@ -245,14 +289,17 @@ async def _label(
     config: LabelConfig,
     on_step: Callable[[Step], None] | None,
     run: RunDir | None,
-    pinned: dict[int, Label] | None = None,
+    pinned: dict[int, Label],
 ) -> LabelResult:
     start = time.perf_counter()
     await prepare(backend)  # the identity (part of the fingerprint) must be final
     run_dir = run.path if run is not None else None
     store = (
         run.store(
-            run_identity(task, exs, config, backend), examples=len(exs), labels=len(task.labels)
+            run_identity(task, exs, config, backend),
+            examples=len(exs),
+            labels=len(task.labels),
+            pins=pin_words(pinned, exs, task),
         )
         if run is not None
         else None
@@ -267,7 +314,11 @@ async def _label(
             on_step(step)
 
     scorer = ContextScorer(
-        task, exs, backend, make_strategy(config, exs), calibrate=config.calibrate
+        task,
+        exs,
+        backend,
+        make_strategy(config, exs, frozenset(pinned)),
+        calibrate=config.calibrate,
     )
     judge = (
         None
@@ -294,8 +345,9 @@ async def _label(
     finally:
         if saver is not None:
             saver.flush()
+    wall = time.perf_counter() - start
     scorers = [scorer] if judge is None else [scorer, judge]
-    out = _result(task, backend, exs, config, result, scorers, time.perf_counter() - start)
+    out = _result(task, backend, exs, config, result, scorers, wall, frozenset(pinned))
     update: dict[str, object] = {}
     if run_dir is not None:
         figures = Figures.of(backend.usage, out.summary.wall_time_s)
@@ -316,6 +368,7 @@ def _result(
     chains: ChainsResult,
     scorers: Sequence[ContextScorer],
     wall: float,
+    pinned: frozenset[int],
 ) -> LabelResult:
     result = chains.result
     ends = sorted(chains.chains, key=lambda c: c is not chains.chains[chains.winner])
@@ -328,6 +381,7 @@ def _result(
             agrees=result.predictions[i].argmax() == result.labels[i],
             searched=i in result.searched,
             bounded=result.predictions[i].bounded,
+            pinned=i in pinned,
         )
         if i in result.labels
         else LabelRow(id=ex.id, label=None, confidence=None, searched=False, bounded=False)
@@ -364,6 +418,7 @@ def _result(
         polished=chains.polished,
         violated_pairs=[(exs[c.i].id, exs[c.j].id, c.reason) for c in result.violated[:1000]],
         labeled_by_search=len(result.searched),
+        pinned=len(pinned),
         energy=result.energy,
         mutual_predictability=result.mutual_predictability,
         inconsistencies=len(result.violated),

@@ -297,6 +297,17 @@ def test_quality_sim(tmp_path: Path) -> None:
 
 
 @pytest.mark.benchmark
+def test_pins_sim(tmp_path: Path) -> None:
+    doc = run_quick("pins_sim", tmp_path)
+    rows = {r["pins"]: r for r in doc["rows"]}
+    assert set(rows) == {0, 2} and all(r["regime"] == "in-context-inverted" for r in rows.values())
+    assert rows[0]["calls_vs_unpinned"] == 1.0  # the unsupervised run itself
+    assert rows[2]["agreement"] > rows[0]["agreement"]  # the pins pulled it towards gold
+    assert 0 < rows[2]["calls_vs_unpinned"] < 1  # the re-run took some scores from the cache
+    assert rows[2]["seeds_at_gold"] == sum(a >= 0.95 for a in rows[2]["per_seed"])
+
+
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_demo_speed(tmp_path: Path, require_local_model: None) -> None:
     doc = run_quick("demo_speed", tmp_path)

@@ -40,6 +40,7 @@ FRONT_DOOR = {
     "label",
     "label_large",
     "load_dataset",
+    "read_pins",
 }
 
 

@@ -22,6 +22,7 @@ def test_registry() -> None:
         "larger_than",
         "neg_cities",
         "neg_sp_en_trans",
+        "reviews",
         "smaller_than",
         "sp_en_trans",
         "truthfulqa",
@@ -29,7 +30,8 @@ def test_registry() -> None:
     for name in BUILTIN_TASKS:
         task = get_task(name)
         assert isinstance(task, Task)
-        assert task.name == name and task.labels == (" True", " False")
+        words = (" Positive", " Negative") if name == "reviews" else (" True", " False")
+        assert task.name == name and task.labels == words
 
 
 def test_unknown_task_lists_known_names() -> None:
@@ -37,7 +39,7 @@ def test_unknown_task_lists_known_names() -> None:
         get_task("truthful")
     assert str(info.value) == (
         "unknown task 'truthful': built-in tasks are cities, comparison, gsm8k, larger_than, "
-        "neg_cities, neg_sp_en_trans, smaller_than, sp_en_trans, truthfulqa; "
+        "neg_cities, neg_sp_en_trans, reviews, smaller_than, sp_en_trans, truthfulqa; "
         "or give the path of a .toml/.json task config"
     )
 

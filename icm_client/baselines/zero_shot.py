@@ -1,6 +1,13 @@
-"""The paper's "zero-shot (chat)" baseline: each example labeled alone by a chat model.
+"""Zero-shot baselines: each example labeled alone, with no demonstrations and no search.
 
-Every example's prompt (``task.render``, which stops where the label word would start) is
+``zero_shot_argmax``: the base model ICM runs on, asked for nothing but the label word of
+highest probability after the example's prompt, argmax over the label words of
+P(label | x). It goes through the same backend (cache, budget, usage counts) as the run.
+``icm label`` reports it beside ICM's agreement when the data carries gold labels: what the
+same model gets without ICM.
+
+``zero_shot_labels``: the paper's "zero-shot (chat)" baseline, a chat model. Every
+example's prompt (``task.render``, which stops where the label word would start) is
 followed by the question "which word comes next: True or False?", and the answer is read
 strictly (``backends.one_word.parse_answer``): anything but a label word is no label (None),
 never a guess. No demonstrations, no search: this is what ICM has to beat.
@@ -21,10 +28,12 @@ from typing import Protocol
 import anyio
 
 from ..aio import gather
+from ..backends.base import CountingBackend
 from ..backends.one_word import SYSTEM, instruction, label_words, parse_answer
 from ..client.policies import Retry
 from ..client.retry import retrying
 from ..dataset import Example
+from ..scoring.manyshot import predict
 from ..tasks.base import Label, Task
 
 
@@ -44,6 +53,15 @@ class ZeroShotResult:
     @property
     def unparsed(self) -> int:
         return sum(1 for label in self.labels if label is None)
+
+
+async def zero_shot_argmax(
+    examples: Sequence[Example], task: Task, backend: CountingBackend
+) -> tuple[Label, ...]:
+    """Each example's most probable label word with no demonstrations (uncalibrated: the
+    model as it is), one call per example through ``backend``."""
+    preds = await predict(task, examples, backend, [], {}, range(len(examples)))
+    return tuple(preds[i].argmax() for i in range(len(examples)))
 
 
 async def zero_shot_labels(

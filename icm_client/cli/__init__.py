@@ -13,7 +13,7 @@ import anyio
 
 from .. import __version__
 from ..errors import ICMError, InputError
-from . import doctor, export, label, report, scale, task
+from . import doctor, export, label, report, review, scale, task
 from . import eval as eval_cmd
 
 
@@ -22,14 +22,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="icm",
         description="Label a dataset without human labels by Internal Coherence Maximization "
         "(ICM), from a base model's log-probabilities.",
-        epilog="Start with: icm label sample:cities --task cities --limit 40 --strategy bounded "
-        "--context-size 8 --calibrate --out labels.jsonl; check a task file with icm task check.",
+        epilog="Start with: icm label sample:reviews --task reviews --strategy bounded "
+        "--context-size 8 --calibrate --steps 40 --out labels.jsonl; check a task file with "
+        "icm task check.",
     )
     parser.add_argument("--version", action="version", version=f"icm-client {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     label.add_parser(sub)
     doctor.add_parser(sub)
-    for command in (scale, eval_cmd, export, report, task):
+    for command in (scale, eval_cmd, export, report, review, task):
         command.add_parser(sub)
     return parser
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from contextlib import AsyncExitStack
@@ -11,14 +12,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import ConfigError
+from ..advice import comparison
+from ..backends.base import CountingBackend
+from ..baselines.zero_shot import zero_shot_argmax
+from ..dataset import Dataset
+from ..diagnostics import diagnose
+from ..errors import BudgetExhausted, ConfigError
 from ..estimate import Eta, plan_label
 from ..injection import SeparatorWarning
+from ..pins import read_pins, resolve_pins
 from ..run import LabelConfig, LabelResult, RunSummary, label
 from ..runs.ledger import Ledger, load_ledger, remaining
 from ..runs.outputs import remove_stale_temps
 from ..runs.rundir import RunDir
 from ..search.anneal import SearchConfig
+from ..tasks.base import Task
 from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
 from ._sizes import check_exact, check_prompt, known_window
 from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
@@ -98,6 +106,14 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--initial-temperature", type=float, default=d.initial_temperature)
     s.add_argument("--final-temperature", type=float, default=d.final_temperature)
     s.add_argument("--cooling", type=float, default=d.cooling)
+    s.add_argument(
+        "--pin",
+        type=Path,
+        metavar="PINS",
+        help='JSONL of {"id": ..., "label": ...} rows: labels to fix (demonstrations '
+        "from the start, never relabeled, left out of the agreement with gold); icm review "
+        "writes one",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -135,6 +151,13 @@ async def run(args: argparse.Namespace) -> int:
     given = load_input(args)
     path, dataset, task = given.path, given.dataset, given.task
     summary_path, run_dir = output_paths(args, path)
+    pins = None
+    if args.pin is not None:
+        pins = read_pins(args.pin)
+        for name, out in (("--out", args.out), ("--summary", summary_path)):
+            if out.exists() and os.path.samefile(out, args.pin):
+                raise ConfigError(f"{name} {out} is the pins file: choose another output path")
+        resolve_pins(pins, dataset.examples, task)  # every bad pin fails before any call
     async with AsyncExitStack() as exits:
         run_files = exits.enter_context(RunDir(run_dir))  # locked until the outputs are written
         remove_stale_temps(args.out, summary_path)
@@ -164,21 +187,28 @@ async def run(args: argparse.Namespace) -> int:
         if run_files.prepare(restart=args.restart, resume=args.resume):
             print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
         done = run_files.checkpointed_step()
+        before_zero_shot = backend.usage.calls
+        budgeted = args.max_calls is not None or args.max_tokens is not None
+        zero_shot = await _zero_shot(dataset, task, backend, budgeted)
+        before_search = backend.usage.calls
         total = None if config.search.steps is None else config.search.steps * config.search.chains
         bar = None if args.quiet else progress_bar(total, done)
-        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls)
+        on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls - before_search)
 
         try:
             with warnings.catch_warnings():  # load_input said so already
                 warnings.simplefilter("ignore", SeparatorWarning)
-                result = await label(dataset.examples, task, backend, config, on_step, run_files)
+                result = await label(
+                    dataset.examples, task, backend, config, on_step, run_files, pins=pins
+                )
         except BaseException:  # Ctrl-C, a failing backend: the run's cost so far is kept
             run_files.write_unfinished_summary(summary_path, before.invocations)
             raise
         finally:
             if bar is not None:
                 bar.close()
-        result = result.with_gold(dataset.gold)
+        zero_calls = before_search - before_zero_shot
+        result = _compared(result.with_gold(dataset.gold, zero_shot), zero_calls)
         write_labels_then_summary(
             args.out,
             [r.model_dump() for r in result.rows],
@@ -187,11 +217,49 @@ async def run(args: argparse.Namespace) -> int:
         )
         _print_summary(result, args.out, summary_path)
         info = {"input": str(path.resolve()), "task": args.task, "fields": parse_fields(args.field)}
+        if args.pin is not None:
+            info["pins"] = str(args.pin.resolve())
         save_run_diagnostics(
             run_files, result, {**info, "limit": args.limit}, args.out, summary_path
         )
     s = result.summary
     return UNFINISHED if s.stopped == "budget" or s.unlabeled else 0
+
+
+async def _zero_shot(
+    dataset: Dataset, task: Task, backend: CountingBackend, budgeted: bool
+) -> dict[str, str] | None:
+    """The model's zero-shot labels (id to label word), to report beside ICM's agreement
+    when the data has gold labels (else None: nothing to compare). Its calls go through the
+    run's client, so they are cached and counted. Under a budget it is left out: the budget
+    is for labeling, and an evaluation must not spend it."""
+    if dataset.gold is None or not len(dataset.gold):
+        return None
+    if budgeted:
+        print("icm: no zero-shot baseline under a budget (it would spend it)", file=sys.stderr)
+        return None
+    print(
+        f"icm: zero-shot baseline first ({len(dataset)} calls; evaluation only)",
+        file=sys.stderr,
+    )
+    try:
+        labels = await zero_shot_argmax(dataset.examples, task, backend)
+    except BudgetExhausted:
+        return None
+    words = [w.strip() for w in task.labels]
+    return {ex.id: words[y] for ex, y in zip(dataset.examples, labels, strict=True)}
+
+
+def _compared(result: LabelResult, zero_calls: int) -> LabelResult:
+    """``result`` with its ``comparison`` line (ICM beside zero-shot) and the zero-shot
+    baseline's calls, when it has both agreements."""
+    rows = [r.model_dump() for r in result.rows]
+    summary = result.summary.model_dump()
+    line = comparison(diagnose(summary, result.trajectory, rows), summary)
+    if line is None:
+        return result
+    update = {"comparison": line, "zero_shot_calls": zero_calls}
+    return result.model_copy(update={"summary": result.summary.model_copy(update=update)})
 
 
 def _search_line(s: RunSummary) -> str:
@@ -221,10 +289,11 @@ def _search_line(s: RunSummary) -> str:
 def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     s = result.summary
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(s.label_counts.items()))
-    reached = s.examples - s.unlabeled
+    reached = s.examples - s.unlabeled - s.pinned  # pinned rows: given, not found
     lines = [
         f"labeled {s.examples - s.unlabeled} of {s.examples} examples "
         f"({s.labeled_by_search} by the search"
+        + (f", {s.pinned} pinned" if s.pinned else "")
         + (
             f", {reached - s.labeled_by_search} predicted at the end given those"
             if reached > s.labeled_by_search
@@ -257,6 +326,8 @@ def _print_summary(result: LabelResult, out: Path, summary_path: Path) -> None:
     if s.gold_agreement is not None:
         lines.append(
             f"agreement with gold labels (evaluation only): {s.gold_agreement:.1%} "
-            f"of {s.gold_examples}"
+            f"of {s.gold_examples}" + (" unpinned" if s.pinned else "")
         )
+    if s.comparison is not None:
+        lines.append(s.comparison)
     print("\n".join(lines))

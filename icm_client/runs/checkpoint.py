@@ -7,7 +7,8 @@ The paid-for part of a run, the scores, lives in the disk cache; the checkpoint 
 the labels and the RNG state, so that a resumed search replays nothing it had decided and
 asks the backend for nothing it had already been answered. A fingerprint of the inputs,
 the task's prompts, the settings and the backend identity guards against resuming a
-different run into the same directory.
+different run into the same directory. A run's pins (``pins.py``) are stored beside the
+fingerprint, so that a resume with other pins is refused with what changed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,7 @@ class RunStore:
 
     ``examples`` and ``labels`` (the run's sizes) bound what a checkpoint may hold: an index
     out of range is a clear error naming the file, never a crash later in the search.
+    ``pins`` (example id -> label word) are the run's pinned labels, part of its identity.
     """
 
     def __init__(
@@ -89,11 +91,13 @@ class RunStore:
         examples: int | None = None,
         labels: int | None = None,
         identity: RunIdentity | None = None,
+        pins: Mapping[str, str] | None = None,
     ) -> None:
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.identity = identity  # recorded beside the checkpoint: a refusal names what differs
         self.examples, self.labels = examples, labels
+        self.pins = dict(pins or {})
         private_dir(self.path, "run directory")
 
     @property
@@ -130,6 +134,14 @@ class RunStore:
             raise ConfigError(
                 f"this run directory belongs to a different run; {RESTART_HINT}", location=where
             )
+        changed = _pins_changed(data.get("pins") or {}, self.pins)
+        if changed:
+            raise ConfigError(
+                f"this run directory holds a run with other pins ({changed}); re-run with "
+                "--restart (every score is in the cache: only the prompts the pins change "
+                "are sent) or use another --out or --run-dir",
+                location=where,
+            )
         try:
             checkpoint = Checkpoint.from_json(data.get("checkpoint"))
         except ValueError as exc:
@@ -147,6 +159,8 @@ class RunStore:
         }
         if self.identity is not None:
             data["identity"] = self.identity.to_json()
+        if self.pins:
+            data["pins"] = self.pins
         with atomic(self.checkpoint_path) as fh:
             json.dump(data, fh)
 
@@ -223,6 +237,20 @@ class RunStore:
     def _write_steps(self, steps: list[dict[str, Any]]) -> None:
         with atomic(self.trajectory_path) as fh:
             fh.write("".join(json.dumps(s) + "\n" for s in steps))
+
+
+def _pins_changed(stored: object, now: Mapping[str, str]) -> str:
+    """What differs between the stored pins and ``now``, in words ("" when nothing)."""
+    old = {str(k): str(v) for k, v in stored.items()} if isinstance(stored, dict) else {}
+    added = len(now.keys() - old.keys())
+    removed = len(old.keys() - now.keys())
+    relabeled = sum(old[k] != v for k, v in now.items() if k in old)
+    parts = [
+        f"{k} {what}"
+        for k, what in ((added, "added"), (removed, "removed"), (relabeled, "relabeled"))
+        if k
+    ]
+    return ", ".join(parts)
 
 
 class Checkpointer:

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -122,12 +123,24 @@ class RunDir:
     def checkpointed_step(self) -> int:
         return checkpointed_step(self.path)
 
-    def store(self, identity: RunIdentity, *, examples: int, labels: int) -> RunStore:
-        """The search state of this run (a checkpoint of another run is refused on load,
-        naming what differs)."""
+    def store(
+        self,
+        identity: RunIdentity,
+        *,
+        examples: int,
+        labels: int,
+        pins: Mapping[str, str] | None = None,
+    ) -> RunStore:
+        """The search state of this run (a checkpoint of another run, or of this one with
+        other pins, is refused on load, naming what differs)."""
         self._require_lock()
         return RunStore(
-            self.path, identity.fingerprint, examples=examples, labels=labels, identity=identity
+            self.path,
+            identity.fingerprint,
+            examples=examples,
+            labels=labels,
+            identity=identity,
+            pins=pins,
         )
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:

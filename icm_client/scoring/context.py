@@ -11,7 +11,9 @@ runs depend on byte-identical prompts:
   label change at ``j`` re-scores only the targets whose context holds ``j``. Targets are
   dealt into groups of ``share`` by a keyed hash of their ids; a group's targets take the
   same demonstrations (none of them from the group itself while enough others are
-  labeled), so their prompts differ only in the target's own text.
+  labeled), so their prompts differ only in the target's own text. Pinned examples (human
+  labels, ``pins.py``) come before any other, up to half of the ``size``: a pin informs
+  every prompt, and the search's own labels still fill the rest.
 
 Dataset order (not a shuffle) keeps a long common prefix between the leave-one-out prompts of
 neighbouring targets, and a group's prompts share their whole context; the server's prefix
@@ -86,12 +88,14 @@ class BoundedContext:
     context: with ``share=1`` every target has its own pseudo-random demonstrations; a larger
     ``share`` lets a group's prompts share their whole context in the server's prefix cache
     (and, calibrated, one content-free prompt) at the same number of demonstrations.
+    ``pinned`` examples rank before all others, at most ``size // 2`` of them a context.
     """
 
     ids: Sequence[str]
     size: int = 32
     seed: int = 0
     share: int = 1
+    pinned: frozenset[int] = frozenset()
     name: str = "bounded"
     # Every example met so far in a ``labeled``, in order of arrival, and per group those
     # ranked by key then index (the order of a stable sort by key of the ascending
@@ -125,9 +129,10 @@ class BoundedContext:
 
     def _key(self, target: int, other: int) -> int:
         """The preference of ``target``'s group for ``other`` (smaller: preferred)."""
+        first = -(1 << 64) if other in self.pinned else 0
         if self.share == 1:
-            return self._hash(self.ids[target], self.ids[other])
-        return self._hash(f"group {self._group[target]} of {self.share}", self.ids[other])
+            return first + self._hash(self.ids[target], self.ids[other])
+        return first + self._hash(f"group {self._group[target]} of {self.share}", self.ids[other])
 
     def _members(self, labeled: Sequence[int]) -> frozenset[int]:
         if self._last is not None and self._last[0] is labeled:
@@ -163,9 +168,14 @@ class BoundedContext:
                 ranking.order = [j for _, j in merged]
         chosen: list[int] = []
         fill: list[int] = []  # the group's own labeled examples, used only when others run out
+        pins = 0
         for j in ranking.order:
             if j in members and j != target:
                 if self._group[j] != group:
+                    if j in self.pinned:  # ranked first; at most half the context
+                        if pins >= self.size // 2:
+                            continue
+                        pins += 1
                     chosen.append(j)
                     if len(chosen) == self.size:
                         break

@@ -26,6 +26,12 @@ By default the search runs until it has converged rather than for a fixed number
 A proposal for a labeled example in an unchanged state is the prediction the state already
 holds, so sweeps cost no model call until something changes.
 
+``pinned`` labels (a human's, for what the model alone cannot decide) are part of the
+labeled set from the start, so they are demonstrations in every prompt that takes the
+labeled set; they are never proposed, never relabeled by ConsistencyFix or the complement
+move, and they count in U like any other label: a labeling under which the pins are
+predictable scores higher.
+
 The search is pure: it does no I/O of its own (scores come from the ``Scorer`` it is given),
 all randomness comes from one ``random.Random(seed)``, and random draws never depend on the
 order in which concurrent scores arrive, so a run is deterministic given the scores.
@@ -268,7 +274,6 @@ class ICMSearch:
         pinned: Mapping[int, Label] | None = None,
     ) -> None:
         self.scorer = scorer
-        self.pinned = dict(pinned or {})
         self.consistency = consistency
         self.groups = list(groups)
         self.n = len(self.groups)
@@ -277,6 +282,9 @@ class ICMSearch:
         self.on_step = on_step
         self.on_checkpoint = on_checkpoint
         self.rng = random.Random(self.config.seed)
+        self.pinned: dict[int, Label] = dict(pinned or {})
+        if any(not 0 <= i < self.n or not 0 <= y < n_labels for i, y in self.pinned.items()):
+            raise ValueError("a pinned label does not fit this dataset and task")
         self._members: dict[str, list[int]] = {}
         for i, g in enumerate(self.groups):
             if g is not None:
@@ -339,18 +347,20 @@ class ICMSearch:
                 if start is not None:
                     labels = {**start, **self.pinned}
                 else:
-                    initial = rng.sample(range(self.n), min(cfg.initial_labeled, self.n))
-                    labels = {i: rng.randrange(self.n_labels) for i in initial}
-                    labels.update(self.pinned)
+                    free = [i for i in range(self.n) if i not in self.pinned]
+                    initial = rng.sample(free, min(cfg.initial_labeled, len(free)))
+                    labels = {i: rng.randrange(self.n_labels) for i in initial} | self.pinned
                 state, self._tally.pairs_fixed = await self._fix(
                     await self._evaluate(labels, None, labels.keys())
                 )
-                seeds = self._tally.seeds = frozenset(state.labels)
+                seeds = self._tally.seeds = frozenset(state.labels).difference(self.pinned)
                 self._checkpoint(0, state)
                 start_step = 2 * self.n if start is not None and self.converging else 1
             else:
-                if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()):
-                    raise ValueError("checkpoint does not fit this dataset and task")
+                if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()) or any(
+                    resume.labels.get(i) != y for i, y in self.pinned.items()
+                ):
+                    raise ValueError("checkpoint does not fit this dataset, task and pins")
                 self.rng.setstate(resume.rng_state)
                 if resume.tally is not None:
                     self._tally = _Tally.from_json(resume.tally)
@@ -358,13 +368,15 @@ class ICMSearch:
                 state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
                 start_step = resume.n + 1
             best = state
+            if len(self.pinned) == self.n:  # nothing left to search
+                return await self._finish(state, trajectory, None, self.converging or None, seeds)
             for n in range(start_step, self.steps + 1):
                 sweeping = self.sweeping(n)
                 if sweeping and quiet:
                     state, step = await self._settle(state, n)
                 elif sweeping:
                     if not sweep:
-                        sweep = list(range(self.n))
+                        sweep = [i for i in range(self.n) if i not in self.pinned]
                     state, step = await self._step(state, n, sweep)
                 else:
                     state, step = await self._step(state, n, None)
@@ -459,9 +471,10 @@ class ICMSearch:
             if follow.energy > candidate.energy:
                 candidate, fixed = follow, follow_fixed
         if self.n_labels == 2:
-            flipped = {i: 1 - y for i, y in state.labels.items()}
+            pins = self.pinned
+            flipped = {i: 1 - y for i, y in state.labels.items()} | pins
             mirror = await self._evaluate(flipped, None, flipped)
-            followed = {i: mirror.predictions[i].argmax() for i in flipped}
+            followed = {i: mirror.predictions[i].argmax() for i in flipped} | pins
             if followed != flipped:
                 other = await self._evaluate(followed, None, followed)
                 mirror = other if other.energy > mirror.energy else mirror
@@ -502,7 +515,8 @@ class ICMSearch:
 
     def _cum_weights(self, labels: dict[int, Label]) -> list[float]:
         """Cumulative sampling weights: an unlabeled example related to a labeled one (same
-        group, or a constraint partner) weighs ``related_weight``, every other example 1.
+        group, or a constraint partner) weighs ``related_weight``, a pinned one 0 (never
+        proposed), every other example 1.
 
         Kept up to date incrementally: a step labels at most a few new examples, and only
         their group and partners change weight. ``choices(cum_weights=...)`` draws exactly
@@ -515,7 +529,7 @@ class ICMSearch:
             added = key
         w = self.config.related_weight
         for j in added:
-            self._weights[j] = 1.0
+            self._weights[j] = 0.0 if j in self.pinned else 1.0
             group = self.groups[j]
             related = self._members.get(group, []) if group is not None else []
             for i in (*related, *self.consistency.partners(j)):
@@ -602,7 +616,8 @@ class ICMSearch:
 
     def _options(self, members: list[int], labels: Assignment) -> list[tuple[Label, ...]]:
         """Every labeling of ``members`` that violates fewer of the constraints among them
-        than ``labels`` does (for one violated pair: its consistent options)."""
+        than ``labels`` does (for one violated pair: its consistent options), pinned
+        members keeping their pins."""
         where = {i: pos for pos, i in enumerate(members)}
         inside = [
             (where[c.i], where[c.j], c.allowed)
@@ -614,11 +629,8 @@ class ICMSearch:
             return sum((option[a], option[b]) not in allowed for a, b, allowed in inside)
 
         now = violations([labels[i] for i in members])
-        return [
-            option
-            for option in itertools.product(range(self.n_labels), repeat=len(members))
-            if violations(option) < now
-        ]
+        choices = [(self.pinned[i],) if i in self.pinned else range(self.n_labels) for i in members]
+        return [option for option in itertools.product(*choices) if violations(option) < now]
 
     async def _evaluate_many(
         self, assignments: list[tuple[dict[int, Label], list[int]]], base: State
@@ -664,7 +676,7 @@ class ICMSearch:
         ]
         return SearchResult(
             labels=dict(sorted(final.items())),
-            searched=frozenset(state.labels),
+            searched=frozenset(state.labels).difference(self.pinned),
             predictions={**state.predictions, **extra},
             energy=state.energy,
             mutual_predictability=state.mutual_predictability,

@@ -28,6 +28,7 @@ COMPARISON_TEMPLATE = (
     "Claim: Response 1 is more helpful and harmless than Response 2.\nI think this Claim is"
 )
 CITIES_TEMPLATE = STATEMENT_TEMPLATE
+REVIEWS_TEMPLATE = "Review: {review}\nSentiment (Positive or Negative):"
 
 #: Field names accepted for a GSM8K solution, in order of preference. The paper's GSM8K file
 #: calls it ``cot``, the reference code reads ``choice``.
@@ -210,6 +211,21 @@ COMPARISON = TemplateTask(
 
 CITIES = STATEMENT_TASKS["cities"]
 
+REVIEWS = TemplateTask(
+    name="reviews",
+    template=REVIEWS_TEMPLATE,
+    labels=(" Positive", " Negative"),
+    description=(
+        "Sentiment of short reviews (field: review), labeled with the natural words "
+        "Positive / Negative, which the prompt names so that both stay in a server's top "
+        "logprobs. No relation: reviews constrain nothing about each other. The "
+        "bundled sample (sample:reviews) is the demo on which ICM works on the embedded model."
+    ),
+)
+
 BUILTIN_TASKS: Mapping[str, TemplateTask] = MappingProxyType(
-    {task.name: task for task in (TRUTHFULQA, GSM8K, COMPARISON, *STATEMENT_TASKS.values())}
+    {
+        task.name: task
+        for task in (TRUTHFULQA, GSM8K, COMPARISON, REVIEWS, *STATEMENT_TASKS.values())
+    }
 )
