@@ -75,6 +75,13 @@ def advise(d: Diagnostics, summary: Mapping[str, Any]) -> list[str]:
             out.append(
                 what + "given the others: the labeling is not yet coherent; " + _go_on(summary)
             )
+    if any(f.code == "undecided" for f in d.warnings) and not copies:
+        out.append(
+            "the model does not decide between two labelings of this data: do not take the "
+            "labels as its answer yet. Give it more examples (a concept the model holds grows "
+            "more coherent with data, a spurious one does not), try a larger base model, or "
+            "pin a few labels you know with --pin (icm review lists the least certain)"
+        )
     if d.inconsistencies and not copies:
         if summary.get("converged"):
             out.append(

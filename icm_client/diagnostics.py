@@ -194,6 +194,20 @@ def _findings(d: Diagnostics, summary: Mapping[str, Any]) -> list[Finding]:
             f"the search stopped at its cap of {t.steps} steps before it converged: the "
             "labels may still change; run again with a larger --max-steps (scores are cached)",
         )
+    chains = [c for c in summary.get("chains") or [] if isinstance(c, Mapping)]
+    if summary.get("undecided") and chains:
+        best = float(summary.get("energy", chains[0]["energy"]))
+        rivals = ", ".join(
+            f"seed {c['seed']} ({c['start']}): U {float(c['energy']):.3f}, "
+            f"{float(c['agreement']):.0%} of labels the same"
+            for c in chains[1:]
+        )
+        warn(
+            "undecided",
+            f"the model does not decide the labeling: independent searches ended on different "
+            f"labelings with nearly equal U (the labels: U {best:.3f}; {rivals}). Another "
+            "concept, as coherent to this model as the one returned, competes with it",
+        )
     if d.inconsistencies:
         warn(
             "inconsistent",
@@ -292,6 +306,15 @@ def markdown(d: Diagnostics, summary: Mapping[str, Any]) -> str:
             "the search started from and never proposed again: they may still hold their "
             "random value; a converging run revisits every label)"
         )
+    chains = [c for c in summary.get("chains") or [] if isinstance(c, Mapping)]
+    if chains:
+        lines += ["", "## Chains", "", "| seed | start | full-context U | same labels |"]
+        lines.append("|---|---|---|---|")
+        lines += [
+            f"| {c['seed']} | {c['start']} | {float(c['energy']):.3f} | "
+            f"{float(c['agreement']):.0%} |"
+            for c in chains
+        ]
     left = summary.get("violated_pairs") or []
     if left:
         lines += ["", "## Violated pairs left", "", "| example | example | relation |"]

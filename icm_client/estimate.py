@@ -181,7 +181,8 @@ def plan_label(
         pairs = len(task.constraints(examples))
     # A converging run: 2N steps to label and cool, then sweeps, whose proposals are free
     # until a label changes; 4N steps matched the calls of the README demo.
-    steps = config.search.steps or 4 * len(examples)
+    # Every chain of the run (search/chains.py) is counted as a whole search.
+    steps = (config.search.steps or 4 * len(examples)) * config.search.chains
     return estimate_run(
         examples=len(examples),
         steps=steps,

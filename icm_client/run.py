@@ -27,7 +27,8 @@ from .runs.journal import SpendJournal
 from .runs.ledger import Ledger
 from .runs.rundir import RunDir
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
-from .search.anneal import ICMSearch, SearchConfig, SearchResult, Step
+from .search.anneal import SearchConfig, Step
+from .search.chains import Chains, ChainsResult
 from .search.consistency import Consistency
 from .tasks.base import Label, Task
 from .tasks.check import check_task
@@ -86,6 +87,18 @@ class LabelRow(BaseModel):
     pinned: bool = Field(False, description="the label was pinned (given), not found")
 
 
+class ChainSummary(BaseModel):
+    """Where one of the run's independent searches ended (see search/chains.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int
+    start: str = Field(description="random: the paper's annealing; zero-shot: greedy ascent")
+    energy: float = Field(description="full-context U of its final labels")
+    agreement: float = Field(description="share of its labels equal to the run's final ones")
+    converged: bool | None = None
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -113,6 +126,17 @@ class RunSummary(BaseModel):
         0, description="proposals answered from predictions the search held: no model call"
     )
     pairs_fixed: int = Field(0, description="ConsistencyFix repairs kept")
+    chains: list[ChainSummary] = Field(
+        default_factory=list, description="each independent search's end, the winner first"
+    )
+    undecided: bool = Field(
+        False,
+        description="two chains ended on different labelings with nearly equal full-context "
+        "U: the model does not decide between them",
+    )
+    polished: int = Field(
+        0, description="labels changed by the full-context polish of a cheaper strategy"
+    )
     violated_pairs: list[tuple[str, str, str]] = Field(
         default_factory=list,
         description="constraints the final labels violate: (id, id, reason); at most 1,000",
@@ -328,8 +352,14 @@ async def _search(
         make_strategy(config, exs, frozenset(pinned)),
         calibrate=config.calibrate,
     )
-    search = ICMSearch(
+    judge = (
+        None
+        if config.strategy == "exact"
+        else ContextScorer(task, exs, backend, ExactContext(), calibrate=config.calibrate)
+    )
+    search = Chains(
         scorer,
+        judge,
         Consistency(task.constraints(exs), len(exs)),
         [task.group(ex) for ex in exs],
         len(task.labels),
@@ -348,7 +378,8 @@ async def _search(
         if saver is not None:
             saver.flush()
     wall = time.perf_counter() - start
-    out = _result(task, backend, exs, config, result, scorer, wall, frozenset(pinned))
+    scorers = [scorer] if judge is None else [scorer, judge]
+    out = _result(task, backend, exs, config, result, scorers, wall, frozenset(pinned))
     update: dict[str, object] = {}
     if journal is not None:
         update["ledger"] = journal.finish(finished=True, wall_time_s=out.summary.wall_time_s)
@@ -365,11 +396,13 @@ def _result(
     backend: CountingBackend,
     exs: Sequence[Example],
     config: LabelConfig,
-    result: SearchResult,
-    scorer: ContextScorer,
+    chains: ChainsResult,
+    scorers: Sequence[ContextScorer],
     wall: float,
     pinned: frozenset[int],
 ) -> LabelResult:
+    result = chains.result
+    ends = sorted(chains.chains, key=lambda c: c is not chains.chains[chains.winner])
     words = [w.strip() for w in task.labels]
     rows = [
         LabelRow(
@@ -402,6 +435,18 @@ def _result(
         never_reproposed=result.never_reproposed,
         free_proposals=result.free_proposals,
         pairs_fixed=result.pairs_fixed,
+        chains=[
+            ChainSummary(
+                seed=c.seed,
+                start=c.start,
+                energy=c.energy,
+                agreement=c.agreement,
+                converged=c.converged,
+            )
+            for c in ends
+        ],
+        undecided=bool(chains.undecided),
+        polished=chains.polished,
         violated_pairs=[(exs[c.i].id, exs[c.j].id, c.reason) for c in result.violated[:1000]],
         labeled_by_search=len(result.searched),
         pinned=len(pinned),
@@ -417,7 +462,7 @@ def _result(
         cache_hits=usage.cache_hits,
         retries=usage.retries,
         backend_counters=dict(usage.extra),
-        bounded_predictions=scorer.stats.bounded,
+        bounded_predictions=sum(x.stats.bounded for x in scorers),
         wall_time_s=round(wall, 3),
     )
     trajectory = [_step_json(s) for s in result.trajectory]

@@ -74,6 +74,16 @@ def add_parser(sub: Any) -> None:
     d = defaults.search
     s.add_argument("--seed", type=int, default=d.seed)
     s.add_argument(
+        "--chains",
+        type=int,
+        default=d.chains,
+        metavar="K",
+        help="independent searches over the same scores (annealing from seeds, and one "
+        "from the model's zero-shot labels); the labeling of highest full-context U wins, and "
+        "the run warns when two end on different labelings with nearly equal U "
+        f"(default: {d.chains}; 1: the paper's single run)",
+    )
+    s.add_argument(
         "--steps",
         type=int,
         help="a fixed number of annealing steps at the paper's schedule, then stop "
@@ -121,6 +131,7 @@ def _config(args: argparse.Namespace) -> LabelConfig:
             fix_iterations=args.fix_iterations,
             objective=args.objective,
             seed=args.seed,
+            chains=args.chains,
         )
         return LabelConfig(
             **strategy_settings(args),
@@ -192,7 +203,8 @@ async def run(args: argparse.Namespace) -> int:
         budgeted = args.max_calls is not None or args.max_tokens is not None
         zero_shot = await _zero_shot(dataset, task, backend, budgeted)
         before_search = backend.usage.calls
-        bar = None if args.quiet else progress_bar(config.search.steps, done)
+        total = None if config.search.steps is None else config.search.steps * config.search.chains
+        bar = None if args.quiet else progress_bar(total, done)
         on_step = step_reporter(bar, Eta(plan, done), lambda: backend.usage.calls - before_search)
 
         try:
@@ -278,6 +290,11 @@ def _search_line(s: RunSummary) -> str:
             f", {s.never_reproposed} random starting labels never revisited (they may still "
             "hold their random value)"
         )
+    if len(s.chains) > 1:
+        ends = "; ".join(f"U {c.energy:.3f}, {c.agreement:.0%} the same" for c in s.chains[1:])
+        line += f"\n{len(s.chains)} chains (full-context U {s.chains[0].energy:.3f} won; {ends})"
+    if s.polished:
+        line += f"\n{s.polished} labels changed by the full-context polish"
     return line
 
 

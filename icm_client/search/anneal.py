@@ -13,7 +13,8 @@ By default the search runs until it has converged rather than for a fixed number
 3. at the final temperature the search sweeps: each example is proposed once, in random
    order, against an unchanged state, and only strict improvements of U are accepted.
    After a sweep with no accepted step come the global moves: ConsistencyFix over every
-   violated pair (during the search it repairs the pairs a step touched) and, for a
+   violated pair (during the search it repairs the pairs a step touched), every label set
+   to the model's prediction given the others at once (a cluster that moves together) and, for a
    binary task, the complement of the labeling (every label flipped, then
    ConsistencyFix): a labeling and its complement are often equally coherent, single
    flips cannot cross from one to the other, and what the model knows zero-shot should
@@ -93,6 +94,13 @@ class SearchConfig(BaseModel):
         "formula alpha * sum_i log P. Under sum every added example costs alpha times its "
         "own log-probability, and the search stalls near its K random seeds unless the "
         "model is near-certain (see tests/test_search.py)",
+    )
+    chains: int = Field(
+        3,
+        ge=1,
+        description="independent searches over the same scores: the paper's annealing from "
+        "random seeds (seed, seed + 2, ...) and a greedy ascent from the zero-shot labels "
+        "(the second chain); the labeling of highest full-context U wins (search/chains.py)",
     )
     seed: int = 0
 
@@ -307,9 +315,18 @@ class ICMSearch:
         """Step ``n`` of a converging run is at the final temperature: sweeps, strict rule."""
         return self.converging and n >= 2 * self.n
 
-    async def run(self, resume: Checkpoint | None = None) -> SearchResult:
+    async def evaluate(self, labels: Mapping[int, Label]) -> State:
+        """The state of ``labels``: every labeled example's prediction given the others (as
+        this search's scorer builds its context), mutual predictability and U."""
+        return await self._evaluate(dict(labels), None, labels.keys())
+
+    async def run(
+        self, resume: Checkpoint | None = None, start: Mapping[int, Label] | None = None
+    ) -> SearchResult:
         """Search from scratch, or continue after ``resume`` (same scorer, same config).
 
+        With ``start`` (a label for every example), a converging search begins at its final
+        temperature from those labels: a greedy ascent (sweeps and global moves) from them.
         The returned trajectory holds the steps run by this call only.
         """
         if self.n == 0:
@@ -327,15 +344,18 @@ class ICMSearch:
         try:
             if resume is None:
                 cfg, rng = self.config, self.rng
-                free = [i for i in range(self.n) if i not in self.pinned]
-                initial = rng.sample(free, min(cfg.initial_labeled, len(free)))
-                labels = {i: rng.randrange(self.n_labels) for i in initial} | self.pinned
+                if start is not None:
+                    labels = {**start, **self.pinned}
+                else:
+                    free = [i for i in range(self.n) if i not in self.pinned]
+                    initial = rng.sample(free, min(cfg.initial_labeled, len(free)))
+                    labels = {i: rng.randrange(self.n_labels) for i in initial} | self.pinned
                 state, self._tally.pairs_fixed = await self._fix(
                     await self._evaluate(labels, None, labels.keys())
                 )
                 seeds = self._tally.seeds = frozenset(state.labels).difference(self.pinned)
                 self._checkpoint(0, state)
-                start = 1
+                start_step = 2 * self.n if start is not None and self.converging else 1
             else:
                 if any(i >= self.n or y >= self.n_labels for i, y in resume.labels.items()) or any(
                     resume.labels.get(i) != y for i, y in self.pinned.items()
@@ -346,11 +366,11 @@ class ICMSearch:
                     self._tally = _Tally.from_json(resume.tally)
                     seeds = self._tally.seeds
                 state = await self._evaluate(dict(resume.labels), None, resume.labels.keys())
-                start = resume.n + 1
+                start_step = resume.n + 1
             best = state
             if len(self.pinned) == self.n:  # nothing left to search
                 return await self._finish(state, trajectory, None, self.converging or None, seeds)
-            for n in range(start, self.steps + 1):
+            for n in range(start_step, self.steps + 1):
                 sweeping = self.sweeping(n)
                 if sweeping and quiet:
                     state, step = await self._settle(state, n)
@@ -430,6 +450,11 @@ class ICMSearch:
         * ConsistencyFix over every violated pair (during the search a repair looks only at
           the pairs a step touched: a pair judged past repair stays so until a label near
           it changes, which this catches at the end);
+        * follow: every label set at once to the model's prediction given the others (the
+          predictions the state already holds), then ConsistencyFix. A cluster of labels
+          that only move together (each one flipped alone lowers U: the others still
+          teach the old rule) moves in one step; from the zero-shot labels this is what
+          reaches the concept the model knows;
         * for a binary task, the complement: every label flipped, or every label then set to
           the model's prediction given that complement (the predictions its evaluation
           already holds), whichever has the higher U, then ConsistencyFix (under "not both
@@ -440,6 +465,11 @@ class ICMSearch:
         """
         temperature = self.temperature(n)
         candidate, fixed = await self._fix(state)
+        followed = {i: p.argmax() for i, p in state.predictions.items()} | self.pinned
+        if followed != state.labels:
+            follow, follow_fixed = await self._fix(await self._evaluate(followed, None, followed))
+            if follow.energy > candidate.energy:
+                candidate, fixed = follow, follow_fixed
         if self.n_labels == 2:
             pins = self.pinned
             flipped = {i: 1 - y for i, y in state.labels.items()} | pins

@@ -2,24 +2,26 @@
 
 Shared by the search-quality tests and ``benchmarks/quality_sim.py``: the data are made,
 the model is built with the gold labels, ``label()`` runs through the real HTTP path (in
-memory, or on a loopback server), and the result is compared with the model's ceiling under
-the same strategy and search settings.
+memory, or on a loopback server), and the result is compared with the model's ceiling: the
+labeling of highest full-context U, the same for every strategy (computed once per model).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..backends import OpenAICompletions
-from ..run import LabelConfig, LabelResult, label, make_strategy
+from ..run import LabelConfig, LabelResult, label
+from ..search.anneal import SearchConfig
 from ..tasks import get_task
 from ..tasks.base import Task
-from .ceiling import Ceiling, ceiling
+from .ceiling import Ceiling, ceiling, full_context_u
 from .data import SHAPES, SimulatedData
-from .models import InContext, LabelCopying, Noisy, Oracle, SimulatedModel
+from .models import InContext, LabelCopying, Noisy, Oracle, SimulatedModel, TwoConcept
 from .protocol import CompletionsApp
 from .server import MOCK_URL, LoopbackServer, mock_client
 
@@ -30,8 +32,13 @@ REGIMES: dict[str, ModelFactory] = {
     "noisy": lambda task, data, seed: Noisy(task, data.examples, data.gold, 0.9, seed=seed),
     "in-context": lambda task, data, seed: InContext(task, data.examples, data.gold, seed=seed),
     "label-copying": lambda task, data, seed: LabelCopying(task, data.examples, data.gold),
+    "two-concept": lambda task, data, seed: TwoConcept(task, data.examples, data.gold, seed=seed),
+    "two-concept-tied": lambda task, data, seed: TwoConcept(
+        task, data.examples, data.gold, spurious=1.0, seed=seed
+    ),
 }
-"""The simulated regimes by name, each built from (task, data, seed)."""
+"""The simulated regimes by name, each built from (task, data, seed). In "two-concept-tied"
+the spurious concept is as salient as the truth: the model may not decide between them."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class SimulatedRun:
     result: LabelResult
     ceiling: Ceiling
     agreement: float  # of the run's final labels with gold
+    energy: float  # full-context U of the run's final labels
     wall_s: float
     server_prompts: int  # completions the server computed
     server_requests: int  # HTTP requests it answered
@@ -52,6 +60,28 @@ class SimulatedRun:
     def gap(self) -> float:
         """Ceiling minus agreement (negative: the run beat the ceiling)."""
         return self.ceiling.agreement - self.agreement
+
+    @property
+    def energy_gap(self) -> float:
+        """The ceiling's full-context U minus the run's (about 0 at the ceiling)."""
+        return self.ceiling.energy - self.energy
+
+
+@functools.lru_cache(maxsize=256)
+def simulated_model(
+    shape: str, regime: str, n: int, seed: int = 0
+) -> tuple[SimulatedData, SimulatedModel]:
+    """The data and model that ``simulate`` uses (built once per process)."""
+    data = SHAPES[shape](n, seed)
+    return data, REGIMES[regime](get_task(data.task), data, seed)
+
+
+@functools.lru_cache(maxsize=256)
+def simulated_ceiling(
+    shape: str, regime: str, n: int, seed: int = 0, search: SearchConfig | None = None
+) -> Ceiling:
+    """The ceiling that ``simulate`` judges a run against (computed once per process)."""
+    return ceiling(simulated_model(shape, regime, n, seed)[1], search)
 
 
 async def simulate(
@@ -66,9 +96,8 @@ async def simulate(
     """Label ``n`` examples shaped like ``shape`` (a key of ``data.SHAPES``) on the
     ``regime`` model (a key of ``REGIMES``), data and model drawn from ``seed``; the search
     seed is ``config.search.seed``."""
-    data = SHAPES[shape](n, seed)
-    task = get_task(data.task)
-    model = REGIMES[regime](task, data, seed)
+    data, model = simulated_model(shape, regime, n, seed)
+    task = model.task
     app = CompletionsApp(model)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -82,11 +111,13 @@ async def simulate(
         finally:
             await backend.aclose()
     wall = time.perf_counter() - start
-    best = ceiling(model, make_strategy(config, data.examples), config.search)
+    best = simulated_ceiling(shape, regime, n, seed, config.search)
     words = [w.strip() for w in task.labels]
     agreement = sum(
         row.label == words[y] for row, y in zip(result.rows, data.gold, strict=True)
     ) / len(data.gold)
+    # an example a budget-stopped run never reached counts as the second label
+    labels = [words.index(row.label) if row.label in words else 1 for row in result.rows]
     return SimulatedRun(
         shape,
         regime,
@@ -96,6 +127,7 @@ async def simulate(
         result,
         best,
         agreement,
+        full_context_u(model, labels, config.search),
         wall,
         app.prompts,
         sum(app.requests.values()),

@@ -14,6 +14,10 @@ the stand-in vocabulary. Gold labels go to the simulator only, never to the sear
   vector, clustered by its gold label; the prediction for a target is a weak zero-shot prior
   plus the labels of the demonstrations in its prompt, weighted by their similarity to the
   target. Mutual predictability is what finds the labels here.
+* ``TwoConcept``: the same kernel model with two concepts in its features: the truth, and a
+  salient spurious feature independent of it (a hidden per-example label). A labeling that
+  follows the spurious feature is nearly as coherent as gold; a weak zero-shot prior
+  (about 2 in 3 right) and the truth's slightly larger salience are all that set them apart.
 * ``LabelCopying``: predicts the majority label of its demonstrations (the regime of the
   embedded 270M model); ICM must say so instead of pretending.
 
@@ -237,3 +241,52 @@ class LabelCopying(SimulatedModel):
     def linear(self, target: int | None, demos: Sequence[int]) -> tuple[float, list[float]]:
         zero_shot = 0.0 if target is None else self.prior * _sign(self.gold[target])
         return zero_shot, [self.copy / len(demos)] * len(demos) if demos else []
+
+
+class TwoConcept(InContext):
+    """``InContext`` with two concepts: example i has hidden features
+
+        f_i = truth * s(gold_i) e_1 + spurious * s(h_i) e_2 + noise * N(0, I),
+
+    where ``h_i`` is a hidden spurious label drawn independently of gold (a fair coin per
+    example). Labeling by ``h`` makes the model's predictions almost as confident as
+    labeling by gold (``spurious`` close to ``truth``), and neither can be reached from the
+    other by a few flips: the search must find the truth among competing coherent
+    labelings. The zero-shot prior is weak (right with probability ``prior_accuracy``) and
+    knows nothing of ``h``. The defaults make gold the labeling of highest full-context U on
+    the data shapes of ``data`` (tests/test_search_quality.py checks it).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        examples: Sequence[Example],
+        gold: Sequence[int],
+        *,
+        truth: float = 1.0,
+        spurious: float = 0.8,
+        context: float = 4.0,
+        prior: float = 1.0,
+        prior_accuracy: float = 0.67,
+        noise: float = 0.3,
+        dim: int = 4,
+        seed: int = 0,
+    ) -> None:
+        SimulatedModel.__init__(self, task, examples, gold)
+        if dim < 2:
+            raise ValueError("two concepts need at least two feature dimensions")
+        rng = random.Random(f"two-concept\x00{seed}")
+        self.context = context
+        self.spurious_labels = tuple(rng.randrange(2) for _ in self.gold)
+        axes = (truth, spurious)
+        self.features = tuple(
+            tuple(
+                (axes[d] * _sign((y, h)[d]) if d < 2 else 0.0) + rng.gauss(0.0, noise)
+                for d in range(dim)
+            )
+            for y, h in zip(self.gold, self.spurious_labels, strict=True)
+        )
+        self.prior = tuple(
+            prior * rng.uniform(0.5, 1.5) * _sign(y if rng.random() < prior_accuracy else 1 - y)
+            for y in self.gold
+        )
