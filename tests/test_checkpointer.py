@@ -85,9 +85,11 @@ class HashBackend:
 async def test_a_run_from_the_cache_ends_with_its_last_checkpoint_written(tmp_path: Path) -> None:
     examples = [
         Example(f"e{i}", {"statement": f"C{i} is in K{i % 3}.", "city": f"C{i}", "country": "K"})
-        for i in range(10)
+        for i in range(24)  # enough that the 30 steps accept some (8 seed labels)
     ]
-    task, config = get_task("cities"), LabelConfig(search=SearchConfig(steps=30, seed=2))
+    # One chain: checkpoints follow chain 0, while the result's trajectory is the winner's.
+    search = SearchConfig(steps=30, seed=2, chains=1)
+    task, config = get_task("cities"), LabelConfig(search=search)
     paid, replay, resumed = HashBackend(), HashBackend(), HashBackend()
     caches = [
         ScoringClient(backend, cache=tmp_path / "cache", retry=None)
@@ -96,7 +98,9 @@ async def test_a_run_from_the_cache_ends_with_its_last_checkpoint_written(tmp_pa
     first = await label(examples, task, caches[0], config)
     again = await label(examples, task, caches[1], config, run_dir=tmp_path / "run")
     assert paid.usage.calls > 0 and replay.usage.calls == 0 and again.rows == first.rows
-    last = max(s["n"] for s in again.trajectory if s["accepted"])
+    accepted = [s["n"] for s in again.trajectory if s["accepted"]]
+    assert accepted, "the premise: a run whose last checkpoint follows an accepted step"
+    last = max(accepted)
     assert isinstance(last, int)
     assert written(RunStore(tmp_path / "run", "")) == last
     done = await label(examples, task, caches[2], config, run_dir=tmp_path / "run")

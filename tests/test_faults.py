@@ -145,7 +145,9 @@ def run_stack(server: FaultServer, timeout: float) -> ScoringClient:
     ``timeout`` must be below the server's ``slow_s`` for a slow answer to be a fault, and
     well above a clean answer's time on a busy machine, so that only injected faults retry."""
     inner = OpenAICompletions(server.base_url, timeout=timeout)
-    retry = Retry(max_attempts=8, base_wait=0.001, max_wait=0.01)
+    # More attempts than the servers' streak cap of 6 faults per prompt: a request of
+    # several prompts, or a score of two requests, meets the faults of each of them.
+    retry = Retry(max_attempts=16, base_wait=0.001, max_wait=0.01)
     return ScoringClient(inner, cache=False, retry=retry, max_concurrency=8)
 
 
