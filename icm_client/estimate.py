@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -52,6 +52,7 @@ class RunPlan:
     calls: int
     prompt_tokens: int
     converging: bool = False  # the run ends at convergence; ``steps``: those that call
+    chains: int = 1  # independent searches, ``steps`` counting all of them
 
     def calls_between(self, start: int, end: int) -> float:
         """Expected calls of steps ``start + 1`` to ``end``."""
@@ -59,9 +60,11 @@ class RunPlan:
         return self.cumulative_calls[min(end, last)] - self.cumulative_calls[min(start, last)]
 
     def _steps(self) -> str:
+        per_chain = self.steps // max(self.chains, 1)
+        each = f" in each of {self.chains} chains" if self.chains > 1 else ""
         if self.converging:
-            return f"search until converged (estimated as {self.steps} steps)"
-        return f"{self.steps} search steps"
+            return f"search until converged (estimated as {per_chain} steps{each})"
+        return f"{per_chain} search steps{each}"
 
     def line(self) -> str:
         how = self.strategy
@@ -183,7 +186,7 @@ def plan_label(
     # until a label changes; 4N steps matched the calls of the README demo.
     # Every chain of the run (search/chains.py) is counted as a whole search.
     steps = (config.search.steps or 4 * len(examples)) * config.search.chains
-    return estimate_run(
+    plan = estimate_run(
         examples=len(examples),
         steps=steps,
         strategy=config.strategy,
@@ -195,6 +198,7 @@ def plan_label(
         pairs=pairs,
         converging=config.search.steps is None,
     )
+    return replace(plan, chains=config.search.chains)
 
 
 class Eta:

@@ -93,8 +93,8 @@ def test_the_plan_is_printed_before_the_first_model_call(
         code = main([*argv, "--base-url", server.base_url, "--no-cache", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 or code == 1
-    # 4N steps a chain, times the most chains a run may take
-    assert "plan: 10 examples, search until converged (estimated as 120 steps)" in err
+    # 4N steps a chain, in each of the default 3 chains
+    assert "search until converged (estimated as 40 steps in each of 3 chains)" in err
     assert "strategy exact" in err
     assert err.index("plan:") < err.index("icm: error")
     assert "relation equivalence: 0 constrained pairs" in err
