@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -283,8 +281,9 @@ def test_icm_scale_killed_mid_run_resumes_to_the_same_labels(tmp_path: Path) -> 
         while not (journal.exists() and journal.stat().st_size) and proc.poll() is None:
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.kill()  # a no-op if it already ended
+        if proc.wait() == 0:  # a busy machine slept past its last chunk: nothing to resume
+            pytest.skip("the run finished before it could be killed")
         assert not (work / "labels.jsonl").exists()
         again = subprocess.run(
             scale_command(data, server, work), capture_output=True, text=True, timeout=HANG_S

@@ -23,7 +23,7 @@ def test_the_runs_terms_are_explained_where_printed(
     with fault_server() as server:
         argv = ["label", str(data), "--task", "truthfulqa", "--out", str(tmp_path / "l.jsonl")]
         argv += ["--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache")]
-        assert main([*argv, "--quiet", "--steps", "10"]) == 0  # a short fixed loop
+        assert main([*argv, "--quiet", "--steps", "10", "--chains", "1"]) == 0  # short, one chain
     printed = capsys.readouterr()
     out = printed.out
     summary = json.loads((tmp_path / "l.jsonl.summary.json").read_text())["summary"]

@@ -16,6 +16,7 @@ is removed; a journal left by a killed invocation is counted by the next one
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -52,6 +53,10 @@ class SpendJournal:
         self.before = Ledger()
         self._start = time.perf_counter()
         self._fd: int | None = None
+        # Writes run in a worker thread; closing waits for the one under way and ends them
+        # (batches of ``icm scale`` share one usage: another's call may be writing here).
+        self._io = threading.Lock()
+        self._closed = False
         self._writing: anyio.Event | None = None  # set when the write under way is done
         self._admitted = 0  # calls to ``record`` so far
         self._durable = 0  # of which the journal holds the figures
@@ -120,8 +125,11 @@ class SpendJournal:
                 done.set()
 
     def _append(self, line: str) -> None:
-        if self.ledger is not None:
-            raise RuntimeError("the spending journal is closed")
+        with self._io:
+            if not self._closed:
+                self._append_open(line)
+
+    def _append_open(self, line: str) -> None:
         if self._fd is None:
             self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._fd = self._open(os.O_CREAT | os.O_EXCL)
@@ -148,9 +156,11 @@ class SpendJournal:
         """Detach from ``usage`` and close the file."""
         if self.write in self.usage.recorders:
             self.usage.recorders.remove(self.write)
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        with self._io:
+            self._closed = True
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def _holds_a_run(run_dir: Path) -> bool:
