@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Label a dataset without human labels by Internal Coherence Maximization "
         "(ICM), from a base model's log-probabilities.",
         epilog="Start with: icm label sample:reviews --task reviews --strategy bounded "
-        "--context-size 8 --calibrate --steps 40 --out labels.jsonl; check a task file with "
-        "icm task check.",
+        "--context-size 8 --calibrate --steps 40 --chains 1 --out labels.jsonl; check a task "
+        "file with icm task check.",
     )
     parser.add_argument("--version", action="version", version=f"icm-client {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

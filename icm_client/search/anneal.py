@@ -100,7 +100,8 @@ class SearchConfig(BaseModel):
         ge=1,
         description="independent searches over the same scores: the paper's annealing from "
         "random seeds (seed, seed + 2, ...) and a greedy ascent from the zero-shot labels "
-        "(the second chain); the labeling of highest full-context U wins (search/chains.py)",
+        "(the second chain); the labeling of highest full-context U wins (search/chains.py); "
+        "1: the paper's single run, its result neither judged nor polished",
     )
     seed: int = 0
 

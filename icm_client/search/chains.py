@@ -139,7 +139,8 @@ class Chains:
         first = self._search(self.scorer, seed, self.on_checkpoint)
         ends: list[tuple[int, Literal["random", "zero-shot"], SearchResult]] = []
         ends.append((seed, "random", await first.run(resume)))
-        if self.n == 0 or ends[0][2].stopped == "budget":
+        if self.n == 0 or self.config.chains == 1 or ends[0][2].stopped == "budget":
+            # One chain is the paper's single run: nothing to judge between, no polish.
             return ChainsResult(ends[0][2], margin=self.margin)
         judge = self._search(self.judge_scorer or self.scorer, seed, None)
         try:
