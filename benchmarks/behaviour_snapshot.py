@@ -26,7 +26,7 @@ import anyio
 
 from icm_client.cli import main
 from icm_client.run import LabelConfig
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.testing import LoopbackServer, simulate, simulated_model, truthfulqa_like
 from icm_client.testing.protocol import CompletionsApp
 

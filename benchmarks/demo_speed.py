@@ -41,7 +41,7 @@ import icm_client as icm
 from icm_client.dataset import load_dataset
 from icm_client.local import EmbeddedServer
 from icm_client.run import LabelConfig
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 RESULTS = Path(__file__).parent / "results"

@@ -33,7 +33,7 @@ from icm_client.backends import OpenAICompletions
 from icm_client.client import ScoringClient
 from icm_client.pins import least_certain
 from icm_client.run import LabelConfig, LabelResult, label
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 from icm_client.testing import (
     MOCK_URL,

@@ -33,7 +33,7 @@ import anyio
 from _sim import machine, table
 
 from icm_client.run import LabelConfig
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.testing import REGIMES, SHAPES, SimulatedRun, simulate
 
 RESULTS = Path(__file__).parent / "results"

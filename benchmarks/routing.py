@@ -34,7 +34,7 @@ from icm_client.client import ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.local import EmbeddedServer
 from icm_client.run import LabelConfig, label
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 SAMPLE = Path(__file__).parents[1] / "icm_client" / "samples" / "cities_sample.jsonl"

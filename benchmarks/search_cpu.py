@@ -28,7 +28,8 @@ import anyio
 from _sim import machine, table, write_json
 
 from icm_client.scoring.base import Assignment, Prediction
-from icm_client.search.anneal import ICMSearch, SearchConfig
+from icm_client.search.anneal import ICMSearch
+from icm_client.search.config import SearchConfig
 from icm_client.search.consistency import Consistency
 from icm_client.tasks import get_task
 from icm_client.testing.data import synthetic_examples

@@ -33,7 +33,7 @@ from .pins import read_pins
 from .progress import Progress
 from .run import LabelConfig, label
 from .scale.pipeline import ScaleConfig, label_large
-from .search.anneal import SearchConfig
+from .search.config import SearchConfig
 from .tasks import TemplateTask, get_task
 
 __all__ = [

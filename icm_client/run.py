@@ -27,8 +27,9 @@ from .runs.journal import SpendJournal
 from .runs.ledger import Ledger
 from .runs.rundir import RunDir
 from .scoring.context import BoundedContext, ContextScorer, ContextStrategy, ExactContext
-from .search.anneal import SearchConfig, Step
+from .search.anneal import Step
 from .search.chains import Chains, ChainsResult
+from .search.config import SearchConfig
 from .search.consistency import Consistency
 from .tasks.base import Label, Task
 from .tasks.check import check_task

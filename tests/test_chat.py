@@ -23,7 +23,7 @@ from icm_client.backends.openai.route import refuses_completions
 from icm_client.client import ScoreCache
 from icm_client.errors import PermanentBackendError
 from icm_client.run import LabelConfig
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 from icm_client.testing import (
     MOCK_URL,

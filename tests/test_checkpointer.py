@@ -15,7 +15,8 @@ from icm_client.client import ScoringClient
 from icm_client.dataset import Example
 from icm_client.run import LabelConfig, label
 from icm_client.runs.checkpoint import Checkpointer, RunStore
-from icm_client.search.anneal import Checkpoint, SearchConfig
+from icm_client.search.anneal import Checkpoint
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 pytestmark = pytest.mark.anyio

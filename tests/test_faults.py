@@ -22,7 +22,7 @@ from icm_client.errors import (
     TransientBackendError,
 )
 from icm_client.run import LabelConfig, LabelResult, label
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 pytestmark = pytest.mark.anyio

@@ -17,7 +17,7 @@ from icm_client.client import ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.run import LabelConfig, label
 from icm_client.scoring.context import ContextScorer
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import pytest
 from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import load_dataset
 from icm_client.run import LabelConfig, label
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 pytestmark = pytest.mark.anyio

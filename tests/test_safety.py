@@ -24,7 +24,7 @@ from icm_client.errors import ConfigError, TaskError
 from icm_client.local.native import built_binary, native_server
 from icm_client.run import LabelConfig, label
 from icm_client.runs.rundir import RunDir
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 ROOT = os.geteuid() == 0

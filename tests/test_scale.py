@@ -21,7 +21,7 @@ from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.run import LabelConfig
 from icm_client.scale import ScaleConfig, label_large, plan, propagate_chunk
 from icm_client.scale.plan import example_tokens
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 from icm_client.tasks.components import components
 

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import pytest
 
 from icm_client.scoring.base import Assignment, Prediction
-from icm_client.search.anneal import Checkpoint, ICMSearch, SearchConfig, _acceptance
+from icm_client.search.anneal import Checkpoint, ICMSearch, _acceptance
+from icm_client.search.config import SearchConfig
 from icm_client.search.consistency import Consistency
 from icm_client.tasks.base import PairConstraint
 

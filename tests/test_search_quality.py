@@ -20,7 +20,7 @@ import pytest
 from icm_client.advice import advise
 from icm_client.diagnostics import diagnose, markdown
 from icm_client.run import LabelConfig
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 from icm_client.testing import (
     SHAPES,

@@ -25,7 +25,7 @@ from icm_client.client import Retry, ScoringClient
 from icm_client.dataset import load_dataset
 from icm_client.errors import PermanentBackendError
 from icm_client.run import LabelConfig, label
-from icm_client.search.anneal import SearchConfig
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 KEY = "sk-test-SECRET-4f1c9a7e2b6d8035"

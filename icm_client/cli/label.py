@@ -26,7 +26,7 @@ from ..runs.journal import SpendJournal
 from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
 from ..runs.outputs import remove_stale_temps
 from ..runs.rundir import RunDir
-from ..search.anneal import SearchConfig
+from ..search.config import SearchConfig
 from ..tasks.base import Task
 from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
 from ._sizes import check_budget, check_exact, check_prompt, known_window

@@ -21,7 +21,7 @@ from ..runs.rundir import SCALE_HEAD, RunDir
 from ..scale import Plan, ScaleConfig, ScaleResult, label_large
 from ..scale.pipeline import Phase
 from ..scoring.manyshot import estimate_tokens
-from ..search.anneal import SearchConfig
+from ..search.config import SearchConfig
 from ._io import option_error, write_labels_then_summary
 from ._sizes import window_probe
 from .backend_options import add_backend_arguments, open_backend, preflight_backend

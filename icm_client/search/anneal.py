@@ -45,81 +45,16 @@ import math
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from ..aio import gather
 from ..errors import BudgetExhausted
 from ..scoring.base import Assignment, Prediction, Scorer
 from ..tasks.base import Label, PairConstraint
+from .config import SearchConfig
 from .consistency import Consistency
 
 #: Largest group of examples that ConsistencyFix relabels jointly (all their labelings).
 JOINT_REPAIR = 6
-
-
-class SearchConfig(BaseModel):
-    """Annealing settings; the defaults are the paper's."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alpha: float = Field(50.0, gt=0, description="weight of mutual predictability against I(D)")
-    initial_temperature: float = Field(10.0, gt=0)
-    final_temperature: float = Field(0.01, gt=0)
-    cooling: float = Field(0.99, gt=0, description="beta in T = T0 / (1 + beta * log n)")
-    initial_labeled: int = Field(8, ge=1, description="K random labels to start from")
-    steps: int | None = Field(
-        None,
-        ge=0,
-        description="a fixed number of iterations at the paper's schedule (no convergence "
-        "phase); default: run until converged, at most max_steps",
-    )
-    max_steps: int | None = Field(
-        None, ge=1, description="cap of a converging run; default: 10 x the dataset size + 100"
-    )
-    fix_iterations: int | None = Field(
-        None,
-        ge=0,
-        description="cap of ConsistencyFix repairs per call; default: repair until no "
-        "consistent option of any violated pair raises U",
-    )
-    related_weight: float = Field(
-        100.0, gt=0, description="sampling weight of unlabeled examples related to a labeled one"
-    )
-    objective: Literal["mean", "sum"] = Field(
-        "mean",
-        description="mean: alpha times the average log P(y_i | x_i, D \\ i), as the released "
-        "reference code (which produced the paper's numbers) normalises; sum: the paper's "
-        "formula alpha * sum_i log P. Under sum every added example costs alpha times its "
-        "own log-probability, and the search stalls near its K random seeds unless the "
-        "model is near-certain (see tests/test_search.py)",
-    )
-    chains: int = Field(
-        3,
-        ge=1,
-        description="independent searches over the same scores: the paper's annealing from "
-        "random seeds (seed, seed + 2, ...) and a greedy ascent from the zero-shot labels "
-        "(the second chain); the labeling of highest full-context U wins (search/chains.py); "
-        "1: the paper's single run, its result neither judged nor polished",
-    )
-    seed: int = 0
-
-    def temperature(self, n: int, n_examples: int | None = None) -> float:
-        """T at step ``n``: the paper's schedule; with ``n_examples`` (a converging run of
-        that many examples) it falls geometrically from T(N) at step N to the final
-        temperature at step 2N."""
-        paper = max(
-            self.final_temperature,
-            self.initial_temperature / (1.0 + self.cooling * math.log(n)),
-        )
-        if n_examples is None or n <= n_examples:
-            return paper
-        if n >= 2 * n_examples:
-            return self.final_temperature
-        start = self.temperature(n_examples)
-        ratio = self.final_temperature / start
-        return max(self.final_temperature, start * math.pow(ratio, (n - n_examples) / n_examples))
 
 
 @dataclass(frozen=True, slots=True)

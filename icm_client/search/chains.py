@@ -32,7 +32,8 @@ from typing import Literal
 from ..errors import BudgetExhausted
 from ..scoring.base import Scorer
 from ..tasks.base import Label
-from .anneal import Checkpoint, ICMSearch, SearchConfig, SearchResult, State, Step
+from .anneal import Checkpoint, ICMSearch, SearchResult, State, Step
+from .config import SearchConfig
 from .consistency import Consistency
 
 #: Two labelings whose full-context log-likelihoods (the sum over the labels of log P(y_i |

@@ -27,7 +27,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..search.anneal import SearchConfig
+from ..search.config import SearchConfig
 from ..tasks.base import PairConstraint
 from .models import SimulatedModel
 

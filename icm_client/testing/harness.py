@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ..backends import OpenAICompletions
 from ..run import LabelConfig, LabelResult, label
-from ..search.anneal import SearchConfig
+from ..search.config import SearchConfig
 from ..tasks import get_task
 from ..tasks.base import Task
 from .ceiling import Ceiling, ceiling, full_context_u
