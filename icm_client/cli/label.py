@@ -10,8 +10,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from ..advice import comparison
 from ..backends.base import CountingBackend
 from ..baselines.zero_shot import zero_shot_argmax
@@ -26,15 +24,14 @@ from ..runs.journal import SpendJournal
 from ..runs.ledger import LEDGER, Ledger, load_ledger, remaining
 from ..runs.outputs import remove_stale_temps
 from ..runs.rundir import RunDir
-from ..search.config import SearchConfig
 from ..tasks.base import Task
-from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
+from ._io import EXIT_CODES, UNFINISHED, write_labels_then_summary
 from ._sizes import check_budget, check_exact, check_prompt, known_window
 from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
 from .inputs import add_input_arguments, load_input, output_paths, parse_fields
+from .label_options import add_label_options, label_config
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
-from .strategy import add_strategy_arguments, strategy_settings
 
 
 def add_parser(sub: Any) -> None:
@@ -56,9 +53,8 @@ def add_parser(sub: Any) -> None:
     )
     b.add_argument("--max-tokens", type=int, help="budget: the same in prompt tokens (run total)")
 
-    defaults = LabelConfig()  # written once there
     s = p.add_argument_group("search")
-    add_strategy_arguments(s, defaults)
+    add_label_options(s, LabelConfig())
     s.add_argument(
         "--context-window",
         type=int,
@@ -66,47 +62,6 @@ def add_parser(sub: Any) -> None:
         help="the model's context, to refuse prompts that cannot fit before sending them "
         "(default: what the server reports, if it does)",
     )
-    s.add_argument(
-        "--calibrate",
-        action="store_true",
-        help="contextual calibration against a content-free input (for small models)",
-    )
-    d = defaults.search
-    s.add_argument("--seed", type=int, default=d.seed)
-    s.add_argument(
-        "--chains",
-        type=int,
-        default=d.chains,
-        metavar="K",
-        help="independent searches over the same scores (annealing from seeds, and one "
-        "from the model's zero-shot labels); the labeling of highest full-context U wins, and "
-        "the run warns when two end on different labelings with nearly equal U "
-        f"(default: {d.chains}; 1: the paper's single run)",
-    )
-    s.add_argument(
-        "--steps",
-        type=int,
-        help="a fixed number of annealing steps at the paper's schedule, then stop "
-        "(default: run until the search has converged; see README)",
-    )
-    s.add_argument(
-        "--max-steps",
-        type=int,
-        help="cap of a converging run; the summary says when it was hit "
-        "(default: 10 x the dataset size + 100)",
-    )
-    s.add_argument("--alpha", type=float, default=d.alpha)
-    s.add_argument("--objective", choices=["mean", "sum"], default=d.objective)
-    s.add_argument("--initial-labeled", type=int, default=d.initial_labeled)
-    s.add_argument(
-        "--fix-iterations",
-        type=int,
-        default=d.fix_iterations,
-        help="cap of ConsistencyFix repairs per step (default: until no repair raises U)",
-    )
-    s.add_argument("--initial-temperature", type=float, default=d.initial_temperature)
-    s.add_argument("--final-temperature", type=float, default=d.final_temperature)
-    s.add_argument("--cooling", type=float, default=d.cooling)
     s.add_argument(
         "--pin",
         type=Path,
@@ -118,37 +73,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _config(args: argparse.Namespace) -> LabelConfig:
-    try:
-        search = SearchConfig(
-            alpha=args.alpha,
-            initial_temperature=args.initial_temperature,
-            final_temperature=args.final_temperature,
-            cooling=args.cooling,
-            initial_labeled=args.initial_labeled,
-            steps=args.steps,
-            max_steps=args.max_steps,
-            fix_iterations=args.fix_iterations,
-            objective=args.objective,
-            seed=args.seed,
-            chains=args.chains,
-        )
-        return LabelConfig(
-            **strategy_settings(args),
-            calibrate=args.calibrate,
-            search=search,
-        )
-    except ValidationError as exc:
-        raise option_error(exc) from None
-
-
 async def run(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
     for option, value in (("--max-calls", args.max_calls), ("--max-tokens", args.max_tokens)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be at least 1, got {value}")
-    config = _config(args)
+    config = label_config(args, LabelConfig())
     given = load_input(args)
     path, dataset, task = given.path, given.dataset, given.task
     summary_path, run_dir = output_paths(args, path)

@@ -9,24 +9,22 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from tqdm import tqdm
 
 from ..backends.openai.context_window import context_window
 from ..errors import ConfigError
 from ..injection import SeparatorWarning
-from ..run import LabelConfig
 from ..runs.outputs import remove_stale_temps
 from ..runs.rundir import SCALE_HEAD, RunDir
 from ..scale import Plan, ScaleConfig, ScaleResult, label_large
 from ..scale.pipeline import Phase
 from ..scoring.manyshot import estimate_tokens
-from ..search.config import SearchConfig
-from ._io import option_error, write_labels_then_summary
+from ._io import write_labels_then_summary
 from ._sizes import window_probe
 from .backend_options import add_backend_arguments, open_backend, preflight_backend
+from .fields import add_options, read
 from .inputs import add_input_arguments, load_input, output_paths
-from .strategy import add_strategy_arguments, strategy_settings
+from .label_options import add_label_options, label_config
 
 
 def add_parser(sub: Any) -> None:
@@ -49,39 +47,20 @@ def add_parser(sub: Any) -> None:
     )
     s.add_argument("--batch-tokens", type=int, help="tokens per ICM batch (default: from above)")
     s.add_argument("--max-demo-tokens", type=int, help="propagation demonstrations (same)")
-    s.add_argument(
-        "--seed-examples",
-        type=int,
-        help="label this many examples (whole groups, at random) by ICM and propagate to the "
-        "rest (default: ICM on everything)",
+    add_options(s, defaults, skip=SET_HERE)
+    search = p.add_argument_group(
+        "search",
+        "icm label's options, for each batch's search: batch b searches with seed --seed + b; "
+        "--seed also draws the seed set and the propagation's demonstrations",
     )
-    s.add_argument(
-        "--chunk-size", type=int, default=defaults.chunk_size, help="examples per propagation chunk"
-    )
-    s.add_argument(
-        "--iterative",
-        action="store_true",
-        help="chunk j+1 also takes demonstrations from the chunks up to j",
-    )
-    s.add_argument(
-        "--parallel-batches",
-        type=int,
-        default=defaults.parallel_batches,
-        help="ICM searches at once",
-    )
-    add_strategy_arguments(s, defaults.label)
-    s.add_argument("--calibrate", action="store_true", help="contextual calibration")
-    s.add_argument("--seed", type=int, default=defaults.seed)
-    s.add_argument(
-        "--steps",
-        type=int,
-        help="a fixed number of annealing steps per batch (default: each batch's search "
-        "runs until it has converged)",
-    )
+    add_label_options(search, defaults.label)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 FALLBACK_WINDOW = 4096
+SET_HERE = frozenset({"label", "batch_tokens", "max_demo_tokens", "seed"})
+"""``ScaleConfig``'s fields without a generated option: the label settings are icm label's
+options, the two budgets follow the context window unless given, the seed is ``--seed``."""
 
 
 async def _window(args: argparse.Namespace) -> int:
@@ -115,24 +94,17 @@ def _config(args: argparse.Namespace, longest: int, window: int) -> ScaleConfig:
             f"--context-window {window} cannot hold the longest example "
             f"(~{longest} tokens) and any demonstration"
         )
-    try:
-        search = SearchConfig(seed=args.seed, steps=args.steps)
-        return ScaleConfig(
-            label=LabelConfig(
-                **strategy_settings(args),
-                calibrate=args.calibrate,
-                search=search,
-            ),
-            batch_tokens=args.batch_tokens or room,
-            max_demo_tokens=args.max_demo_tokens or room,
-            seed_examples=args.seed_examples,
-            chunk_size=args.chunk_size,
-            iterative=args.iterative,
-            parallel_batches=args.parallel_batches,
-            seed=args.seed,
-        )
-    except ValidationError as exc:
-        raise option_error(exc) from None
+    defaults = ScaleConfig()
+    label = label_config(args, defaults.label)
+    return read(
+        defaults,
+        args,
+        skip=SET_HERE,
+        label=label,
+        batch_tokens=args.batch_tokens or room,
+        max_demo_tokens=args.max_demo_tokens or room,
+        seed=label.search.seed,
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -154,7 +126,8 @@ async def run(args: argparse.Namespace) -> int:
         )
         if args.quiet:
             return
-        steps = args.steps * len(cut.batches) if args.steps is not None else None
+        search = config.label.search
+        steps = None if search.steps is None else search.steps * search.chains * len(cut.batches)
         bars["icm"] = tqdm(total=steps, desc="icm", unit="step", file=sys.stderr)
         bars["propagate"] = tqdm(total=cut.rest_size, desc="propagate", unit="ex", file=sys.stderr)
 

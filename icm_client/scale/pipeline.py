@@ -50,13 +50,22 @@ class ScaleConfig(BaseModel):
         3072, ge=16, description="tokens of one ICM batch, all its examples as demonstrations"
     )
     seed_examples: int | None = Field(
-        None, ge=1, description="examples labeled by ICM (whole groups); None: all of them"
+        None,
+        ge=1,
+        description="label this many examples (whole groups, at random) by ICM and propagate "
+        "to the rest; default: ICM on all of them",
     )
     chunk_size: int = Field(1000, ge=1, description="examples per propagation chunk")
     max_demo_tokens: int = Field(3072, ge=16, description="demonstrations per propagation prompt")
-    iterative: bool = Field(False, description="earlier chunks' labels join the demonstrations")
+    iterative: bool = Field(
+        False, description="chunk j+1 also takes demonstrations from the chunks up to j"
+    )
     parallel_batches: int = Field(4, ge=1, description="ICM searches running at once")
-    seed: int = 0
+    seed: int = Field(
+        0,
+        description="the seed set's draw and the propagation's demonstrations (batch b "
+        "searches with the search's seed + b)",
+    )
 
 
 class ScaleRow(BaseModel):

@@ -13,19 +13,32 @@ class SearchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    alpha: float = Field(50.0, gt=0, description="weight of mutual predictability against I(D)")
-    initial_temperature: float = Field(10.0, gt=0)
-    final_temperature: float = Field(0.01, gt=0)
+    alpha: float = Field(
+        50.0,
+        gt=0,
+        description="weight of mutual predictability against the inconsistency I(D) in "
+        "U = alpha * P(D) - I(D)",
+    )
+    initial_temperature: float = Field(
+        10.0, gt=0, description="T0 of the annealing schedule T = T0 / (1 + beta * log n)"
+    )
+    final_temperature: float = Field(
+        0.01, gt=0, description="the schedule's floor: the temperature never falls below it"
+    )
     cooling: float = Field(0.99, gt=0, description="beta in T = T0 / (1 + beta * log n)")
     initial_labeled: int = Field(8, ge=1, description="K random labels to start from")
     steps: int | None = Field(
         None,
         ge=0,
-        description="a fixed number of iterations at the paper's schedule (no convergence "
-        "phase); default: run until converged, at most max_steps",
+        description="a fixed number of annealing steps at the paper's schedule, then stop "
+        "(no convergence phase); default: run until the search has converged, at most "
+        "max_steps",
     )
     max_steps: int | None = Field(
-        None, ge=1, description="cap of a converging run; default: 10 x the dataset size + 100"
+        None,
+        ge=1,
+        description="cap of a converging run; the summary says when it was hit; default: "
+        "10 x the dataset size + 100",
     )
     fix_iterations: int | None = Field(
         None,
@@ -49,10 +62,15 @@ class SearchConfig(BaseModel):
         ge=1,
         description="independent searches over the same scores: the paper's annealing from "
         "random seeds (seed, seed + 2, ...) and a greedy ascent from the zero-shot labels "
-        "(the second chain); the labeling of highest full-context U wins (search/chains.py); "
+        "(the second chain); the labeling of highest full-context U wins (search/chains.py), "
+        "and the run warns when two end on different labelings with nearly equal U; "
         "1: the paper's single run, its result neither judged nor polished",
     )
-    seed: int = 0
+    seed: int = Field(
+        0,
+        description="the search's random draws (chain k draws from seed + k) and, under "
+        "'bounded', the demonstrations drawn",
+    )
 
     def temperature(self, n: int, n_examples: int | None = None) -> float:
         """T at step ``n``: the paper's schedule; with ``n_examples`` (a converging run of
