@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -81,22 +81,24 @@ class RunPlan:
 
 
 def estimate_run(
-    *,
     examples: int,
-    steps: int,
-    strategy: str,
-    context_size: int | None,
-    calibrate: bool,
-    initial_labeled: int,
+    config: LabelConfig,
+    *,
     mean_prompt_tokens: float,
     pairs: int = 0,
-    converging: bool = False,
-    context_share: int = 1,
 ) -> RunPlan:
-    """The expected cost of labeling ``examples`` examples (see the module docstring)."""
+    """The expected cost of labeling ``examples`` examples with ``config`` (see the module
+    docstring). A converging run (no fixed ``steps``) counts 4N steps: 2N steps to label
+    and cool, then sweeps, whose proposals are free until a label changes; 4N steps matched
+    the calls of the README demo. Every chain of the run (search/chains.py) is counted as a
+    whole search."""
+    search = config.search
+    steps = (search.steps or 4 * examples) * search.chains
+    converging = search.steps is None
+    calibrate = config.calibrate
     n = examples
-    size = context_size if strategy == "bounded" else None
-    share = context_share if size is not None else 1
+    size = config.context_size if config.strategy == "bounded" else None
+    share = config.context_share if size is not None else 1
     factor = 1 + 1 / share if calibrate else 1
     repairs = REPAIR_RATE * min(1.0, pairs / n) if n else 0.0
 
@@ -107,7 +109,7 @@ def estimate_run(
     def per_call(labeled: float) -> float:
         return (demos(labeled) + 1) * mean_prompt_tokens
 
-    labeled = float(min(initial_labeled, n))
+    labeled = float(min(search.initial_labeled, n))
     calls = labeled * factor
     tokens = calls * per_call(labeled)
     cumulative = [calls]
@@ -129,13 +131,14 @@ def estimate_run(
     return RunPlan(
         examples=n,
         steps=steps,
-        strategy=strategy,
+        strategy=config.strategy,
         context_size=size,
         calibrate=calibrate,
         cumulative_calls=tuple(cumulative),
         calls=math.ceil(calls),
         prompt_tokens=math.ceil(tokens),
         converging=converging,
+        chains=search.chains,
     )
 
 
@@ -182,23 +185,7 @@ def plan_label(
         mean_prompt_tokens = demonstration_tokens(task, [task.render(ex) for ex in examples])
     if pairs is None:
         pairs = len(task.constraints(examples))
-    # A converging run: 2N steps to label and cool, then sweeps, whose proposals are free
-    # until a label changes; 4N steps matched the calls of the README demo.
-    # Every chain of the run (search/chains.py) is counted as a whole search.
-    steps = (config.search.steps or 4 * len(examples)) * config.search.chains
-    plan = estimate_run(
-        examples=len(examples),
-        steps=steps,
-        strategy=config.strategy,
-        context_size=config.context_size,
-        context_share=config.context_share,
-        calibrate=config.calibrate,
-        initial_labeled=config.search.initial_labeled,
-        mean_prompt_tokens=mean_prompt_tokens,
-        pairs=pairs,
-        converging=config.search.steps is None,
-    )
-    return replace(plan, chains=config.search.chains)
+    return estimate_run(len(examples), config, mean_prompt_tokens=mean_prompt_tokens, pairs=pairs)
 
 
 class Eta:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -15,33 +16,34 @@ from icm_client.cli import main
 from icm_client.cli.progress import progress_bar
 from icm_client.dataset import load_dataset
 from icm_client.estimate import Eta, RunPlan, estimate_run, format_eta, text_tokens
+from icm_client.run import LabelConfig
 from icm_client.runs.checkpoint import CHECKPOINT, checkpointed_step
+from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 
-def plan(**kw: object) -> RunPlan:
-    args: dict[str, object] = {
-        "examples": 200,
-        "steps": 200,
-        "strategy": "bounded",
-        "context_size": 8,
-        "calibrate": False,
-        "initial_labeled": 8,
-        "mean_prompt_tokens": 30.0,
-        "pairs": 0,
-    }
-    args.update(kw)
-    return estimate_run(**args)  # type: ignore[arg-type]
+def plan(
+    examples: int = 200,
+    steps: int | None = 200,
+    mean_prompt_tokens: float = 30.0,
+    pairs: int = 0,
+    **label: Any,
+) -> RunPlan:
+    """The plan of one chain of ``steps`` steps (None: a converging run) under ``bounded``
+    with 8 demonstrations, each target its own context, unless ``label`` says otherwise."""
+    settings = {"strategy": "bounded", "context_size": 8, "context_share": 1} | label
+    config = LabelConfig(**settings, search=SearchConfig(steps=steps, chains=1))
+    return estimate_run(examples, config, mean_prompt_tokens=mean_prompt_tokens, pairs=pairs)
 
 
 def test_the_estimate_follows_the_strategy_and_the_prompts() -> None:
-    bounded, exact = plan(), plan(strategy="exact", context_size=None)
+    bounded, exact = plan(), plan(strategy="exact")
     assert exact.calls > bounded.calls and exact.prompt_tokens > 10 * bounded.prompt_tokens
     assert plan(calibrate=True).calls in (2 * bounded.calls - 1, 2 * bounded.calls)
     # a group of 8 targets shares its context and so its content-free prompt
     shared = plan(calibrate=True, context_share=8).calls
     assert shared == pytest.approx(1.125 * bounded.calls, abs=1)
-    assert plan(strategy="exact", context_size=None, calibrate=True, context_share=8).calls in (
+    assert plan(strategy="exact", calibrate=True, context_share=8).calls in (
         2 * exact.calls - 1,
         2 * exact.calls,
     )
@@ -53,9 +55,10 @@ def test_the_estimate_follows_the_strategy_and_the_prompts() -> None:
     # exact's prompts grow with the labeled set: tokens grow quadratically with the size
     assert plan(strategy="exact", examples=400, steps=400).prompt_tokens > 3 * exact.prompt_tokens
     assert "about" in bounded.line() and "estimated" in bounded.line()
-    # a converging run ends with the global moves: two evaluations of every example
-    # (after 4N steps nearly every example is labeled)
-    fixed, converging = plan(steps=800), plan(steps=800, converging=True)
+    # a converging run (counted as 4N steps) ends with the global moves: two evaluations
+    # of every example (after 4N steps nearly every example is labeled)
+    fixed, converging = plan(steps=800), plan(steps=None)
+    assert (converging.steps, converging.converging) == (800, True)
     assert 0.95 * 2 * 200 <= converging.calls - fixed.calls <= 2 * 200 + 1
 
 
