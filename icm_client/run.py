@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -191,6 +191,16 @@ class RunSummary(BaseModel):
         "and the last invocation's own figures",
     )
 
+    @classmethod
+    def of(cls, *parts: object, **values: object) -> RunSummary:
+        """The summary from its parts (the search's result, the backend's usage, the
+        settings): each field a part holds under the field's name, a later part's over an
+        earlier one's, then ``values``."""
+        fields: dict[str, object] = {}
+        for part in parts:
+            fields |= {k: getattr(part, k) for k in cls.model_fields if hasattr(part, k)}
+        return cls.model_validate(fields | values)
+
 
 class LabelResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -205,24 +215,29 @@ class LabelResult(BaseModel):
         """Attach agreement with gold labels over the unpinned rows (a pin agrees by
         construction), and that of the ``zero_shot`` labels (id to label word) on the same
         examples. Evaluation only: the search never saw them."""
-        if gold is None or not len(gold):
-            return self
-        known = [
-            (r.id, r.label, gold.get(r.id))
-            for r in self.rows
-            if r.label is not None and not r.pinned and gold.get(r.id) is not None
-        ]
+        labels = [(r.id, r.label) for r in self.rows if r.label is not None and not r.pinned]
+        known = graded(labels, gold)
         if not known:
             return self
-        update: dict[str, object] = {
-            "gold_agreement": sum(a == b for _, a, b in known) / len(known),
-            "gold_examples": len(known),
-        }
-        if zero_shot is not None and all(i in zero_shot for i, _, _ in known):
-            right = sum(zero_shot[i] == b for i, _, b in known)
-            update["zero_shot_agreement"] = right / len(known)
+        update: dict[str, object] = {"gold_agreement": share(known), "gold_examples": len(known)}
+        if zero_shot is not None and all(i in zero_shot for i, _ in known):
+            update["zero_shot_agreement"] = share(
+                graded([(i, zero_shot[i]) for i, _ in known], gold)
+            )
         summary = self.summary.model_copy(update=update)
         return self.model_copy(update={"summary": summary})
+
+
+def graded(labels: Iterable[tuple[str, str]], gold: GoldLabels | None) -> list[tuple[str, bool]]:
+    """Each (id, label word) that has a gold label, and whether it agrees with it."""
+    if gold is None:
+        return []
+    return [(i, label == g) for i, label in labels if (g := gold.get(i)) is not None]
+
+
+def share(known: Sequence[tuple[str, bool]]) -> float:
+    """The share of ``graded`` labels that agree (of at least one)."""
+    return sum(agrees for _, agrees in known) / len(known)
 
 
 def make_strategy(
@@ -237,11 +252,12 @@ def make_strategy(
 
 
 def run_identity(
-    task: Task, examples: Sequence[Example], config: LabelConfig, backend: CountingBackend
+    task: Task, examples: Sequence[Example], config: BaseModel, backend: CountingBackend
 ) -> RunIdentity:
     """What a run's result depends on: the examples, every prompt, the label words, the
-    constraints, the settings and the model. A run directory refuses to resume a run with
-    another one, naming what differs (``runs.identity``)."""
+    constraints, the settings (``LabelConfig``, ``ScaleConfig``) and the model. A run
+    directory refuses to resume a run with another one, naming what differs
+    (``runs.identity``)."""
     return RunIdentity.of(task, examples, config.model_dump(), backend.identity)
 
 
@@ -281,10 +297,19 @@ async def label(
     if forged:
         warnings.warn(warning_text(forged), SeparatorWarning, stacklevel=2)
     config = config or LabelConfig()
+    with hold(run_dir) as run, _journal(backend, run) as journal:
+        return await _search(exs, task, backend, config, on_step, run, pinned, journal)
+
+
+@contextmanager
+def hold(run_dir: str | os.PathLike[str] | RunDir | None) -> Iterator[RunDir | None]:
+    """``run_dir`` locked for a run (``RunDir``): a ``RunDir`` the caller holds as it is,
+    a path locked until the block ends; None without a run directory."""
     if run_dir is None or isinstance(run_dir, RunDir):
-        return await _label(exs, task, backend, config, on_step, run_dir, pinned)
+        yield run_dir
+        return
     with RunDir(run_dir) as held:
-        return await _label(exs, task, backend, config, on_step, held, pinned)
+        yield held
 
 
 @contextmanager
@@ -300,19 +325,6 @@ def _journal(backend: CountingBackend, run: RunDir | None) -> Iterator[SpendJour
         return
     with SpendJournal(run.path, backend.usage) as journal:
         yield journal
-
-
-async def _label(
-    exs: tuple[Example, ...],
-    task: Task,
-    backend: CountingBackend,
-    config: LabelConfig,
-    on_step: Callable[[Step], None] | None,
-    run: RunDir | None,
-    pinned: dict[int, Label],
-) -> LabelResult:
-    with _journal(backend, run) as journal:
-        return await _search(exs, task, backend, config, on_step, run, pinned, journal)
 
 
 async def _search(
@@ -419,50 +431,29 @@ def _result(
         else LabelRow(id=ex.id, label=None, confidence=None, searched=False, bounded=False)
         for i, ex in enumerate(exs)
     ]
-    usage = backend.usage
-    summary = RunSummary(
+    bounded = config.strategy == "bounded"
+    summary = RunSummary.of(
+        config,
+        result,
+        backend.usage,
         task=task.name,
         backend=backend.identity,
         examples=len(exs),
-        strategy=config.strategy,
-        context_size=config.context_size if config.strategy == "bounded" else None,
-        context_share=config.context_share if config.strategy == "bounded" else None,
-        calibrate=config.calibrate,
+        context_size=config.context_size if bounded else None,
+        context_share=config.context_share if bounded else None,
         seed=config.search.seed,
         steps=len(result.trajectory),
         accepted=sum(s.accepted for s in result.trajectory),
-        converged=result.converged,
-        flips=result.flips,
-        never_reproposed=result.never_reproposed,
-        free_proposals=result.free_proposals,
-        pairs_fixed=result.pairs_fixed,
-        chains=[
-            ChainSummary(
-                seed=c.seed,
-                start=c.start,
-                energy=c.energy,
-                agreement=c.agreement,
-                converged=c.converged,
-            )
-            for c in ends
-        ],
+        chains=[ChainSummary.model_validate(c, from_attributes=True) for c in ends],
         undecided=bool(chains.undecided),
         polished=chains.polished,
         violated_pairs=[(exs[c.i].id, exs[c.j].id, c.reason) for c in result.violated[:1000]],
         labeled_by_search=len(result.searched),
         pinned=len(pinned),
-        energy=result.energy,
-        mutual_predictability=result.mutual_predictability,
         inconsistencies=len(result.violated),
         label_counts=dict(Counter(r.label for r in rows if r.label is not None)),
         unlabeled=sum(r.label is None for r in rows),
-        stopped=result.stopped,
-        calls=usage.calls,
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        cache_hits=usage.cache_hits,
-        retries=usage.retries,
-        backend_counters=dict(usage.extra),
+        backend_counters=dict(backend.usage.extra),
         bounded_predictions=sum(x.stats.bounded for x in scorers),
         wall_time_s=round(wall, 3),
     )

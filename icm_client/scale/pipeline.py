@@ -28,8 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..aio import gather
 from ..backends.base import CountingBackend, prepare
 from ..dataset import Example, GoldLabels, examples_of
-from ..run import LabelConfig, LabelResult, label
-from ..runs.identity import RunIdentity
+from ..run import LabelConfig, LabelResult, graded, hold, label, run_identity, share
 from ..runs.rundir import RunDir
 from ..runs.scale_store import ScaleStore
 from ..search.anneal import Step
@@ -112,18 +111,13 @@ class ScaleResult(BaseModel):
 
     def with_gold(self, gold: GoldLabels | None) -> ScaleResult:
         """Agreement with gold labels, per source. Evaluation only: nothing above saw them."""
-        if gold is None or not len(gold):
-            return self
         update: dict[str, float] = {}
         for source in ("icm", "propagated"):
-            known = [
-                (r.label, gold.get(r.id))
-                for r in self.rows
-                if r.source == source and r.label is not None and gold.get(r.id) is not None
+            labels = [
+                (r.id, r.label) for r in self.rows if r.source == source and r.label is not None
             ]
-            if known:
-                agree = sum(a == b for a, b in known) / len(known)
-                update[f"gold_agreement_{source}"] = agree
+            if known := graded(labels, gold):
+                update[f"gold_agreement_{source}"] = share(known)
         return self.model_copy(update={"summary": self.summary.model_copy(update=update)})
 
 
@@ -143,19 +137,21 @@ async def label_large(
     annealing steps ("icm") and propagated examples ("propagate"). ``run_dir`` is locked
     for the run (``RunDir``), unless it is a ``RunDir`` the caller holds.
     """
-    if run_dir is not None and not isinstance(run_dir, RunDir):
-        with RunDir(run_dir) as held:
-            return await label_large(
-                examples,
-                task,
-                backend,
-                config,
-                run_dir=held,
-                on_progress=on_progress,
-                on_plan=on_plan,
-            )
-    config = config or ScaleConfig()
-    exs = examples_of(examples)
+    with hold(run_dir) as run:
+        return await _label_large(
+            examples_of(examples), task, backend, config or ScaleConfig(), run, on_progress, on_plan
+        )
+
+
+async def _label_large(
+    exs: tuple[Example, ...],
+    task: Task,
+    backend: CountingBackend,
+    config: ScaleConfig,
+    run_dir: RunDir | None,
+    on_progress: Callable[[Phase, int], None] | None,
+    on_plan: Callable[[Plan], None] | None,
+) -> ScaleResult:
     start = time.perf_counter()
     await prepare(backend)
     cut = plan(
@@ -168,7 +164,7 @@ async def label_large(
     )
     if on_plan is not None:
         on_plan(cut)
-    identity = RunIdentity.of(task, exs, config.model_dump(), backend.identity)
+    identity = run_identity(task, exs, config, backend)
     store = ScaleStore(run_dir.path, identity) if run_dir is not None else None
     progress = on_progress or (lambda phase, n: None)
     words = [w.strip() for w in task.labels]
