@@ -18,16 +18,13 @@ that points the wrong way, so the unsupervised search settles on the complement 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import anyio
-from _sim import machine, table
+from _grid import Row, run_grid
 
 from icm_client.backends import OpenAICompletions
 from icm_client.client import ScoringClient
@@ -93,41 +90,7 @@ async def one_seed(
     return out
 
 
-async def main(args: argparse.Namespace, save: Any) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
-    for regime in args.regimes:
-        for shape in args.shapes:
-            for n in args.n:
-                for strategy in args.strategies:
-                    per_seed = [
-                        await one_seed(regime, shape, n, strategy, seed, args.pins)
-                        for seed in args.seeds
-                    ]
-                    for j, k in enumerate(args.pins):
-                        cells = [s[j] for s in per_seed]
-                        row = {"regime": regime, "shape": shape, "n": n, "strategy": strategy}
-                        row |= {
-                            "pins": k,
-                            "agreement": statistics.mean(c["agreement"] for c in cells),
-                            "worst": min(c["agreement"] for c in cells),
-                            "seeds_at_gold": sum(c["agreement"] >= 0.95 for c in cells),
-                            "per_seed": [c["agreement"] for c in cells],
-                            "calls_vs_unpinned": statistics.mean(
-                                c["calls_vs_unpinned"] for c in cells
-                            ),
-                        }
-                        rows.append(row)
-                        print(
-                            f"{regime:20} {shape:10} N={n:<4} {strategy:9} pins {k:<3} "
-                            f"agreement {row['agreement']:.3f} (worst {row['worst']:.3f})",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    save(rows)
-    return {"rows": rows}
-
-
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=32, one seed, 0 and 2 pins (CI)")
     parser.add_argument("--n", type=int, nargs="+", default=[32, 128])
@@ -145,41 +108,51 @@ if __name__ == "__main__":
     if args.quick:
         args.n, args.seeds, args.pins, args.strategies = [32], [0], [0, 2], ["exact"]
     args.pins = sorted(set(args.pins) | {0})
-    start = time.perf_counter()
 
-    def save(rows: list[dict[str, Any]]) -> None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "benchmark": "pins_sim",
-            "command": " ".join(sys.argv),
-            "machine": machine(),
-            "seeds": args.seeds,
-            "wall_s": round(time.perf_counter() - start, 1),
-            "rows": rows,
-        }
-        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    async def cell(regime: str, shape: str, n: int, strategy: str) -> list[Row]:
+        per_seed = [
+            await one_seed(regime, shape, n, strategy, seed, args.pins) for seed in args.seeds
+        ]
+        rows = []
+        for j, k in enumerate(args.pins):
+            cells = [s[j] for s in per_seed]
+            row = {
+                "pins": k,
+                "agreement": statistics.mean(c["agreement"] for c in cells),
+                "worst": min(c["agreement"] for c in cells),
+                "seeds_at_gold": sum(c["agreement"] >= 0.95 for c in cells),
+                "per_seed": [c["agreement"] for c in cells],
+                "calls_vs_unpinned": statistics.mean(c["calls_vs_unpinned"] for c in cells),
+            }
+            rows.append(row)
+            print(
+                f"{regime:20} {shape:10} N={n:<4} {strategy:9} pins {k:<3} "
+                f"agreement {row['agreement']:.3f} (worst {row['worst']:.3f})",
+                file=sys.stderr,
+                flush=True,
+            )
+        return rows
 
-    doc = anyio.run(main, args, save)
     headers = ["regime", "shape", "N", "strategy", "pins", "agreement", "worst seed"]
     headers += ["seeds >= 95%", "calls vs unpinned"]
-    print(
-        table(
-            headers,
-            [
-                [
-                    r["regime"],
-                    r["shape"],
-                    r["n"],
-                    r["strategy"],
-                    r["pins"],
-                    f"{r['agreement']:.1%}",
-                    f"{r['worst']:.1%}",
-                    f"{r['seeds_at_gold']}/{len(args.seeds)}",
-                    f"{r['calls_vs_unpinned']:.2f}",
-                ]
-                for r in doc["rows"]
-            ],
-        )
+    run_grid(
+        "pins_sim",
+        args,
+        cell,
+        headers,
+        lambda r: [
+            r["regime"],
+            r["shape"],
+            r["n"],
+            r["strategy"],
+            r["pins"],
+            f"{r['agreement']:.1%}",
+            f"{r['worst']:.1%}",
+            f"{r['seeds_at_gold']}/{len(args.seeds)}",
+            f"{r['calls_vs_unpinned']:.2f}",
+        ],
     )
-    save(doc["rows"])
-    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,15 +22,12 @@ The reference implementation's best case at N = 128 is 720,600 prompt tokens per
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import anyio
-from _sim import machine, table
+from _grid import Row, run_grid
 
 from icm_client.run import LabelConfig
 from icm_client.search.config import SearchConfig
@@ -78,40 +75,7 @@ def cell(runs: list[SimulatedRun]) -> dict[str, Any]:
     }
 
 
-async def main(args: argparse.Namespace, save: Any) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = []
-    for regime in args.regimes:
-        for shape in args.shapes:
-            for n in args.n:
-                base: dict[str, Any] | None = None
-                for name in args.strategies:
-                    if name == "exact" and (n > args.max_exact or regime == "label-copying"):
-                        continue  # label-copying has no ceiling to reach: bounded shows it
-                    runs = []
-                    for seed in args.seeds:
-                        config = LabelConfig(**STRATEGIES[name], search=SearchConfig(seed=seed))
-                        runs.append(await simulate(shape, regime, n, config, seed=seed))
-                    row = {"regime": regime, "shape": shape, "n": n, "strategy": name}
-                    row |= cell(runs)
-                    if name == "exact":
-                        base = row
-                    if base is not None:
-                        row["tokens_vs_exact"] = row["tokens_per_label"] / base["tokens_per_label"]
-                        row["wall_vs_exact"] = row["wall_s"] / base["wall_s"]
-                    rows.append(row)
-                    save(rows)  # after every cell: a long run interrupted keeps its figures
-                    print(
-                        f"{regime:13} {shape:10} N={n:<4} {name:10} agreement "
-                        f"{row['agreement_per_seed']} ceiling {row['ceiling']:.3f} "
-                        f"U gap {row['u_gap_worst']:.3f} chains {row['chains_agreement']:.2f} "
-                        f"tokens/label {row['tokens_per_label']:,.0f} {row['wall_s']:.1f} s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    return {"rows": rows}
-
-
-if __name__ == "__main__":
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="N=32, one seed (CI)")
     parser.add_argument("--n", type=int, nargs="+", default=[32, 128])
@@ -130,47 +94,57 @@ if __name__ == "__main__":
     args = parser.parse_args()
     if args.quick:
         args.n, args.seeds = [32], [0]
-    start = time.perf_counter()
+    exact: dict[tuple[str, str, int], Row] = {}  # each (regime, shape, N)'s exact row
 
-    def save(rows: list[dict[str, Any]]) -> None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "benchmark": "quality_sim",
-            "command": " ".join(sys.argv),
-            "machine": machine(),
-            "seeds": args.seeds,
-            "reference_tokens_per_label_n128": REFERENCE_TOKENS_PER_LABEL_N128,
-            "wall_s": round(time.perf_counter() - start, 1),
-            "rows": rows,
-        }
-        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    async def one_cell(regime: str, shape: str, n: int, name: str) -> list[Row]:
+        if name == "exact" and (n > args.max_exact or regime == "label-copying"):
+            return []  # label-copying has no ceiling to reach: bounded shows it
+        runs = []
+        for seed in args.seeds:
+            config = LabelConfig(**STRATEGIES[name], search=SearchConfig(seed=seed))
+            runs.append(await simulate(shape, regime, n, config, seed=seed))
+        row = cell(runs)
+        if name == "exact":
+            exact[regime, shape, n] = row
+        if (base := exact.get((regime, shape, n))) is not None:
+            row["tokens_vs_exact"] = row["tokens_per_label"] / base["tokens_per_label"]
+            row["wall_vs_exact"] = row["wall_s"] / base["wall_s"]
+        print(
+            f"{regime:13} {shape:10} N={n:<4} {name:10} agreement "
+            f"{row['agreement_per_seed']} ceiling {row['ceiling']:.3f} "
+            f"U gap {row['u_gap_worst']:.3f} chains {row['chains_agreement']:.2f} "
+            f"tokens/label {row['tokens_per_label']:,.0f} {row['wall_s']:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+        return [row]
 
-    doc = anyio.run(main, args, save)
     headers = ["regime", "shape", "N", "strategy", "agreement per seed", "ceiling", "U gap"]
     headers += ["chains (agree)", "undecided", "violated (ceiling)", "tokens/label", "vs exact"]
     headers += ["wall s"]
-    print(
-        table(
-            headers,
-            [
-                [
-                    r["regime"],
-                    r["shape"],
-                    r["n"],
-                    r["strategy"],
-                    " / ".join(f"{a:.0%}" for a in r["agreement_per_seed"]),
-                    f"{r['ceiling']:.1%}",
-                    f"{r['u_gap_worst']:.3f}",
-                    f"{r['chains']:.1f} ({r['chains_agreement']:.0%})",
-                    r["undecided"],
-                    f"{r['violated']:.1f} ({r['ceiling_violated']:.1f})",
-                    round(r["tokens_per_label"]),
-                    f"{r['tokens_vs_exact']:.3f}" if "tokens_vs_exact" in r else "-",
-                    r["wall_s"],
-                ]
-                for r in doc["rows"]
-            ],
-        )
+    run_grid(
+        "quality_sim",
+        args,
+        one_cell,
+        headers,
+        lambda r: [
+            r["regime"],
+            r["shape"],
+            r["n"],
+            r["strategy"],
+            " / ".join(f"{a:.0%}" for a in r["agreement_per_seed"]),
+            f"{r['ceiling']:.1%}",
+            f"{r['u_gap_worst']:.3f}",
+            f"{r['chains']:.1f} ({r['chains_agreement']:.0%})",
+            r["undecided"],
+            f"{r['violated']:.1f} ({r['ceiling_violated']:.1f})",
+            round(r["tokens_per_label"]),
+            f"{r['tokens_vs_exact']:.3f}" if "tokens_vs_exact" in r else "-",
+            r["wall_s"],
+        ],
+        reference_tokens_per_label_n128=REFERENCE_TOKENS_PER_LABEL_N128,
     )
-    save(doc["rows"])
-    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

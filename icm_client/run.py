@@ -219,9 +219,12 @@ class LabelResult(BaseModel):
         known = graded(labels, gold)
         if not known:
             return self
-        update: dict[str, object] = {"gold_agreement": share(known), "gold_examples": len(known)}
+        update: dict[str, object] = {
+            "gold_agreement": agreement(known),
+            "gold_examples": len(known),
+        }
         if zero_shot is not None and all(i in zero_shot for i, _ in known):
-            update["zero_shot_agreement"] = share(
+            update["zero_shot_agreement"] = agreement(
                 graded([(i, zero_shot[i]) for i, _ in known], gold)
             )
         summary = self.summary.model_copy(update=update)
@@ -235,7 +238,7 @@ def graded(labels: Iterable[tuple[str, str]], gold: GoldLabels | None) -> list[t
     return [(i, label == g) for i, label in labels if (g := gold.get(i)) is not None]
 
 
-def share(known: Sequence[tuple[str, bool]]) -> float:
+def agreement(known: Sequence[tuple[str, bool]]) -> float:
     """The share of ``graded`` labels that agree (of at least one)."""
     return sum(agrees for _, agrees in known) / len(known)
 

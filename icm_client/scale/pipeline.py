@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..aio import gather
 from ..backends.base import CountingBackend, prepare
 from ..dataset import Example, GoldLabels, examples_of
-from ..run import LabelConfig, LabelResult, graded, hold, label, run_identity, share
+from ..run import LabelConfig, LabelResult, agreement, graded, hold, label, run_identity
 from ..runs.rundir import RunDir
 from ..runs.scale_store import ScaleStore
 from ..search.anneal import Step
@@ -117,7 +117,7 @@ class ScaleResult(BaseModel):
                 (r.id, r.label) for r in self.rows if r.source == source and r.label is not None
             ]
             if known := graded(labels, gold):
-                update[f"gold_agreement_{source}"] = share(known)
+                update[f"gold_agreement_{source}"] = agreement(known)
         return self.model_copy(update={"summary": self.summary.model_copy(update=update)})
 
 
