@@ -25,7 +25,7 @@ from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 from icm_client.tasks.components import components
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 TASK = get_task("gsm8k")
 
 

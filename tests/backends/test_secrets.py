@@ -31,7 +31,7 @@ from icm_client.tasks import get_task
 KEY = "sk-test-SECRET-4f1c9a7e2b6d8035"
 OTHER = "sk-test-OTHER-0000000000000000"
 FAST = [k for k in TRANSIENT if k != "slow"]  # the CLI's own (real) backoff: keep it short
-SAMPLES = Path(__file__).parents[1] / "icm_client" / "samples"
+SAMPLES = Path(__file__).parents[2] / "icm_client" / "samples"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from fault_server import fault_server
 from processes import HANG_S
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 CONDITIONS = ("zero-shot", "icm", "gold", "random", "perturbed", "bootstrap")
 
 

@@ -202,7 +202,7 @@ async def test_lookup_and_score_now_share_the_cache_with_score(tmp_path: Path) -
 
 def test_two_processes_sharing_one_directory_stay_correct(tmp_path: Path) -> None:
     directory, go, n = tmp_path / "cache", tmp_path / "go", 300
-    worker = Path(__file__).with_name("cache_worker.py")
+    worker = Path(__file__).parents[1] / "cache_worker.py"
     procs = [
         subprocess.Popen(
             [sys.executable, str(worker), str(directory), str(n), str(seed), str(go)],

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parent.parent / "providers" / "vllm_cpu_setup.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "providers" / "vllm_cpu_setup.py"
 
 
 def _setup() -> ModuleType:

@@ -14,7 +14,7 @@ from icm_client.export import preference_pairs
 from icm_client.tasks import get_task
 from icm_client.tasks.config import TaskConfig
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def test_icm_help_speaks_to_users(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from icm_client.run import LabelConfig
 from icm_client.testing.protocol import hash_logprobs as model_logprobs
 from icm_client.testing.protocol import toy_tokenize
 
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 
 def run_quick(name: str, tmp_path: Path, *extra: str) -> dict[str, Any]:

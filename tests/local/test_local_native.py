@@ -34,7 +34,7 @@ from icm_client.local.native import (
 )
 from icm_client.local.server import choose_engine
 
-FAKE = Path(__file__).with_name("fake_llama_server.py")
+FAKE = Path(__file__).parents[1] / "fake_llama_server.py"
 
 
 @pytest.fixture
@@ -233,6 +233,6 @@ def test_a_build_step_reports_cmakes_progress_and_keeps_the_tail_of_a_failure(
 
 
 def test_the_readme_quotes_the_builds_measured_cost() -> None:
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     line = next(x for x in readme.splitlines() if x.startswith("python -m icm_client.local.native"))
     assert f"{BUILD_CPU_MINUTES} CPU-minutes" in line and "~11" not in readme

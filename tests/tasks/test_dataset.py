@@ -11,7 +11,7 @@ import pytest
 from icm_client.dataset import load_dataset
 from icm_client.errors import DataError
 
-SAMPLES = Path(__file__).resolve().parents[1] / "icm_client" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "icm_client" / "samples"
 PAPER = Path("/work/shared/data/icm-paper/data")
 CITIES_CSV = Path("/work/shared/data/geometry-of-truth/cities.csv")
 

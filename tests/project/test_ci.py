@@ -6,7 +6,7 @@ import re
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_ci_runs_the_readme_test_command_and_the_checks() -> None:
@@ -31,7 +31,7 @@ def test_the_default_test_run_leaves_out_the_benchmarks() -> None:
     pytest_options = config["tool"]["pytest"]["ini_options"]
     assert "-m 'not benchmark'" in pytest_options["addopts"]
     assert any(m.startswith("benchmark:") for m in pytest_options["markers"])
-    benchmarks = (ROOT / "tests" / "test_benchmarks.py").read_text(encoding="utf-8")
+    benchmarks = (ROOT / "tests" / "project" / "test_benchmarks.py").read_text(encoding="utf-8")
     for name in re.findall(r"run_quick\(\"(\w+)\"", benchmarks):
         test = re.search(rf"((?:@pytest\.mark\.\w+\n)*)def test_{name}\(", benchmarks)
         assert test is not None and "@pytest.mark.benchmark" in test.group(1), name

@@ -83,7 +83,7 @@ def test_eval_out_or_write_split_naming_the_input_is_refused(
 def test_label_out_naming_its_task_file_is_refused(
     tmp_path: Path, server: FaultServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    examples = Path(__file__).parents[1] / "examples"
+    examples = Path(__file__).parents[2] / "examples"
     task = tmp_path / "task.toml"
     task.write_bytes((examples / "arithmetic_task.toml").read_bytes())
     argv = ["label", str(examples / "arithmetic.jsonl"), "--task", str(task), "--no-cache"]

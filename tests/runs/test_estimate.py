@@ -133,7 +133,7 @@ def test_the_token_estimate_is_near_the_real_tokenizers_count(
 ) -> None:
     """Against Gemma's own tokenizer (the embedded server's /tokenize): within 15% where four
     characters a token missed the digits of the arithmetic example by 44%."""
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     the_task = get_task(task if task.isalpha() else str(root / task))
     source = data if data.startswith("sample:") else str(root / data)
     prompts = [the_task.render(ex) for ex in load_dataset(source, limit=12).examples]

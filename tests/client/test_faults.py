@@ -29,7 +29,7 @@ pytestmark = pytest.mark.anyio
 
 REQ = ScoreRequest("Claim: the sea is salty.\nI think this Claim is", (" True", " False"))
 EXPECTED = tuple(dict(model_logprobs(REQ.prompt))[w] for w in REQ.labels)
-SAMPLES = Path(__file__).parents[1] / "icm_client" / "samples"
+SAMPLES = Path(__file__).parents[2] / "icm_client" / "samples"
 
 
 @pytest.fixture

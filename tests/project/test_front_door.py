@@ -59,7 +59,7 @@ def test_the_front_door_is_exactly_the_supported_names() -> None:
 
 
 def test_the_readme_example_is_short_and_uses_only_the_front_door() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     block = re.search(r"From Python.*?```python\n(.*?)```", readme, re.DOTALL)
     assert block is not None
     code = block.group(1)

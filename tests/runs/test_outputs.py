@@ -16,7 +16,7 @@ from icm_client.errors import ConfigError
 from icm_client.runs.checkpoint import TRAJECTORY, RunStore
 from icm_client.runs.outputs import RunLock, stale_temps
 
-SAMPLE = Path(__file__).parents[1] / "icm_client" / "samples" / "cities_sample.jsonl"
+SAMPLE = Path(__file__).parents[2] / "icm_client" / "samples" / "cities_sample.jsonl"
 
 
 def label_args(data: Path, out: Path, base_url: str, *extra: str) -> list[str]:

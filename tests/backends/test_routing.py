@@ -620,7 +620,7 @@ def test_cli_fails_over_when_a_replica_is_down(
 @pytest.mark.anyio
 @pytest.mark.usefixtures("require_local_model")
 async def test_labels_through_two_real_servers() -> None:
-    sample = Path(__file__).parents[1] / "icm_client" / "samples" / "cities_sample.jsonl"
+    sample = Path(__file__).parents[2] / "icm_client" / "samples" / "cities_sample.jsonl"
     dataset = load_dataset(sample, limit=8)
     async with (
         EmbeddedServer(n_parallel=1, threads=1, ctx_per_slot=2048) as one,

@@ -11,7 +11,7 @@ from fault_server import fault_server
 
 from icm_client.cli import main
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def test_the_runs_terms_are_explained_where_printed(

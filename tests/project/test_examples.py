@@ -18,7 +18,7 @@ from icm_client.cli import main
 from icm_client.dataset import load_dataset
 from icm_client.tasks import get_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 

@@ -37,7 +37,7 @@ from icm_client.tasks import Equivalence, PairConstraint, TemplateTask, get_task
 from icm_client.tasks.components import components
 from icm_client.tasks.relations import EXACTLY_ONE_POSITIVE, Negation
 
-SAMPLES = Path(__file__).resolve().parents[1] / "icm_client" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "icm_client" / "samples"
 
 # "Claim: alpha 3 (topic t1)": alpha claims are True, beta claims False. Two claims per topic.
 TASK = TemplateTask(

@@ -22,7 +22,7 @@ from icm_client.samples import make_reviews
 from icm_client.tasks import get_task
 from icm_client.testing import InContext, LoopbackServer
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 SAMPLES = resources.files("icm_client.samples")
 
 

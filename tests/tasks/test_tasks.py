@@ -11,7 +11,7 @@ from icm_client.errors import TaskError
 from icm_client.tasks import BUILTIN_TASKS, Task, demonstration, get_task
 from icm_client.tasks.builtin import extract_final_answer
 
-SAMPLES = Path(__file__).resolve().parents[1] / "icm_client" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "icm_client" / "samples"
 
 
 def test_registry() -> None:
