@@ -30,11 +30,6 @@ LABELS = (" True", " False")
 TEXT_LISTS = Profile(name="lists", prompt_lists=True)  # text prompts, lists accepted
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def prompts(n: int) -> list[str]:
     return [f"Claim: fact number {i} holds. I think this Claim is" for i in range(n)]
 

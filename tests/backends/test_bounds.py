@@ -36,11 +36,6 @@ BIG = b"a" * 65536
 TOP = {" True": -0.2, " False": -1.8}
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(params=["httpx", "aiohttp"])
 def transport(request: pytest.FixtureRequest) -> HTTPClient:
     if request.param == "aiohttp":

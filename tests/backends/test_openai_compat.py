@@ -27,11 +27,6 @@ REQ = ScoreRequest("Claim: the sky is blue. I think this Claim is", (" True", " 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def vllm_body(
     top: dict[str, float], prompt_tokens: int = 12, cached: int | None = None
 ) -> dict[str, object]:

@@ -35,11 +35,6 @@ HOSTS = ("a", "b", "c")
 Behaviour = Callable[[httpx2.Request], Awaitable[httpx2.Response]]
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def ok_body(true_lp: float = -0.2) -> dict[str, object]:
     top = {" True": true_lp, " False": -1.8, " maybe": -3.0}
     return {

@@ -34,11 +34,6 @@ FAST = [k for k in TRANSIENT if k != "slow"]  # the CLI's own (real) backoff: ke
 SAMPLES = Path(__file__).parents[2] / "icm_client" / "samples"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def assert_nowhere(secret: str, *texts: str, files: Path | None = None) -> None:
     for i, text in enumerate(texts):
         assert secret not in text, f"the key is in text #{i}: {text[:200]!r}"

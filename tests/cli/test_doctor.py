@@ -21,11 +21,6 @@ LABEL_LPS = {" True": -0.4, " False": -1.3, " maybe": -2.6}
 _PIECE_RE = re.compile(r"\s?\S+|\s+")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeServer:
     """An OpenAI-compatible server with the capabilities of the host it plays.
 

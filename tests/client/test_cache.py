@@ -27,11 +27,6 @@ BODY = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Server:
     def __init__(self, delay: float = 0.0, status: int = 200) -> None:
         self.delay, self.status, self.requests = delay, status, 0

@@ -24,11 +24,6 @@ pytestmark = pytest.mark.anyio
 REQ = ScoreRequest("Shared prompt number 1. I think this Claim is", LABELS)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Refusing:
     """A backend that must not be asked: everything should come from the cache."""
 

@@ -32,11 +32,6 @@ EXPECTED = tuple(dict(model_logprobs(REQ.prompt))[w] for w in REQ.labels)
 SAMPLES = Path(__file__).parents[2] / "icm_client" / "samples"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Recorder:
     """Records the backoff waits instead of sleeping them."""
 

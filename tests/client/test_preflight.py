@@ -18,11 +18,6 @@ pytestmark = pytest.mark.anyio
 PROBE = ScoreRequest("The city of Paris is in France. I think this is", (" True", " False"))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def no_sleep(seconds: float) -> None:
     pass
 

@@ -22,11 +22,6 @@ REQ = ScoreRequest("Q: 2+2=4. Is it true? A:", (" Yes", " No"))
 RESULT = ScoreResult((-0.1, -2.5), (False, False))
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Scripted:
     """Raises the scripted errors in order, then answers RESULT."""
 

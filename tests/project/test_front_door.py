@@ -44,11 +44,6 @@ FRONT_DOOR = {
 }
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_the_front_door_is_exactly_the_supported_names() -> None:
     assert set(icm.__all__) == FRONT_DOOR
     assert len(icm.__all__) == len(FRONT_DOOR)

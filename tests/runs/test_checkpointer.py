@@ -22,11 +22,6 @@ from icm_client.tasks import get_task
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def checkpoint(n: int) -> Checkpoint:
     return Checkpoint(n, {0: n % 2}, random.Random(n).getstate())
 

@@ -18,11 +18,6 @@ from icm_client.tasks import get_task
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class HashBackend:
     """Deterministic logprobs from the prompt's hash: a stand-in model with no signal."""
 

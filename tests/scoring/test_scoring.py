@@ -17,11 +17,6 @@ from icm_client.tasks.base import TemplateTask
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class RecordingBackend:
     """Answers every prompt with fixed logprobs and remembers what it was asked."""
 

@@ -19,11 +19,6 @@ from icm_client.tasks.base import PairConstraint
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class LatentScorer:
     """A model with a latent truth and a zero-shot prior towards it: a context that agrees
     with the truth makes it more confident, one that contradicts it pulls towards the flip."""

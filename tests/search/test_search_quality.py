@@ -45,11 +45,6 @@ STRATEGIES = {  # the default, and the README's recommended cheap strategy
 AT_CEILING_U = 0.05
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def config(strategy: str, seed: int, **search: int) -> LabelConfig:
     return LabelConfig(**STRATEGIES[strategy], search=SearchConfig(seed=seed, **search))  # type: ignore[arg-type]
 
