@@ -3,14 +3,13 @@ back after steps answered from the cache, and written at the end of a run all th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 
 import pytest
+from hash_backend import HashBackend
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoringClient
 from icm_client.dataset import Example
 from icm_client.run import LabelConfig, label
@@ -61,21 +60,6 @@ def test_with_no_interval_every_checkpoint_is_written(tmp_path: Path) -> None:
     for n in range(3):
         saver.save(checkpoint(n))
         assert written(store) == n
-
-
-class HashBackend:
-    identity = "hash"
-
-    def __init__(self) -> None:
-        self.usage = Usage()
-
-    async def score(self, request: ScoreRequest) -> ScoreResult:
-        self.usage.calls += 1
-        h = hashlib.sha256(request.prompt.encode()).digest()
-        return ScoreResult((-h[0] / 64, -h[1] / 64), (False, False))
-
-    async def aclose(self) -> None:
-        pass
 
 
 async def test_a_run_from_the_cache_ends_with_its_last_checkpoint_written(tmp_path: Path) -> None:

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 
 import pytest
+from hash_backend import HashBackend
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import load_dataset
 from icm_client.run import LabelConfig, label
 from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
 
 pytestmark = pytest.mark.anyio
-
-
-class HashBackend:
-    """Deterministic logprobs from the prompt's hash: a stand-in model with no signal."""
-
-    identity = "hash"
-
-    def __init__(self) -> None:
-        self.usage = Usage()
-        self.prompts: list[str] = []
-
-    async def score(self, request: ScoreRequest) -> ScoreResult:
-        self.prompts.append(request.prompt)
-        self.usage.calls += 1
-        self.usage.prompt_tokens += len(request.prompt.split())
-        h = hashlib.sha256(request.prompt.encode()).digest()
-        return ScoreResult((-h[0] / 64, -h[1] / 64), (False, False))
-
-    async def aclose(self) -> None:
-        pass
 
 
 def write_dataset(path: Path, gold: list[bool]) -> None:

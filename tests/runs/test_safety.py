@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from fault_server import FaultServer
+from hash_backend import HashBackend
 from test_outputs import SAMPLE, label_args
-from test_run import HashBackend, write_dataset
+from test_run import write_dataset
 
 from icm_client.cli import main
 from icm_client.cli._io import UNFINISHED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import subprocess
@@ -13,9 +12,9 @@ from types import ModuleType
 
 import pytest
 from fault_server import FaultServer, fault_server
+from hash_backend import HashBackend
 from processes import HANG_S
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import Example, GoldLabels, examples_of
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.run import LabelConfig
@@ -48,32 +47,6 @@ def problems(n: int, seed: int = 0) -> tuple[list[Example], dict[str, bool]]:
         Example(str(r["id"]), {"question": r["question"], "cot": r["cot"]}) for r in records
     ]
     return examples, {str(r["id"]): bool(r["label"]) for r in records}
-
-
-class HashBackend:
-    """Deterministic scores from the prompt's hash; ``fail_after`` calls it fails for good."""
-
-    identity = "hash"
-
-    def __init__(self, fail_after: int | None = None, fail_on: frozenset[str] = frozenset()):
-        self.usage = Usage()
-        self.prompts: list[str] = []
-        self.fail_after = fail_after
-        self.fail_on = fail_on  # targets (a prompt's last block) it fails on
-
-    async def score(self, request: ScoreRequest) -> ScoreResult:
-        if (self.fail_after is not None and self.usage.calls >= self.fail_after) or (
-            request.prompt.rsplit("\n\n", 1)[-1] in self.fail_on
-        ):
-            raise PermanentBackendError("the stand-in went away", endpoint="hash")
-        self.prompts.append(request.prompt)
-        self.usage.calls += 1
-        self.usage.prompt_tokens += len(request.prompt) // 4
-        h = hashlib.sha256(request.prompt.encode()).digest()
-        return ScoreResult((-h[0] / 64, -h[1] / 64), (False, False))
-
-    async def aclose(self) -> None:
-        pass
 
 
 # -- the plan --------------------------------------------------------------------------------
