@@ -1,6 +1,6 @@
 """Options written by hand beside a config: left at their defaults they must build exactly
 the config's defaults. (``icm label``'s and ``icm scale``'s settings are generated from their
-models: tests/test_cli_fields.py.)
+models: tests/cli/test_fields.py.)
 """
 
 from __future__ import annotations
