@@ -43,13 +43,13 @@ def flag_name(field: str, flags: Mapping[str, Flag] | None = None) -> str:
     return given or "--" + field.replace("_", "-")
 
 
-def _base(annotation: Any) -> tuple[Any, bool]:
-    """The annotation without ``| None``, and whether None was part of it."""
+def _base(annotation: Any) -> Any:
+    """The annotation without ``| None`` (a None default is the option's default)."""
     if get_origin(annotation) in (Union, types.UnionType):
         rest = [a for a in get_args(annotation) if a is not type(None)]
         if len(rest) == 1:
-            return rest[0], len(rest) < len(get_args(annotation))
-    return annotation, False
+            return rest[0]
+    return annotation
 
 
 def _help(field: FieldInfo, flag: Flag, default: object) -> str | None:
@@ -62,7 +62,7 @@ def _help(field: FieldInfo, flag: Flag, default: object) -> str | None:
 
 def _argument(name: str, field: FieldInfo, default: object, flag: Flag) -> dict[str, Any]:
     """argparse's keyword arguments for the field ``name``."""
-    kind, _ = _base(field.annotation)
+    kind = _base(field.annotation)
     kwargs: dict[str, Any] = {"default": default, "help": _help(field, flag, default)}
     if kind is bool:
         kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
