@@ -1,27 +1,20 @@
 """Internal Coherence Maximization: the paper's Algorithm 1 (simulated annealing over label
-assignments) with Algorithm 2 (ConsistencyFix).
+assignments) with Algorithm 2 (ConsistencyFix) after every step.
 
     U(D) = alpha * sum_i log P(y_i | x_i, D \\ i)  -  I(D)
 
-By default the search runs until it has converged rather than for a fixed number of steps:
+The parts live beside this module: ``schedule`` (the phases anneal, cool and sweep, their
+temperature and acceptance rule), ``sampling`` (which example a step proposes), ``energy``
+(U of a labeling), ``consistency`` (I(D) and ConsistencyFix), ``moves`` (the global moves)
+and ``state`` (the values a search hands out). ``ICMSearch`` walks the phases.
 
-1. steps 1..N (N examples) follow the paper: weighted random proposals at temperature
-   T0 / (1 + beta log n);
-2. steps N+1..2N cool geometrically from T(N) to the final temperature, and a proposal
-   that labels a still unlabeled example is always taken (every example joins the search,
-   so its label is checked against the others before the run ends);
-3. at the final temperature the search sweeps: each example is proposed once, in random
-   order, against an unchanged state, and only strict improvements of U are accepted.
-   After a sweep with no accepted step come the global moves: ConsistencyFix over every
-   violated pair (during the search it repairs the pairs a step touched), every label set
-   to the model's prediction given the others at once (a cluster that moves together) and, for a
-   binary task, the complement of the labeling (every label flipped, then
-   ConsistencyFix): a labeling and its complement are often equally coherent, single
-   flips cannot cross from one to the other, and what the model knows zero-shot should
-   decide. If neither raises U, the run has converged: every label is the model's own
-   prediction given all the others, or changing it lowers U. An accepted step starts a
-   new sweep. U rises strictly with every accepted step of this phase, so it ends;
-   ``max_steps`` caps it anyway.
+By default the search runs until it has converged rather than for a fixed number of steps:
+after annealing and cooling, it sweeps at the final temperature (each example proposed
+once, in random order, against an unchanged state; only strict improvements of U
+accepted). After a sweep with no accepted step come the global moves; if they do not raise
+U either, the run has converged: every label is the model's own prediction given all the
+others, or changing it lowers U. An accepted step starts a new sweep. U rises strictly with
+every accepted step of this phase, so it ends; ``max_steps`` caps it anyway.
 
 A proposal for a labeled example in an unchanged state is the prediction the state already
 holds, so sweeps cost no model call until something changes.
@@ -49,6 +42,7 @@ from ..tasks.base import Label
 from .consistency import consistency_fix
 from .energy import Energy
 from .inputs import SearchInputs
+from .moves import global_moves
 from .sampling import Sampler, draw_once
 from .schedule import Phase, Schedule
 from .state import Checkpoint, SearchResult, State, Step, Tally
@@ -215,7 +209,7 @@ class ICMSearch:
             pred = (await self.scorer.predict_many([i], state.labels))[i]
         proposed = pred.argmax()
         if proposed == previous:
-            return state, self._record(n, temperature, i, previous, proposed, state, None, False)
+            return state, Step.after(n, temperature, i, previous, proposed, state, None, False)
         candidate, fixed = await self._fix(
             await self.energy.evaluate({**state.labels, i: proposed}, state, [i]), {i}
         )
@@ -225,7 +219,7 @@ class ICMSearch:
             tally.pairs_fixed += fixed
             tally.flips += previous is not None
         new = candidate if accepted else state
-        return new, self._record(n, temperature, i, previous, proposed, new, candidate, accepted)
+        return new, Step.after(n, temperature, i, previous, proposed, new, candidate, accepted)
 
     async def _fix(self, state: State, focus: set[int] | None = None) -> tuple[State, int]:
         return await consistency_fix(
@@ -240,74 +234,18 @@ class ICMSearch:
         )
 
     async def _settle(self, state: State, n: int) -> tuple[State, Step]:
-        """The global moves, tried when a sweep found nothing; the best is taken if it
-        strictly raises U. Recorded as a step with ``example == -1``.
-
-        * ConsistencyFix over every violated pair (during the search a repair looks only at
-          the pairs a step touched: a pair judged past repair stays so until a label near
-          it changes, which this catches at the end);
-        * follow: every label set at once to the model's prediction given the others (the
-          predictions the state already holds), then ConsistencyFix. A cluster of labels
-          that only move together (each one flipped alone lowers U: the others still
-          teach the old rule) moves in one step; from the zero-shot labels this is what
-          reaches the concept the model knows;
-        * for a binary task, the complement: every label flipped, or every label then set to
-          the model's prediction given that complement (the predictions its evaluation
-          already holds), whichever has the higher U, then ConsistencyFix (under "not both
-          True" the complement of a consistent labeling violates many pairs). A model that
-          learns from its demonstrations finds a labeling and its complement about equally
-          coherent, and single flips cannot cross from one to the other: what the model
-          knows zero-shot decides.
-        """
+        """The global moves (``moves.global_moves``), tried when a sweep found nothing;
+        taken if it strictly raises U. Recorded as a step with ``example == -1``."""
         temperature = self.schedule.temperature(n)
-        candidate, fixed = await self._fix(state)
-        followed = {i: p.argmax() for i, p in state.predictions.items()} | self.pinned
-        if followed != state.labels:
-            follow, follow_fixed = await self._fix(await self.energy.evaluate(followed))
-            if follow.energy > candidate.energy:
-                candidate, fixed = follow, follow_fixed
-        if self.n_labels == 2:
-            pins = self.pinned
-            flipped = {i: 1 - y for i, y in state.labels.items()} | pins
-            mirror = await self.energy.evaluate(flipped)
-            followed = {i: mirror.predictions[i].argmax() for i in flipped} | pins
-            if followed != flipped:
-                other = await self.energy.evaluate(followed)
-                mirror = other if other.energy > mirror.energy else mirror
-            mirror, mirror_fixed = await self._fix(mirror)
-            if mirror.energy > candidate.energy:
-                candidate, fixed = mirror, mirror_fixed
+        candidate, fixed = await global_moves(
+            state, self.energy, self._fix, self.pinned, self.n_labels
+        )
         accepted = candidate.energy > state.energy
         if accepted:
             self._tally.pairs_fixed += fixed
             self._tally.flips += sum(candidate.labels[i] != y for i, y in state.labels.items())
         new = candidate if accepted else state
-        return new, self._record(n, temperature, -1, None, -1, new, candidate, accepted)
-
-    def _record(
-        self,
-        n: int,
-        t: float,
-        i: int,
-        prev: Label | None,
-        prop: Label,
-        state: State,
-        candidate: State | None,
-        accepted: bool,
-    ) -> Step:
-        return Step(
-            n,
-            t,
-            i,
-            prev,
-            prop,
-            candidate is not None,
-            accepted,
-            state.energy,
-            None if candidate is None else candidate.energy,
-            len(state.labels),
-            len(state.violated),
-        )
+        return new, Step.after(n, temperature, -1, None, -1, new, candidate, accepted)
 
     async def _finish(
         self,

@@ -36,6 +36,7 @@ from .anneal import ICMSearch
 from .config import SearchConfig
 from .consistency import Consistency
 from .inputs import SearchInputs
+from .moves import followed
 from .state import Checkpoint, SearchResult, State, Step
 
 #: Two labelings whose full-context log-likelihoods (the sum over the labels of log P(y_i |
@@ -197,10 +198,10 @@ class Chains:
         round: from the zero-shot labels it reaches the concept the model knows, and on a
         cheaper strategy's result it is the full-context polish."""
         for _ in range(FOLLOW_ROUNDS):
-            followed = {i: p.argmax() for i, p in state.predictions.items()} | self.pinned
-            if followed == state.labels:
+            follow = followed(state, self.pinned)
+            if follow == state.labels:
                 break
-            candidate = await search.evaluate(followed)
+            candidate = await search.evaluate(follow)
             if candidate.energy <= state.energy:
                 break
             state = candidate

@@ -38,6 +38,34 @@ class Step:
     labeled: int
     inconsistencies: int
 
+    @classmethod
+    def after(
+        cls,
+        n: int,
+        temperature: float,
+        example: int,
+        previous: Label | None,
+        proposed: Label,
+        state: State,
+        candidate: State | None,
+        accepted: bool,
+    ) -> Step:
+        """Step ``n``, which left ``state`` after scoring ``candidate`` (None: the proposal
+        equalled the current label, nothing was scored)."""
+        return cls(
+            n,
+            temperature,
+            example,
+            previous,
+            proposed,
+            candidate is not None,
+            accepted,
+            state.energy,
+            None if candidate is None else candidate.energy,
+            len(state.labels),
+            len(state.violated),
+        )
+
 
 @dataclass
 class Tally:
