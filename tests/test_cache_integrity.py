@@ -16,7 +16,7 @@ import pytest
 from cache_worker import LABELS, Stand, expected
 from processes import HANG_S
 
-from icm_client.backends import ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoreCache, ScoringClient, cache_key
 from icm_client.errors import ConfigError
 
@@ -29,7 +29,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Refusing:
+class Refusing(Backend):
     """A backend that must not be asked: everything should come from the cache."""
 
     identity = Stand.identity

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoringClient
 from icm_client.dataset import Example
 from icm_client.run import LabelConfig, label
@@ -68,7 +68,7 @@ def test_with_no_interval_every_checkpoint_is_written(tmp_path: Path) -> None:
         assert written(store) == n
 
 
-class HashBackend:
+class HashBackend(Backend):
     identity = "hash"
 
     def __init__(self) -> None:

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
-from icm_client.backends import ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.client import Budget, Retry, ScoringClient
 from icm_client.errors import (
     BudgetExhausted,
@@ -27,7 +27,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class Scripted:
+class Scripted(Backend):
     """Raises the scripted errors in order, then answers RESULT."""
 
     identity = "scripted:v1"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import load_dataset
 from icm_client.run import LabelConfig, label
 from icm_client.search.config import SearchConfig
@@ -23,7 +23,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class HashBackend:
+class HashBackend(Backend):
     """Deterministic logprobs from the prompt's hash: a stand-in model with no signal."""
 
     identity = "hash"

@@ -15,7 +15,7 @@ import pytest
 from fault_server import FaultServer, fault_server
 from processes import HANG_S
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import Example, GoldLabels, examples_of
 from icm_client.errors import ConfigError, PermanentBackendError
 from icm_client.run import LabelConfig
@@ -50,7 +50,7 @@ def problems(n: int, seed: int = 0) -> tuple[list[Example], dict[str, bool]]:
     return examples, {str(r["id"]): bool(r["label"]) for r in records}
 
 
-class HashBackend:
+class HashBackend(Backend):
     """Deterministic scores from the prompt's hash; ``fail_after`` calls it fails for good."""
 
     identity = "hash"

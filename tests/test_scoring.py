@@ -8,7 +8,7 @@ import random
 import anyio
 import pytest
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import Example
 from icm_client.scoring.base import Prediction
 from icm_client.scoring.context import BoundedContext, ContextScorer, ExactContext
@@ -22,7 +22,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class RecordingBackend:
+class RecordingBackend(Backend):
     """Answers every prompt with fixed logprobs and remembers what it was asked."""
 
     identity = "recording"

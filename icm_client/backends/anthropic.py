@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from ..aio import gather
 from ..errors import BackendError, ConfigError, PermanentBackendError, TransientBackendError
 from ..redact import describe_bad_key, register
-from .base import ScoreRequest, Usage, estimate_tokens
+from .base import Backend, ScoreRequest, Usage, estimate_tokens
 from .http_errors import TRANSIENT_STATUSES, parse_retry_after
 from .one_word import SYSTEM, SampledScore, estimate, instruction, label_words, parse_answer
 from .transport import split_base_url
@@ -224,7 +224,7 @@ class AnthropicChat:
         )
 
 
-class AnthropicSampler:
+class AnthropicSampler(Backend):
     """A ``Backend`` that ESTIMATES label probabilities by sampling ``samples`` answers.
 
     Approximate by construction: a chat model's answer frequencies at temperature 1 are not a
@@ -241,6 +241,7 @@ class AnthropicSampler:
                 field="samples",
             )
         self.chat = chat
+        self.usage: Usage = chat.usage
         self.samples = samples
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._partial: dict[tuple[str, tuple[str, ...]], list[int | None]] = {}
@@ -248,10 +249,6 @@ class AnthropicSampler:
     @property
     def identity(self) -> str:
         return f"anthropic-messages:{self.chat.model}:sampled-approx:n{self.samples}"
-
-    @property
-    def usage(self) -> Usage:
-        return self.chat.usage
 
     def __repr__(self) -> str:
         return f"AnthropicSampler({self.chat!r}, samples={self.samples})"

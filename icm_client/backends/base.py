@@ -2,17 +2,19 @@
 
 A backend answers one question: given a prompt and the task's label words, what are the
 model's log-probabilities of each label word as the next token(s)? It is its ``identity``
-and one async ``score`` method; ``prepare`` and ``aclose`` are optional. Retries, caching,
-concurrency limits and budgets belong to the ``ScoringClient`` around it, not to backends.
+and one async ``score`` method; its optional capabilities are declared on ``Backend``.
+Retries, caching, concurrency limits and budgets belong to the ``ScoringClient`` around it.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+
+from ..errors import ConfigError
 
 Gate = Callable[["Usage", int, int], None]
 """Called before prompts are sent, with (usage, prompts, estimated prompt tokens): raises
@@ -147,40 +149,65 @@ class Usage:
         return out
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """Scores label words after a prompt.
+class Backend(ABC):
+    """Scores label words after a prompt: its ``identity`` and one async ``score``.
 
     ``identity`` names what the scores depend on (API format, model, scoring parameters) but
-    not where the server runs: replicas of one model share cached scores. Optional: an async
-    ``prepare()`` (lazy set-up that makes ``identity`` final), an async ``aclose()``, and a
-    ``usage`` (``Usage``) where the backend counts its own requests.
+    not where the server runs: replicas of one model share cached scores. The rest is
+    optional, declared here with the defaults that mean "not supported", so that callers
+    call them instead of asking whether they exist.
     """
 
+    usage: Usage | None = None
+    """Where the backend counts the requests it sends, each gated before it goes
+    (``Usage.sending``); None: it counts nothing, and a ``ScoringClient`` around it counts
+    one call per score."""
+
     @property
+    @abstractmethod
     def identity(self) -> str: ...
 
+    @abstractmethod
     async def score(self, request: ScoreRequest) -> ScoreResult: ...
 
+    async def prepare(self) -> None:
+        """Finish lazy set-up (e.g. discover the served model) so that ``identity`` is
+        final. Nothing to do by default: ready as built."""
+        return None
 
-@runtime_checkable
-class CountingBackend(Protocol):
-    """What ``label``, ``evaluate`` and ``label_large`` score through: a ``ScoringClient``,
-    or a backend used bare (no cache, retries or limit) that counts its own ``usage``."""
+    async def aclose(self) -> None:
+        """Release what the backend holds (connections). Nothing by default."""
+        return None
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | None:
+        """``text``'s token ids by the served model's tokenizer (BOS only if
+        ``add_special``); None where there is none to ask (the default)."""
+        return None
 
     @property
-    def identity(self) -> str: ...
+    def multi_token_labels(self) -> bool:
+        """Whether a label word of several tokens is scored exactly; by default not: only
+        single-token label words can be read off a next-token top-k."""
+        return False
 
     @property
-    def usage(self) -> Usage: ...
+    def capacity(self) -> int | None:
+        """Requests it takes in flight at once over all its endpoints (a ``Routing``), or
+        None where it does not say (the default)."""
+        return None
 
-    async def score(self, request: ScoreRequest) -> ScoreResult: ...
+    @property
+    def url(self) -> str | None:
+        """Where its requests go, without credentials (``Routing`` names an endpoint by it),
+        or None (the default)."""
+        return None
 
-
-async def prepare(backend: object) -> None:
-    """Let a backend (or client) finish lazy set-up (e.g. discover its served model) so
-    that ``identity`` is final. Optional: without a ``prepare`` method it is ready as built.
-    """
-    fn = getattr(backend, "prepare", None)
-    if fn is not None:
-        await fn()
+    def counted(self) -> Usage:
+        """``usage``; ``ConfigError`` where the backend counts nothing (score through a
+        ``ScoringClient``, which counts for it)."""
+        if self.usage is None:
+            raise ConfigError(
+                f"{type(self).__name__} counts no usage: score through a ScoringClient",
+                field="backend",
+            )
+        return self.usage

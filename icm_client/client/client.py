@@ -46,14 +46,14 @@ class _Pending:
         self.error: Exception | None = None
 
 
-class ScoringClient:
+class ScoringClient(Backend):
     """Scores through ``backend`` with a cache, retries, a concurrency limit and a budget.
 
     ``cache``: True (default) for the default directory (``$ICM_CACHE_DIR``, else
     ``~/.cache/icm-client``), a directory, an open ``ScoreCache`` (shared; the caller closes
     it), or None/False for none. ``retry``: a ``Retry`` policy, or None to fail at the first
     transient error. ``max_concurrency``: requests in flight at most; by default
-    ``DEFAULT_CONCURRENCY``, and over a backend with a ``capacity`` (a ``Routing``: the sum
+    ``DEFAULT_CONCURRENCY``, and over a backend that has a ``capacity`` (a ``Routing``: the sum
     of its endpoints' limits) twice that: the endpoints are full and as many requests again
     wait inside the routing, where each freed slot goes to a request that prefers that
     endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None; it is checked
@@ -62,7 +62,7 @@ class ScoringClient:
     that each request waits on, in its slot, before it is sent (``connect`` builds one from
     a ``Pace`` and hands its ``observe`` to the transports).
 
-    ``usage`` holds the run's figures. A backend that counts its own requests exposes a
+    ``usage`` holds the run's figures. A backend that counts its own requests has a
     ``Usage`` as ``usage`` (calls, tokens, and its own counters in ``extra``: batching's
     prompts and HTTP requests, routing's endpoints); the client then counts cache hits and
     retries into that same object. For a backend without one, the client counts one call
@@ -84,8 +84,8 @@ class ScoringClient:
         pacer: Pacer | None = None,
     ) -> None:
         if max_concurrency is None:
-            capacity = getattr(backend, "capacity", None)
-            max_concurrency = 2 * capacity if isinstance(capacity, int) else DEFAULT_CONCURRENCY
+            capacity = backend.capacity
+            max_concurrency = 2 * capacity if capacity is not None else DEFAULT_CONCURRENCY
         if max_concurrency < 1:
             raise ConfigError(
                 f"max_concurrency must be at least 1, got {max_concurrency}",
@@ -97,9 +97,8 @@ class ScoringClient:
         self.pacer = pacer
         self.max_concurrency = max_concurrency
         self.close_backend = close_backend
-        own = getattr(backend, "usage", None)
-        self._counts_calls = not isinstance(own, Usage)
-        self.usage: Usage = Usage() if not isinstance(own, Usage) else own
+        self._counts_calls = backend.usage is None
+        self.usage: Usage = backend.usage if backend.usage is not None else Usage()
         if self.budget is not None:
             self.usage.gates.append(self.budget.admit)
         self._owns_cache = not isinstance(cache, ScoreCache)
@@ -116,14 +115,20 @@ class ScoringClient:
         """The backend's identity: what its scores depend on (part of every cache key)."""
         return self.backend.identity
 
+    @property
+    def multi_token_labels(self) -> bool:
+        return self.backend.multi_token_labels
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | None:
+        """The backend's tokenizer, unmetered (a tokenizer's answer is no call)."""
+        return await self.backend.tokenize(text, add_special=add_special)
+
     async def prepare(self, retry: Retry | None = None) -> None:
         """Let the backend finish lazy set-up (e.g. discover its served model) so that
         ``identity`` is final; once, retried under ``retry`` (default: the client's)."""
         if self._prepared:
             return
-        fn = getattr(self.backend, "prepare", None)
-        if fn is not None:
-            await retrying(retry or self.retry, fn, self._count_retry)
+        await retrying(retry or self.retry, self.backend.prepare, self._count_retry)
         self._prepared = True
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
@@ -240,6 +245,4 @@ class ScoringClient:
         if self.budget is not None and self.budget.admit in self.usage.gates:
             self.usage.gates.remove(self.budget.admit)
         if self.close_backend:
-            close = getattr(self.backend, "aclose", None)
-            if close is not None:
-                await close()
+            await self.backend.aclose()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..backends.base import CountingBackend
+from ..backends.base import Backend
 from ..dataset import Example
 from ..scoring.base import Prediction
 from ..scoring.manyshot import fix_inconsistencies, predict, select_demos
@@ -18,7 +18,7 @@ from ..tasks.base import Label, PairConstraint, Task
 async def bootstrap_labels(
     task: Task,
     examples: Sequence[Example],
-    backend: CountingBackend,
+    backend: Backend,
     demos: Sequence[int],
     start: Mapping[int, Prediction],
     *,

@@ -41,7 +41,7 @@ from typing import Protocol
 import anyio
 
 from ..aio import gather
-from ..backends.base import CountingBackend, ScoreRequest, ScoreResult
+from ..backends.base import Backend, ScoreRequest, ScoreResult
 from ..dataset import Example
 from ..tasks.base import Task
 from .base import Assignment, Prediction
@@ -218,7 +218,7 @@ class ContextScorer:
         self,
         task: Task,
         examples: Sequence[Example],
-        backend: CountingBackend,
+        backend: Backend,
         strategy: ContextStrategy | None = None,
         *,
         calibrate: bool = False,

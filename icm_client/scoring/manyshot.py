@@ -21,7 +21,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..backends.base import CountingBackend
+from ..backends.base import Backend
 from ..backends.base import estimate_tokens as estimate_tokens  # re-exported: one estimate
 from ..dataset import Example
 from ..tasks.base import Label, PairConstraint, Task
@@ -71,7 +71,7 @@ class FixedContext:
 async def predict(
     task: Task,
     examples: Sequence[Example],
-    backend: CountingBackend,
+    backend: Backend,
     demos: Sequence[int],
     labels: Mapping[int, Label],
     targets: Sequence[int],

@@ -27,7 +27,7 @@ from pydantic import SecretStr
 
 from ...errors import ConfigError, PermanentBackendError
 from ..affinity import affinity_digest
-from ..base import ScoreRequest, ScoreResult, Usage, estimate_tokens
+from ..base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..transport import (
     DEFAULT_MAX_CONNECTIONS,
     MAX_RESPONSE_BYTES,
@@ -45,7 +45,7 @@ __all__ = ["OpenAIChat"]
 CHAT_PATH = "/v1/chat/completions"
 
 
-class OpenAIChat:
+class OpenAIChat(Backend):
     """A ``Backend`` over ``POST {base_url}/v1/chat/completions``.
 
     ``provider``: a profile name, a ``Profile``, or ``auto`` (a well-known host by its name,
@@ -101,7 +101,7 @@ class OpenAIChat:
         self._style: ChatStyle = style or ("continue" if profile.chat_continue else "turns")
         cap = profile.chat_max_logprobs
         self._top_k = min(top_k, cap) if cap is not None else top_k
-        self._usage = usage if usage is not None else Usage()
+        self.usage: Usage = usage if usage is not None else Usage()
 
     @property
     def identity(self) -> str:
@@ -112,10 +112,6 @@ class OpenAIChat:
             parts.append(self._profile.name)
         parts += [self._http.model or "?", f"top{self._top_k}", self._style]
         return ":".join(parts)
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage
 
     @property
     def model(self) -> str | None:
@@ -132,10 +128,6 @@ class OpenAIChat:
     @property
     def top_k(self) -> int:
         return self._top_k
-
-    @property
-    def multi_token_labels(self) -> bool:
-        return False
 
     @property
     def chat_url(self) -> str:
@@ -173,7 +165,7 @@ class OpenAIChat:
             payload["add_generation_prompt"] = False
         header = self._profile.affinity_header
         pin = {header: affinity_digest(request.prompt)} if header else None
-        used = self._usage
+        used = self.usage
         async with used.sending(1, estimate_tokens(request.prompt)):  # counted before it goes
             body = await self._http.call("POST", CHAT_PATH, payload, pin)
             prompt_tokens, cached_tokens = token_counts(body)
