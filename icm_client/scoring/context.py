@@ -43,7 +43,7 @@ import anyio
 from ..aio import gather
 from ..backends.base import Backend, ScoreRequest, ScoreResult
 from ..dataset import Example
-from ..tasks.base import Task
+from ..tasks.base import Task, demo_text
 from .base import Assignment, Prediction
 
 
@@ -251,7 +251,7 @@ class ContextScorer:
     def _demo(self, j: int, label: int) -> str:
         text = self._demos.get((j, label))
         if text is None:
-            text = f"{self._rendered[j]}{self.task.labels[label]}\n\n"
+            text = demo_text(self._rendered[j], self.task.labels[label])
             self._demos[(j, label)] = text
         return text
 
