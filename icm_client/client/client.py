@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import anyio
 
+from ..aio import SingleFlight
 from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..errors import ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
@@ -32,18 +33,6 @@ from .retry import after_failure, retrying
 """The pacer's estimate of a prompt's tokens (English BPE: about four characters each)."""
 
 CacheSetting = ScoreCache | str | os.PathLike[str] | bool | None
-
-
-class _Pending:
-    """One score being computed; identical requests wait on it instead of paying again.
-    The event is made by the first one to wait (most scores have no twin in flight)."""
-
-    __slots__ = ("done", "error", "result")
-
-    def __init__(self) -> None:
-        self.done: anyio.Event | None = None
-        self.result: ScoreResult | None = None
-        self.error: Exception | None = None
 
 
 class ScoringClient(Backend):
@@ -107,7 +96,7 @@ class ScoringClient(Backend):
         else:
             self.cache = ScoreCache(None if cache is True else cache)
         self._limiter = anyio.CapacityLimiter(max_concurrency)
-        self._in_flight: dict[ScoreRequest, _Pending] = {}
+        self._in_flight: SingleFlight[ScoreRequest, ScoreResult] = SingleFlight()
         self._prepared = False
 
     @property
@@ -136,28 +125,10 @@ class ScoringClient(Backend):
         cache, or from the backend (see the module docstring)."""
         if not self._prepared:
             await self.prepare()  # identity must be final before it goes into a key
-        while (pending := self._in_flight.get(request)) is not None:
-            if pending.done is None:
-                pending.done = anyio.Event()
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            if pending.result is not None:
-                self.usage.cache_hits += 1
-                return pending.result
-            # the first requester was cancelled: loop, and become the one who asks
-        pending = _Pending()
-        self._in_flight[request] = pending
-        try:
-            pending.result = await self._fetch(request)
-            return pending.result
-        except Exception as exc:
-            pending.error = exc
-            raise
-        finally:
-            del self._in_flight[request]
-            if pending.done is not None:
-                pending.done.set()
+        result, shared = await self._in_flight.run(request, functools.partial(self._fetch, request))
+        if shared:  # an identical request's answer (or its error, raised): no call of its own
+            self.usage.cache_hits += 1
+        return result
 
     async def _fetch(self, request: ScoreRequest) -> ScoreResult:
         key = None

@@ -38,9 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import anyio
-
-from ..aio import gather
+from ..aio import SingleFlight, gather
 from ..backends.base import Backend, ScoreRequest, ScoreResult
 from ..dataset import Example
 from ..tasks.base import Task, demo_text
@@ -234,7 +232,7 @@ class ContextScorer:
         self._content_free = task.render(Example("content-free", dict.fromkeys(fields, "N/A")))
         self._demos: dict[tuple[int, int], str] = {}
         self._memo: dict[bytes, ScoreResult] = {}  # prompt digest -> raw score
-        self._pending: dict[bytes, anyio.Event] = {}
+        self._in_flight: SingleFlight[bytes, None] = SingleFlight(share_errors=False)
         self._predictions: dict[_Key, Prediction] = {}
 
     def prompt(self, target: int, labels: Assignment, labeled: Sequence[int] | None = None) -> str:
@@ -323,18 +321,13 @@ class ContextScorer:
 
     async def _score(self, digest: bytes, prompt: str) -> None:
         # Concurrent evaluations (ConsistencyFix options) often need the same prompt: the
-        # first asks the backend, the others wait for its answer instead of paying again.
-        while digest not in self._memo:
-            pending = self._pending.get(digest)
-            if pending is not None:
-                await pending.wait()
-                continue
-            self._pending[digest] = event = anyio.Event()
-            try:
-                result = await self.backend.score(ScoreRequest(prompt, self.task.labels))
-                if any(result.bounded):
-                    self.stats.bounded += 1
-                self._memo[digest] = result
-            finally:
-                del self._pending[digest]
-                event.set()
+        # first asks the backend, the others wait for its answer instead of paying again
+        # (and where it failed, the next one asks).
+        if digest not in self._memo:
+            await self._in_flight.run(digest, functools.partial(self._ask, digest, prompt))
+
+    async def _ask(self, digest: bytes, prompt: str) -> None:
+        result = await self.backend.score(ScoreRequest(prompt, self.task.labels))
+        if any(result.bounded):
+            self.stats.bounded += 1
+        self._memo[digest] = result

@@ -18,6 +18,7 @@ paper's do. Multi-token label words cannot be scored here (top-k of one position
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Self
@@ -25,7 +26,8 @@ from typing import Self
 import httpx2
 from pydantic import SecretStr
 
-from ...errors import ConfigError, PermanentBackendError
+from ...aio import SingleFlight
+from ...errors import ConfigError
 from ..affinity import affinity_digest
 from ..base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..transport import (
@@ -39,6 +41,7 @@ from ..transport import (
 from .chat_messages import ChatStyle, chat_label_logprobs, chat_messages
 from .logprobs import parse_top_logprobs
 from .profiles import GENERIC, Profile, get_profile, profile_for_url
+from .requests import served_model
 
 __all__ = ["OpenAIChat"]
 
@@ -98,6 +101,7 @@ class OpenAIChat(Backend):
         )
         self._http.model = model or None
         self._profile = profile
+        self._model: SingleFlight[None, str] = SingleFlight(share_errors=False)
         self._style: ChatStyle = style or ("continue" if profile.chat_continue else "turns")
         cap = profile.chat_max_logprobs
         self._top_k = min(top_k, cap) if cap is not None else top_k
@@ -179,16 +183,8 @@ class OpenAIChat(Backend):
 
     async def _resolve_model(self) -> str:
         if self._http.model is None:
-            body = await self._http.call("GET", "/v1/models", None)
-            data = body.get("data") if isinstance(body, dict) else None
-            first = data[0] if isinstance(data, list) and data else None
-            model = first.get("id") if isinstance(first, dict) else None
-            if not isinstance(model, str) or not model:
-                raise PermanentBackendError(
-                    "the server lists no model; pass the model name explicitly",
-                    endpoint=f"{self._http.shown_root}/v1/models",
-                )
-            self._http.model = model
+            await self._model.run(None, functools.partial(served_model, self._http))
+        assert self._http.model is not None
         return self._http.model
 
     async def __aenter__(self) -> Self:

@@ -30,10 +30,10 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Literal, Self
 
-import anyio
 import httpx2
 from pydantic import SecretStr
 
+from ...aio import SingleFlight
 from ...errors import ConfigError
 from ..base import Backend, ScoreRequest, ScoreResult, Usage
 from ..transport import (
@@ -141,7 +141,7 @@ class OpenAICompletions(Backend):
         self._mode: Mode = mode
         self._top_k, self._max_top_k = top_k, max_top_k
         self.usage: Usage = usage if usage is not None else Usage()
-        self._lock = anyio.Lock()
+        self._probing: SingleFlight[None, Profile] = SingleFlight(share_errors=False)
         self._requests = CompletionsRequests(
             self._http, self.usage, profile=profile, batch_size=batch_size, batch_wait=batch_wait
         )
@@ -247,12 +247,15 @@ class OpenAICompletions(Backend):
     # -- set-up ------------------------------------------------------------------------
 
     async def _resolve_profile(self) -> Profile:
+        if self._requests.profile is not None:
+            return self._requests.profile
+        await self._requests.resolve_model()
+        profile, _ = await self._probing.run(None, self._probe)
+        return profile
+
+    async def _probe(self) -> Profile:
         requests = self._requests
-        if requests.profile is not None:
-            return requests.profile
-        await requests.resolve_model()
-        async with self._lock:
-            if requests.profile is None:
-                echo = self._mode == "echo"
-                requests.profile = await probe(requests, top_k=self._top_k, echo=echo)
-            return requests.profile
+        if requests.profile is None:
+            echo = self._mode == "echo"
+            requests.profile = await probe(requests, top_k=self._top_k, echo=echo)
+        return requests.profile

@@ -15,9 +15,7 @@ from __future__ import annotations
 import functools
 import json
 
-import anyio
-
-from ...aio import gather
+from ...aio import SingleFlight, gather
 from ...errors import BackendError, PermanentBackendError
 from ..affinity import affinity_digest
 from ..base import Usage, prompt_tokens_estimate
@@ -46,7 +44,7 @@ class CompletionsRequests:
         self.http = http
         self.usage = usage
         self.profile = profile
-        self._lock = anyio.Lock()
+        self._model: SingleFlight[None, str] = SingleFlight(share_errors=False)
         self.batcher = (
             MicroBatcher(self._send_batch, max_batch=batch_size, max_wait=batch_wait)
             if batch_size > 1
@@ -85,19 +83,8 @@ class CompletionsRequests:
         once)."""
         if self.http.model is not None:
             return self.http.model
-        async with self._lock:
-            if self.http.model is None:
-                body = await self.http.call("GET", "/v1/models", None)
-                data = body.get("data") if isinstance(body, dict) else None
-                first = data[0] if isinstance(data, list) and data else None
-                model = first.get("id") if isinstance(first, dict) else None
-                if not isinstance(model, str) or not model:
-                    raise PermanentBackendError(
-                        "the server lists no model; pass the model name explicitly",
-                        endpoint=f"{self.http.shown_root}/v1/models",
-                    )
-                self.http.model = model
-            return self.http.model
+        model, _ = await self._model.run(None, functools.partial(served_model, self.http))
+        return model
 
     def capped(self, k: int) -> int:
         """``k``, or the host's largest ``logprobs`` where it has one below ``k``."""
@@ -204,6 +191,22 @@ class CompletionsRequests:
         if strict:
             raise PermanentBackendError("/tokenize answered without 'tokens'", endpoint=shown)
         return None
+
+
+async def served_model(http: JSONTransport) -> str:
+    """``http.model``, set to the first model that ``GET /v1/models`` lists where unset."""
+    if http.model is None:
+        body = await http.call("GET", "/v1/models", None)
+        data = body.get("data") if isinstance(body, dict) else None
+        first = data[0] if isinstance(data, list) and data else None
+        model = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(model, str) or not model:
+            raise PermanentBackendError(
+                "the server lists no model; pass the model name explicitly",
+                endpoint=f"{http.shown_root}/v1/models",
+            )
+        http.model = model
+    return http.model
 
 
 def _is_ids(prompt: list[object]) -> bool:
