@@ -185,7 +185,7 @@ class AnthropicChat:
             ("cache_creation_input_tokens", reply.cache_creation),
             ("output_tokens", reply.output_tokens),
         ):
-            u.extra[name] = u.extra.get(name, 0) + value
+            u.count(name, value)
 
     def _error(self, sdk: ModuleType, exc: Exception) -> BackendError:
         secret = self._key.get_secret_value()
@@ -268,8 +268,7 @@ class AnthropicSampler(Backend):
             answer = parse_answer(reply.text, words)
             answers.append(answer)
             if answer is None:
-                extra = self.usage.extra
-                extra["unparsed_answers"] = extra.get("unparsed_answers", 0) + 1
+                self.usage.count("unparsed_answers")
 
         if not answers:
             await sample()

@@ -13,6 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError
 
@@ -91,6 +94,31 @@ class ScoreResult:
         return cls(tuple(float(x) for x in lp), tuple(bd), pt, ct)
 
 
+MAX_COUNT = 10**15
+"""Far above any real run (a billion calls of a million tokens): a larger count read from a
+file is a damaged or planted one."""
+
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
+
+
+class Spent(BaseModel):
+    """What scoring has cost, as one frozen value: the figures a run's summary reports, its
+    ledger and journal keep, and its budget is spent against. The one list of them: the
+    others take theirs from here (``Usage.spent``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calls: Count = 0  # prompt requests sent to a model server: every attempt, probes included
+    prompt_tokens: Count = 0  # prompt tokens of the answered calls, as the server counted them
+    cached_tokens: Count = 0  # of which the server's prefix cache served this many
+    cache_hits: Count = 0  # scores answered from our disk cache, no call made
+    retries: Count = 0  # transient failures that were retried
+
+    def counts(self) -> dict[str, int]:
+        """The figures by name, in declaration order."""
+        return {name: getattr(self, name) for name in Spent.model_fields}
+
+
 @dataclass
 class Usage:
     """What a run cost. A backend that counts its own requests holds one; the
@@ -102,11 +130,11 @@ class Usage:
     durably before it goes out (a run's journal): both are set by their owners, not here.
     """
 
-    calls: int = 0  # prompt requests sent to a model server: every attempt, probes included
-    prompt_tokens: int = 0  # prompt tokens of the answered calls, as the server counted them
-    cached_tokens: int = 0  # of which the server's prefix cache served this many
-    cache_hits: int = 0  # scores answered from our disk cache, no call made
-    retries: int = 0  # transient failures that were retried
+    calls: int = 0  # the figures of ``Spent``, counted as they happen
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    cache_hits: int = 0
+    retries: int = 0
     bounded_labels: int = 0  # label logprobs that are upper bounds (absent from top-k)
     extra: dict[str, int] = field(default_factory=dict)
     in_flight_tokens: int = 0  # estimated prompt tokens of calls sent and not yet answered
@@ -136,17 +164,24 @@ class Usage:
         finally:
             self.in_flight_tokens -= tokens
 
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add ``n`` to a backend's own counter (``extra``: HTTP requests, probes...)."""
+        self.extra[counter] = self.extra.get(counter, 0) + n
+
+    def mark(self, flag: str) -> None:
+        """Note in ``extra`` that something happened (1), however often."""
+        self.extra[flag] = 1
+
+    def spent(self, *, in_flight: bool = False) -> Spent:
+        """The figures now, frozen; ``in_flight``: with the estimated prompt tokens of the
+        calls sent and not answered yet (they may be billed)."""
+        figures = {name: getattr(self, name) for name in Spent.model_fields}
+        if in_flight:
+            figures["prompt_tokens"] += self.in_flight_tokens
+        return Spent(**figures)
+
     def as_dict(self) -> dict[str, int]:
-        out = {
-            "calls": self.calls,
-            "prompt_tokens": self.prompt_tokens,
-            "cached_tokens": self.cached_tokens,
-            "cache_hits": self.cache_hits,
-            "retries": self.retries,
-            "bounded_labels": self.bounded_labels,
-        }
-        out.update(self.extra)
-        return out
+        return {**self.spent().counts(), "bounded_labels": self.bounded_labels, **self.extra}
 
 
 class Backend(ABC):

@@ -450,4 +450,4 @@ class Routing(Backend):
         return error
 
     def _count(self, key: str) -> None:
-        self.usage.extra[key] = self.usage.extra.get(key, 0) + 1
+        self.usage.count(key)

@@ -178,7 +178,7 @@ class OpenAIChat(Backend):
         logprobs, bounded = chat_label_logprobs(top, request.labels, self._style)
         used.cached_tokens += cached_tokens
         used.bounded_labels += sum(bounded)
-        used.extra["http_requests"] = used.extra.get("http_requests", 0) + 1
+        used.count("http_requests")
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
     async def _resolve_model(self) -> str:

@@ -126,9 +126,7 @@ class ContextTokens:
             full.append((ctx, ids))
             alone = await self._ending_ids(ending, labels)
             if alone != ids:
-                self.requests.usage.extra["unstable_endings"] = (
-                    self.requests.usage.extra.get("unstable_endings", 0) + 1
-                )
+                self.requests.usage.count("unstable_endings")
                 return None
             return tuple(tuple(x) for x in ids)
 

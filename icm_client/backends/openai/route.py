@@ -93,8 +93,7 @@ class AutoRoute(Backend):
         self.chosen = self.chat
 
     async def _ask_completions(self) -> None:
-        extra = self.completions.usage.extra
-        extra["probe_requests"] = extra.get("probe_requests", 0) + 1
+        self.completions.usage.count("probe_requests")
         payload: dict[str, object] = {
             "model": self.completions.model,
             "prompt": PROBE_TEXT,
