@@ -198,6 +198,9 @@ class Backend(ABC):
     (``Usage.sending``); None: it counts nothing, and a ``ScoringClient`` around it counts
     one call per score."""
 
+    note: str = ""
+    """How it scores, where it chose (``AutoRoute``: which wire API, and why); '' if not."""
+
     @property
     @abstractmethod
     def identity(self) -> str: ...
