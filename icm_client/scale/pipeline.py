@@ -26,7 +26,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..aio import gather
-from ..backends.base import CountingBackend, prepare
+from ..backends.base import Backend
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, agreement, graded, hold, label, run_identity
 from ..runs.rundir import RunDir
@@ -124,7 +124,7 @@ class ScaleResult(BaseModel):
 async def label_large(
     examples: Sequence[Example],
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     config: ScaleConfig | None = None,
     *,
     run_dir: str | os.PathLike[str] | RunDir | None = None,
@@ -146,14 +146,14 @@ async def label_large(
 async def _label_large(
     exs: tuple[Example, ...],
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     config: ScaleConfig,
     run_dir: RunDir | None,
     on_progress: Callable[[Phase, int], None] | None,
     on_plan: Callable[[Plan], None] | None,
 ) -> ScaleResult:
     start = time.perf_counter()
-    await prepare(backend)
+    await backend.prepare()
     cut = plan(
         exs,
         task,
@@ -254,7 +254,7 @@ async def _label_large(
         progress("propagate", len(chunk))
 
     out = [rows[i] for i in range(len(exs))]
-    usage = backend.usage
+    usage = backend.counted()
     summary = ScaleSummary(
         task=task.name,
         backend=backend.identity,
@@ -267,11 +267,7 @@ async def _label_large(
         icm_inconsistencies=sum(d["inconsistencies"] for d in batch_results.values()),
         icm_accepted_steps=sum(d["accepted"] for d in batch_results.values()),
         propagation_repairs=repairs,
-        calls=usage.calls,
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        cache_hits=usage.cache_hits,
-        retries=usage.retries,
+        **usage.spent().counts(),
         wall_time_s=round(time.perf_counter() - start, 3),
         resumed_batches=resumed_batches,
         resumed_chunks=resumed_chunks,
