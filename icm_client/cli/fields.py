@@ -2,8 +2,9 @@
 
 Each default and description is written once, on the model's field; the option takes its
 flag (``--context-size`` for ``context_size``), type, choices (a ``Literal``), default and
-help from there. A field's difference on the command line (a metavar, another flag, a help
-text for the command) is a ``Flag`` given beside the call. ``read`` is the way back: the
+help from there; a ``tuple[X, ...]`` field is a repeatable option. A field's difference on
+the command line (another flag, a metavar, a parser or choices of its own, a help text for
+the command) is a ``Flag`` given beside the call. ``read`` is the way back: the
 parsed options as the model, equal to the defaults when no option was given.
 
     add_options(group, LabelConfig())        # --strategy ... --seed, --chains ...
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -36,6 +37,8 @@ class Flag:
     name: str | None = None  # default: ``--`` and the field name, dashed
     metavar: str | None = None
     help: str | None = None  # default: the field's description
+    type: Callable[[str], Any] | None = None  # default: the field's type
+    choices: Sequence[object] | None = None  # default: a Literal's values
 
 
 def flag_name(field: str, flags: Mapping[str, Flag] | None = None) -> str:
@@ -54,7 +57,7 @@ def _base(annotation: Any) -> Any:
 
 def _help(field: FieldInfo, flag: Flag, default: object) -> str | None:
     text = flag.help if flag.help is not None else field.description
-    if default is not None and not isinstance(default, bool):
+    if default is not None and default != () and not isinstance(default, bool):
         shown = f"default: {default}"
         text = f"{text} ({shown})" if text else shown
     return text.replace("%", "%%") if text else None  # argparse formats help with %
@@ -63,23 +66,26 @@ def _help(field: FieldInfo, flag: Flag, default: object) -> str | None:
 def _argument(name: str, field: FieldInfo, default: object, flag: Flag) -> dict[str, Any]:
     """argparse's keyword arguments for the field ``name``."""
     kind = _base(field.annotation)
-    kwargs: dict[str, Any] = {"default": default, "help": _help(field, flag, default)}
+    kwargs: dict[str, Any] = {"dest": name, "default": default}
+    kwargs["help"] = _help(field, flag, default)
     if kind is bool:
         kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         return kwargs
+    if get_origin(kind) is tuple and get_args(kind)[1:] == (Ellipsis,):
+        kind = get_args(kind)[0]  # repeated: the values given, else the default
+        kwargs |= {"action": "append", "default": None}
     if get_origin(kind) is Literal:
         choices = list(get_args(kind))
         kinds = {type(c) for c in choices}
         if len(kinds) != 1 or next(iter(kinds)) not in _SCALARS:
             raise TypeError(f"field {name!r}: a Literal of one scalar type has a flag")
         kwargs |= {"type": next(iter(kinds)), "choices": choices}
-    elif kind in _SCALARS:
+    elif kind in _SCALARS or flag.type is not None:
         kwargs["type"] = kind
     else:
         raise TypeError(f"field {name!r}: no flag for {kind!r}; skip it or give it by hand")
-    if flag.metavar is not None:
-        kwargs["metavar"] = flag.metavar
-    return kwargs
+    mine = {"type": flag.type, "choices": flag.choices, "metavar": flag.metavar}
+    return kwargs | {k: v for k, v in mine.items() if v is not None}
 
 
 def add_options(
@@ -126,8 +132,10 @@ def read(
             values[name] = value
         elif isinstance(value, BaseModel):
             values[name] = read(value, args, skip=skip, flags=flags)
+        elif isinstance(parsed := getattr(args, name), list):  # a repeated option
+            values[name] = tuple(parsed)
         else:
-            values[name] = getattr(args, flag_name(name, flags)[2:].replace("-", "_"))
+            values[name] = value if parsed is None and isinstance(value, tuple) else parsed
     try:
         return type(defaults).model_validate(values)
     except ValidationError as exc:

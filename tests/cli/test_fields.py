@@ -34,6 +34,7 @@ class Settings(BaseModel):
     loud: bool = Field(False, description="say more")
     quiet: bool = Field(True, description="say less")
     name: str = "x"
+    tags: tuple[str, ...] = Field((), description="repeat for more")
     inner: Inner = Inner()
 
 
@@ -43,16 +44,18 @@ def parser(defaults: BaseModel, flags: dict[str, Flag] | None = None) -> argpars
     return p
 
 
-@pytest.mark.parametrize("defaults", [Settings(), Settings(size=7, inner=Inner(cap=2))])
+@pytest.mark.parametrize(
+    "defaults", [Settings(), Settings(size=7, tags=("a",), inner=Inner(cap=2))]
+)
 def test_no_option_given_reads_back_the_defaults(defaults: Settings) -> None:
     assert read(defaults, parser(defaults).parse_args([])) == defaults
 
 
 def test_each_field_becomes_an_option_of_its_type() -> None:
     args = ["--mode", "slow", "--size", "9", "--loud", "--no-quiet", "--name", "y"]
-    args += ["--rate", "2.5", "--cap", "4"]
+    args += ["--rate", "2.5", "--cap", "4", "--tags", "a", "--tags", "b"]
     got = read(Settings(), parser(Settings()).parse_args(args))
-    want = Settings(mode="slow", size=9, loud=True, quiet=False, name="y")
+    want = Settings(mode="slow", size=9, loud=True, quiet=False, name="y", tags=("a", "b"))
     assert got == want.model_copy(update={"inner": Inner(rate=2.5, cap=4)})
 
 
@@ -89,6 +92,22 @@ def test_a_flag_given_beside_the_field_renames_it_and_reads_back() -> None:
     assert "--count N" in p.format_help() and "items (default: 3)" in p.format_help()
     assert read(Settings(), p.parse_args(["--count", "5"]), flags=flags).size == 5
     assert flag_name("size", flags) == "--count" and flag_name("rate") == "--rate"
+    with pytest.raises(ConfigError, match=r"^--count: "):
+        read(Settings(), p.parse_args(["--count", "0"]), flags=flags)
+
+
+def test_a_flag_may_bring_its_own_parser_and_choices() -> None:
+    def upper(text: str) -> str:
+        if not text.isalpha():
+            raise argparse.ArgumentTypeError(f"not a word: {text!r}")
+        return text.upper()
+
+    flags = {"name": Flag(type=upper, choices=["A", "B"])}
+    p = parser(Settings(), flags)
+    assert read(Settings(), p.parse_args(["--name", "b"]), flags=flags).name == "B"
+    for bad in ("c", "1"):
+        with pytest.raises(argparse.ArgumentError, match="--name"):
+            p.parse_args(["--name", bad])
 
 
 def test_a_field_with_no_flag_type_must_be_skipped() -> None:
