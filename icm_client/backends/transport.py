@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -129,7 +130,41 @@ class JSONTransport:
     ``shown_root`` (the root without credentials) is what messages name. ``headers`` go
     with every request (an SDK client's organisation, project and default headers).
     ``observer`` sees every response's headers (rate-limit pacing, ``client/pacing.py``).
+    ``model`` is the served model's name, None until ``resolve_model`` asks the server.
     """
+
+    @classmethod
+    def open(
+        cls,
+        base_url: str,
+        model: str | None,
+        *,
+        api_key: str | None,
+        api_key_env: str,
+        timeout: float,
+        client: httpx2.AsyncClient | None,
+        max_response_bytes: int,
+        max_connections: int,
+        http: HTTPClient,
+        headers: Mapping[str, str] | None,
+        observer: Callable[[httpx2.Headers], None] | None,
+    ) -> JSONTransport:
+        """A backend's transport: the key given, else ``$api_key_env``'s; ``client`` given
+        (kept open by ``aclose``), else one of its own (``http_client``, closed by it)."""
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        transport = cls(
+            base_url,
+            api_key=SecretStr(key) if key else None,
+            api_key_env=api_key_env,
+            timeout=timeout,
+            client=client if client is not None else http_client(timeout, max_connections, http),
+            max_response_bytes=max_response_bytes,
+            headers=headers,
+            observer=observer,
+        )
+        transport.owns_client = client is None
+        transport.model = model or None
+        return transport
 
     def __init__(
         self,
@@ -171,8 +206,34 @@ class JSONTransport:
         self.api_key_env = api_key_env
         self.timeout = timeout
         self.client = client
+        self.owns_client = False
         self.model: str | None = None
+        self._model_lock = anyio.Lock()
         self._urls: dict[str, httpx2.URL] = {}  # parsed once: ~40 us a request otherwise
+
+    async def aclose(self) -> None:
+        """Close the client if this transport built it."""
+        if self.owns_client:
+            await self.client.aclose()
+
+    async def resolve_model(self) -> str:
+        """The served model: as given, else the first that ``GET /v1/models`` lists (asked
+        once)."""
+        if self.model is not None:
+            return self.model
+        async with self._model_lock:
+            if self.model is None:
+                body = await self.call("GET", "/v1/models", None)
+                data = body.get("data") if isinstance(body, dict) else None
+                first = data[0] if isinstance(data, list) and data else None
+                model = first.get("id") if isinstance(first, dict) else None
+                if not isinstance(model, str) or not model:
+                    raise PermanentBackendError(
+                        "the server lists no model; pass the model name explicitly",
+                        endpoint=f"{self.shown_root}/v1/models",
+                    )
+                self.model = model
+            return self.model
 
     async def call(
         self,

@@ -18,14 +18,12 @@ paper's do. Multi-token label words cannot be scored here (top-k of one position
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Self
 
 import httpx2
-from pydantic import SecretStr
 
-from ...errors import ConfigError, PermanentBackendError
+from ...errors import ConfigError
 from ..affinity import affinity_digest
 from ..base import ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..transport import (
@@ -33,12 +31,11 @@ from ..transport import (
     MAX_RESPONSE_BYTES,
     HTTPClient,
     JSONTransport,
-    http_client,
     token_counts,
 )
 from .chat_messages import ChatStyle, chat_label_logprobs, chat_messages
 from .logprobs import parse_top_logprobs
-from .profiles import GENERIC, Profile, get_profile, profile_for_url
+from .profiles import GENERIC, Profile, profile_of
 
 __all__ = ["OpenAIChat"]
 
@@ -78,25 +75,20 @@ class OpenAIChat:
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
         if style not in (None, "continue", "turns"):
             raise ConfigError(f"style must be 'continue' or 'turns', got {style!r}", field="style")
-        if isinstance(provider, Profile):
-            profile = provider
-        elif provider == "auto":
-            profile = profile_for_url(base_url) or GENERIC
-        else:
-            profile = get_profile(provider)
-        key = api_key if api_key is not None else os.environ.get(api_key_env)
-        self._owns_client = client is None
-        self._http = JSONTransport(
+        profile = profile_of(provider, base_url) or GENERIC
+        self._http = JSONTransport.open(
             base_url,
-            api_key=SecretStr(key) if key else None,
+            model,
+            api_key=api_key,
             api_key_env=api_key_env,
             timeout=timeout,
-            client=client if client is not None else http_client(timeout, max_connections, http),
+            client=client,
             max_response_bytes=max_response_bytes,
+            max_connections=max_connections,
+            http=http,
             headers=headers,
             observer=on_headers,
         )
-        self._http.model = model or None
         self._profile = profile
         self._style: ChatStyle = style or ("continue" if profile.chat_continue else "turns")
         cap = profile.chat_max_logprobs
@@ -151,14 +143,14 @@ class OpenAIChat:
 
     async def prepare(self) -> None:
         """Discover the served model, so that ``identity`` is final."""
-        await self._resolve_model()
+        await self._http.resolve_model()
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         if request.prompt != request.prompt.rstrip():
             raise ValueError(
                 "prompt must not end in whitespace: the label words carry their leading space"
             )
-        model = await self._resolve_model()
+        model = await self._http.resolve_model()
         payload: dict[str, object] = {
             "model": model,
             "messages": chat_messages(request.prompt, request.labels, self._style),
@@ -185,20 +177,6 @@ class OpenAIChat:
         used.extra["http_requests"] = used.extra.get("http_requests", 0) + 1
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
-    async def _resolve_model(self) -> str:
-        if self._http.model is None:
-            body = await self._http.call("GET", "/v1/models", None)
-            data = body.get("data") if isinstance(body, dict) else None
-            first = data[0] if isinstance(data, list) and data else None
-            model = first.get("id") if isinstance(first, dict) else None
-            if not isinstance(model, str) or not model:
-                raise PermanentBackendError(
-                    "the server lists no model; pass the model name explicitly",
-                    endpoint=f"{self._http.shown_root}/v1/models",
-                )
-            self._http.model = model
-        return self._http.model
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -206,5 +184,4 @@ class OpenAIChat:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()

@@ -26,29 +26,21 @@ whole prefill, every time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Literal, Self
 
 import anyio
 import httpx2
-from pydantic import SecretStr
 
 from ...errors import ConfigError
 from ..base import ScoreRequest, ScoreResult, Usage
-from ..transport import (
-    DEFAULT_MAX_CONNECTIONS,
-    MAX_RESPONSE_BYTES,
-    HTTPClient,
-    JSONTransport,
-    http_client,
-)
+from ..transport import DEFAULT_MAX_CONNECTIONS, MAX_RESPONSE_BYTES, HTTPClient, JSONTransport
 from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT
 from .echo import EchoScoring
 from .label_tokens import ContextTokens
 from .next_token import NextTokenScoring
 from .probe import probe
-from .profiles import Profile, get_profile, profile_for_url
+from .profiles import Profile, profile_of
 from .requests import CompletionsRequests
 
 __all__ = ["OpenAICompletions"]
@@ -119,25 +111,20 @@ class OpenAICompletions:
             )
         if mode not in ("next_token", "echo"):
             raise ConfigError(f"mode must be 'next_token' or 'echo', got {mode!r}", field="mode")
-        key = api_key if api_key is not None else os.environ.get(api_key_env)
-        self._owns_client = client is None
-        self._http = JSONTransport(
+        self._http = JSONTransport.open(
             base_url,
-            api_key=SecretStr(key) if key else None,
+            model,
+            api_key=api_key,
             api_key_env=api_key_env,
             timeout=timeout,
-            client=client if client is not None else http_client(timeout, max_connections, http),
+            client=client,
             max_response_bytes=max_response_bytes,
+            max_connections=max_connections,
+            http=http,
             headers=headers,
             observer=on_headers,
         )
-        self._http.model = model or None
-        if isinstance(provider, Profile):
-            profile: Profile | None = provider
-        elif provider == "auto":
-            profile = profile_for_url(base_url)  # None: probe at first use
-        else:
-            profile = get_profile(provider)
+        profile = profile_of(provider, base_url)  # None: probe at first use
         self._mode: Mode = mode
         self._top_k, self._max_top_k = top_k, max_top_k
         self._usage = usage if usage is not None else Usage()
@@ -241,8 +228,7 @@ class OpenAICompletions:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()
 
     # -- set-up ------------------------------------------------------------------------
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import functools
 import json
 
-import anyio
-
 from ...aio import gather
 from ...errors import BackendError, PermanentBackendError
 from ..affinity import affinity_digest
@@ -46,7 +44,6 @@ class CompletionsRequests:
         self.http = http
         self.usage = usage
         self.profile = profile
-        self._lock = anyio.Lock()
         self.batcher = (
             MicroBatcher(self._send_batch, max_batch=batch_size, max_wait=batch_wait)
             if batch_size > 1
@@ -81,23 +78,8 @@ class CompletionsRequests:
         return await self._tokenize_as(shape, text, add_special, strict=True)
 
     async def resolve_model(self) -> str:
-        """The served model: as given, else the first that ``GET /v1/models`` lists (asked
-        once)."""
-        if self.http.model is not None:
-            return self.http.model
-        async with self._lock:
-            if self.http.model is None:
-                body = await self.http.call("GET", "/v1/models", None)
-                data = body.get("data") if isinstance(body, dict) else None
-                first = data[0] if isinstance(data, list) and data else None
-                model = first.get("id") if isinstance(first, dict) else None
-                if not isinstance(model, str) or not model:
-                    raise PermanentBackendError(
-                        "the server lists no model; pass the model name explicitly",
-                        endpoint=f"{self.http.shown_root}/v1/models",
-                    )
-                self.http.model = model
-            return self.http.model
+        """The served model (``JSONTransport.resolve_model``)."""
+        return await self.http.resolve_model()
 
     def capped(self, k: int) -> int:
         """``k``, or the host's largest ``logprobs`` where it has one below ``k``."""

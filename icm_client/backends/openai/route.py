@@ -11,18 +11,18 @@ of routes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Literal, Self
 
+import httpx2
+
 from ...errors import CapabilityError, PermanentBackendError
-from ..base import ScoreRequest, ScoreResult, Usage, estimate_tokens
-from ..transport import token_counts
+from ..base import ScoreRequest, ScoreResult, Usage
+from ..config import BackendConfig
 from .chat import OpenAIChat
 from .completions import OpenAICompletions
 from .logprobs import parse_top_entries
-from .probe import PROBE_TEXT
-
-WireAPI = Literal["auto", "completions", "chat"]
-WIRE_APIS: tuple[WireAPI, ...] = ("auto", "completions", "chat")
+from .probe import PROBE_TEXT, probe_request
 
 _NOT_A_ROUTE = ("model_not_found", "does not exist", "no such model", "unknown model")
 
@@ -96,8 +96,6 @@ class AutoRoute:
         self.chosen = self.chat
 
     async def _ask_completions(self) -> None:
-        extra = self.completions.usage.extra
-        extra["probe_requests"] = extra.get("probe_requests", 0) + 1
         payload: dict[str, object] = {
             "model": self.completions.model,
             "prompt": PROBE_TEXT,
@@ -105,10 +103,7 @@ class AutoRoute:
             "temperature": 0,
             "logprobs": 1,
         }
-        usage = self.completions.usage
-        async with usage.sending(1, estimate_tokens(PROBE_TEXT)):  # a billed completion
-            body = await self.completions.call("POST", "/v1/completions", payload)
-            usage.prompt_tokens += token_counts(body)[0]
+        body = await probe_request(self.completions, "/v1/completions", payload)
         parse_top_entries(body, endpoint=self.completions.completions_url)
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
@@ -132,3 +127,51 @@ class AutoRoute:
     async def aclose(self) -> None:
         await self.completions.aclose()
         await self.chat.aclose()
+
+
+def backend_for(
+    base_url: str,
+    config: BackendConfig,
+    *,
+    usage: Usage | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    on_headers: Callable[[httpx2.Headers], None] | None = None,
+) -> OpenAICompletions | OpenAIChat | AutoRoute:
+    """The backend for ``base_url`` (one of ``config.base_url``) through ``config.api``, as
+    ``config`` sets it. The rest is what ``connect`` shares between replicas (``usage``, a
+    pacer's ``on_headers``) or takes from an SDK client (``api_key``, ``headers``)."""
+
+    def chat() -> OpenAIChat:
+        return OpenAIChat(
+            base_url,
+            config.model,
+            provider=config.provider,
+            api_key=api_key,
+            api_key_env=config.api_key_env,
+            top_k=config.top_k,
+            timeout=config.timeout,
+            usage=usage,
+            max_response_bytes=config.max_response_bytes,
+            http=config.http,
+            headers=headers,
+            on_headers=on_headers,
+        )
+
+    if config.api == "chat":
+        return chat()
+    completions = OpenAICompletions(
+        base_url,
+        config.model,
+        provider=config.provider,
+        api_key=api_key,
+        api_key_env=config.api_key_env,
+        top_k=config.top_k,
+        timeout=config.timeout,
+        usage=usage,
+        max_response_bytes=config.max_response_bytes,
+        http=config.http,
+        headers=headers,
+        on_headers=on_headers,
+    )
+    return completions if config.api == "completions" else AutoRoute(completions, chat())
