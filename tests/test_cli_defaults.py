@@ -11,11 +11,11 @@ import argparse
 
 import pytest
 
+from icm_client.backends.config import BackendConfig
 from icm_client.cli import build_parser
 from icm_client.cli import eval as eval_cmd
 from icm_client.cli import label as label_cmd
 from icm_client.cli import scale as scale_cmd
-from icm_client.backends.config import BackendConfig
 from icm_client.cli.backend_options import backend_config
 from icm_client.evaluate import EvalConfig
 from icm_client.run import LabelConfig

@@ -37,9 +37,9 @@ class BackendConfig(BaseModel):
 
     base_url: tuple[str, ...] = Field(
         default=(),
-        description="OpenAI-compatible server, e.g. http://localhost:8000/v1; several (repeat "
-        "--base-url) for replicas of one model (routed with prefix affinity and failover); none: the embedded "
-        "local model",
+        description="OpenAI-compatible server, e.g. http://localhost:8000/v1; several "
+        "(repeat --base-url) for replicas of one model (routed with prefix affinity and "
+        "failover); none: the embedded local model",
     )
     model: str | None = Field(
         default=None, description="model name on the server (default: the server's first)"

@@ -41,7 +41,7 @@ from .label_tokens import ContextTokens
 from .next_token import NextTokenScoring
 from .probe import probe
 from .profiles import Profile, profile_of
-from .requests import CompletionsRequests
+from .requests import CompletionsRequests, Served
 
 __all__ = ["OpenAICompletions"]
 
@@ -201,8 +201,7 @@ class OpenAICompletions:
 
     async def prepare(self) -> None:
         """Discover the model and the host's profile, so that ``identity`` is final."""
-        await self._requests.resolve_model()
-        await self._resolve_profile()
+        await self._served()
 
     async def call(self, method: str, path: str, payload: dict[str, object] | None) -> object:
         """One JSON request to the server root (probes, ``icm doctor``); counts nothing."""
@@ -217,9 +216,7 @@ class OpenAICompletions:
             raise ValueError(
                 "prompt must not end in whitespace: the label words carry their leading space"
             )
-        model = await self._requests.resolve_model()
-        profile = await self._resolve_profile()
-        return await self._scoring.score(model, profile, request)
+        return await self._scoring.score(await self._served(), request)
 
     async def __aenter__(self) -> Self:
         return self
@@ -232,13 +229,18 @@ class OpenAICompletions:
 
     # -- set-up ------------------------------------------------------------------------
 
-    async def _resolve_profile(self) -> Profile:
+    async def _served(self) -> Served:
+        """The served model and the host's profile (probed where no provider names it),
+        resolved once."""
         requests = self._requests
-        if requests.profile is not None:
-            return requests.profile
-        await requests.resolve_model()
+        if requests.served is not None:
+            return requests.served
+        model = await requests.resolve_model()
         async with self._lock:
-            if requests.profile is None:
-                echo = self._mode == "echo"
-                requests.profile = await probe(requests, top_k=self._top_k, echo=echo)
-            return requests.profile
+            if requests.served is None:
+                profile = requests.given
+                if profile is None:
+                    echo = self._mode == "echo"
+                    profile = await probe(requests, top_k=self._top_k, echo=echo)
+                requests.served = Served(model, profile)
+            return requests.served
