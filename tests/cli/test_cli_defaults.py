@@ -53,8 +53,9 @@ def test_backend_defaults_are_the_backend_config_defaults(command: str) -> None:
     assert backend_config(parse(command)) == BackendConfig()
 
 
-def test_backend_options_build_the_config_they_name() -> None:
-    argv = [*MINIMAL["label"], "--base-url", "http://a/v1", "--base-url", "http://b/v1"]
+@pytest.mark.parametrize("command", sorted(MINIMAL))
+def test_every_command_takes_the_backend_options_into_one_config(command: str) -> None:
+    argv = [*MINIMAL[command], "--base-url", "http://a/v1", "--base-url", "http://b/v1"]
     argv += ["--concurrency", "3", "--max-response-mb", "0.5", "--api", "chat", "--top-k", "5"]
     config = backend_config(build_parser().parse_args(argv))
     assert config == BackendConfig(
