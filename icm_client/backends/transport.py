@@ -131,50 +131,22 @@ class JSONTransport:
     with every request (an SDK client's organisation, project and default headers).
     ``observer`` sees every response's headers (rate-limit pacing, ``client/pacing.py``).
     ``model`` is the served model's name, None until ``resolve_model`` asks the server.
+    The API key is ``api_key``, else ``$api_key_env``'s. A ``client`` given is kept open by
+    ``aclose``; without one, it builds its own (``http_client``) and closes it.
     """
-
-    @classmethod
-    def open(
-        cls,
-        base_url: str,
-        model: str | None,
-        *,
-        api_key: str | None,
-        api_key_env: str,
-        timeout: float,
-        client: httpx2.AsyncClient | None,
-        max_response_bytes: int,
-        max_connections: int,
-        http: HTTPClient,
-        headers: Mapping[str, str] | None,
-        observer: Callable[[httpx2.Headers], None] | None,
-    ) -> JSONTransport:
-        """A backend's transport: the key given, else ``$api_key_env``'s; ``client`` given
-        (kept open by ``aclose``), else one of its own (``http_client``, closed by it)."""
-        key = api_key if api_key is not None else os.environ.get(api_key_env)
-        transport = cls(
-            base_url,
-            api_key=SecretStr(key) if key else None,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            client=client if client is not None else http_client(timeout, max_connections, http),
-            max_response_bytes=max_response_bytes,
-            headers=headers,
-            observer=observer,
-        )
-        transport.owns_client = client is None
-        transport.model = model or None
-        return transport
 
     def __init__(
         self,
         base_url: str,
+        model: str | None = None,
         *,
-        api_key: SecretStr | None,
+        api_key: str | None,
         api_key_env: str,
         timeout: float,
-        client: httpx2.AsyncClient,
+        client: httpx2.AsyncClient | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http: HTTPClient = "httpx",
         headers: Mapping[str, str] | None = None,
         observer: Callable[[httpx2.Headers], None] | None = None,
     ) -> None:
@@ -192,8 +164,10 @@ class JSONTransport:
                 field="max_response_bytes",
             )
         self.max_response_bytes = max_response_bytes
-        if api_key is not None:
-            problem = describe_bad_key(api_key.get_secret_value())
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        secret = SecretStr(key) if key else None
+        if secret is not None:
+            problem = describe_bad_key(secret.get_secret_value())
             if problem is not None:
                 raise ConfigError(
                     f"the API key (from ${api_key_env} or api_key=) {problem}; an API key "
@@ -201,13 +175,13 @@ class JSONTransport:
                     "check how it was copied (a trailing newline from a file?)",
                     field="api_key",
                 )
-            register(api_key.get_secret_value())
-        self.api_key = api_key
+            register(secret.get_secret_value())
+        self.api_key = secret
         self.api_key_env = api_key_env
         self.timeout = timeout
-        self.client = client
-        self.owns_client = False
-        self.model: str | None = None
+        self.owns_client = client is None
+        self.client = client if client is not None else http_client(timeout, max_connections, http)
+        self.model = model or None
         self._model_lock = anyio.Lock()
         self._urls: dict[str, httpx2.URL] = {}  # parsed once: ~40 us a request otherwise
 

@@ -76,7 +76,7 @@ class OpenAIChat:
         if style not in (None, "continue", "turns"):
             raise ConfigError(f"style must be 'continue' or 'turns', got {style!r}", field="style")
         profile = profile_of(provider, base_url) or GENERIC
-        self._http = JSONTransport.open(
+        self._http = JSONTransport(
             base_url,
             model,
             api_key=api_key,

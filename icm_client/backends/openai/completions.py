@@ -111,7 +111,7 @@ class OpenAICompletions:
             )
         if mode not in ("next_token", "echo"):
             raise ConfigError(f"mode must be 'next_token' or 'echo', got {mode!r}", field="mode")
-        self._http = JSONTransport.open(
+        self._http = JSONTransport(
             base_url,
             model,
             api_key=api_key,

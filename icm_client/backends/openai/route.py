@@ -12,7 +12,7 @@ of routes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
 import httpx2
 
@@ -23,6 +23,8 @@ from .chat import OpenAIChat
 from .completions import OpenAICompletions
 from .logprobs import parse_top_entries
 from .probe import PROBE_TEXT, probe_request
+
+_Wire = TypeVar("_Wire", OpenAICompletions, OpenAIChat)
 
 _NOT_A_ROUTE = ("model_not_found", "does not exist", "no such model", "unknown model")
 
@@ -142,8 +144,8 @@ def backend_for(
     ``config`` sets it. The rest is what ``connect`` shares between replicas (``usage``, a
     pacer's ``on_headers``) or takes from an SDK client (``api_key``, ``headers``)."""
 
-    def chat() -> OpenAIChat:
-        return OpenAIChat(
+    def build(cls: type[_Wire]) -> _Wire:
+        return cls(
             base_url,
             config.model,
             provider=config.provider,
@@ -159,19 +161,6 @@ def backend_for(
         )
 
     if config.api == "chat":
-        return chat()
-    completions = OpenAICompletions(
-        base_url,
-        config.model,
-        provider=config.provider,
-        api_key=api_key,
-        api_key_env=config.api_key_env,
-        top_k=config.top_k,
-        timeout=config.timeout,
-        usage=usage,
-        max_response_bytes=config.max_response_bytes,
-        http=config.http,
-        headers=headers,
-        on_headers=on_headers,
-    )
-    return completions if config.api == "completions" else AutoRoute(completions, chat())
+        return build(OpenAIChat)
+    completions = build(OpenAICompletions)
+    return completions if config.api == "completions" else AutoRoute(completions, build(OpenAIChat))
