@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from .backends import Routing, Usage
 from .backends.base import Backend, ScoreRequest
 from .backends.config import DEFAULT_TIMEOUT, BackendConfig
+from .backends.openai import AutoRoute, OpenAIChat, OpenAICompletions
 from .backends.openai.probe import PROBE_TEXT
 from .backends.openai.route import backend_for
 from .backends.openai.sdk import sdk_settings
@@ -111,19 +112,14 @@ async def connect(
             )
         usage = Usage()
         pacer = Pacer(pace) if pace is not None else None
-        replicas = [
-            backend_for(
-                url,
-                config,
-                usage=usage,
-                api_key=api_key,
-                headers=headers,
-                on_headers=pacer.observe if pacer is not None else None,
+        on_headers = pacer.observe if pacer is not None else None
+        replicas: list[OpenAICompletions | OpenAIChat | AutoRoute] = []
+        for url in config.base_url:
+            replica = backend_for(
+                url, config, usage=usage, api_key=api_key, headers=headers, on_headers=on_headers
             )
-            for url in config.base_url
-        ]
-        for replica in replicas:  # until the client owns them (it closes its backend)
-            exits.push_async_callback(replica.aclose)
+            exits.push_async_callback(replica.aclose)  # until the client owns it
+            replicas.append(replica)
         backend: Backend = replicas[0]
         if len(replicas) > 1:
             backend = Routing(replicas, max_concurrency=config.max_concurrency)

@@ -23,6 +23,12 @@ WIRE_APIS: tuple[WireAPI, ...] = ("auto", "completions", "chat")
 DEFAULT_TIMEOUT = 120.0
 """Seconds for one request, whole (``--timeout``)."""
 
+DEFAULT_TOP_K = 20
+"""Logprobs asked for per completion (``--top-k``)."""
+
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+"""The environment variable the API key is read from (``--api-key-env``)."""
+
 DEFAULT_CONCURRENCY = 8
 """Requests in flight at most (per endpoint, over several replicas)."""
 
@@ -56,10 +62,10 @@ class BackendConfig(BaseModel):
         "'auto' (default): completions, unless the server refuses them for this model",
     )
     api_key_env: str = Field(
-        default="OPENAI_API_KEY",
-        description="environment variable holding the API key (default OPENAI_API_KEY)",
+        default=DEFAULT_API_KEY_ENV,
+        description=f"environment variable holding the API key (default {DEFAULT_API_KEY_ENV})",
     )
-    top_k: int = Field(default=20, description="logprobs to request per call")
+    top_k: int = Field(default=DEFAULT_TOP_K, description="logprobs to request per call")
     max_concurrency: int = Field(
         default=DEFAULT_CONCURRENCY, description="requests in flight at most (per --base-url)"
     )

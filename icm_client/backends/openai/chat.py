@@ -26,6 +26,7 @@ import httpx2
 from ...errors import ConfigError
 from ..affinity import affinity_digest
 from ..base import ScoreRequest, ScoreResult, Usage, estimate_tokens
+from ..config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT, DEFAULT_TOP_K
 from ..transport import (
     DEFAULT_MAX_CONNECTIONS,
     MAX_RESPONSE_BYTES,
@@ -60,9 +61,9 @@ class OpenAIChat:
         provider: str | Profile = "auto",
         style: ChatStyle | None = None,
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        top_k: int = 20,
-        timeout: float = 120.0,
+        api_key_env: str = DEFAULT_API_KEY_ENV,
+        top_k: int = DEFAULT_TOP_K,
+        timeout: float = DEFAULT_TIMEOUT,
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,

@@ -34,6 +34,7 @@ import httpx2
 
 from ...errors import ConfigError
 from ..base import ScoreRequest, ScoreResult, Usage
+from ..config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT, DEFAULT_TOP_K
 from ..transport import DEFAULT_MAX_CONNECTIONS, MAX_RESPONSE_BYTES, HTTPClient, JSONTransport
 from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT
 from .echo import EchoScoring
@@ -85,10 +86,10 @@ class OpenAICompletions:
         provider: str | Profile = "generic",
         mode: Mode = "next_token",
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        top_k: int = 20,
+        api_key_env: str = DEFAULT_API_KEY_ENV,
+        top_k: int = DEFAULT_TOP_K,
         max_top_k: int = 100,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT,
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
