@@ -32,7 +32,7 @@ from .dataset import Example
 from .errors import ConfigError
 from .tasks import Task
 
-__all__ = ["DEFAULT_TIMEOUT", "BackendConfig", "connect"]
+__all__ = ["DEFAULT_TIMEOUT", "BackendConfig", "connect", "preflight_probe"]
 
 
 @asynccontextmanager
@@ -134,7 +134,7 @@ async def connect(
         )
         exits.push_async_callback(scoring.aclose)
         if check:
-            probe, name, owner = _probe(task, example)
+            probe, name, owner = preflight_probe(task, example)
             await scoring.preflight(
                 probe, probe_name=name, labels_of=owner, check_labels=task is not None
             )
@@ -151,11 +151,16 @@ def _config(**settings: Any) -> BackendConfig:
         raise ConfigError(err["msg"], field=field) from None
 
 
-def _probe(task: Task | None, example: Example | None) -> tuple[ScoreRequest, str, str]:
-    """(the probe request, its name, the owner of its label words) for ``preflight``."""
+def preflight_probe(
+    task: Task | None, example: Example | None, *, source: str | None = None
+) -> tuple[ScoreRequest, str, str]:
+    """(the probe request, its name, the owner of its label words) for ``preflight``:
+    ``example`` as ``task`` renders it (``source`` says where it is from), else a test
+    prompt followed by the task's label words, else by " Paris"."""
     if task is None:
         return ScoreRequest(PROBE_TEXT, (" Paris",)), "a test prompt", "the test prompt"
     owner = f"task {task.name!r}"
     if example is None:
         return ScoreRequest(PROBE_TEXT, task.labels), "a test prompt", owner
-    return ScoreRequest(task.render(example), task.labels), f"example {example.id!r}", owner
+    name = f"example {example.id!r}" + (f" of {source}" if source else "")
+    return ScoreRequest(task.render(example), task.labels), name, owner

@@ -12,12 +12,11 @@ from typing import Any, get_args
 
 from pydantic import ValidationError
 
-from ..backends.base import ScoreRequest
 from ..backends.config import WIRE_APIS, BackendConfig
 from ..backends.openai.profiles import PROVIDER_CHOICES, get_profile, profile_for_url
 from ..backends.transport import HTTPClient
 from ..client import Budget, Pace, ScoringClient
-from ..connection import connect
+from ..connection import connect, preflight_probe
 from ..dataset import Example
 from ..errors import ConfigError
 from ..estimate import RunPlan
@@ -182,11 +181,8 @@ async def preflight_backend(
 ) -> None:
     """A wrong URL, key or model, or an example the model cannot hold, fails here in seconds
     (exit 2) instead of after minutes of retries or hours into the run."""
-    await client.preflight(
-        ScoreRequest(task.render(longest), task.labels),
-        probe_name=f"example {longest.id!r} of {path} (the longest prompt)",
-        labels_of=f"task {task.name!r}",
-    )
+    probe, name, owner = preflight_probe(task, longest, source=f"{path} (the longest prompt)")
+    await client.preflight(probe, probe_name=name, labels_of=owner)
     note = route_note(client)
     if note:
         print(f"icm: route: {note}", file=sys.stderr)
