@@ -55,16 +55,9 @@ def add_backend_arguments(p: Any) -> Any:
     )
     field("--http", "http", choices=get_args(HTTPClient))
     field("--concurrency", "max_concurrency", type=int, metavar="CONCURRENCY")
-    b.add_argument(
-        "--max-rpm",
-        type=int,
-        metavar="N",
-        help="requests per minute at most (for hosts that send no x-ratelimit-* headers; "
-        "hosted APIs known by name are also paced by their headers)",
-    )
-    b.add_argument(
-        "--max-tpm", type=int, metavar="N", help="prompt tokens per minute at most (estimated)"
-    )
+    for name in ("max_rpm", "max_tpm"):  # the run's Pace (``pace_of``)
+        pace = Pace.model_fields[name]
+        b.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", help=pace.description)
     b.add_argument(
         "--price-per-mtok",
         type=float,
