@@ -10,7 +10,7 @@ concurrency limits and budgets are the ``ScoringClient``'s (``icm_client.client`
 
 from __future__ import annotations
 
-from .base import Backend, ScoreRequest, ScoreResult, Usage, prepare
+from .base import Backend, ScoreRequest, ScoreResult, Usage
 from .config import BackendConfig
 from .openai import OpenAICompletions
 from .routing import Routing
@@ -23,5 +23,4 @@ __all__ = [
     "ScoreRequest",
     "ScoreResult",
     "Usage",
-    "prepare",
 ]

@@ -27,6 +27,7 @@ import anyio
 import httpx2
 from pydantic import SecretStr
 
+from ..aio import SingleFlight
 from ..errors import (
     BackendError,
     ConfigError,
@@ -182,7 +183,7 @@ class JSONTransport:
         self.owns_client = client is None
         self.client = client if client is not None else http_client(timeout, max_connections, http)
         self.model = model or None
-        self._model_lock = anyio.Lock()
+        self._model_flight: SingleFlight[None, str] = SingleFlight(share_errors=False)
         self._urls: dict[str, httpx2.URL] = {}  # parsed once: ~40 us a request otherwise
 
     async def aclose(self) -> None:
@@ -192,22 +193,25 @@ class JSONTransport:
 
     async def resolve_model(self) -> str:
         """The served model: as given, else the first that ``GET /v1/models`` lists (asked
-        once)."""
+        once, by one of the concurrent callers)."""
         if self.model is not None:
             return self.model
-        async with self._model_lock:
-            if self.model is None:
-                body = await self.call("GET", "/v1/models", None)
-                data = body.get("data") if isinstance(body, dict) else None
-                first = data[0] if isinstance(data, list) and data else None
-                model = first.get("id") if isinstance(first, dict) else None
-                if not isinstance(model, str) or not model:
-                    raise PermanentBackendError(
-                        "the server lists no model; pass the model name explicitly",
-                        endpoint=f"{self.shown_root}/v1/models",
-                    )
-                self.model = model
-            return self.model
+        model, _ = await self._model_flight.run(None, self._first_model)
+        return model
+
+    async def _first_model(self) -> str:
+        if self.model is None:
+            body = await self.call("GET", "/v1/models", None)
+            data = body.get("data") if isinstance(body, dict) else None
+            first = data[0] if isinstance(data, list) and data else None
+            model = first.get("id") if isinstance(first, dict) else None
+            if not isinstance(model, str) or not model:
+                raise PermanentBackendError(
+                    "the server lists no model; pass the model name explicitly",
+                    endpoint=f"{self.shown_root}/v1/models",
+                )
+            self.model = model
+        return self.model
 
     async def call(
         self,

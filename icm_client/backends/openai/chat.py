@@ -25,7 +25,7 @@ import httpx2
 
 from ...errors import ConfigError
 from ..affinity import affinity_digest
-from ..base import ScoreRequest, ScoreResult, Usage, estimate_tokens
+from ..base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT, DEFAULT_TOP_K
 from ..transport import (
     DEFAULT_MAX_CONNECTIONS,
@@ -43,7 +43,7 @@ __all__ = ["OpenAIChat"]
 CHAT_PATH = "/v1/chat/completions"
 
 
-class OpenAIChat:
+class OpenAIChat(Backend):
     """A ``Backend`` over ``POST {base_url}/v1/chat/completions``.
 
     ``provider``: a profile name, a ``Profile``, or ``auto`` (a well-known host by its name,
@@ -94,7 +94,7 @@ class OpenAIChat:
         self._style: ChatStyle = style or ("continue" if profile.chat_continue else "turns")
         cap = profile.chat_max_logprobs
         self._top_k = min(top_k, cap) if cap is not None else top_k
-        self._usage = usage if usage is not None else Usage()
+        self.usage: Usage = usage if usage is not None else Usage()
 
     @property
     def identity(self) -> str:
@@ -105,10 +105,6 @@ class OpenAIChat:
             parts.append(self._profile.name)
         parts += [self._http.model or "?", f"top{self._top_k}", self._style]
         return ":".join(parts)
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage
 
     @property
     def model(self) -> str | None:
@@ -125,10 +121,6 @@ class OpenAIChat:
     @property
     def top_k(self) -> int:
         return self._top_k
-
-    @property
-    def multi_token_labels(self) -> bool:
-        return False
 
     @property
     def chat_url(self) -> str:
@@ -166,7 +158,7 @@ class OpenAIChat:
             payload["add_generation_prompt"] = False
         header = self._profile.affinity_header
         pin = {header: affinity_digest(request.prompt)} if header else None
-        used = self._usage
+        used = self.usage
         async with used.sending(1, estimate_tokens(request.prompt)):  # counted before it goes
             body = await self._http.call("POST", CHAT_PATH, payload, pin)
             prompt_tokens, cached_tokens = token_counts(body)
@@ -175,7 +167,7 @@ class OpenAIChat:
         logprobs, bounded = chat_label_logprobs(top, request.labels, self._style)
         used.cached_tokens += cached_tokens
         used.bounded_labels += sum(bounded)
-        used.extra["http_requests"] = used.extra.get("http_requests", 0) + 1
+        used.count("http_requests")
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
     async def __aenter__(self) -> Self:

@@ -29,11 +29,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Literal, Self
 
-import anyio
 import httpx2
 
+from ...aio import SingleFlight
 from ...errors import ConfigError
-from ..base import ScoreRequest, ScoreResult, Usage
+from ..base import Backend, ScoreRequest, ScoreResult, Usage
 from ..config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT, DEFAULT_TOP_K
 from ..transport import DEFAULT_MAX_CONNECTIONS, MAX_RESPONSE_BYTES, HTTPClient, JSONTransport
 from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT
@@ -49,7 +49,7 @@ __all__ = ["OpenAICompletions"]
 Mode = Literal["next_token", "echo"]
 
 
-class OpenAICompletions:
+class OpenAICompletions(Backend):
     """A ``Backend`` over ``POST {base_url}/v1/completions``.
 
     ``base_url`` may be given with or without ``/v1``. ``model=None`` asks ``GET /v1/models``
@@ -128,10 +128,10 @@ class OpenAICompletions:
         profile = profile_of(provider, base_url)  # None: probe at first use
         self._mode: Mode = mode
         self._top_k, self._max_top_k = top_k, max_top_k
-        self._usage = usage if usage is not None else Usage()
-        self._lock = anyio.Lock()
+        self.usage: Usage = usage if usage is not None else Usage()
+        self._resolving: SingleFlight[None, Served] = SingleFlight(share_errors=False)
         self._requests = CompletionsRequests(
-            self._http, self._usage, profile=profile, batch_size=batch_size, batch_wait=batch_wait
+            self._http, self.usage, profile=profile, batch_size=batch_size, batch_wait=batch_wait
         )
         tokens = ContextTokens(self._requests, remember=remember_label_tokens)
         self._scoring: NextTokenScoring | EchoScoring = (
@@ -160,10 +160,6 @@ class OpenAICompletions:
             elif p.scores_token_ids:
                 parts.append("ids")
         return ":".join(parts)
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage
 
     @property
     def model(self) -> str | None:
@@ -200,6 +196,10 @@ class OpenAICompletions:
     def completions_url(self) -> str:
         return self._requests.completions_url
 
+    @property
+    def url(self) -> str:
+        return self._requests.completions_url
+
     async def prepare(self) -> None:
         """Discover the model and the host's profile, so that ``identity`` is final."""
         await self._served()
@@ -233,15 +233,17 @@ class OpenAICompletions:
     async def _served(self) -> Served:
         """The served model and the host's profile (probed where no provider names it),
         resolved once."""
+        if self._requests.served is not None:
+            return self._requests.served
+        served, _ = await self._resolving.run(None, self._resolve)
+        return served
+
+    async def _resolve(self) -> Served:
         requests = self._requests
-        if requests.served is not None:
-            return requests.served
-        model = await requests.resolve_model()
-        async with self._lock:
-            if requests.served is None:
-                profile = requests.given
-                if profile is None:
-                    echo = self._mode == "echo"
-                    profile = await probe(requests, top_k=self._top_k, echo=echo)
-                requests.served = Served(model, profile)
-            return requests.served
+        if requests.served is None:
+            model = await requests.resolve_model()
+            profile = requests.given
+            if profile is None:
+                profile = await probe(requests, top_k=self._top_k, echo=self._mode == "echo")
+            requests.served = Served(model, profile)
+        return requests.served

@@ -80,7 +80,7 @@ async def probe_request(server: Server, path: str, payload: dict[str, object]) -
     completion also in ``usage.calls`` per prompt before it is sent (a hosted API bills it,
     a budget must see it); a tokenizer request is no call."""
     usage = server.usage
-    usage.extra["probe_requests"] = usage.extra.get("probe_requests", 0) + 1
+    usage.count("probe_requests")
     prompt = payload.get("prompt")
     many = isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
     prompts = prompt if isinstance(prompt, list) and many else [prompt]

@@ -144,10 +144,9 @@ class CompletionsRequests:
         first = prompt[0] if isinstance(prompt, list) and prompt else prompt
         pin = {header: affinity_digest(first)} if header and isinstance(first, str) else None
         answer = await self.http.call("POST", "/v1/completions", {**body, "prompt": prompt}, pin)
-        extra = self.usage.extra
-        extra["http_requests"] = extra.get("http_requests", 0) + 1
+        self.usage.count("http_requests")
         n = len(prompt) if isinstance(prompt, list) and not _is_ids(prompt) else 1
-        extra["prompts"] = extra.get("prompts", 0) + n
+        self.usage.count("prompts", n)
         return answer
 
     async def _outcome(self, prompt: object, body: dict[str, object]) -> object:
@@ -175,7 +174,7 @@ class CompletionsRequests:
                 answers = await gather([functools.partial(self._outcome, p, body) for p in prompts])
             if not any(isinstance(a, Exception) for a in answers):
                 self.batcher = None  # every prompt was fine alone: the list was refused
-                self.usage.extra["batching_refused"] = 1
+                self.usage.mark("batching_refused")
             return answers
         return split_batch(answer, prompts, endpoint=self.completions_url)
 
@@ -189,7 +188,7 @@ class CompletionsRequests:
             payload["add_special_tokens"] = add_special
         shown = f"{self.http.shown_root}/tokenize"
         response = await self.http.send("POST", "/tokenize", payload)
-        self.usage.extra["tokenize_calls"] = self.usage.extra.get("tokenize_calls", 0) + 1
+        self.usage.count("tokenize_calls")
         if not response.is_success:
             status = response.status_code
             if strict or status in TRANSIENT_STATUSES or status >= 500:

@@ -17,7 +17,7 @@ from typing import Literal, Self, TypeVar
 import httpx2
 
 from ...errors import CapabilityError, PermanentBackendError
-from ..base import ScoreRequest, ScoreResult, Usage
+from ..base import Backend, ScoreRequest, ScoreResult, Usage
 from ..config import BackendConfig
 from .chat import OpenAIChat
 from .completions import OpenAICompletions
@@ -40,12 +40,13 @@ def refuses_completions(exc: PermanentBackendError) -> bool:
     return exc.status in (404, 405, 501)
 
 
-class AutoRoute:
+class AutoRoute(Backend):
     """A ``Backend`` that scores through ``completions`` where the server serves it with
     logprobs, else through ``chat``; decided once, in ``prepare``. Both share one ``Usage``."""
 
     def __init__(self, completions: OpenAICompletions, chat: OpenAIChat) -> None:
         self.completions, self.chat = completions, chat
+        self.usage: Usage = completions.usage
         self.chosen: OpenAICompletions | OpenAIChat | None = None
         self.note = ""
 
@@ -61,10 +62,6 @@ class AutoRoute:
         return (self.chosen or self.completions).identity
 
     @property
-    def usage(self) -> Usage:
-        return self.completions.usage
-
-    @property
     def multi_token_labels(self) -> bool:
         return (self.chosen or self.completions).multi_token_labels
 
@@ -78,7 +75,7 @@ class AutoRoute:
         probe), and for a hosted API known by name, one tiny completion with logprobs."""
         if self.chosen is not None:
             return
-        endpoint = self.completions.completions_url
+        endpoint = self.completions.url
         try:
             await self.completions.prepare()
             profile = self.completions.profile
@@ -106,7 +103,7 @@ class AutoRoute:
             "logprobs": 1,
         }
         body = await probe_request(self.completions, "/v1/completions", payload)
-        parse_top_entries(body, endpoint=self.completions.completions_url)
+        parse_top_entries(body, endpoint=self.completions.url)
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         if self.chosen is None:
