@@ -27,7 +27,13 @@ from ..runs.rundir import RunDir
 from ..tasks.base import Task
 from ._io import EXIT_CODES, UNFINISHED, write_labels_then_summary
 from ._sizes import check_budget, check_exact, check_prompt, known_window
-from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
+from .backend_options import (
+    add_backend_arguments,
+    backend_config,
+    cost_line,
+    open_backend,
+    preflight_backend,
+)
 from .inputs import add_input_arguments, load_input, output_paths, parse_fields
 from .label_options import add_label_options, label_config
 from .progress import progress_bar, step_reporter
@@ -74,8 +80,7 @@ def add_parser(sub: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    if args.concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
+    backend_settings = backend_config(args)
     for option, value in (("--max-calls", args.max_calls), ("--max-tokens", args.max_tokens)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be at least 1, got {value}")
@@ -99,8 +104,8 @@ async def run(args: argparse.Namespace) -> int:
             remaining(args.max_calls, spent.calls),
             remaining(args.max_tokens, spent.prompt_tokens),
         )
-        backend = await open_backend(  # checks the options; sends nothing
-            args, exits, max_calls=left[0], max_tokens=left[1]
+        backend = await open_backend(  # sends nothing
+            backend_settings, args, exits, max_calls=left[0], max_tokens=left[1]
         )
         plan = plan_label(
             dataset.examples,
@@ -111,11 +116,13 @@ async def run(args: argparse.Namespace) -> int:
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
-        if cost := cost_line(args, plan):
+        if cost := cost_line(backend_settings, args, plan):
             print(f"icm: {cost}", file=sys.stderr)
         spent_pair = (spent.calls, spent.prompt_tokens)
         check_budget(task, given.longest, str(path), plan, left, spent_pair, str(run_dir / LEDGER))
-        window = await known_window(args)  # before any prompt is sent
+        window = await known_window(
+            backend_settings, args.context_window
+        )  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
         # from here on, every request is in the run's journal before it is sent
         exits.enter_context(SpendJournal(run_dir, backend.usage))
