@@ -63,7 +63,7 @@ class BackendConfig(BaseModel):
     )
     api_key_env: str = Field(
         default=DEFAULT_API_KEY_ENV,
-        description=f"environment variable holding the API key (default {DEFAULT_API_KEY_ENV})",
+        description="environment variable holding the API key",
     )
     top_k: int = Field(default=DEFAULT_TOP_K, description="logprobs to request per call")
     max_concurrency: int = Field(
@@ -71,7 +71,7 @@ class BackendConfig(BaseModel):
     )
     timeout: float = Field(
         default=DEFAULT_TIMEOUT,
-        description=f"the most one request may take, whole (default {DEFAULT_TIMEOUT:g}); "
+        description="the most one request may take, whole; "
         "every request has a deadline, so there is no value for none",
     )
     max_response_bytes: int = Field(

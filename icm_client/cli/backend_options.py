@@ -8,13 +8,10 @@ import math
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from pydantic import ValidationError
-
-from ..backends.config import WIRE_APIS, BackendConfig
+from ..backends.config import BackendConfig
 from ..backends.openai.profiles import PROVIDER_CHOICES, get_profile, profile_for_url
-from ..backends.transport import HTTPClient
 from ..client import Budget, Pace, ScoringClient
 from ..connection import connect, preflight_probe
 from ..dataset import Example
@@ -22,7 +19,7 @@ from ..errors import ConfigError
 from ..estimate import RunPlan
 from ..prices import ASSUMED_CACHED_SHARE, Price, find_price, run_cost
 from ..tasks import Task
-from ._io import option_error
+from .fields import Flag, add_options, read
 
 _FIELDS = BackendConfig.model_fields
 _MB = 2**20
@@ -34,18 +31,7 @@ def add_backend_arguments(p: Any) -> Any:
     them back), and the price and cache options of the run."""
     b = p.add_argument_group("backend (default: the embedded local model)")
 
-    def field(flag: str, name: str, **options: Any) -> None:
-        info = _FIELDS[name]
-        options.setdefault("default", info.default)
-        b.add_argument(flag, dest=name, help=info.description, **options)
-
-    field("--base-url", "base_url", action="append", default=None)
-    field("--model", "model")
-    field("--provider", "provider", choices=PROVIDER_CHOICES)
-    field("--api", "api", choices=WIRE_APIS)
-    field("--api-key-env", "api_key_env")
-    field("--top-k", "top_k", type=int)
-    field("--timeout", "timeout", type=positive_finite, metavar="SECONDS")
+    add_options(b, BackendConfig(), skip=_IN_MB, flags=_FLAGS)
     b.add_argument(
         "--max-response-mb",
         type=positive_finite,
@@ -53,11 +39,7 @@ def add_backend_arguments(p: Any) -> Any:
         metavar="MB",
         help=_FIELDS["max_response_bytes"].description,
     )
-    field("--http", "http", choices=get_args(HTTPClient))
-    field("--concurrency", "max_concurrency", type=int, metavar="CONCURRENCY")
-    for name in ("max_rpm", "max_tpm"):  # the run's Pace (``pace_of``)
-        pace = Pace.model_fields[name]
-        b.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", help=pace.description)
+    add_options(b, Pace(), skip=frozenset(Pace.model_fields) - _PACE, flags=_FLAGS)
     b.add_argument(
         "--price-per-mtok",
         type=float,
@@ -84,12 +66,8 @@ def backend_config(args: argparse.Namespace) -> BackendConfig:
     """The ``BackendConfig`` the backend options give (``add_backend_arguments``)."""
     if args.max_concurrency < 1:
         raise ConfigError(f"--concurrency must be at least 1, got {args.max_concurrency}")
-    settings = {name: getattr(args, name) for name in _FIELDS if name != "max_response_bytes"}
-    settings["base_url"] = tuple(args.base_url or ())
-    try:
-        return BackendConfig(**settings, max_response_bytes=int(args.max_response_mb * _MB))
-    except ValidationError as exc:
-        raise option_error(exc) from None
+    size = int(args.max_response_mb * _MB)
+    return read(BackendConfig(), args, skip=_IN_MB, flags=_FLAGS, max_response_bytes=size)
 
 
 def positive_finite(text: str) -> float:
@@ -102,6 +80,17 @@ def positive_finite(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text!r}")
     return value
+
+
+_FLAGS = {
+    "provider": Flag(choices=PROVIDER_CHOICES),
+    "timeout": Flag(type=positive_finite, metavar="SECONDS"),
+    "max_concurrency": Flag(name="--concurrency", metavar="CONCURRENCY"),
+    "max_rpm": Flag(metavar="N"),
+    "max_tpm": Flag(metavar="N"),
+}
+_IN_MB = frozenset({"max_response_bytes"})  # --max-response-mb
+_PACE = frozenset({"max_rpm", "max_tpm"})  # the run's Pace (``pace_of``)
 
 
 async def open_backend(
