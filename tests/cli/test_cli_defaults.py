@@ -15,7 +15,8 @@ from icm_client.cli import build_parser
 from icm_client.cli import eval as eval_cmd
 from icm_client.cli import label as label_cmd
 from icm_client.cli import scale as scale_cmd
-from icm_client.connection import DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT
+from icm_client.client.policies import DEFAULT_CONCURRENCY
+from icm_client.connection import DEFAULT_TIMEOUT
 from icm_client.evaluate import EvalConfig
 from icm_client.run import LabelConfig
 from icm_client.scale import ScaleConfig

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fault_server import PERMANENT, TRANSIENT, FaultServer, model_logprobs
+from fault_server import PERMANENT, TRANSIENT, FaultServer
 from processes import HANG_S
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
@@ -24,6 +24,7 @@ from icm_client.errors import (
 from icm_client.run import LabelConfig, LabelResult, label
 from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
+from icm_client.testing.protocol import hash_logprobs as model_logprobs
 
 pytestmark = pytest.mark.anyio
 

@@ -31,7 +31,7 @@ async def test_truthfulqa_slice_labels_consistently_and_caches(
     task = get_task("truthfulqa")
     config = LabelConfig(strategy="bounded", context_size=4, search=SearchConfig(steps=10, seed=1))
 
-    async def run() -> tuple[list[tuple[str, str]], dict[str, int], float]:
+    async def run() -> tuple[list[tuple[str, str | None]], dict[str, int], float]:
         backend = ScoringClient(OpenAICompletions(local_server), cache=tmp_path / "cache")
         try:
             result = await label(dataset.examples, task, backend, config)

@@ -57,7 +57,7 @@ def test_label_api_runs_and_prints_rows_a_budget_left_unlabeled(tmp_path: Path) 
 
 def readme_python() -> str:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
     assert len(blocks) == 1, "README.md should hold one Python example"
     return blocks[0]
 

@@ -54,7 +54,7 @@ def make_search(
         Consistency(constraints, n),
         groups=[str(i // 4) for i in range(n)],
         n_labels=2,
-        config=SearchConfig(**cfg),  # type: ignore[arg-type]
+        config=SearchConfig(**cfg),
     )
 
 
