@@ -77,6 +77,9 @@ def test_ctrl_c_exits_at_once_and_the_run_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "labels.jsonl").exists()
 
 
+# Behind the benchmark marker: the real model server under a killed CLI; a cancelled server stops:
+# tests/local/test_local_server.py
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_ctrl_c_stops_the_embedded_server_too(tmp_path: Path) -> None:
     proc = subprocess.Popen(

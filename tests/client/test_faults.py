@@ -156,6 +156,9 @@ async def labeled(server: FaultServer, timeout: float = 2.0) -> LabelResult:
         await backend.aclose()
 
 
+# Behind the benchmark marker: a stress run; each fault kind is retried:
+# test_each_transient_fault_is_retried_with_capped_backoff
+@pytest.mark.benchmark
 async def test_thirty_percent_transient_faults_change_no_label() -> None:
     with FaultServer() as clean_server:
         clean = await labeled(clean_server, timeout=HANG_S)

@@ -68,6 +68,8 @@ def test_the_readme_python_example_needs_no_file_or_server() -> None:
     assert "steps=" in code  # a bounded run, not the converging default
 
 
+# Behind the benchmark marker: the real model through the README example, in full (minutes on CPU)
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_the_readme_python_example_runs_as_written(
     tmp_path: Path, require_local_model: None

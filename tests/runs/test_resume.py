@@ -122,6 +122,9 @@ def test_killed_runs_resume_to_the_labels_of_an_uninterrupted_run(tmp_path: Path
     )
 
 
+# Behind the benchmark marker: three full CLI runs in subprocesses; refusal naming the difference:
+# tests/runs/test_run_identity.py
+@pytest.mark.benchmark
 def test_resume_refuses_a_different_run_and_restart_starts_over(tmp_path: Path) -> None:
     data = tmp_path / "claims.jsonl"
     write_claims(data)
