@@ -381,6 +381,9 @@ def test_eval_of_a_test_file_without_gold_exits_2(
 # --- the real model -------------------------------------------------------------------------
 
 
+# Behind the benchmark marker: icm eval on the real model; icm eval end to end:
+# test_icm_eval_cli_writes_json_and_table
+@pytest.mark.benchmark
 @pytest.mark.anyio
 async def test_eval_with_the_embedded_model_on_cities(local_server: str, shared_data: Path) -> None:
     """A handful of real rows through the real model: every condition that needs no extra

@@ -23,6 +23,9 @@ from icm_client.tasks import get_task
 pytestmark = pytest.mark.anyio
 
 
+# Behind the benchmark marker: a full run on the real model (a minute on CPU); a quick real-model
+# test: test_model_separates_true_from_false_city_statements
+@pytest.mark.benchmark
 async def test_truthfulqa_slice_labels_consistently_and_caches(
     local_server: str, shared_data: Path, tmp_path: Path
 ) -> None:

@@ -73,6 +73,10 @@ def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return done
 
 
+# Behind the benchmark marker: six CLI runs in subprocesses, four killed at random points; a run
+# resumes to the labels of an uninterrupted one: tests/scale/test_scale.py,
+# tests/runs/test_checkpointer.py
+@pytest.mark.benchmark
 def test_killed_runs_resume_to_the_labels_of_an_uninterrupted_run(tmp_path: Path) -> None:
     data = tmp_path / "claims.jsonl"
     write_claims(data)
