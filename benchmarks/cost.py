@@ -51,6 +51,7 @@ from icm_client.scoring.base import Assignment, Prediction, Scorer
 from icm_client.scoring.context import ContextScorer
 from icm_client.search.anneal import ICMSearch
 from icm_client.search.consistency import Consistency
+from icm_client.search.inputs import SearchInputs
 from icm_client.tasks import Task, get_task
 from icm_client.testing.data import synthetic_examples
 from icm_client.testing.protocol import toy_tokenize
@@ -130,11 +131,13 @@ async def run_one(
         )
         naive = NaiveCount(scorer, task, examples)
         search = ICMSearch(
-            naive,
-            Consistency(task.constraints(examples), len(examples)),
-            [task.group(ex) for ex in examples],
-            len(task.labels),
-            config.search,
+            SearchInputs(
+                naive,
+                Consistency(task.constraints(examples), len(examples)),
+                [task.group(ex) for ex in examples],
+                len(task.labels),
+                config.search,
+            )
         )
         sim.reset()  # each run starts on a fresh server: an empty prefix cache
         before = sim.stats()

@@ -31,6 +31,7 @@ from icm_client.scoring.base import Assignment, Prediction
 from icm_client.search.anneal import ICMSearch
 from icm_client.search.config import SearchConfig
 from icm_client.search.consistency import Consistency
+from icm_client.search.inputs import SearchInputs
 from icm_client.tasks import get_task
 from icm_client.testing.data import synthetic_examples
 
@@ -70,11 +71,13 @@ async def one(task_name: str, n: int, seed: int, profile: Path | None) -> dict[s
     scorer = InstantScorer(n)
     consistency = Consistency(task.constraints(examples), n)
     search = ICMSearch(
-        scorer,
-        consistency,
-        [task.group(ex) for ex in examples],
-        len(task.labels),
-        SearchConfig(seed=seed, steps=n),  # N steps of the paper's loop: CPU per step
+        SearchInputs(
+            scorer,
+            consistency,
+            [task.group(ex) for ex in examples],
+            len(task.labels),
+            SearchConfig(seed=seed, steps=n),  # N steps of the paper's loop: CPU per step
+        )
     )
     profiler = cProfile.Profile() if profile is not None else None
     cpu, wall = time.process_time(), time.perf_counter()

@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from .tasks.base import demo_text
+
 if TYPE_CHECKING:
     from .dataset import Example
     from .run import LabelConfig
@@ -164,7 +166,7 @@ def text_tokens(text: str) -> int:
 def demonstration_tokens(task: Task, prompts: Sequence[str]) -> float:
     """A demonstration's estimated size in tokens: the mean prompt plus the longest label word
     and the blank line after it."""
-    label = text_tokens(max(task.labels, key=len) + "\n\n")
+    label = text_tokens(demo_text("", max(task.labels, key=len)))
     return sum(text_tokens(p) for p in prompts) / max(len(prompts), 1) + label
 
 

@@ -22,6 +22,7 @@ from .estimate import Eta, RunPlan, format_eta, plan_label
 from .search.anneal import Step
 
 if TYPE_CHECKING:
+    from .backends.base import Backend
     from .dataset import Example
     from .run import LabelConfig
     from .tasks.base import Task
@@ -68,7 +69,7 @@ def step_reporter(
 class Progress:
     """``label``'s ``on_step`` that prints like ``icm label``: the plan when made (calls and
     prompt tokens, estimated from the prompts' sizes), then a progress bar with an ETA.
-    ``client`` (anything with ``usage.calls``, e.g. a ``ScoringClient``) feeds the ETA;
+    ``client`` (a ``ScoringClient``, or a backend that counts its ``usage``) feeds the ETA;
     ``file``: where to print (default stderr). ``close()`` ends the bar (the last step
     does too, for a fixed number of steps)."""
 
@@ -77,18 +78,18 @@ class Progress:
         examples: Sequence[Example],
         task: Task,
         config: LabelConfig,
-        client: object | None = None,
+        client: Backend | None = None,
         *,
         file: TextIO | None = None,
     ) -> None:
         self.plan: RunPlan = plan_label(examples, task, config)
         out = file or sys.stderr
         print(f"icm: {self.plan.line()}", file=out, flush=True)
-        usage = getattr(client, "usage", None)
+        usage = client.usage if client is not None else None
         self._bar = progress_bar(config.search.steps, 0, out)
         self._steps = config.search.steps
         self._report = step_reporter(
-            self._bar, Eta(self.plan), lambda: int(getattr(usage, "calls", 0))
+            self._bar, Eta(self.plan), lambda: usage.calls if usage is not None else 0
         )
 
     def __call__(self, step: Step) -> None:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .backends.base import CountingBackend, prepare
+from .backends.base import Backend
 from .dataset import Example, GoldLabels, examples_of
 from .injection import SeparatorWarning, separator_fields, warning_text
 from .pins import PinFile, pin_words, resolve_pins
@@ -237,7 +237,7 @@ def make_strategy(
 
 
 def run_identity(
-    task: Task, examples: Sequence[Example], config: LabelConfig, backend: CountingBackend
+    task: Task, examples: Sequence[Example], config: LabelConfig, backend: Backend
 ) -> RunIdentity:
     """What a run's result depends on: the examples, every prompt, the label words, the
     constraints, the settings and the model. A run directory refuses to resume a run with
@@ -248,7 +248,7 @@ def run_identity(
 async def label(
     examples: Sequence[Example],
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     config: LabelConfig | None = None,
     on_step: Callable[[Step], None] | None = None,
     run_dir: str | os.PathLike[str] | RunDir | None = None,
@@ -288,24 +288,24 @@ async def label(
 
 
 @contextmanager
-def _journal(backend: CountingBackend, run: RunDir | None) -> Iterator[SpendJournal | None]:
+def _journal(backend: Backend, run: RunDir | None) -> Iterator[SpendJournal | None]:
     """The run's spending journal: the one already recording ``backend`` (the CLI opens
     it before its preflight), else a new one; None without a run directory."""
     if run is None:
         yield None
         return
-    journal = SpendJournal.attached(backend.usage, run.path)
+    journal = SpendJournal.attached(backend.counted(), run.path)
     if journal is not None:
         yield journal
         return
-    with SpendJournal(run.path, backend.usage) as journal:
+    with SpendJournal(run.path, backend.counted()) as journal:
         yield journal
 
 
 async def _label(
     exs: tuple[Example, ...],
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     config: LabelConfig,
     on_step: Callable[[Step], None] | None,
     run: RunDir | None,
@@ -318,7 +318,7 @@ async def _label(
 async def _search(
     exs: tuple[Example, ...],
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     config: LabelConfig,
     on_step: Callable[[Step], None] | None,
     run: RunDir | None,
@@ -326,7 +326,7 @@ async def _search(
     journal: SpendJournal | None,
 ) -> LabelResult:
     start = time.perf_counter()
-    await prepare(backend)  # the identity (part of the fingerprint) must be final
+    await backend.prepare()  # the identity (part of the fingerprint) must be final
     store = (
         run.store(
             run_identity(task, exs, config, backend),
@@ -338,7 +338,7 @@ async def _search(
         else None
     )
     resume, past = store.load() if store is not None else (None, [])
-    saver = Checkpointer(store, lambda: backend.usage.calls) if store is not None else None
+    saver = Checkpointer(store, lambda: backend.counted().calls) if store is not None else None
 
     def step_done(step: Step) -> None:
         if store is not None:
@@ -394,7 +394,7 @@ async def _search(
 
 def _result(
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     exs: Sequence[Example],
     config: LabelConfig,
     chains: ChainsResult,
@@ -419,7 +419,7 @@ def _result(
         else LabelRow(id=ex.id, label=None, confidence=None, searched=False, bounded=False)
         for i, ex in enumerate(exs)
     ]
-    usage = backend.usage
+    usage = backend.counted()
     summary = RunSummary(
         task=task.name,
         backend=backend.identity,
@@ -457,11 +457,7 @@ def _result(
         label_counts=dict(Counter(r.label for r in rows if r.label is not None)),
         unlabeled=sum(r.label is None for r in rows),
         stopped=result.stopped,
-        calls=usage.calls,
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        cache_hits=usage.cache_hits,
-        retries=usage.retries,
+        **usage.spent().counts(),
         backend_counters=dict(usage.extra),
         bounded_predictions=sum(x.stats.bounded for x in scorers),
         wall_time_s=round(wall, 3),

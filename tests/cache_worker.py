@@ -19,7 +19,7 @@ from pathlib import Path
 import anyio
 from processes import HANG_S
 
-from icm_client.backends import ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoringClient
 
 LABELS = (" True", " False")
@@ -30,7 +30,7 @@ def expected(prompt: str) -> ScoreResult:
     return ScoreResult((-h[0] / 16, -h[1] / 16), (False, h[2] % 2 == 0), len(prompt), h[3])
 
 
-class Stand:
+class Stand(Backend):
     identity = "stand-in:shared-cache-test"
 
     def __init__(self) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.errors import PermanentBackendError
 
 
-class HashBackend:
+class HashBackend(Backend):
     """Deterministic logprobs from the prompt's hash; optionally failing for good."""
 
     identity = "hash"

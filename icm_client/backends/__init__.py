@@ -9,14 +9,13 @@ concurrency limits and budgets are the ``ScoringClient``'s (``icm_client.client`
 
 from __future__ import annotations
 
-from .base import Backend, CountingBackend, ScoreRequest, ScoreResult, Usage, prepare
+from .base import Backend, ScoreRequest, ScoreResult, Usage
 from .openai import OpenAICompletions
 from .openai.logprobs import label_logprobs, missing_label_bound, parse_top_logprobs
 from .routing import Routing
 
 __all__ = [
     "Backend",
-    "CountingBackend",
     "OpenAICompletions",
     "Routing",
     "ScoreRequest",
@@ -25,5 +24,4 @@ __all__ = [
     "label_logprobs",
     "missing_label_bound",
     "parse_top_logprobs",
-    "prepare",
 ]

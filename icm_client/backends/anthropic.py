@@ -35,7 +35,7 @@ from pydantic import SecretStr
 from ..aio import gather
 from ..errors import BackendError, ConfigError, PermanentBackendError, TransientBackendError
 from ..redact import describe_bad_key, register
-from .base import ScoreRequest, Usage, estimate_tokens
+from .base import Backend, ScoreRequest, Usage, estimate_tokens
 from .http_errors import TRANSIENT_STATUSES, parse_retry_after
 from .one_word import SYSTEM, SampledScore, estimate, instruction, label_words, parse_answer
 from .transport import split_base_url
@@ -185,7 +185,7 @@ class AnthropicChat:
             ("cache_creation_input_tokens", reply.cache_creation),
             ("output_tokens", reply.output_tokens),
         ):
-            u.extra[name] = u.extra.get(name, 0) + value
+            u.count(name, value)
 
     def _error(self, sdk: ModuleType, exc: Exception) -> BackendError:
         secret = self._key.get_secret_value()
@@ -224,7 +224,7 @@ class AnthropicChat:
         )
 
 
-class AnthropicSampler:
+class AnthropicSampler(Backend):
     """A ``Backend`` that ESTIMATES label probabilities by sampling ``samples`` answers.
 
     Approximate by construction: a chat model's answer frequencies at temperature 1 are not a
@@ -241,6 +241,7 @@ class AnthropicSampler:
                 field="samples",
             )
         self.chat = chat
+        self.usage: Usage = chat.usage
         self.samples = samples
         self._limiter = anyio.CapacityLimiter(concurrency)
         self._partial: dict[tuple[str, tuple[str, ...]], list[int | None]] = {}
@@ -248,10 +249,6 @@ class AnthropicSampler:
     @property
     def identity(self) -> str:
         return f"anthropic-messages:{self.chat.model}:sampled-approx:n{self.samples}"
-
-    @property
-    def usage(self) -> Usage:
-        return self.chat.usage
 
     def __repr__(self) -> str:
         return f"AnthropicSampler({self.chat!r}, samples={self.samples})"
@@ -271,8 +268,7 @@ class AnthropicSampler:
             answer = parse_answer(reply.text, words)
             answers.append(answer)
             if answer is None:
-                extra = self.usage.extra
-                extra["unparsed_answers"] = extra.get("unparsed_answers", 0) + 1
+                self.usage.count("unparsed_answers")
 
         if not answers:
             await sample()

@@ -2,17 +2,22 @@
 
 A backend answers one question: given a prompt and the task's label words, what are the
 model's log-probabilities of each label word as the next token(s)? It is its ``identity``
-and one async ``score`` method; ``prepare`` and ``aclose`` are optional. Retries, caching,
-concurrency limits and budgets belong to the ``ScoringClient`` around it, not to backends.
+and one async ``score`` method; its optional capabilities are declared on ``Backend``.
+Retries, caching, concurrency limits and budgets belong to the ``ScoringClient`` around it.
 """
 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import ConfigError
 
 Gate = Callable[["Usage", int, int], None]
 """Called before prompts are sent, with (usage, prompts, estimated prompt tokens): raises
@@ -89,6 +94,31 @@ class ScoreResult:
         return cls(tuple(float(x) for x in lp), tuple(bd), pt, ct)
 
 
+MAX_COUNT = 10**15
+"""Far above any real run (a billion calls of a million tokens): a larger count read from a
+file is a damaged or planted one."""
+
+Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
+
+
+class Spent(BaseModel):
+    """What scoring has cost, as one frozen value: the figures a run's summary reports, its
+    ledger and journal keep, and its budget is spent against. The one list of them: the
+    others take theirs from here (``Usage.spent``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    calls: Count = 0  # prompt requests sent to a model server: every attempt, probes included
+    prompt_tokens: Count = 0  # prompt tokens of the answered calls, as the server counted them
+    cached_tokens: Count = 0  # of which the server's prefix cache served this many
+    cache_hits: Count = 0  # scores answered from our disk cache, no call made
+    retries: Count = 0  # transient failures that were retried
+
+    def counts(self) -> dict[str, int]:
+        """The figures by name, in declaration order."""
+        return {name: getattr(self, name) for name in Spent.model_fields}
+
+
 @dataclass
 class Usage:
     """What a run cost. A backend that counts its own requests holds one; the
@@ -100,11 +130,11 @@ class Usage:
     durably before it goes out (a run's journal): both are set by their owners, not here.
     """
 
-    calls: int = 0  # prompt requests sent to a model server: every attempt, probes included
-    prompt_tokens: int = 0  # prompt tokens of the answered calls, as the server counted them
-    cached_tokens: int = 0  # of which the server's prefix cache served this many
-    cache_hits: int = 0  # scores answered from our disk cache, no call made
-    retries: int = 0  # transient failures that were retried
+    calls: int = 0  # the figures of ``Spent``, counted as they happen
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    cache_hits: int = 0
+    retries: int = 0
     bounded_labels: int = 0  # label logprobs that are upper bounds (absent from top-k)
     extra: dict[str, int] = field(default_factory=dict)
     in_flight_tokens: int = 0  # estimated prompt tokens of calls sent and not yet answered
@@ -134,53 +164,88 @@ class Usage:
         finally:
             self.in_flight_tokens -= tokens
 
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add ``n`` to a backend's own counter (``extra``: HTTP requests, probes...)."""
+        self.extra[counter] = self.extra.get(counter, 0) + n
+
+    def mark(self, flag: str) -> None:
+        """Note in ``extra`` that something happened (1), however often."""
+        self.extra[flag] = 1
+
+    def spent(self, *, in_flight: bool = False) -> Spent:
+        """The figures now, frozen; ``in_flight``: with the estimated prompt tokens of the
+        calls sent and not answered yet (they may be billed)."""
+        figures = {name: getattr(self, name) for name in Spent.model_fields}
+        if in_flight:
+            figures["prompt_tokens"] += self.in_flight_tokens
+        return Spent(**figures)
+
     def as_dict(self) -> dict[str, int]:
-        out = {
-            "calls": self.calls,
-            "prompt_tokens": self.prompt_tokens,
-            "cached_tokens": self.cached_tokens,
-            "cache_hits": self.cache_hits,
-            "retries": self.retries,
-            "bounded_labels": self.bounded_labels,
-        }
-        out.update(self.extra)
-        return out
+        return {**self.spent().counts(), "bounded_labels": self.bounded_labels, **self.extra}
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """Scores label words after a prompt.
+class Backend(ABC):
+    """Scores label words after a prompt: its ``identity`` and one async ``score``.
 
     ``identity`` names what the scores depend on (API format, model, scoring parameters) but
-    not where the server runs: replicas of one model share cached scores. Optional: an async
-    ``prepare()`` (lazy set-up that makes ``identity`` final), an async ``aclose()``, and a
-    ``usage`` (``Usage``) where the backend counts its own requests.
+    not where the server runs: replicas of one model share cached scores. The rest is
+    optional, declared here with the defaults that mean "not supported", so that callers
+    call them instead of asking whether they exist.
     """
 
+    usage: Usage | None = None
+    """Where the backend counts the requests it sends, each gated before it goes
+    (``Usage.sending``); None: it counts nothing, and a ``ScoringClient`` around it counts
+    one call per score."""
+
+    note: str = ""
+    """How it scores, where it chose (``AutoRoute``: which wire API, and why); '' if not."""
+
     @property
+    @abstractmethod
     def identity(self) -> str: ...
 
+    @abstractmethod
     async def score(self, request: ScoreRequest) -> ScoreResult: ...
 
+    async def prepare(self) -> None:
+        """Finish lazy set-up (e.g. discover the served model) so that ``identity`` is
+        final. Nothing to do by default: ready as built."""
+        return None
 
-@runtime_checkable
-class CountingBackend(Protocol):
-    """What ``label``, ``evaluate`` and ``label_large`` score through: a ``ScoringClient``,
-    or a backend used bare (no cache, retries or limit) that counts its own ``usage``."""
+    async def aclose(self) -> None:
+        """Release what the backend holds (connections). Nothing by default."""
+        return None
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | None:
+        """``text``'s token ids by the served model's tokenizer (BOS only if
+        ``add_special``); None where there is none to ask (the default)."""
+        return None
 
     @property
-    def identity(self) -> str: ...
+    def multi_token_labels(self) -> bool:
+        """Whether a label word of several tokens is scored exactly; by default not: only
+        single-token label words can be read off a next-token top-k."""
+        return False
 
     @property
-    def usage(self) -> Usage: ...
+    def capacity(self) -> int | None:
+        """Requests it takes in flight at once over all its endpoints (a ``Routing``), or
+        None where it does not say (the default)."""
+        return None
 
-    async def score(self, request: ScoreRequest) -> ScoreResult: ...
+    @property
+    def url(self) -> str | None:
+        """Where its requests go, without credentials (``Routing`` names an endpoint by it),
+        or None (the default)."""
+        return None
 
-
-async def prepare(backend: object) -> None:
-    """Let a backend (or client) finish lazy set-up (e.g. discover its served model) so
-    that ``identity`` is final. Optional: without a ``prepare`` method it is ready as built.
-    """
-    fn = getattr(backend, "prepare", None)
-    if fn is not None:
-        await fn()
+    def counted(self) -> Usage:
+        """``usage``; ``ConfigError`` where the backend counts nothing (score through a
+        ``ScoringClient``, which counts for it)."""
+        if self.usage is None:
+            raise ConfigError(
+                f"{type(self).__name__} counts no usage: score through a ScoringClient",
+                field="backend",
+            )
+        return self.usage

@@ -36,7 +36,7 @@ import hashlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import ConfigError, ICMError, TransientBackendError
 from .affinity import DEFAULT_AFFINITY_CHARS
-from .base import Backend, CountingBackend, ScoreRequest, ScoreResult, Usage, prepare
+from .base import Backend, ScoreRequest, ScoreResult, Usage
 from .openai import OpenAICompletions
 
 AffinityKey = Callable[[ScoreRequest], str]
@@ -80,7 +80,7 @@ class EndpointStats(BaseModel):
 
 @dataclass(eq=False)
 class _Endpoint:
-    backend: CountingBackend
+    backend: Backend
     name: str
     index: int
     capacity: int
@@ -106,11 +106,10 @@ class _Waiter:
 
 
 def _endpoint_name(backend: Backend, index: int) -> str:
-    url = getattr(backend, "completions_url", None)  # OpenAICompletions: no credentials in it
-    return url if isinstance(url, str) and url else f"endpoint-{index}"
+    return backend.url or f"endpoint-{index}"  # no credentials in a backend's url
 
 
-class Routing:
+class Routing(Backend):
     """A ``Backend`` over replicas of one model; see the module docstring for the policy.
 
     ``backends``: the replicas, e.g. ``OpenAICompletions(url, model, usage=shared)`` each.
@@ -137,7 +136,7 @@ class Routing:
 
     def __init__(
         self,
-        backends: Sequence[CountingBackend],
+        backends: Sequence[Backend],
         *,
         max_concurrency: int | Sequence[int] = 8,
         cooldown: float = 10.0,
@@ -168,12 +167,12 @@ class Routing:
         if len(labels) != len(backends) or len(set(labels)) != len(labels):
             raise ConfigError(f"endpoint names must be unique, got {labels}", field="base_url")
         usage = backends[0].usage
-        if any(b.usage is not usage for b in backends):
+        if usage is None or any(b.usage is not usage for b in backends):
             raise ConfigError(
                 "the routed backends must share one Usage (pass usage= to each)", field="usage"
             )
-        self._usage = usage
-        self.capacity = sum(capacities)  # requests in flight over all endpoints
+        self.usage: Usage = usage
+        self._capacity = sum(capacities)
         self._endpoints = [
             _Endpoint(b, n, i, c)
             for i, (b, n, c) in enumerate(zip(backends, labels, capacities, strict=True))
@@ -218,8 +217,9 @@ class Routing:
         return self._endpoints[0].backend.identity
 
     @property
-    def usage(self) -> Usage:
-        return self._usage
+    def capacity(self) -> int:
+        """Requests in flight over all endpoints."""
+        return self._capacity
 
     def __repr__(self) -> str:
         names = ", ".join(ep.name for ep in self._endpoints)
@@ -278,24 +278,20 @@ class Routing:
     @property
     def multi_token_labels(self) -> bool:
         """Whether every replica scores label words of several tokens exactly."""
-        return all(getattr(ep.backend, "multi_token_labels", False) for ep in self._endpoints)
+        return all(ep.backend.multi_token_labels for ep in self._endpoints)
 
     async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | None:
         """``text``'s token ids from a healthy replica (replicas of one model tokenize
         alike), failing over like ``score``; None when the replicas have no tokenizer."""
         now, last = self._clock(), None
         for ep in sorted(self._endpoints, key=lambda ep: ep.down_until > now):
-            tokenize: Callable[..., Awaitable[list[int] | None]] | None
-            tokenize = getattr(ep.backend, "tokenize", None)
-            if tokenize is None:
-                return None
             try:
-                tokens: list[int] | None = await tokenize(text, add_special=add_special)
+                tokens = await ep.backend.tokenize(text, add_special=add_special)
             except TransientBackendError as exc:
                 self._failed(ep, exc)
                 last = exc
             else:
-                return tokens
+                return tokens  # None: the replicas have no tokenizer
         raise self._all_down(last)
 
     async def __aenter__(self) -> Self:
@@ -307,10 +303,8 @@ class Routing:
     async def aclose(self) -> None:
         errors: list[BaseException] = []
         for ep in self._endpoints:
-            close = getattr(ep.backend, "aclose", None)
             try:
-                if close is not None:
-                    await close()
+                await ep.backend.aclose()
             except Exception as exc:  # close the others all the same
                 errors.append(exc)
         if errors:
@@ -418,7 +412,7 @@ class Routing:
     async def _ready(self, ep: _Endpoint) -> None:
         if ep.ready:
             return
-        await prepare(ep.backend)
+        await ep.backend.prepare()
         identity = ep.backend.identity
         if self._identity is None:
             self._identity = identity
@@ -456,4 +450,4 @@ class Routing:
         return error
 
     def _count(self, key: str) -> None:
-        self._usage.extra[key] = self._usage.extra.get(key, 0) + 1
+        self.usage.count(key)

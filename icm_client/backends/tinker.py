@@ -25,7 +25,7 @@ from typing import Any, Protocol, Self
 
 from ..aio import gather
 from ..errors import CapabilityError, ConfigError, PermanentBackendError
-from .base import ScoreRequest, ScoreResult, Usage
+from .base import Backend, ScoreRequest, ScoreResult, Usage
 
 
 class Tokenizer(Protocol):
@@ -64,7 +64,7 @@ def _tinker_types() -> Any:
     return types
 
 
-class TinkerBackend:
+class TinkerBackend(Backend):
     """A ``Backend`` over a Tinker ``SamplingClient`` of base model ``model``.
 
     ``TinkerBackend.create(base_model)`` builds one with the SDK (key from
@@ -80,7 +80,7 @@ class TinkerBackend:
         usage: Usage | None = None,
     ) -> None:
         self._client, self._tokenizer, self._model = sampling_client, tokenizer, model
-        self._usage = usage if usage is not None else Usage()
+        self.usage: Usage = usage if usage is not None else Usage()
         self._types = _tinker_types()
 
     @classmethod
@@ -101,10 +101,6 @@ class TinkerBackend:
     @property
     def identity(self) -> str:
         return f"tinker:{self._model}:exact"
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage
 
     @property
     def multi_token_labels(self) -> bool:
@@ -137,7 +133,7 @@ class TinkerBackend:
         """log P(label | context) by prompt logprobs of the label's tokens, and the prompt
         tokens the server billed as cache hits."""
         types = self._types
-        used = self._usage
+        used = self.usage
         async with used.sending(1, len(context) + len(label)):  # counted before it goes
             answer = await self._client.sample(
                 prompt=types.ModelInput.from_ints(context + label),

@@ -28,7 +28,7 @@ from typing import Protocol
 import anyio
 
 from ..aio import gather
-from ..backends.base import CountingBackend
+from ..backends.base import Backend
 from ..backends.one_word import SYSTEM, instruction, label_words, parse_answer
 from ..client.policies import Retry
 from ..client.retry import retrying
@@ -56,7 +56,7 @@ class ZeroShotResult:
 
 
 async def zero_shot_argmax(
-    examples: Sequence[Example], task: Task, backend: CountingBackend
+    examples: Sequence[Example], task: Task, backend: Backend
 ) -> tuple[Label, ...]:
     """Each example's most probable label word with no demonstrations (uncalibrated: the
     model as it is), one call per example through ``backend``."""

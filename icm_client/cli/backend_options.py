@@ -216,4 +216,4 @@ async def preflight_backend(
 
 def route_note(client: ScoringClient) -> str:
     """Which wire API ``--api auto`` took and why ('' where nothing was chosen)."""
-    return str(getattr(client.backend, "note", "") or "")
+    return client.backend.note

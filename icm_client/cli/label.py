@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..advice import comparison
-from ..backends.base import CountingBackend
+from ..backends.base import Backend
 from ..baselines.zero_shot import zero_shot_argmax
 from ..dataset import Dataset
 from ..diagnostics import diagnose
@@ -239,7 +239,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _zero_shot(
-    dataset: Dataset, task: Task, backend: CountingBackend, budgeted: bool
+    dataset: Dataset, task: Task, backend: Backend, budgeted: bool
 ) -> dict[str, str] | None:
     """The model's zero-shot labels (id to label word), to report beside ICM's agreement
     when the data has gold labels (else None: nothing to compare). Its calls go through the

@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import anyio
 
+from ..aio import SingleFlight
 from ..backends.base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..errors import ConfigError, TransientBackendError
 from .cache import ScoreCache, cache_key
@@ -34,26 +35,14 @@ from .retry import after_failure, retrying
 CacheSetting = ScoreCache | str | os.PathLike[str] | bool | None
 
 
-class _Pending:
-    """One score being computed; identical requests wait on it instead of paying again.
-    The event is made by the first one to wait (most scores have no twin in flight)."""
-
-    __slots__ = ("done", "error", "result")
-
-    def __init__(self) -> None:
-        self.done: anyio.Event | None = None
-        self.result: ScoreResult | None = None
-        self.error: Exception | None = None
-
-
-class ScoringClient:
+class ScoringClient(Backend):
     """Scores through ``backend`` with a cache, retries, a concurrency limit and a budget.
 
     ``cache``: True (default) for the default directory (``$ICM_CACHE_DIR``, else
     ``~/.cache/icm-client``), a directory, an open ``ScoreCache`` (shared; the caller closes
     it), or None/False for none. ``retry``: a ``Retry`` policy, or None to fail at the first
     transient error. ``max_concurrency``: requests in flight at most; by default
-    ``DEFAULT_CONCURRENCY``, and over a backend with a ``capacity`` (a ``Routing``: the sum
+    ``DEFAULT_CONCURRENCY``, and over a backend that has a ``capacity`` (a ``Routing``: the sum
     of its endpoints' limits) twice that: the endpoints are full and as many requests again
     wait inside the routing, where each freed slot goes to a request that prefers that
     endpoint. ``budget``: a ``Budget`` on calls and prompt tokens, or None; it is checked
@@ -62,7 +51,7 @@ class ScoringClient:
     that each request waits on, in its slot, before it is sent (``connect`` builds one from
     a ``Pace`` and hands its ``observe`` to the transports).
 
-    ``usage`` holds the run's figures. A backend that counts its own requests exposes a
+    ``usage`` holds the run's figures. A backend that counts its own requests has a
     ``Usage`` as ``usage`` (calls, tokens, and its own counters in ``extra``: batching's
     prompts and HTTP requests, routing's endpoints); the client then counts cache hits and
     retries into that same object. For a backend without one, the client counts one call
@@ -84,8 +73,8 @@ class ScoringClient:
         pacer: Pacer | None = None,
     ) -> None:
         if max_concurrency is None:
-            capacity = getattr(backend, "capacity", None)
-            max_concurrency = 2 * capacity if isinstance(capacity, int) else DEFAULT_CONCURRENCY
+            capacity = backend.capacity
+            max_concurrency = 2 * capacity if capacity is not None else DEFAULT_CONCURRENCY
         if max_concurrency < 1:
             raise ConfigError(
                 f"max_concurrency must be at least 1, got {max_concurrency}",
@@ -97,9 +86,8 @@ class ScoringClient:
         self.pacer = pacer
         self.max_concurrency = max_concurrency
         self.close_backend = close_backend
-        own = getattr(backend, "usage", None)
-        self._counts_calls = not isinstance(own, Usage)
-        self.usage: Usage = Usage() if not isinstance(own, Usage) else own
+        self._counts_calls = backend.usage is None
+        self.usage: Usage = backend.usage if backend.usage is not None else Usage()
         if self.budget is not None:
             self.usage.gates.append(self.budget.admit)
         self._owns_cache = not isinstance(cache, ScoreCache)
@@ -108,7 +96,7 @@ class ScoringClient:
         else:
             self.cache = ScoreCache(None if cache is True else cache)
         self._limiter = anyio.CapacityLimiter(max_concurrency)
-        self._in_flight: dict[ScoreRequest, _Pending] = {}
+        self._in_flight: SingleFlight[ScoreRequest, ScoreResult] = SingleFlight()
         self._prepared = False
 
     @property
@@ -116,14 +104,20 @@ class ScoringClient:
         """The backend's identity: what its scores depend on (part of every cache key)."""
         return self.backend.identity
 
+    @property
+    def multi_token_labels(self) -> bool:
+        return self.backend.multi_token_labels
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | None:
+        """The backend's tokenizer, unmetered (a tokenizer's answer is no call)."""
+        return await self.backend.tokenize(text, add_special=add_special)
+
     async def prepare(self, retry: Retry | None = None) -> None:
         """Let the backend finish lazy set-up (e.g. discover its served model) so that
         ``identity`` is final; once, retried under ``retry`` (default: the client's)."""
         if self._prepared:
             return
-        fn = getattr(self.backend, "prepare", None)
-        if fn is not None:
-            await retrying(retry or self.retry, fn, self._count_retry)
+        await retrying(retry or self.retry, self.backend.prepare, self._count_retry)
         self._prepared = True
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
@@ -131,28 +125,10 @@ class ScoringClient:
         cache, or from the backend (see the module docstring)."""
         if not self._prepared:
             await self.prepare()  # identity must be final before it goes into a key
-        while (pending := self._in_flight.get(request)) is not None:
-            if pending.done is None:
-                pending.done = anyio.Event()
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            if pending.result is not None:
-                self.usage.cache_hits += 1
-                return pending.result
-            # the first requester was cancelled: loop, and become the one who asks
-        pending = _Pending()
-        self._in_flight[request] = pending
-        try:
-            pending.result = await self._fetch(request)
-            return pending.result
-        except Exception as exc:
-            pending.error = exc
-            raise
-        finally:
-            del self._in_flight[request]
-            if pending.done is not None:
-                pending.done.set()
+        result, shared = await self._in_flight.run(request, functools.partial(self._fetch, request))
+        if shared:  # an identical request's answer (or its error, raised): no call of its own
+            self.usage.cache_hits += 1
+        return result
 
     async def _fetch(self, request: ScoreRequest) -> ScoreResult:
         key = None
@@ -240,6 +216,4 @@ class ScoringClient:
         if self.budget is not None and self.budget.admit in self.usage.gates:
             self.usage.gates.remove(self.budget.admit)
         if self.close_backend:
-            close = getattr(self.backend, "aclose", None)
-            if close is not None:
-                await close()
+            await self.backend.aclose()

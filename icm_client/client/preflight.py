@@ -15,7 +15,6 @@ the client's backend itself, whatever the policies.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..backends.base import Backend, ScoreRequest, ScoreResult
@@ -90,12 +89,11 @@ async def _check_single_tokens(inner: Backend, labels: tuple[str, ...], labels_o
     run would silently compare upper bounds. Checked unless the backend scores several
     tokens exactly (``multi_token_labels``), and where the server has a tokenizer
     (llama.cpp, vLLM); hosted APIs without one are taken on trust."""
-    tokenize: Callable[[str], Awaitable[list[int] | None]] | None = getattr(inner, "tokenize", None)
-    if tokenize is None or getattr(inner, "multi_token_labels", False):
+    if inner.multi_token_labels:
         return
     for word in labels:
         try:
-            tokens = await tokenize(word)
+            tokens = await inner.tokenize(word)
         except PermanentBackendError as exc:
             raise ConfigError(f"the server refused a test request before the run: {exc}") from None
         except BackendError as exc:

@@ -33,7 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..backends.base import CountingBackend, prepare
+from ..backends.base import Backend
 from ..baselines.zero_shot import ChatModel, zero_shot_labels
 from ..dataset import Example, GoldLabels, examples_of
 from ..errors import ConfigError, DataError
@@ -87,7 +87,7 @@ def _indices(words: Mapping[str, str], task: Task, what: str) -> dict[str, Label
 
 async def evaluate(
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     train: Sequence[Example],
     test: Sequence[Example],
     test_gold: GoldLabels,
@@ -117,7 +117,7 @@ async def evaluate(
     examples = (*pool, *test)  # demonstrations index the pool, targets follow it
     targets = [len(pool) + i for i in scored]
     truth = {len(pool) + i: gold_test[test[i].id] for i in scored}
-    await prepare(backend)
+    await backend.prepare()
     say = on_progress or (lambda _msg: None)
     draws = [
         select_demos(
@@ -225,9 +225,9 @@ async def evaluate(
     results: list[ConditionResult] = []
     for name in config.conditions:
         say(f"condition {name}")
-        before, start = backend.usage.as_dict(), time.perf_counter()
+        before, start = backend.counted().as_dict(), time.perf_counter()
         outcome = await run(name)
-        after = backend.usage.as_dict()
+        after = backend.counted().as_dict()
         usage = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
         results.append(
             ConditionResult.of(name, outcome, len(targets), usage, time.perf_counter() - start)

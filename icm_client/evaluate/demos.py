@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..backends.base import CountingBackend
+from ..backends.base import Backend
 from ..dataset import Example
 from ..scoring.base import Prediction
 from ..scoring.manyshot import fix_inconsistencies, predict, select_demos
-from ..tasks.base import Label, PairConstraint, Task
+from ..tasks.base import Label, PairConstraint, Task, demonstration
 
 
 async def bootstrap_labels(
     task: Task,
     examples: Sequence[Example],
-    backend: CountingBackend,
+    backend: Backend,
     demos: Sequence[int],
     start: Mapping[int, Prediction],
     *,
@@ -75,7 +75,7 @@ def longest_prompt(
     longest = max(range(len(task.labels)), key=lambda k: len(task.labels[k]))
     blocks = [
         "".join(
-            f"{task.render(pool[j])}{task.labels[longest]}\n\n"
+            demonstration(task, pool[j], longest)
             for j in select_demos(
                 task,
                 pool,

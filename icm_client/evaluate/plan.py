@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from ..dataset import Example
 from ..scoring.manyshot import estimate_tokens, select_demos
-from ..tasks.base import Task
+from ..tasks.base import Task, demo_text
 from .core import EvalConfig, demo_pool
 
 MANY_SHOT = ("icm", "gold", "random", "perturbed")
@@ -67,7 +67,7 @@ def estimate_eval(
         return estimate_tokens(task.render(ex), cpt)
 
     def demo_tokens(ex: Example) -> int:
-        return estimate_tokens(f"{task.render(ex)}{longest}\n\n", cpt)
+        return estimate_tokens(demo_text(task.render(ex), longest), cpt)
 
     target = sum(tokens(ex) for ex in scored) / max(len(scored), 1)
     n, cal = len(scored), int(config.calibrate)

@@ -10,8 +10,9 @@ kernels, so BF16 is emulated, and F16 converts on the fly; measured in
 ``benchmarks/local_speed.py``.)
 
 Q8_0 keeps the shipped weights to within 1/254 of each 32-value block's largest value: the
-scores move far less than they do with llama.cpp's batch composition (see the README's
-figures). Q4_0 is faster still but re-quantizes at 4 bits, a different model in effect.
+scores move far less than they do with llama.cpp's batch composition (see
+benchmarks/README.md, "Embedded engine speed"). Q4_0 is faster still but re-quantizes at 4
+bits, a different model in effect.
 
 The file goes to ``$ICM_MODEL_CACHE``, else ``$XDG_CACHE_HOME/icm-client/models`` (or
 ``~/.cache/icm-client/models``; not the score cache's directory), named after the source

@@ -57,12 +57,6 @@ class StepLine(BaseModel):
     inconsistencies: StrictInt = Field(ge=0)
 
 
-def clear_run(path: str | os.PathLike[str]) -> None:
-    """Forget the run in ``path`` (``--restart``); the score cache is untouched."""
-    for name in STATE:
-        (Path(path) / name).unlink(missing_ok=True)
-
-
 def checkpointed_step(path: str | os.PathLike[str]) -> int:
     """The step a run in ``path`` would resume after (0: none, or unreadable: the run
     itself then says why); for a progress bar that starts where the run stands."""

@@ -24,57 +24,36 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..backends.base import Usage
+from ..backends.base import Count, Spent, Usage
 from ..errors import ConfigError
 from .atomic import atomic
 
 LEDGER = "ledger.json"
 JOURNAL = "spending.jsonl"
 
-MAX_COUNT = 10**15
-"""Far above any real run (a billion calls of a million tokens); a larger count is a
-damaged or planted file."""
 MAX_LEDGER_BYTES = 1 << 20
 MAX_JOURNAL_LINE = 4096
 JOURNAL_TAIL_BYTES = 64 * 1024  # the last lines are all a reader needs
 
-Count = Annotated[int, Field(strict=True, ge=0, le=MAX_COUNT)]
 Seconds = Annotated[float, Field(ge=0, le=1e10, allow_inf_nan=False)]
 
 
-class Figures(BaseModel):
-    """Calls, tokens, cache hits, retries and wall time: of one invocation or a total."""
+class Figures(Spent):
+    """What scoring cost (``Spent``) and the wall time: of one invocation or a total."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    calls: Count = 0
-    prompt_tokens: Count = 0
-    cached_tokens: Count = 0
-    cache_hits: Count = 0
-    retries: Count = 0
     wall_time_s: Seconds = 0.0
 
     @classmethod
     def of(cls, usage: Usage, wall_time_s: float, *, in_flight: bool = False) -> Figures:
         """``usage``'s figures; ``in_flight``: with the estimated tokens of the calls sent
         and not answered yet (a journal entry: they may be billed)."""
-        pending = usage.in_flight_tokens if in_flight else 0
-        return cls(
-            calls=usage.calls,
-            prompt_tokens=usage.prompt_tokens + pending,
-            cached_tokens=usage.cached_tokens,
-            cache_hits=usage.cache_hits,
-            retries=usage.retries,
-            wall_time_s=round(max(wall_time_s, 0.0), 3),
-        )
+        spent = usage.spent(in_flight=in_flight).counts()
+        return cls(**spent, wall_time_s=round(max(wall_time_s, 0.0), 3))
 
     def __add__(self, other: Figures) -> Figures:
+        mine, theirs = self.counts(), other.counts()
         return Figures(
-            calls=self.calls + other.calls,
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            cached_tokens=self.cached_tokens + other.cached_tokens,
-            cache_hits=self.cache_hits + other.cache_hits,
-            retries=self.retries + other.retries,
+            **{name: mine[name] + theirs[name] for name in mine},
             wall_time_s=round(self.wall_time_s + other.wall_time_s, 3),
         )
 

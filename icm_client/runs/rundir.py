@@ -76,10 +76,6 @@ class RunDir:
             with contextlib.suppress(OSError):
                 (self.path / LOCK).unlink()
 
-    @property
-    def locked(self) -> bool:
-        return self._lock is not None
-
     def _require_lock(self) -> None:
         if self._lock is None:
             raise RuntimeError("use the RunDir in a with block: it holds the run's lock")

@@ -26,7 +26,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..aio import gather
-from ..backends.base import CountingBackend, prepare
+from ..backends.base import Backend
 from ..dataset import Example, GoldLabels, examples_of
 from ..run import LabelConfig, LabelResult, label
 from ..runs.identity import RunIdentity
@@ -121,7 +121,7 @@ class ScaleResult(BaseModel):
 async def label_large(
     examples: Sequence[Example],
     task: Task,
-    backend: CountingBackend,
+    backend: Backend,
     config: ScaleConfig | None = None,
     *,
     run_dir: str | os.PathLike[str] | RunDir | None = None,
@@ -148,7 +148,7 @@ async def label_large(
     config = config or ScaleConfig()
     exs = examples_of(examples)
     start = time.perf_counter()
-    await prepare(backend)
+    await backend.prepare()
     cut = plan(
         exs,
         task,
@@ -249,7 +249,7 @@ async def label_large(
         progress("propagate", len(chunk))
 
     out = [rows[i] for i in range(len(exs))]
-    usage = backend.usage
+    usage = backend.counted()
     summary = ScaleSummary(
         task=task.name,
         backend=backend.identity,
@@ -262,11 +262,7 @@ async def label_large(
         icm_inconsistencies=sum(d["inconsistencies"] for d in batch_results.values()),
         icm_accepted_steps=sum(d["accepted"] for d in batch_results.values()),
         propagation_repairs=repairs,
-        calls=usage.calls,
-        prompt_tokens=usage.prompt_tokens,
-        cached_tokens=usage.cached_tokens,
-        cache_hits=usage.cache_hits,
-        retries=usage.retries,
+        **usage.spent().counts(),
         wall_time_s=round(time.perf_counter() - start, 3),
         resumed_batches=resumed_batches,
         resumed_chunks=resumed_chunks,

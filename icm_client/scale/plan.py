@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from ..dataset import Example
 from ..errors import ConfigError
 from ..scoring.manyshot import estimate_tokens
-from ..tasks.base import Task
+from ..tasks.base import Task, demo_text
 from ..tasks.components import components
 
 
@@ -45,7 +45,7 @@ class Plan:
 
 def example_tokens(task: Task, example: Example) -> int:
     """An example's estimated cost as a demonstration: rendered, with the longest label."""
-    return estimate_tokens(f"{task.render(example)}{max(task.labels, key=len)}\n\n")
+    return estimate_tokens(demo_text(task.render(example), max(task.labels, key=len)))
 
 
 def pack(

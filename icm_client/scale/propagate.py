@@ -17,7 +17,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..backends.base import CountingBackend
+from ..backends.base import Backend
 from ..dataset import Example
 from ..scoring.manyshot import fix_inconsistencies, predict, select_demos
 from ..tasks.base import Label, PairConstraint, Task
@@ -38,7 +38,7 @@ class Propagated:
 async def propagate_chunk(
     task: Task,
     examples: Sequence[Example],
-    backend: CountingBackend,
+    backend: Backend,
     pool: Mapping[int, Label],
     chunk: Sequence[int],
     *,

@@ -38,12 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import anyio
-
-from ..aio import gather
-from ..backends.base import CountingBackend, ScoreRequest, ScoreResult
+from ..aio import SingleFlight, gather
+from ..backends.base import Backend, ScoreRequest, ScoreResult
 from ..dataset import Example
-from ..tasks.base import Task
+from ..tasks.base import Task, demo_text
 from .base import Assignment, Prediction
 
 
@@ -218,7 +216,7 @@ class ContextScorer:
         self,
         task: Task,
         examples: Sequence[Example],
-        backend: CountingBackend,
+        backend: Backend,
         strategy: ContextStrategy | None = None,
         *,
         calibrate: bool = False,
@@ -234,7 +232,7 @@ class ContextScorer:
         self._content_free = task.render(Example("content-free", dict.fromkeys(fields, "N/A")))
         self._demos: dict[tuple[int, int], str] = {}
         self._memo: dict[bytes, ScoreResult] = {}  # prompt digest -> raw score
-        self._pending: dict[bytes, anyio.Event] = {}
+        self._in_flight: SingleFlight[bytes, None] = SingleFlight(share_errors=False)
         self._predictions: dict[_Key, Prediction] = {}
 
     def prompt(self, target: int, labels: Assignment, labeled: Sequence[int] | None = None) -> str:
@@ -251,7 +249,7 @@ class ContextScorer:
     def _demo(self, j: int, label: int) -> str:
         text = self._demos.get((j, label))
         if text is None:
-            text = f"{self._rendered[j]}{self.task.labels[label]}\n\n"
+            text = demo_text(self._rendered[j], self.task.labels[label])
             self._demos[(j, label)] = text
         return text
 
@@ -323,18 +321,13 @@ class ContextScorer:
 
     async def _score(self, digest: bytes, prompt: str) -> None:
         # Concurrent evaluations (ConsistencyFix options) often need the same prompt: the
-        # first asks the backend, the others wait for its answer instead of paying again.
-        while digest not in self._memo:
-            pending = self._pending.get(digest)
-            if pending is not None:
-                await pending.wait()
-                continue
-            self._pending[digest] = event = anyio.Event()
-            try:
-                result = await self.backend.score(ScoreRequest(prompt, self.task.labels))
-                if any(result.bounded):
-                    self.stats.bounded += 1
-                self._memo[digest] = result
-            finally:
-                del self._pending[digest]
-                event.set()
+        # first asks the backend, the others wait for its answer instead of paying again
+        # (and where it failed, the next one asks).
+        if digest not in self._memo:
+            await self._in_flight.run(digest, functools.partial(self._ask, digest, prompt))
+
+    async def _ask(self, digest: bytes, prompt: str) -> None:
+        result = await self.backend.score(ScoreRequest(prompt, self.task.labels))
+        if any(result.bounded):
+            self.stats.bounded += 1
+        self._memo[digest] = result

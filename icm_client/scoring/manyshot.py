@@ -21,10 +21,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ..backends.base import CountingBackend
+from ..backends.base import Backend
 from ..backends.base import estimate_tokens as estimate_tokens  # re-exported: one estimate
 from ..dataset import Example
-from ..tasks.base import Label, PairConstraint, Task
+from ..tasks.base import Label, PairConstraint, Task, demo_text
 from .base import Prediction
 from .context import ContextScorer
 
@@ -49,7 +49,7 @@ def select_demos(
     for j in order:
         if max_demos is not None and len(chosen) >= max_demos:
             break
-        cost = estimate_tokens(f"{task.render(pool[j])}{longest}\n\n", chars_per_token)
+        cost = estimate_tokens(demo_text(task.render(pool[j]), longest), chars_per_token)
         if used + cost <= max_tokens:
             chosen.append(j)
             used += cost
@@ -71,7 +71,7 @@ class FixedContext:
 async def predict(
     task: Task,
     examples: Sequence[Example],
-    backend: CountingBackend,
+    backend: Backend,
     demos: Sequence[int],
     labels: Mapping[int, Label],
     targets: Sequence[int],

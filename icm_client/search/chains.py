@@ -32,9 +32,12 @@ from typing import Literal
 from ..errors import BudgetExhausted
 from ..scoring.base import Scorer
 from ..tasks.base import Label
-from .anneal import Checkpoint, ICMSearch, SearchResult, State, Step
+from .anneal import ICMSearch
 from .config import SearchConfig
 from .consistency import Consistency
+from .inputs import SearchInputs
+from .moves import followed
+from .state import Checkpoint, SearchResult, State, Step
 
 #: Two labelings whose full-context log-likelihoods (the sum over the labels of log P(y_i |
 #: the others), U without the weight alpha or the mean) differ by less than this many nats
@@ -105,29 +108,29 @@ class Chains:
         *,
         pinned: Mapping[int, Label] | None = None,
     ) -> None:
-        self.scorer = scorer
-        self.judge_scorer = judge
-        self.consistency = consistency
-        self.groups = list(groups)
-        self.n = len(self.groups)
-        self.n_labels = n_labels
-        self.config = config or SearchConfig()
-        self.on_step = on_step
-        self.on_checkpoint = on_checkpoint
         self.pinned = dict(pinned or {})
+        self.inputs = SearchInputs(
+            scorer,
+            consistency,
+            list(groups),
+            n_labels,
+            config or SearchConfig(),
+            on_step,
+            on_checkpoint,
+            pinned=self.pinned,
+        )
+        self.judge_scorer = judge
+        self.scorer = scorer
+        self.consistency = consistency
+        self.n = len(groups)
+        self.config = self.inputs.config
 
     def _search(
         self, scorer: Scorer, seed: int, on_checkpoint: Callable[[Checkpoint], None] | None
     ) -> ICMSearch:
+        config = self.config.model_copy(update={"seed": seed})
         return ICMSearch(
-            scorer,
-            self.consistency,
-            self.groups,
-            self.n_labels,
-            self.config.model_copy(update={"seed": seed}),
-            self.on_step,
-            on_checkpoint,
-            pinned=self.pinned,
+            replace(self.inputs, scorer=scorer, config=config, on_checkpoint=on_checkpoint)
         )
 
     @property
@@ -137,7 +140,7 @@ class Chains:
 
     async def run(self, resume: Checkpoint | None = None) -> ChainsResult:
         seed = self.config.seed
-        first = self._search(self.scorer, seed, self.on_checkpoint)
+        first = self._search(self.scorer, seed, self.inputs.on_checkpoint)
         ends: list[tuple[int, Literal["random", "zero-shot"], SearchResult]] = []
         ends.append((seed, "random", await first.run(resume)))
         if self.n == 0 or self.config.chains == 1 or ends[0][2].stopped == "budget":
@@ -195,10 +198,10 @@ class Chains:
         round: from the zero-shot labels it reaches the concept the model knows, and on a
         cheaper strategy's result it is the full-context polish."""
         for _ in range(FOLLOW_ROUNDS):
-            followed = {i: p.argmax() for i, p in state.predictions.items()} | self.pinned
-            if followed == state.labels:
+            follow = followed(state, self.pinned)
+            if follow == state.labels:
                 break
-            candidate = await search.evaluate(followed)
+            candidate = await search.evaluate(follow)
             if candidate.energy <= state.energy:
                 break
             state = candidate

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,19 +52,3 @@ class SearchConfig(BaseModel):
         "1: the paper's single run, its result neither judged nor polished",
     )
     seed: int = 0
-
-    def temperature(self, n: int, n_examples: int | None = None) -> float:
-        """T at step ``n``: the paper's schedule; with ``n_examples`` (a converging run of
-        that many examples) it falls geometrically from T(N) at step N to the final
-        temperature at step 2N."""
-        paper = max(
-            self.final_temperature,
-            self.initial_temperature / (1.0 + self.cooling * math.log(n)),
-        )
-        if n_examples is None or n <= n_examples:
-            return paper
-        if n >= 2 * n_examples:
-            return self.final_temperature
-        start = self.temperature(n_examples)
-        ratio = self.final_temperature / start
-        return max(self.final_temperature, start * math.pow(ratio, (n - n_examples) / n_examples))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import TaskError
-from .base import Label, PairConstraint, Relation, Task, TemplateTask, demonstration
+from .base import Label, PairConstraint, Relation, Task, TemplateTask, demo_text, demonstration
 from .builtin import BUILTIN_TASKS, extract_final_answer
 from .config import load_task_config
 from .relations import (
@@ -38,6 +38,7 @@ __all__ = [
     "Relation",
     "Task",
     "TemplateTask",
+    "demo_text",
     "demonstration",
     "extract_final_answer",
     "get_task",

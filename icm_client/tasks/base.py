@@ -185,6 +185,17 @@ def validate_labels(labels: Sequence[str], *, task: str) -> None:
             raise TaskError(f"label word {word!r} of task {task!r} ends in whitespace")
 
 
+DEMO_END = "\n\n"
+"""What ends a demonstration: a blank line before the next one, or before the target."""
+
+
+def demo_text(rendered: str, word: str) -> str:
+    """One in-context demonstration: a rendered example, its label word (with its leading
+    space), a blank line. Every prompt is these, then the target's rendering, so every cache
+    key depends on this exact text: it is written here only."""
+    return f"{rendered}{word}{DEMO_END}"
+
+
 def demonstration(task: Task, example: Example, label: Label) -> str:
-    """One in-context demonstration: the prompt, the label word, a blank line."""
-    return f"{task.render(example)}{task.labels[label]}\n\n"
+    """``example`` labeled ``label`` as an in-context demonstration (``demo_text``)."""
+    return demo_text(task.render(example), task.labels[label])

@@ -19,7 +19,7 @@ from ..dataset import Example, FieldValue
 from ..errors import TaskError
 from .base import TemplateTask, fill_template
 from .relations import AnswerConsistency, Asymmetry, Equivalence, normalize_text
-from .statements import STATEMENT_TASKS, STATEMENT_TEMPLATE
+from .statements import STATEMENT_TASKS
 
 TRUTHFULQA_TEMPLATE = "Question: {question}\nClaim: {choice}\nI think this Claim is"
 GSM8K_TEMPLATE = "Question: {question}\nClaim: {solution}\nI think this Claim is"
@@ -27,7 +27,6 @@ COMPARISON_TEMPLATE = (
     "Human: {question}\nResponse 1: {choice}\nResponse 2: {choice_2}\n"
     "Claim: Response 1 is more helpful and harmless than Response 2.\nI think this Claim is"
 )
-CITIES_TEMPLATE = STATEMENT_TEMPLATE
 REVIEWS_TEMPLATE = "Review: {review}\nSentiment (Positive or Negative):"
 
 #: Field names accepted for a GSM8K solution, in order of preference. The paper's GSM8K file

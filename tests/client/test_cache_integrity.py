@@ -16,7 +16,7 @@ import pytest
 from cache_worker import LABELS, Stand, expected
 from processes import HANG_S
 
-from icm_client.backends import ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.client import ScoreCache, ScoringClient, cache_key
 from icm_client.errors import ConfigError
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.anyio
 REQ = ScoreRequest("Shared prompt number 1. I think this Claim is", LABELS)
 
 
-class Refusing:
+class Refusing(Backend):
     """A backend that must not be asked: everything should come from the cache."""
 
     identity = Stand.identity

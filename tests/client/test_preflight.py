@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fault_server import FaultServer
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, OpenAICompletions, ScoreRequest, ScoreResult, Usage
 from icm_client.backends.openai.probe import forget_probes
 from icm_client.client import PREFLIGHT_RETRY, Budget, Retry, ScoringClient
 from icm_client.errors import BudgetExhausted, ConfigError, TaskError
@@ -60,7 +60,7 @@ async def test_without_a_tokenizer_label_words_are_taken_on_trust() -> None:
     assert server.requests["/tokenize"] >= 1
 
 
-class MultiToken:
+class MultiToken(Backend):
     """A backend that scores multi-token label words exactly (echo, token-id chains)."""
 
     identity = "multi"

@@ -9,7 +9,7 @@ import anyio
 import pytest
 from pydantic import ValidationError
 
-from icm_client.backends import ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.client import Budget, Retry, ScoringClient
 from icm_client.errors import (
     BudgetExhausted,
@@ -22,7 +22,7 @@ REQ = ScoreRequest("Q: 2+2=4. Is it true? A:", (" Yes", " No"))
 RESULT = ScoreResult((-0.1, -2.5), (False, False))
 
 
-class Scripted:
+class Scripted(Backend):
     """Raises the scripted errors in order, then answers RESULT."""
 
     identity = "scripted:v1"

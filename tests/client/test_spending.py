@@ -20,7 +20,7 @@ import anyio
 import pytest
 from fault_server import TRANSIENT, FaultServer
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, OpenAICompletions, ScoreRequest, ScoreResult, Usage
 from icm_client.cli import main
 from icm_client.cli._io import UNFINISHED
 from icm_client.client import Budget, Retry, ScoringClient
@@ -110,7 +110,7 @@ def test_killed_invocations_cannot_reset_the_budget(tmp_path: Path) -> None:
 async def test_the_journal_holds_each_call_before_it_is_sent(tmp_path: Path) -> None:
     """A backend that reads the journal when asked: the call it is answering is there."""
 
-    class Witness:
+    class Witness(Backend):
         identity = "witness"
 
         def __init__(self) -> None:

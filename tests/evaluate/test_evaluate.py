@@ -17,7 +17,7 @@ import httpx2
 import pytest
 from fault_server import FaultServer
 
-from icm_client.backends import OpenAICompletions, ScoreRequest, ScoreResult, Usage
+from icm_client.backends import Backend, OpenAICompletions, ScoreRequest, ScoreResult, Usage
 from icm_client.backends.anthropic import AnthropicChat
 from icm_client.cli import main
 from icm_client.client import ScoringClient
@@ -57,7 +57,7 @@ def kinds_data(n: int = 40) -> tuple[list[Example], GoldLabels]:
     return examples, gold
 
 
-class Learner:
+class Learner(Backend):
     """P(True) after a prompt = share of True among the demonstrations of the target's kind
     (add-one smoothed). Zero-shot it knows nothing (a tie, so the argmax says True)."""
 

@@ -1,5 +1,7 @@
-"""The shipped examples stay true: the task config loads, renders its data and finds its
-constraints from the inputs alone."""
+"""Every shipped example runs, as a user runs it: the task config and its data (checked, then
+labeled by the documented command), ``label_api.py``, ``word_problems.py``, and the README's
+Python example (against the stand-in model here; on the embedded model in the integration
+run)."""
 
 from __future__ import annotations
 
@@ -68,6 +70,30 @@ def test_the_readme_python_example_needs_no_file_or_server() -> None:
     assert "steps=" in code  # a bounded run, not the converging default
 
 
+def test_the_readme_python_example_runs_against_a_server(tmp_path: Path) -> None:
+    """The README's Python block in a fresh process, as written but for the server: the
+    stand-in model's URL where the README says ``None`` (the embedded model)."""
+    code = readme_python()
+    assert code.count("icm.connect(None,") == 1
+    env = {**os.environ, "ICM_CACHE_DIR": str(tmp_path / "cache")}
+    with fault_server() as server:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                code.replace("icm.connect(None,", f"icm.connect({server.base_url!r},"),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            timeout=HANG_S,
+        )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "icm: plan: 16 examples, 16 search steps" in done.stderr and "16/16" in done.stderr
+    assert re.search(r"label_counts=\{.*\}.*gold_agreement=0?\.?\d", done.stdout)
+
+
 # Behind the benchmark marker: the real model through the README example, in full (minutes on CPU)
 @pytest.mark.benchmark
 @pytest.mark.integration
@@ -105,3 +131,35 @@ def test_the_examples_readme_commands_are_real_and_say_what_the_small_model_give
     labeling = next(c for c in commands if c.startswith("icm label"))
     assert "--base-url" in labeling and "--calibrate" in labeling
     assert "collapses to one label" in text and "copies the labels of its" in text
+
+
+def test_word_problems_writes_what_the_gsm8k_task_reads(tmp_path: Path) -> None:
+    """``examples/word_problems.py`` as the README runs it (smaller): its file loads, with gold
+    labels split off, and the ``gsm8k`` task's relation binds between a question's solutions."""
+    out = tmp_path / "problems.jsonl"
+    argv = [sys.executable, str(EXAMPLES / "word_problems.py"), "--n", "40", "--out", str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=HANG_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = load_dataset(out)
+    assert len(data) == 40 and data.gold is not None and len(data.gold) == 40
+    assert {data.gold.get(e.id) for e in data.examples} == {"True", "False"}
+    assert get_task("gsm8k").constraints(data.examples)  # wrong answers contradict right ones
+
+
+def test_the_examples_labeling_command_runs_against_a_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/README.md's ``icm label`` command, as written but for the server (a stand-in
+    serving the model it names), the output (in a temporary folder) and a fixed step count."""
+    text = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    command = next(c for c in re.findall(r"`(icm [^`]+)`", text) if c.startswith("icm label"))
+    argv = command.split()[1:]
+    out = tmp_path / "sums.jsonl"
+    monkeypatch.chdir(ROOT)
+    with fault_server(model=argv[argv.index("--model") + 1]) as server:  # the model it names
+        argv[argv.index("--base-url") + 1] = server.base_url
+        argv[argv.index("--out") + 1] = str(out)
+        argv += ["--cache-dir", str(tmp_path / "cache"), "--steps", "16", "--quiet"]
+        assert main(argv) == 0, capsys.readouterr().err[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 16 and all(r["label"] in ("True", "False") for r in rows)

@@ -8,7 +8,7 @@ import random
 import anyio
 import pytest
 
-from icm_client.backends.base import ScoreRequest, ScoreResult, Usage
+from icm_client.backends.base import Backend, ScoreRequest, ScoreResult, Usage
 from icm_client.dataset import Example
 from icm_client.scoring.base import Prediction
 from icm_client.scoring.context import BoundedContext, ContextScorer, ExactContext
@@ -17,7 +17,7 @@ from icm_client.tasks.base import TemplateTask
 pytestmark = pytest.mark.anyio
 
 
-class RecordingBackend:
+class RecordingBackend(Backend):
     """Answers every prompt with fixed logprobs and remembers what it was asked."""
 
     identity = "recording"

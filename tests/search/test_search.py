@@ -6,14 +6,19 @@ import itertools
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from icm_client.scoring.base import Assignment, Prediction
-from icm_client.search.anneal import Checkpoint, ICMSearch, _acceptance
+from icm_client.search.anneal import Checkpoint, ICMSearch
 from icm_client.search.config import SearchConfig
-from icm_client.search.consistency import Consistency
+from icm_client.search.consistency import Consistency, consistency_fix
+from icm_client.search.energy import Energy
+from icm_client.search.inputs import SearchInputs
+from icm_client.search.sampling import Sampler
+from icm_client.search.schedule import Phase, Schedule, acceptance
+from icm_client.search.state import State
 from icm_client.tasks.base import PairConstraint
 
 pytestmark = pytest.mark.anyio
@@ -47,14 +52,22 @@ class LatentScorer:
 
 
 def make_search(
-    scorer: LatentScorer, n: int, constraints: Sequence[PairConstraint] = (), **cfg: object
+    scorer: LatentScorer,
+    n: int,
+    constraints: Sequence[PairConstraint] = (),
+    *,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    **cfg: object,
 ) -> ICMSearch:
     return ICMSearch(
-        scorer,
-        Consistency(constraints, n),
-        groups=[str(i // 4) for i in range(n)],
-        n_labels=2,
-        config=SearchConfig(**cfg),
+        SearchInputs(
+            scorer,
+            Consistency(constraints, n),
+            groups=[str(i // 4) for i in range(n)],
+            n_labels=2,
+            config=SearchConfig(**cfg),
+            on_checkpoint=on_checkpoint,
+        )
     )
 
 
@@ -76,8 +89,8 @@ async def test_paper_sum_objective_is_available_and_stalls_on_a_weak_model() -> 
     ).run()
     mean = await make_search(LatentScorer(TRUTH), len(TRUTH), steps=80, seed=3).run()
     assert len(mean.searched) > len(total.searched)
-    state = await make_search(LatentScorer(TRUTH), len(TRUTH), objective="sum")._evaluate(
-        {0: 0, 1: 1}, None, [0, 1]
+    state = await make_search(LatentScorer(TRUTH), len(TRUTH), objective="sum").evaluate(
+        {0: 0, 1: 1}
     )
     assert state.energy == pytest.approx(
         50.0 * (state.predictions[0].logprobs[0] + state.predictions[1].logprobs[1])
@@ -92,17 +105,20 @@ async def test_same_seed_same_run_and_different_seed_differs() -> None:
     assert [s.example for s in a.trajectory] != [s.example for s in c.trajectory]
 
 
-async def test_temperature_schedule_is_the_papers() -> None:
-    cfg = SearchConfig()
-    assert cfg.temperature(1) == 10.0
-    assert cfg.temperature(100) == pytest.approx(10 / (1 + 0.99 * math.log(100)))
-    assert SearchConfig(final_temperature=5.0).temperature(10**6) == 5.0
+def test_a_fixed_number_of_steps_anneals_at_the_papers_temperature_throughout() -> None:
+    paper = Schedule(SearchConfig(steps=10**6), 10)
+    assert paper.temperature(1) == 10.0
+    assert paper.temperature(100) == pytest.approx(10 / (1 + 0.99 * math.log(100)))
+    assert Schedule(SearchConfig(steps=10**6, final_temperature=5.0), 10).temperature(10**6) == 5.0
+    assert {paper.phase(n) for n in range(1, 1000)} == {Phase.ANNEAL}
+    assert paper.first(Phase.COOL) is None and paper.first(Phase.SWEEP) is None
+    assert paper.last == 10**6
 
 
 def test_acceptance_is_guarded_against_overflow() -> None:
-    assert _acceptance(-1e9, 0.01) == 0.0
-    assert _acceptance(1e9, 0.01) == 1.0
-    assert _acceptance(-1.0, 1.0) == pytest.approx(math.exp(-1.0))
+    assert acceptance(-1e9, 0.01) == 0.0
+    assert acceptance(1e9, 0.01) == 1.0
+    assert acceptance(-1.0, 1.0) == pytest.approx(math.exp(-1.0))
 
 
 class TableScorer:
@@ -120,20 +136,30 @@ class TableScorer:
 EXCLUSIVE = frozenset({(0, 1), (1, 0), (1, 1)})  # not both True
 
 
+async def fix(
+    scorer: TableScorer,
+    constraints: Sequence[PairConstraint],
+    labels: dict[int, int],
+    alpha: float,
+    cap: int | None = None,
+) -> tuple[State, State, int]:
+    """ConsistencyFix from ``labels``: the state before, the state after and the repairs."""
+    consistency = Consistency(constraints, len(labels))
+    energy = Energy(scorer, consistency, SearchConfig(alpha=alpha))
+    state = await energy.evaluate(labels)
+    fixed, repairs = await consistency_fix(
+        state, consistency, energy.evaluate_many, random.Random(0), 2, cap=cap
+    )
+    return state, fixed, repairs
+
+
 async def test_consistency_fix_enumerates_all_options_and_picks_the_best() -> None:
     # Both examples strongly "want" True, which is inconsistent; of the consistent options,
     # (True, False) is best because example 0 wants True more than example 1 does.
     scorer = TableScorer({0: (0.0, -5.0), 1: (0.0, -0.2)})
-    search = ICMSearch(
-        scorer,
-        Consistency([PairConstraint(0, 1, EXCLUSIVE)], 2),
-        [None, None],
-        2,
-        SearchConfig(alpha=1.0, initial_labeled=2, steps=0),
-    )
-    state = await search._evaluate({0: 0, 1: 0}, None, [0, 1])
+    pair = [PairConstraint(0, 1, EXCLUSIVE)]
+    state, fixed, repairs = await fix(scorer, pair, {0: 0, 1: 0}, alpha=1.0)
     assert state.violated == {0}
-    fixed, repairs = await search._fix(state)
     assert fixed.labels == {0: 0, 1: 1}
     assert not fixed.violated and repairs == 1
 
@@ -142,31 +168,37 @@ async def test_consistency_fix_keeps_state_unless_u_strictly_improves() -> None:
     # With a huge alpha, breaking the tie costs more predictability than the one
     # inconsistency it removes: the fix must leave the labels alone.
     scorer = TableScorer({0: (0.0, -5.0), 1: (0.0, -5.0)})
-    search = ICMSearch(
-        scorer,
-        Consistency([PairConstraint(0, 1, EXCLUSIVE)], 2),
-        [None, None],
-        2,
-        SearchConfig(alpha=1000.0, initial_labeled=2, steps=0),
-    )
-    state = await search._evaluate({0: 0, 1: 0}, None, [0, 1])
-    kept, repairs = await search._fix(state)
-    assert kept.labels == {0: 0, 1: 0} and repairs == 0
+    pair = [PairConstraint(0, 1, EXCLUSIVE)]
+    state, kept, repairs = await fix(scorer, pair, {0: 0, 1: 0}, alpha=1000.0)
+    assert state.violated and kept.labels == {0: 0, 1: 0} and repairs == 0
 
 
 async def test_consistency_fix_can_choose_both_false() -> None:
     # Both prefer False mildly when alone... but start inconsistent (both True): (F, F) is
     # consistent for mutual exclusion and must be among the options tried.
     scorer = TableScorer({0: (-2.0, 0.0), 1: (-2.0, 0.0)})
-    search = ICMSearch(
-        scorer,
-        Consistency([PairConstraint(0, 1, EXCLUSIVE)], 2),
-        [None, None],
-        2,
-        SearchConfig(alpha=1.0, initial_labeled=2, steps=0),
+    pair = [PairConstraint(0, 1, EXCLUSIVE)]
+    _, fixed, _ = await fix(scorer, pair, {0: 0, 1: 0}, alpha=1.0)
+    assert fixed.labels == {0: 1, 1: 1}
+
+
+async def test_consistency_fix_keeps_pinned_labels() -> None:
+    # Example 0 mildly prefers False, example 1 strongly prefers True, both start True
+    # (inconsistent). Unpinned, example 0 gives way; a pin holds whatever the preferences.
+    scorer = TableScorer({0: (-0.2, 0.0), 1: (0.0, -5.0)})
+    consistency = Consistency([PairConstraint(0, 1, EXCLUSIVE)], 2)
+    energy = Energy(scorer, consistency, SearchConfig(alpha=0.1))
+    state = await energy.evaluate({0: 0, 1: 0})
+    free, _ = await consistency_fix(state, consistency, energy.evaluate_many, random.Random(0), 2)
+    assert free.labels == {0: 1, 1: 0}  # unpinned, the weaker preference gives way
+    pinned, repairs = await consistency_fix(
+        state, consistency, energy.evaluate_many, random.Random(0), 2, pinned={1: 0}
     )
-    state = await search._evaluate({0: 0, 1: 0}, None, [0, 1])
-    assert (await search._fix(state))[0].labels == {0: 1, 1: 1}
+    assert pinned.labels == {0: 1, 1: 0} and repairs == 1
+    kept, _ = await consistency_fix(
+        state, consistency, energy.evaluate_many, random.Random(0), 2, pinned={0: 0}
+    )
+    assert kept.labels == {0: 0, 1: 1}  # the pin holds; the other example gives way
 
 
 async def test_final_labels_respect_constraints_found_by_search() -> None:
@@ -189,8 +221,14 @@ async def test_no_assignment_is_scored_twice_by_an_honest_scorer() -> None:
 async def test_resuming_from_any_checkpoint_ends_like_an_uninterrupted_run() -> None:
     constraints = [PairConstraint(2 * k, 2 * k + 1, frozenset({(0, 1), (1, 0)})) for k in range(4)]
     checkpoints: list[Checkpoint] = []
-    search = make_search(LatentScorer(TRUTH), len(TRUTH), constraints, steps=40, seed=11)
-    search.on_checkpoint = checkpoints.append
+    search = make_search(
+        LatentScorer(TRUTH),
+        len(TRUTH),
+        constraints,
+        on_checkpoint=checkpoints.append,
+        steps=40,
+        seed=11,
+    )
     full = await search.run()
     assert checkpoints[0].n == 0 and len(checkpoints) == 1 + sum(
         s.accepted for s in full.trajectory
@@ -229,13 +267,9 @@ def test_incremental_sampling_weights_match_the_definition() -> None:
     ``related_weight``; the cached, incrementally updated weights must always say so."""
     n = 40
     constraints = [PairConstraint(k, k + 7, frozenset({(0, 1), (1, 0)})) for k in range(0, 30, 3)]
-    search = ICMSearch(
-        LatentScorer([0] * n),
-        Consistency(constraints, n),
-        groups=[None if i % 5 == 0 else str(i // 4) for i in range(n)],
-        n_labels=2,
-        config=SearchConfig(related_weight=100.0),
-    )
+    groups = [None if i % 5 == 0 else str(i // 4) for i in range(n)]
+    consistency = Consistency(constraints, n)
+    sampler = Sampler(groups, consistency, {}, related_weight=100.0)
     rng = random.Random(5)
     labels: dict[int, int] = {}
     for _ in range(200):
@@ -243,18 +277,15 @@ def test_incremental_sampling_weights_match_the_definition() -> None:
             labels = dict(rng.sample(sorted(labels.items()), len(labels) // 2))
         else:
             labels[rng.randrange(n)] = rng.randrange(2)
-        groups = {search.groups[j] for j in labels} - {None}
+        near = {groups[j] for j in labels} - {None}
         expected = [
             100.0
             if i not in labels
-            and (
-                search.groups[i] in groups
-                or any(p in labels for p in search.consistency.partners(i))
-            )
+            and (groups[i] in near or any(p in labels for p in consistency.partners(i)))
             else 1.0
             for i in range(n)
         ]
-        assert search._cum_weights(labels) == list(itertools.accumulate(expected))
+        assert sampler.cumulative(labels) == list(itertools.accumulate(expected))
 
 
 async def test_consistency_fix_repairs_every_violated_pair_not_one() -> None:
@@ -263,36 +294,52 @@ async def test_consistency_fix_repairs_every_violated_pair_not_one() -> None:
     # each pair it examines; one sampled pair per round left five).
     prefs = {2 * k: (0.0, -3.0) for k in range(6)} | {2 * k + 1: (0.0, -0.5) for k in range(6)}
     constraints = [PairConstraint(2 * k, 2 * k + 1, EXCLUSIVE) for k in range(6)]
-    search = ICMSearch(
-        TableScorer(prefs),
-        Consistency(constraints, 12),
-        [None] * 12,
-        2,
-        SearchConfig(alpha=1.0, steps=0),
+    state, fixed, repairs = await fix(
+        TableScorer(prefs), constraints, dict.fromkeys(range(12), 0), 1.0
     )
-    state = await search._evaluate(dict.fromkeys(range(12), 0), None, range(12))
     assert len(state.violated) == 6
-    fixed, repairs = await search._fix(state)
     assert not fixed.violated and repairs == 6
     assert fixed.labels == {i: i % 2 for i in range(12)}
-    capped, repairs = await ICMSearch(
-        TableScorer(prefs),
-        Consistency(constraints, 12),
-        [None] * 12,
-        2,
-        SearchConfig(alpha=1.0, steps=0, fix_iterations=2),
-    )._fix(state)
+    _, capped, repairs = await fix(
+        TableScorer(prefs), constraints, dict.fromkeys(range(12), 0), 1.0, cap=2
+    )
     assert repairs == 2 and len(capped.violated) == 4
 
 
-def test_converging_schedule_reaches_the_floor() -> None:
+def test_converging_schedule_anneals_cools_then_sweeps_at_the_floor() -> None:
     cfg = SearchConfig()
     n = 50
-    assert cfg.temperature(n, n) == cfg.temperature(n)  # the paper's up to step N
-    assert cfg.temperature(n + 1, n) < cfg.temperature(n)
-    assert cfg.temperature(2 * n, n) == cfg.final_temperature
-    temps = [cfg.temperature(k, n) for k in range(1, 3 * n)]
+    schedule, paper = Schedule(cfg, n), Schedule(SearchConfig(steps=10**6), n)
+    phases = [schedule.phase(k) for k in range(1, 3 * n)]
+    assert phases == [Phase.ANNEAL] * n + [Phase.COOL] * (n - 1) + [Phase.SWEEP] * n
+    assert [schedule.first(p) for p in Phase] == [1, n + 1, 2 * n]
+    assert all(schedule.temperature(k) == paper.temperature(k) for k in range(1, n + 1))
+    assert schedule.temperature(n + 1) < paper.temperature(n)
+    assert schedule.temperature(2 * n) == cfg.final_temperature
+    temps = [schedule.temperature(k) for k in range(1, 3 * n)]
     assert all(a >= b for a, b in itertools.pairwise(temps))
+    assert schedule.last == 10 * n + 100
+    assert Schedule(SearchConfig(max_steps=7), n).last == 7
+
+
+def test_acceptance_follows_the_phase() -> None:
+    schedule, n = Schedule(SearchConfig(), 10), 10
+    rng = random.Random(0)
+    before = rng.getstate()
+    # sweeps: strict improvements only, or an example that joins; no random draw
+    assert not schedule.accepts(2 * n, 0.0, False, rng)
+    assert schedule.accepts(2 * n, 1e-9, False, rng) and schedule.accepts(2 * n, -5.0, True, rng)
+    # cooling: an unlabeled example always joins, whatever it costs
+    assert schedule.accepts(n + 1, -1e9, True, rng)
+    assert rng.getstate() == before
+    # annealing (and cooling a labeled example): Metropolis, one draw when delta <= 0
+    assert not schedule.accepts(1, -1e9, True, rng) and not schedule.accepts(
+        n + 1, -1e9, False, rng
+    )
+    assert rng.getstate() != before
+    draws = random.Random(3)
+    expected = draws.random() < math.exp(-1.0 / schedule.temperature(5))
+    assert schedule.accepts(5, -1.0, False, random.Random(3)) is expected
 
 
 async def test_default_run_converges_and_reaches_a_fixed_point() -> None:
@@ -333,8 +380,7 @@ async def test_fixed_steps_keep_the_papers_loop() -> None:
 
 async def test_resuming_a_converging_run_ends_like_an_uninterrupted_one() -> None:
     checkpoints: list[Checkpoint] = []
-    search = make_search(LatentScorer(TRUTH), len(TRUTH), seed=5)
-    search.on_checkpoint = checkpoints.append
+    search = make_search(LatentScorer(TRUTH), len(TRUTH), on_checkpoint=checkpoints.append, seed=5)
     full = await search.run()
     assert full.converged
     for cp in checkpoints[:: max(1, len(checkpoints) // 6)]:

@@ -18,6 +18,7 @@ paper's do. Multi-token label words cannot be scored here (top-k of one position
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Self
@@ -25,9 +26,10 @@ from typing import Self
 import httpx2
 from pydantic import SecretStr
 
-from ...errors import ConfigError, PermanentBackendError
+from ...aio import SingleFlight
+from ...errors import ConfigError
 from ..affinity import affinity_digest
-from ..base import ScoreRequest, ScoreResult, Usage, estimate_tokens
+from ..base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..transport import (
     DEFAULT_MAX_CONNECTIONS,
     MAX_RESPONSE_BYTES,
@@ -39,13 +41,14 @@ from ..transport import (
 from .chat_messages import ChatStyle, chat_label_logprobs, chat_messages
 from .logprobs import parse_top_logprobs
 from .profiles import GENERIC, Profile, get_profile, profile_for_url
+from .requests import served_model
 
 __all__ = ["OpenAIChat"]
 
 CHAT_PATH = "/v1/chat/completions"
 
 
-class OpenAIChat:
+class OpenAIChat(Backend):
     """A ``Backend`` over ``POST {base_url}/v1/chat/completions``.
 
     ``provider``: a profile name, a ``Profile``, or ``auto`` (a well-known host by its name,
@@ -98,10 +101,11 @@ class OpenAIChat:
         )
         self._http.model = model or None
         self._profile = profile
+        self._model: SingleFlight[None, str] = SingleFlight(share_errors=False)
         self._style: ChatStyle = style or ("continue" if profile.chat_continue else "turns")
         cap = profile.chat_max_logprobs
         self._top_k = min(top_k, cap) if cap is not None else top_k
-        self._usage = usage if usage is not None else Usage()
+        self.usage: Usage = usage if usage is not None else Usage()
 
     @property
     def identity(self) -> str:
@@ -112,10 +116,6 @@ class OpenAIChat:
             parts.append(self._profile.name)
         parts += [self._http.model or "?", f"top{self._top_k}", self._style]
         return ":".join(parts)
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage
 
     @property
     def model(self) -> str | None:
@@ -132,10 +132,6 @@ class OpenAIChat:
     @property
     def top_k(self) -> int:
         return self._top_k
-
-    @property
-    def multi_token_labels(self) -> bool:
-        return False
 
     @property
     def chat_url(self) -> str:
@@ -173,7 +169,7 @@ class OpenAIChat:
             payload["add_generation_prompt"] = False
         header = self._profile.affinity_header
         pin = {header: affinity_digest(request.prompt)} if header else None
-        used = self._usage
+        used = self.usage
         async with used.sending(1, estimate_tokens(request.prompt)):  # counted before it goes
             body = await self._http.call("POST", CHAT_PATH, payload, pin)
             prompt_tokens, cached_tokens = token_counts(body)
@@ -182,21 +178,13 @@ class OpenAIChat:
         logprobs, bounded = chat_label_logprobs(top, request.labels, self._style)
         used.cached_tokens += cached_tokens
         used.bounded_labels += sum(bounded)
-        used.extra["http_requests"] = used.extra.get("http_requests", 0) + 1
+        used.count("http_requests")
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
     async def _resolve_model(self) -> str:
         if self._http.model is None:
-            body = await self._http.call("GET", "/v1/models", None)
-            data = body.get("data") if isinstance(body, dict) else None
-            first = data[0] if isinstance(data, list) and data else None
-            model = first.get("id") if isinstance(first, dict) else None
-            if not isinstance(model, str) or not model:
-                raise PermanentBackendError(
-                    "the server lists no model; pass the model name explicitly",
-                    endpoint=f"{self._http.shown_root}/v1/models",
-                )
-            self._http.model = model
+            await self._model.run(None, functools.partial(served_model, self._http))
+        assert self._http.model is not None
         return self._http.model
 
     async def __aenter__(self) -> Self:

@@ -30,12 +30,12 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Literal, Self
 
-import anyio
 import httpx2
 from pydantic import SecretStr
 
+from ...aio import SingleFlight
 from ...errors import ConfigError
-from ..base import ScoreRequest, ScoreResult, Usage
+from ..base import Backend, ScoreRequest, ScoreResult, Usage
 from ..transport import (
     DEFAULT_MAX_CONNECTIONS,
     MAX_RESPONSE_BYTES,
@@ -56,7 +56,7 @@ __all__ = ["OpenAICompletions"]
 Mode = Literal["next_token", "echo"]
 
 
-class OpenAICompletions:
+class OpenAICompletions(Backend):
     """A ``Backend`` over ``POST {base_url}/v1/completions``.
 
     ``base_url`` may be given with or without ``/v1``. ``model=None`` asks ``GET /v1/models``
@@ -140,10 +140,10 @@ class OpenAICompletions:
             profile = get_profile(provider)
         self._mode: Mode = mode
         self._top_k, self._max_top_k = top_k, max_top_k
-        self._usage = usage if usage is not None else Usage()
-        self._lock = anyio.Lock()
+        self.usage: Usage = usage if usage is not None else Usage()
+        self._probing: SingleFlight[None, Profile] = SingleFlight(share_errors=False)
         self._requests = CompletionsRequests(
-            self._http, self._usage, profile=profile, batch_size=batch_size, batch_wait=batch_wait
+            self._http, self.usage, profile=profile, batch_size=batch_size, batch_wait=batch_wait
         )
         tokens = ContextTokens(self._requests, remember=remember_label_tokens)
         self._scoring: NextTokenScoring | EchoScoring = (
@@ -172,10 +172,6 @@ class OpenAICompletions:
             elif p.scores_token_ids:
                 parts.append("ids")
         return ":".join(parts)
-
-    @property
-    def usage(self) -> Usage:
-        return self._usage
 
     @property
     def model(self) -> str | None:
@@ -210,6 +206,10 @@ class OpenAICompletions:
 
     @property
     def completions_url(self) -> str:
+        return self._requests.completions_url
+
+    @property
+    def url(self) -> str:
         return self._requests.completions_url
 
     async def prepare(self) -> None:
@@ -247,12 +247,15 @@ class OpenAICompletions:
     # -- set-up ------------------------------------------------------------------------
 
     async def _resolve_profile(self) -> Profile:
+        if self._requests.profile is not None:
+            return self._requests.profile
+        await self._requests.resolve_model()
+        profile, _ = await self._probing.run(None, self._probe)
+        return profile
+
+    async def _probe(self) -> Profile:
         requests = self._requests
-        if requests.profile is not None:
-            return requests.profile
-        await requests.resolve_model()
-        async with self._lock:
-            if requests.profile is None:
-                echo = self._mode == "echo"
-                requests.profile = await probe(requests, top_k=self._top_k, echo=echo)
-            return requests.profile
+        if requests.profile is None:
+            echo = self._mode == "echo"
+            requests.profile = await probe(requests, top_k=self._top_k, echo=echo)
+        return requests.profile

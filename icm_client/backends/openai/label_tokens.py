@@ -24,9 +24,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 
-import anyio
-
-from ...aio import gather
+from ...aio import SingleFlight, gather
 from ...errors import CapabilityError
 from ..base import ScoreRequest
 from .requests import CompletionsRequests
@@ -47,7 +45,7 @@ class LabelTokens:
 
     def __init__(self, max_endings: int = MAX_ENDINGS) -> None:
         self._known: dict[Key, LabelIds | None] = {}
-        self._learning: dict[Key, anyio.Event] = {}
+        self._learning: SingleFlight[Key, LabelIds | None] = SingleFlight(share_errors=False)
         self._max = max_endings
 
     @staticmethod
@@ -69,20 +67,19 @@ class LabelTokens:
         wait for it. If it fails, the next waiter tries (and the error is the caller's).
         """
         key = self.key(prompt, labels)
-        while (pending := self._learning.get(key)) is not None:
-            await pending.wait()
         if key in self._known:
             return self._known[key], False
-        done = self._learning[key] = anyio.Event()
-        try:
-            ids = await learn(key[0], labels)
-            if len(self._known) >= self._max:
-                del self._known[next(iter(self._known))]
-            self._known[key] = ids
-        finally:
-            del self._learning[key]
-            done.set()
-        return ids, True
+        ids, shared = await self._learning.run(key, functools.partial(self._learn, key, learn))
+        return ids, not shared
+
+    async def _learn(
+        self, key: Key, learn: Callable[[str, tuple[str, ...]], Awaitable[LabelIds | None]]
+    ) -> LabelIds | None:
+        ids = await learn(*key)
+        if len(self._known) >= self._max:
+            del self._known[next(iter(self._known))]
+        self._known[key] = ids
+        return ids
 
 
 class ContextTokens:
@@ -129,9 +126,7 @@ class ContextTokens:
             full.append((ctx, ids))
             alone = await self._ending_ids(ending, labels)
             if alone != ids:
-                self.requests.usage.extra["unstable_endings"] = (
-                    self.requests.usage.extra.get("unstable_endings", 0) + 1
-                )
+                self.requests.usage.count("unstable_endings")
                 return None
             return tuple(tuple(x) for x in ids)
 

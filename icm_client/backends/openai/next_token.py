@@ -83,7 +83,7 @@ class NextTokenScoring:
             if self._explicit is None or not honoured:
                 self._explicit = honoured  # vLLM ignores unknown fields: read it off the answer
             if not honoured:
-                self.requests.usage.extra["explicit_ignored"] = 1
+                self.requests.usage.mark("explicit_ignored")
         values, bounded = self._chain(tops, positions, labels)
         if any(bounded) and self._escalate and big > k:
             try:

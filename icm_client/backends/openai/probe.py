@@ -90,7 +90,7 @@ class _Probe:
         that is not a capability, it is a mistake to report.
         """
         usage = self.server.usage
-        usage.extra["probe_requests"] = usage.extra.get("probe_requests", 0) + 1
+        usage.count("probe_requests")
         refused = _REFUSED if path == "/tokenize" else (400, 422)
         # each prompt completed is a call (a hosted API bills it); a tokenizer request is not
         prompt = payload.get("prompt")

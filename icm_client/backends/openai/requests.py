@@ -15,9 +15,7 @@ from __future__ import annotations
 import functools
 import json
 
-import anyio
-
-from ...aio import gather
+from ...aio import SingleFlight, gather
 from ...errors import BackendError, PermanentBackendError
 from ..affinity import affinity_digest
 from ..base import Usage, prompt_tokens_estimate
@@ -46,7 +44,7 @@ class CompletionsRequests:
         self.http = http
         self.usage = usage
         self.profile = profile
-        self._lock = anyio.Lock()
+        self._model: SingleFlight[None, str] = SingleFlight(share_errors=False)
         self.batcher = (
             MicroBatcher(self._send_batch, max_batch=batch_size, max_wait=batch_wait)
             if batch_size > 1
@@ -85,19 +83,8 @@ class CompletionsRequests:
         once)."""
         if self.http.model is not None:
             return self.http.model
-        async with self._lock:
-            if self.http.model is None:
-                body = await self.http.call("GET", "/v1/models", None)
-                data = body.get("data") if isinstance(body, dict) else None
-                first = data[0] if isinstance(data, list) and data else None
-                model = first.get("id") if isinstance(first, dict) else None
-                if not isinstance(model, str) or not model:
-                    raise PermanentBackendError(
-                        "the server lists no model; pass the model name explicitly",
-                        endpoint=f"{self.http.shown_root}/v1/models",
-                    )
-                self.http.model = model
-            return self.http.model
+        model, _ = await self._model.run(None, functools.partial(served_model, self.http))
+        return model
 
     def capped(self, k: int) -> int:
         """``k``, or the host's largest ``logprobs`` where it has one below ``k``."""
@@ -144,10 +131,9 @@ class CompletionsRequests:
         first = prompt[0] if isinstance(prompt, list) and prompt else prompt
         pin = {header: affinity_digest(first)} if header and isinstance(first, str) else None
         answer = await self.http.call("POST", "/v1/completions", {**body, "prompt": prompt}, pin)
-        extra = self.usage.extra
-        extra["http_requests"] = extra.get("http_requests", 0) + 1
+        self.usage.count("http_requests")
         n = len(prompt) if isinstance(prompt, list) and not _is_ids(prompt) else 1
-        extra["prompts"] = extra.get("prompts", 0) + n
+        self.usage.count("prompts", n)
         return answer
 
     async def _outcome(self, prompt: object, body: dict[str, object]) -> object:
@@ -175,7 +161,7 @@ class CompletionsRequests:
                 answers = await gather([functools.partial(self._outcome, p, body) for p in prompts])
             if not any(isinstance(a, Exception) for a in answers):
                 self.batcher = None  # every prompt was fine alone: the list was refused
-                self.usage.extra["batching_refused"] = 1
+                self.usage.mark("batching_refused")
             return answers
         return split_batch(answer, prompts, endpoint=self.completions_url)
 
@@ -189,7 +175,7 @@ class CompletionsRequests:
             payload["add_special_tokens"] = add_special
         shown = f"{self.http.shown_root}/tokenize"
         response = await self.http.send("POST", "/tokenize", payload)
-        self.usage.extra["tokenize_calls"] = self.usage.extra.get("tokenize_calls", 0) + 1
+        self.usage.count("tokenize_calls")
         if not response.is_success:
             status = response.status_code
             if strict or status in TRANSIENT_STATUSES or status >= 500:
@@ -204,6 +190,22 @@ class CompletionsRequests:
         if strict:
             raise PermanentBackendError("/tokenize answered without 'tokens'", endpoint=shown)
         return None
+
+
+async def served_model(http: JSONTransport) -> str:
+    """``http.model``, set to the first model that ``GET /v1/models`` lists where unset."""
+    if http.model is None:
+        body = await http.call("GET", "/v1/models", None)
+        data = body.get("data") if isinstance(body, dict) else None
+        first = data[0] if isinstance(data, list) and data else None
+        model = first.get("id") if isinstance(first, dict) else None
+        if not isinstance(model, str) or not model:
+            raise PermanentBackendError(
+                "the server lists no model; pass the model name explicitly",
+                endpoint=f"{http.shown_root}/v1/models",
+            )
+        http.model = model
+    return http.model
 
 
 def _is_ids(prompt: list[object]) -> bool:

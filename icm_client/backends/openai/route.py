@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Literal, Self
 
 from ...errors import CapabilityError, PermanentBackendError
-from ..base import ScoreRequest, ScoreResult, Usage, estimate_tokens
+from ..base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
 from ..transport import token_counts
 from .chat import OpenAIChat
 from .completions import OpenAICompletions
@@ -38,12 +38,13 @@ def refuses_completions(exc: PermanentBackendError) -> bool:
     return exc.status in (404, 405, 501)
 
 
-class AutoRoute:
+class AutoRoute(Backend):
     """A ``Backend`` that scores through ``completions`` where the server serves it with
     logprobs, else through ``chat``; decided once, in ``prepare``. Both share one ``Usage``."""
 
     def __init__(self, completions: OpenAICompletions, chat: OpenAIChat) -> None:
         self.completions, self.chat = completions, chat
+        self.usage: Usage = completions.usage
         self.chosen: OpenAICompletions | OpenAIChat | None = None
         self.note = ""
 
@@ -59,10 +60,6 @@ class AutoRoute:
         return (self.chosen or self.completions).identity
 
     @property
-    def usage(self) -> Usage:
-        return self.completions.usage
-
-    @property
     def multi_token_labels(self) -> bool:
         return (self.chosen or self.completions).multi_token_labels
 
@@ -76,7 +73,7 @@ class AutoRoute:
         probe), and for a hosted API known by name, one tiny completion with logprobs."""
         if self.chosen is not None:
             return
-        endpoint = self.completions.completions_url
+        endpoint = self.completions.url
         try:
             await self.completions.prepare()
             profile = self.completions.profile
@@ -96,8 +93,7 @@ class AutoRoute:
         self.chosen = self.chat
 
     async def _ask_completions(self) -> None:
-        extra = self.completions.usage.extra
-        extra["probe_requests"] = extra.get("probe_requests", 0) + 1
+        self.completions.usage.count("probe_requests")
         payload: dict[str, object] = {
             "model": self.completions.model,
             "prompt": PROBE_TEXT,
@@ -109,7 +105,7 @@ class AutoRoute:
         async with usage.sending(1, estimate_tokens(PROBE_TEXT)):  # a billed completion
             body = await self.completions.call("POST", "/v1/completions", payload)
             usage.prompt_tokens += token_counts(body)[0]
-        parse_top_entries(body, endpoint=self.completions.completions_url)
+        parse_top_entries(body, endpoint=self.completions.url)
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         if self.chosen is None:
