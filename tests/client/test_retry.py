@@ -29,7 +29,7 @@ class Scripted(Backend):
 
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)
-        self.usage = Usage()
+        self.usage: Usage = Usage()
         self.attempts = 0
         self.closed = False
 

@@ -64,7 +64,7 @@ class Learner(Backend):
     identity = "learner"
 
     def __init__(self) -> None:
-        self.usage = Usage()
+        self.usage: Usage = Usage()
         self.prompts: list[str] = []
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
