@@ -10,7 +10,8 @@ The front door, for ``import icm_client as icm``::
 ``icm.Progress(examples, task, config, client)`` prints the plan and is the ``on_step`` that
 shows a progress bar, as ``icm label`` does.
 
-``connect`` builds a ``ScoringClient`` (cache, ``Retry``, concurrency limit, ``Budget``,
+``connect`` takes a ``BackendConfig`` (where the model is, how to reach it; or its fields
+as keywords), builds a ``ScoringClient`` (cache, ``Retry``, concurrency limit, ``Budget``,
 ``Pace``) around an ``OpenAICompletions`` backend (``OpenAIChat`` where a server serves
 only chat models: the prototyping route) and checks it; ``ScoringClient(backend, ...)`` does
 the same for a backend built by hand.
@@ -23,6 +24,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .backends.anthropic import AnthropicSampler
+from .backends.config import BackendConfig
 from .backends.openai import OpenAIChat, OpenAICompletions
 from .client import Budget, Pace, Retry, ScoringClient
 from .connection import connect
@@ -38,6 +40,7 @@ from .tasks import TemplateTask, get_task
 
 __all__ = [
     "AnthropicSampler",
+    "BackendConfig",
     "BackendError",
     "Budget",
     "ConfigError",

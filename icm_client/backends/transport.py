@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ import anyio
 import httpx2
 from pydantic import SecretStr
 
+from ..aio import SingleFlight
 from ..errors import (
     BackendError,
     ConfigError,
@@ -129,17 +131,23 @@ class JSONTransport:
     ``shown_root`` (the root without credentials) is what messages name. ``headers`` go
     with every request (an SDK client's organisation, project and default headers).
     ``observer`` sees every response's headers (rate-limit pacing, ``client/pacing.py``).
+    ``model`` is the served model's name, None until ``resolve_model`` asks the server.
+    The API key is ``api_key``, else ``$api_key_env``'s. A ``client`` given is kept open by
+    ``aclose``; without one, it builds its own (``http_client``) and closes it.
     """
 
     def __init__(
         self,
         base_url: str,
+        model: str | None = None,
         *,
-        api_key: SecretStr | None,
+        api_key: str | None,
         api_key_env: str,
         timeout: float,
-        client: httpx2.AsyncClient,
+        client: httpx2.AsyncClient | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http: HTTPClient = "httpx",
         headers: Mapping[str, str] | None = None,
         observer: Callable[[httpx2.Headers], None] | None = None,
     ) -> None:
@@ -157,8 +165,10 @@ class JSONTransport:
                 field="max_response_bytes",
             )
         self.max_response_bytes = max_response_bytes
-        if api_key is not None:
-            problem = describe_bad_key(api_key.get_secret_value())
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        secret = SecretStr(key) if key else None
+        if secret is not None:
+            problem = describe_bad_key(secret.get_secret_value())
             if problem is not None:
                 raise ConfigError(
                     f"the API key (from ${api_key_env} or api_key=) {problem}; an API key "
@@ -166,13 +176,42 @@ class JSONTransport:
                     "check how it was copied (a trailing newline from a file?)",
                     field="api_key",
                 )
-            register(api_key.get_secret_value())
-        self.api_key = api_key
+            register(secret.get_secret_value())
+        self.api_key = secret
         self.api_key_env = api_key_env
         self.timeout = timeout
-        self.client = client
-        self.model: str | None = None
+        self.owns_client = client is None
+        self.client = client if client is not None else http_client(timeout, max_connections, http)
+        self.model = model or None
+        self._model_flight: SingleFlight[None, str] = SingleFlight(share_errors=False)
         self._urls: dict[str, httpx2.URL] = {}  # parsed once: ~40 us a request otherwise
+
+    async def aclose(self) -> None:
+        """Close the client if this transport built it."""
+        if self.owns_client:
+            await self.client.aclose()
+
+    async def resolve_model(self) -> str:
+        """The served model: as given, else the first that ``GET /v1/models`` lists (asked
+        once, by one of the concurrent callers)."""
+        if self.model is not None:
+            return self.model
+        model, _ = await self._model_flight.run(None, self._first_model)
+        return model
+
+    async def _first_model(self) -> str:
+        if self.model is None:
+            body = await self.call("GET", "/v1/models", None)
+            data = body.get("data") if isinstance(body, dict) else None
+            first = data[0] if isinstance(data, list) and data else None
+            model = first.get("id") if isinstance(first, dict) else None
+            if not isinstance(model, str) or not model:
+                raise PermanentBackendError(
+                    "the server lists no model; pass the model name explicitly",
+                    endpoint=f"{self.shown_root}/v1/models",
+                )
+            self.model = model
+        return self.model
 
     async def call(
         self,

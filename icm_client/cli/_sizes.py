@@ -2,7 +2,7 @@
 
 A prompt longer than the context window would be sent (and tokenized, and paid for) only to
 be refused; a field of 50 MB would be sent again on every retry. When the window is known
-(``--context-window``, the embedded server, or what the server reports) the longest single
+(``--context-window``, the embedded server's, or what the server reports) the longest single
 prompt and, for the exact strategy, the prompt holding every example are checked against it
 first. Token counts are estimated from characters: the single prompt is refused only when
 even a generous ``_MAX_CHARS_PER_TOKEN`` cannot make it fit, so that no prompt that fits is
@@ -12,11 +12,11 @@ instead.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..backends import OpenAICompletions
 from ..backends.base import estimate_tokens
+from ..backends.config import BackendConfig
 from ..backends.openai.context_window import context_window
 from ..dataset import Example
 from ..errors import ConfigError, NoAnswerError
@@ -27,27 +27,23 @@ _MAX_CHARS_PER_TOKEN = 16  # no tokenizer packs more into a token, in practice
 _CHARS_PER_TOKEN = 4
 
 
-def window_probe(args: argparse.Namespace) -> OpenAICompletions:
-    """A backend for the first ``--base-url``, as the run's options set it, to read the
-    server's context window with (``context_window``); the caller closes it."""
-    return OpenAICompletions(
-        args.base_url[0],
-        args.model,
-        api_key_env=args.api_key_env,
-        timeout=args.timeout,
-        http=args.http,
-    )
-
-
-async def known_window(args: argparse.Namespace) -> int | None:
-    """``--context-window``, the embedded server's, or the (first) server's; None if none."""
-    if getattr(args, "context_window", None) is not None:
-        return int(args.context_window)
-    if not args.base_url:
+async def known_window(config: BackendConfig, given: int | None) -> int | None:
+    """Tokens one request may hold: as ``given`` (``--context-window``), else the embedded
+    server's, else what the (first) server reports (``context_window``); None where it does
+    not say."""
+    if given is not None:
+        return given
+    if not config.base_url:
         from ..local.server import CTX_PER_SLOT
 
         return CTX_PER_SLOT
-    probe = window_probe(args)
+    probe = OpenAICompletions(  # generic: the window needs no probe of the server
+        config.base_url[0],
+        config.model,
+        api_key_env=config.api_key_env,
+        timeout=config.timeout,
+        http=config.http,
+    )
     try:
         try:
             await probe.prepare()  # the model name (the window is per model)

@@ -10,88 +10,54 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, get_args
 
-from ..backends.base import ScoreRequest
+from pydantic import ValidationError
+
+from ..backends.config import WIRE_APIS, BackendConfig
 from ..backends.openai.profiles import PROVIDER_CHOICES, get_profile, profile_for_url
-from ..backends.openai.route import WIRE_APIS
-from ..backends.transport import MAX_RESPONSE_BYTES, HTTPClient
-from ..client import DEFAULT_CONCURRENCY, Budget, Pace, ScoringClient
-from ..connection import DEFAULT_TIMEOUT, connect
+from ..backends.transport import HTTPClient
+from ..client import Budget, Pace, ScoringClient
+from ..connection import connect, preflight_probe
 from ..dataset import Example
 from ..errors import ConfigError
 from ..estimate import RunPlan
 from ..prices import ASSUMED_CACHED_SHARE, Price, find_price, run_cost
 from ..tasks import Task
+from ._io import option_error
+
+_FIELDS = BackendConfig.model_fields
+_MB = 2**20
 
 
 def add_backend_arguments(p: Any) -> Any:
-    """The backend options, shared by every subcommand that calls a model (see ``open_backend``)."""
+    """The backend options, shared by every subcommand that calls a model (see ``open_backend``):
+    ``BackendConfig``'s fields, their defaults and descriptions (``backend_config`` reads
+    them back), and the price and cache options of the run."""
     b = p.add_argument_group("backend (default: the embedded local model)")
-    b.add_argument(
-        "--base-url",
-        action="append",
-        help="OpenAI-compatible server, e.g. http://localhost:8000/v1; repeat it for replicas "
-        "of one model (routed with prefix affinity and failover)",
-    )
-    b.add_argument("--model", help="model name on the server (default: the server's first)")
-    b.add_argument(
-        "--provider",
-        choices=PROVIDER_CHOICES,
-        default="auto",
-        help="what the server supports (vllm, llamacpp, a hosted API...); 'auto' (default): "
-        "known by its host name, else probed with a few tiny requests",
-    )
-    b.add_argument(
-        "--api",
-        choices=WIRE_APIS,
-        default="auto",
-        help="wire API: 'completions' (/v1/completions, base models), 'chat' "
-        "(/v1/chat/completions with top_logprobs: instruct models, for prototyping only) or "
-        "'auto' (default): completions, unless the server refuses them for this model",
-    )
-    b.add_argument(
-        "--api-key-env",
-        default="OPENAI_API_KEY",
-        help="environment variable holding the API key (default OPENAI_API_KEY)",
-    )
-    b.add_argument("--top-k", type=int, default=20, help="logprobs to request per call")
-    b.add_argument(
-        "--timeout",
-        type=positive_finite,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help=f"the most one request may take, whole (default {DEFAULT_TIMEOUT:g}); every "
-        "request has a deadline, so there is no value for none",
-    )
+
+    def field(flag: str, name: str, **options: Any) -> None:
+        info = _FIELDS[name]
+        options.setdefault("default", info.default)
+        b.add_argument(flag, dest=name, help=info.description, **options)
+
+    field("--base-url", "base_url", action="append", default=None)
+    field("--model", "model")
+    field("--provider", "provider", choices=PROVIDER_CHOICES)
+    field("--api", "api", choices=WIRE_APIS)
+    field("--api-key-env", "api_key_env")
+    field("--top-k", "top_k", type=int)
+    field("--timeout", "timeout", type=positive_finite, metavar="SECONDS")
     b.add_argument(
         "--max-response-mb",
         type=positive_finite,
-        default=MAX_RESPONSE_BYTES / 2**20,
+        default=_FIELDS["max_response_bytes"].default / _MB,
         metavar="MB",
-        help=f"refuse a server answer larger than this (default {MAX_RESPONSE_BYTES // 2**20})",
+        help=_FIELDS["max_response_bytes"].description,
     )
-    b.add_argument(
-        "--http",
-        choices=get_args(HTTPClient),
-        default="httpx",
-        help="HTTP client: httpx2's own (default) or aiohttp under its API (pip install "
-        "'icm-client[aiohttp]'; less CPU with hundreds of requests in flight)",
-    )
-    b.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        help="requests in flight at most (per --base-url)",
-    )
-    b.add_argument(
-        "--max-rpm",
-        type=int,
-        metavar="N",
-        help="requests per minute at most (for hosts that send no x-ratelimit-* headers; "
-        "hosted APIs known by name are also paced by their headers)",
-    )
-    b.add_argument(
-        "--max-tpm", type=int, metavar="N", help="prompt tokens per minute at most (estimated)"
-    )
+    field("--http", "http", choices=get_args(HTTPClient))
+    field("--concurrency", "max_concurrency", type=int, metavar="CONCURRENCY")
+    for name in ("max_rpm", "max_tpm"):  # the run's Pace (``pace_of``)
+        pace = Pace.model_fields[name]
+        b.add_argument("--" + name.replace("_", "-"), type=int, metavar="N", help=pace.description)
     b.add_argument(
         "--price-per-mtok",
         type=float,
@@ -114,6 +80,18 @@ def add_backend_arguments(p: Any) -> Any:
     return b
 
 
+def backend_config(args: argparse.Namespace) -> BackendConfig:
+    """The ``BackendConfig`` the backend options give (``add_backend_arguments``)."""
+    if args.max_concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {args.max_concurrency}")
+    settings = {name: getattr(args, name) for name in _FIELDS if name != "max_response_bytes"}
+    settings["base_url"] = tuple(args.base_url or ())
+    try:
+        return BackendConfig(**settings, max_response_bytes=int(args.max_response_mb * _MB))
+    except ValidationError as exc:
+        raise option_error(exc) from None
+
+
 def positive_finite(text: str) -> float:
     """An option's number of seconds or megabytes: finite and above 0. ``inf`` would turn
     a deadline or a size cap silently off, and ``nan`` compares false with everything."""
@@ -127,6 +105,7 @@ def positive_finite(text: str) -> float:
 
 
 async def open_backend(
+    config: BackendConfig,
     args: argparse.Namespace,
     exits: AsyncExitStack,
     *,
@@ -135,36 +114,27 @@ async def open_backend(
 ) -> ScoringClient:
     """The run's client (``connect``), closed with ``exits``; checked by ``preflight_backend``."""
     backend = connect(
-        args.base_url or None,
-        args.model,
+        config=config,
         check=False,  # preflight_backend probes with the longest example, named by its file
-        provider=args.provider,
-        api=args.api,
-        api_key_env=args.api_key_env,
-        top_k=args.top_k,
-        max_concurrency=args.concurrency,
         cache=False if args.no_cache else (args.cache_dir or True),
         # budgets: ``icm label`` only, what is left of the run's
         budget=Budget(max_calls=max_calls, max_prompt_tokens=max_tokens),
-        timeout=args.timeout,
-        max_response_bytes=int(args.max_response_mb * 2**20),
-        http=args.http,
-        pace=pace_of(args),
+        pace=pace_of(config, args),
     )
     return await exits.enter_async_context(backend)
 
 
-def _provider(args: argparse.Namespace) -> str | None:
+def _provider(config: BackendConfig) -> str | None:
     """The provider's name: as given, else a known host's, else None."""
-    if args.provider != "auto":
-        return str(args.provider)
-    profile = profile_for_url(args.base_url[0]) if args.base_url else None
+    if config.provider != "auto":
+        return config.provider
+    profile = profile_for_url(config.base_url[0]) if config.base_url else None
     return profile.name if profile is not None else None
 
 
-def pace_of(args: argparse.Namespace) -> Pace | None:
+def pace_of(config: BackendConfig, args: argparse.Namespace) -> Pace | None:
     """Pacing for the run: the caps given, and the headers of a hosted API known by name."""
-    provider = _provider(args)
+    provider = _provider(config)
     hosted = provider is not None and get_profile(provider).hosted
     if args.max_rpm is None and args.max_tpm is None and not hosted:
         return None
@@ -176,7 +146,7 @@ def pace_of(args: argparse.Namespace) -> Pace | None:
     return Pace(max_rpm=args.max_rpm, max_tpm=args.max_tpm)
 
 
-def cost_line(args: argparse.Namespace, plan: RunPlan) -> str:
+def cost_line(config: BackendConfig, args: argparse.Namespace, plan: RunPlan) -> str:
     """The plan's dollar estimate ('' where no price is known)."""
     price: Price | None = None
     if args.price_per_mtok is not None:
@@ -187,8 +157,8 @@ def cost_line(args: argparse.Namespace, plan: RunPlan) -> str:
                 field="price_per_mtok",
             )
         price = Price(input_per_mtok=args.price_per_mtok, cached_discount=args.cached_discount)
-    elif (provider := _provider(args)) is not None:
-        price = find_price(provider, args.model)
+    elif (provider := _provider(config)) is not None:
+        price = find_price(provider, config.model)
     if price is None:
         return ""
     dollars = run_cost(price, plan.prompt_tokens, plan.calls)
@@ -204,11 +174,8 @@ async def preflight_backend(
 ) -> None:
     """A wrong URL, key or model, or an example the model cannot hold, fails here in seconds
     (exit 2) instead of after minutes of retries or hours into the run."""
-    await client.preflight(
-        ScoreRequest(task.render(longest), task.labels),
-        probe_name=f"example {longest.id!r} of {path} (the longest prompt)",
-        labels_of=f"task {task.name!r}",
-    )
+    probe, name, owner = preflight_probe(task, longest, source=f"{path} (the longest prompt)")
+    await client.preflight(probe, probe_name=name, labels_of=owner)
     note = route_note(client)
     if note:
         print(f"icm: route: {note}", file=sys.stderr)

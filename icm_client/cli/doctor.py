@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..backends.config import BackendConfig
 from ..doctor import DoctorReport, diagnose
 from ..tasks import get_task
+
+_FIELDS = BackendConfig.model_fields
 
 
 def add_parser(sub: Any) -> None:
@@ -19,12 +22,12 @@ def add_parser(sub: Any) -> None:
     )
     p.set_defaults(run=run)
     p.add_argument("url", nargs="?", help="server base URL, e.g. http://localhost:8000/v1")
-    p.add_argument("--model", help="model name on the server (default: the server's first)")
+    p.add_argument("--model", help=_FIELDS["model"].description)
     p.add_argument("--task", help="check this task's label words (default ' True'/' False')")
     p.add_argument(
         "--api-key-env",
-        default="OPENAI_API_KEY",
-        help="environment variable holding the API key (default OPENAI_API_KEY)",
+        default=_FIELDS["api_key_env"].default,
+        help=_FIELDS["api_key_env"].description,
     )
     p.add_argument(
         "--prefix-tokens",

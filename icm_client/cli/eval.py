@@ -33,7 +33,7 @@ from ..runs.outputs import check_outputs
 from ..tasks import Task, get_task
 from ..tasks.check import check_task
 from ._io import check_writable, option_error, write_json, write_jsonl
-from .backend_options import add_backend_arguments, open_backend
+from .backend_options import add_backend_arguments, backend_config, open_backend
 from .inputs import add_relation_argument, input_path, parse_fields, render_all, task_file
 
 
@@ -226,7 +226,7 @@ async def run(args: argparse.Namespace) -> int:
     )
     print(f"icm eval: {plan.line()}", file=sys.stderr)
     async with AsyncExitStack() as exits:
-        backend = await open_backend(args, exits)
+        backend = await open_backend(backend_config(args), args, exits)
         say = None if args.quiet else _progress(plan, lambda: backend.usage.calls)
         probe = longest_prompt(
             task,

@@ -30,7 +30,13 @@ from ..search.config import SearchConfig
 from ..tasks.base import Task
 from ._io import EXIT_CODES, UNFINISHED, option_error, write_labels_then_summary
 from ._sizes import check_budget, check_exact, check_prompt, known_window
-from .backend_options import add_backend_arguments, cost_line, open_backend, preflight_backend
+from .backend_options import (
+    add_backend_arguments,
+    backend_config,
+    cost_line,
+    open_backend,
+    preflight_backend,
+)
 from .inputs import add_input_arguments, load_input, output_paths, parse_fields
 from .progress import progress_bar, step_reporter
 from .report import save_run_diagnostics
@@ -143,8 +149,7 @@ def _config(args: argparse.Namespace) -> LabelConfig:
 
 
 async def run(args: argparse.Namespace) -> int:
-    if args.concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
+    backend_settings = backend_config(args)
     for option, value in (("--max-calls", args.max_calls), ("--max-tokens", args.max_tokens)):
         if value is not None and value < 1:
             raise ConfigError(f"{option} must be at least 1, got {value}")
@@ -168,8 +173,8 @@ async def run(args: argparse.Namespace) -> int:
             remaining(args.max_calls, spent.calls),
             remaining(args.max_tokens, spent.prompt_tokens),
         )
-        backend = await open_backend(  # checks the options; sends nothing
-            args, exits, max_calls=left[0], max_tokens=left[1]
+        backend = await open_backend(  # sends nothing
+            backend_settings, args, exits, max_calls=left[0], max_tokens=left[1]
         )
         plan = plan_label(
             dataset.examples,
@@ -180,11 +185,13 @@ async def run(args: argparse.Namespace) -> int:
         )
         print(f"icm: {'; '.join(given.check.lines())}", file=sys.stderr)
         print(f"icm: {plan.line()}", file=sys.stderr)
-        if cost := cost_line(args, plan):
+        if cost := cost_line(backend_settings, args, plan):
             print(f"icm: {cost}", file=sys.stderr)
         spent_pair = (spent.calls, spent.prompt_tokens)
         check_budget(task, given.longest, str(path), plan, left, spent_pair, str(run_dir / LEDGER))
-        window = await known_window(args)  # before any prompt is sent
+        window = await known_window(
+            backend_settings, args.context_window
+        )  # before any prompt is sent
         check_prompt(task, given.longest, window, str(path))
         # from here on, every request is in the run's journal before it is sent
         exits.enter_context(SpendJournal(run_dir, backend.usage))

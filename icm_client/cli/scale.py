@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from ..backends.openai.context_window import context_window
+from ..backends.config import BackendConfig
 from ..errors import ConfigError
 from ..injection import SeparatorWarning
 from ..run import LabelConfig
@@ -23,8 +23,13 @@ from ..scale.pipeline import Phase
 from ..scoring.manyshot import estimate_tokens
 from ..search.config import SearchConfig
 from ._io import option_error, write_labels_then_summary
-from ._sizes import window_probe
-from .backend_options import add_backend_arguments, open_backend, preflight_backend
+from ._sizes import known_window
+from .backend_options import (
+    add_backend_arguments,
+    backend_config,
+    open_backend,
+    preflight_backend,
+)
 from .inputs import add_input_arguments, load_input, output_paths
 from .strategy import add_strategy_arguments, strategy_settings
 
@@ -84,19 +89,9 @@ def add_parser(sub: Any) -> None:
 FALLBACK_WINDOW = 4096
 
 
-async def _window(args: argparse.Namespace) -> int:
+async def _window(args: argparse.Namespace, backend: BackendConfig) -> int:
     """``--context-window``, else what the (first) server reports, else the fallback."""
-    if args.context_window is not None:
-        return int(args.context_window)
-    if not args.base_url:
-        from ..local.server import CTX_PER_SLOT
-
-        return CTX_PER_SLOT
-    probe = window_probe(args)
-    try:
-        window = await context_window(probe)
-    finally:
-        await probe.aclose()
+    window = await known_window(backend, args.context_window)
     if window is None:
         print(
             f"icm: the server does not report its context window; assuming {FALLBACK_WINDOW} "
@@ -104,7 +99,8 @@ async def _window(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return FALLBACK_WINDOW
-    print(f"icm: context window {window} tokens (reported by the server)", file=sys.stderr)
+    if args.context_window is None and backend.base_url:
+        print(f"icm: context window {window} tokens (reported by the server)", file=sys.stderr)
     return window
 
 
@@ -136,13 +132,12 @@ def _config(args: argparse.Namespace, longest: int, window: int) -> ScaleConfig:
 
 
 async def run(args: argparse.Namespace) -> int:
-    if args.concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, got {args.concurrency}")
+    backend_settings = backend_config(args)
     given = load_input(args)
     path, dataset, task = given.path, given.dataset, given.task
     longest = estimate_tokens(task.render(given.longest))
     _config(args, longest, args.context_window or 1 << 30)  # bad options fail before any call
-    config = _config(args, longest, await _window(args))
+    config = _config(args, longest, await _window(args, backend_settings))
     summary_path, run_dir = output_paths(args, path)
     bars: dict[Phase, tqdm[Any]] = {}
 
@@ -167,7 +162,7 @@ async def run(args: argparse.Namespace) -> int:
         remove_stale_temps(args.out, summary_path)
         if run_files.prepare(restart=args.restart, resume=args.resume, marker=SCALE_HEAD):
             print(f"icm: resuming the run in {run_dir}", file=sys.stderr)
-        backend = await open_backend(args, exits)
+        backend = await open_backend(backend_settings, args, exits)
         await preflight_backend(backend, task, given.longest, path)
         try:
             with warnings.catch_warnings():  # load_input said so already

@@ -46,8 +46,15 @@ class Pace(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_rpm: int | None = Field(None, ge=1)
-    max_tpm: int | None = Field(None, ge=1)
+    max_rpm: int | None = Field(
+        None,
+        ge=1,
+        description="requests per minute at most (for hosts that send no x-ratelimit-* "
+        "headers; hosted APIs known by name are also paced by their headers)",
+    )
+    max_tpm: int | None = Field(
+        None, ge=1, description="prompt tokens per minute at most (estimated)"
+    )
     from_headers: bool = True
     window: float = Field(60.0, gt=0)
     max_wait: float = Field(60.0, gt=0)

@@ -1,6 +1,6 @@
 """The policies of a ``ScoringClient``, as values: how it retries, what it may spend, and
-how many requests it lets in flight. Each default is defined here once; ``connect`` and the
-CLI read them from here.
+how many requests it lets in flight. Each default is defined here once (the concurrency's
+beside the backend's settings, ``backends/config.py``); ``connect`` and the CLI read them.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..backends.base import Usage
+from ..backends.config import DEFAULT_CONCURRENCY
 from ..errors import BudgetExhausted, NoAnswerError, TransientBackendError
 
-DEFAULT_CONCURRENCY = 8
-"""Requests in flight at most (per endpoint, over several replicas)."""
+__all__ = ["DEFAULT_CONCURRENCY", "DEFAULT_RETRY", "PREFLIGHT_RETRY", "Budget", "Retry"]
+
 
 Sleep = Callable[[float], Awaitable[None]]
 

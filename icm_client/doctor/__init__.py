@@ -20,6 +20,7 @@ import contextlib
 
 import httpx2
 
+from ..backends.config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT
 from .checks import CONTEXT, Checks, Stop
 from .report import K_TRIED, DoctorReport, LabelReport, PrefixCacheReport
 
@@ -32,9 +33,9 @@ async def diagnose(
     model: str | None = None,
     labels: tuple[str, ...] = (" True", " False"),
     api_key: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
+    api_key_env: str = DEFAULT_API_KEY_ENV,
     prefix_tokens: int = 1500,
-    timeout: float = 120.0,
+    timeout: float = DEFAULT_TIMEOUT,
     client: httpx2.AsyncClient | None = None,
 ) -> DoctorReport:
     """Probe ``base_url`` (see the module docstring). Raises ``ConfigError`` only for a

@@ -11,12 +11,12 @@ import argparse
 
 import pytest
 
+from icm_client.backends.config import BackendConfig
 from icm_client.cli import build_parser
 from icm_client.cli import eval as eval_cmd
 from icm_client.cli import label as label_cmd
 from icm_client.cli import scale as scale_cmd
-from icm_client.client.policies import DEFAULT_CONCURRENCY
-from icm_client.connection import DEFAULT_TIMEOUT
+from icm_client.cli.backend_options import backend_config
 from icm_client.evaluate import EvalConfig
 from icm_client.run import LabelConfig
 from icm_client.scale import ScaleConfig
@@ -49,9 +49,22 @@ def test_eval_defaults_are_the_eval_config_defaults() -> None:
 
 
 @pytest.mark.parametrize("command", sorted(MINIMAL))
-def test_backend_defaults_are_the_connection_defaults(command: str) -> None:
-    args = parse(command)
-    assert (args.timeout, args.concurrency) == (DEFAULT_TIMEOUT, DEFAULT_CONCURRENCY)
+def test_backend_defaults_are_the_backend_config_defaults(command: str) -> None:
+    assert backend_config(parse(command)) == BackendConfig()
+
+
+@pytest.mark.parametrize("command", sorted(MINIMAL))
+def test_every_command_takes_the_backend_options_into_one_config(command: str) -> None:
+    argv = [*MINIMAL[command], "--base-url", "http://a/v1", "--base-url", "http://b/v1"]
+    argv += ["--concurrency", "3", "--max-response-mb", "0.5", "--api", "chat", "--top-k", "5"]
+    config = backend_config(build_parser().parse_args(argv))
+    assert config == BackendConfig(
+        base_url=("http://a/v1", "http://b/v1"),
+        max_concurrency=3,
+        max_response_bytes=2**19,
+        api="chat",
+        top_k=5,
+    )
 
 
 def test_a_default_written_again_in_argparse_would_be_caught() -> None:

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.anyio
 
 FRONT_DOOR = {
     "AnthropicSampler",
+    "BackendConfig",
     "BackendError",
     "Budget",
     "ConfigError",
@@ -97,3 +98,21 @@ async def test_connect_checks_the_task_s_label_words(tmp_path: Path) -> None:
             async with icm.connect(server.base_url, task=odd, cache=False):
                 raise AssertionError("unreachable")
     assert server.answered["/v1/completions"] >= 1
+
+
+async def test_connect_takes_a_backend_config_or_its_fields_as_keywords() -> None:
+    url = "http://127.0.0.1:9/v1"
+    config = icm.BackendConfig(base_url=url, model="m", top_k=5, api="completions")
+    assert config.base_url == (url,)
+    async with (
+        icm.connect(config=config, check=False, cache=False) as built,
+        icm.connect(url, "m", top_k=5, api="completions", check=False, cache=False) as keywords,
+    ):
+        assert built.identity == keywords.identity == "openai-completions:m:top5:?"
+    with pytest.raises(icm.ConfigError, match="not both"):
+        async with icm.connect(url, config=config, check=False):
+            raise AssertionError("unreachable")
+    for wrong, field in (({"tok_k": 5}, "tok_k"), ({"api": "rest"}, "api")):
+        with pytest.raises(icm.ConfigError, match=f"field '{field}'"):
+            async with icm.connect(url, check=False, **wrong):
+                raise AssertionError("unreachable")

@@ -18,30 +18,25 @@ paper's do. Multi-token label words cannot be scored here (top-k of one position
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Callable, Mapping
 from typing import Self
 
 import httpx2
-from pydantic import SecretStr
 
-from ...aio import SingleFlight
 from ...errors import ConfigError
 from ..affinity import affinity_digest
 from ..base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
+from ..config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT, DEFAULT_TOP_K
 from ..transport import (
     DEFAULT_MAX_CONNECTIONS,
     MAX_RESPONSE_BYTES,
     HTTPClient,
     JSONTransport,
-    http_client,
     token_counts,
 )
 from .chat_messages import ChatStyle, chat_label_logprobs, chat_messages
 from .logprobs import parse_top_logprobs
-from .profiles import GENERIC, Profile, get_profile, profile_for_url
-from .requests import served_model
+from .profiles import GENERIC, Profile, profile_of
 
 __all__ = ["OpenAIChat"]
 
@@ -66,9 +61,9 @@ class OpenAIChat(Backend):
         provider: str | Profile = "auto",
         style: ChatStyle | None = None,
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        top_k: int = 20,
-        timeout: float = 120.0,
+        api_key_env: str = DEFAULT_API_KEY_ENV,
+        top_k: int = DEFAULT_TOP_K,
+        timeout: float = DEFAULT_TIMEOUT,
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -81,27 +76,21 @@ class OpenAIChat(Backend):
             raise ConfigError(f"top_k must be at least 1, got {top_k}", field="top_k")
         if style not in (None, "continue", "turns"):
             raise ConfigError(f"style must be 'continue' or 'turns', got {style!r}", field="style")
-        if isinstance(provider, Profile):
-            profile = provider
-        elif provider == "auto":
-            profile = profile_for_url(base_url) or GENERIC
-        else:
-            profile = get_profile(provider)
-        key = api_key if api_key is not None else os.environ.get(api_key_env)
-        self._owns_client = client is None
+        profile = profile_of(provider, base_url) or GENERIC
         self._http = JSONTransport(
             base_url,
-            api_key=SecretStr(key) if key else None,
+            model,
+            api_key=api_key,
             api_key_env=api_key_env,
             timeout=timeout,
-            client=client if client is not None else http_client(timeout, max_connections, http),
+            client=client,
             max_response_bytes=max_response_bytes,
+            max_connections=max_connections,
+            http=http,
             headers=headers,
             observer=on_headers,
         )
-        self._http.model = model or None
         self._profile = profile
-        self._model: SingleFlight[None, str] = SingleFlight(share_errors=False)
         self._style: ChatStyle = style or ("continue" if profile.chat_continue else "turns")
         cap = profile.chat_max_logprobs
         self._top_k = min(top_k, cap) if cap is not None else top_k
@@ -147,14 +136,14 @@ class OpenAIChat(Backend):
 
     async def prepare(self) -> None:
         """Discover the served model, so that ``identity`` is final."""
-        await self._resolve_model()
+        await self._http.resolve_model()
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         if request.prompt != request.prompt.rstrip():
             raise ValueError(
                 "prompt must not end in whitespace: the label words carry their leading space"
             )
-        model = await self._resolve_model()
+        model = await self._http.resolve_model()
         payload: dict[str, object] = {
             "model": model,
             "messages": chat_messages(request.prompt, request.labels, self._style),
@@ -181,12 +170,6 @@ class OpenAIChat(Backend):
         used.count("http_requests")
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
-    async def _resolve_model(self) -> str:
-        if self._http.model is None:
-            await self._model.run(None, functools.partial(served_model, self._http))
-        assert self._http.model is not None
-        return self._http.model
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -194,5 +177,4 @@ class OpenAIChat(Backend):
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()

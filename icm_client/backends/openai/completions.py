@@ -26,30 +26,23 @@ whole prefill, every time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from typing import Literal, Self
 
 import httpx2
-from pydantic import SecretStr
 
 from ...aio import SingleFlight
 from ...errors import ConfigError
 from ..base import Backend, ScoreRequest, ScoreResult, Usage
-from ..transport import (
-    DEFAULT_MAX_CONNECTIONS,
-    MAX_RESPONSE_BYTES,
-    HTTPClient,
-    JSONTransport,
-    http_client,
-)
+from ..config import DEFAULT_API_KEY_ENV, DEFAULT_TIMEOUT, DEFAULT_TOP_K
+from ..transport import DEFAULT_MAX_CONNECTIONS, MAX_RESPONSE_BYTES, HTTPClient, JSONTransport
 from .batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT
 from .echo import EchoScoring
 from .label_tokens import ContextTokens
 from .next_token import NextTokenScoring
 from .probe import probe
-from .profiles import Profile, get_profile, profile_for_url
-from .requests import CompletionsRequests
+from .profiles import Profile, profile_of
+from .requests import CompletionsRequests, Served
 
 __all__ = ["OpenAICompletions"]
 
@@ -93,10 +86,10 @@ class OpenAICompletions(Backend):
         provider: str | Profile = "generic",
         mode: Mode = "next_token",
         api_key: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        top_k: int = 20,
+        api_key_env: str = DEFAULT_API_KEY_ENV,
+        top_k: int = DEFAULT_TOP_K,
         max_top_k: int = 100,
-        timeout: float = 120.0,
+        timeout: float = DEFAULT_TIMEOUT,
         client: httpx2.AsyncClient | None = None,
         usage: Usage | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -119,29 +112,24 @@ class OpenAICompletions(Backend):
             )
         if mode not in ("next_token", "echo"):
             raise ConfigError(f"mode must be 'next_token' or 'echo', got {mode!r}", field="mode")
-        key = api_key if api_key is not None else os.environ.get(api_key_env)
-        self._owns_client = client is None
         self._http = JSONTransport(
             base_url,
-            api_key=SecretStr(key) if key else None,
+            model,
+            api_key=api_key,
             api_key_env=api_key_env,
             timeout=timeout,
-            client=client if client is not None else http_client(timeout, max_connections, http),
+            client=client,
             max_response_bytes=max_response_bytes,
+            max_connections=max_connections,
+            http=http,
             headers=headers,
             observer=on_headers,
         )
-        self._http.model = model or None
-        if isinstance(provider, Profile):
-            profile: Profile | None = provider
-        elif provider == "auto":
-            profile = profile_for_url(base_url)  # None: probe at first use
-        else:
-            profile = get_profile(provider)
+        profile = profile_of(provider, base_url)  # None: probe at first use
         self._mode: Mode = mode
         self._top_k, self._max_top_k = top_k, max_top_k
         self.usage: Usage = usage if usage is not None else Usage()
-        self._probing: SingleFlight[None, Profile] = SingleFlight(share_errors=False)
+        self._resolving: SingleFlight[None, Served] = SingleFlight(share_errors=False)
         self._requests = CompletionsRequests(
             self._http, self.usage, profile=profile, batch_size=batch_size, batch_wait=batch_wait
         )
@@ -214,8 +202,7 @@ class OpenAICompletions(Backend):
 
     async def prepare(self) -> None:
         """Discover the model and the host's profile, so that ``identity`` is final."""
-        await self._requests.resolve_model()
-        await self._resolve_profile()
+        await self._served()
 
     async def call(self, method: str, path: str, payload: dict[str, object] | None) -> object:
         """One JSON request to the server root (probes, ``icm doctor``); counts nothing."""
@@ -230,9 +217,7 @@ class OpenAICompletions(Backend):
             raise ValueError(
                 "prompt must not end in whitespace: the label words carry their leading space"
             )
-        model = await self._requests.resolve_model()
-        profile = await self._resolve_profile()
-        return await self._scoring.score(model, profile, request)
+        return await self._scoring.score(await self._served(), request)
 
     async def __aenter__(self) -> Self:
         return self
@@ -241,21 +226,24 @@ class OpenAICompletions(Backend):
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._http.client.aclose()
+        await self._http.aclose()
 
     # -- set-up ------------------------------------------------------------------------
 
-    async def _resolve_profile(self) -> Profile:
-        if self._requests.profile is not None:
-            return self._requests.profile
-        await self._requests.resolve_model()
-        profile, _ = await self._probing.run(None, self._probe)
-        return profile
+    async def _served(self) -> Served:
+        """The served model and the host's profile (probed where no provider names it),
+        resolved once."""
+        if self._requests.served is not None:
+            return self._requests.served
+        served, _ = await self._resolving.run(None, self._resolve)
+        return served
 
-    async def _probe(self) -> Profile:
+    async def _resolve(self) -> Served:
         requests = self._requests
-        if requests.profile is None:
-            echo = self._mode == "echo"
-            requests.profile = await probe(requests, top_k=self._top_k, echo=echo)
-        return requests.profile
+        if requests.served is None:
+            model = await requests.resolve_model()
+            profile = requests.given
+            if profile is None:
+                profile = await probe(requests, top_k=self._top_k, echo=self._mode == "echo")
+            requests.served = Served(model, profile)
+        return requests.served

@@ -10,8 +10,7 @@ from ..base import ScoreRequest, ScoreResult
 from ..transport import token_counts
 from .label_tokens import ContextTokens
 from .logprobs import echo_sequences, suffix_logprob
-from .profiles import Profile
-from .requests import CompletionsRequests
+from .requests import CompletionsRequests, Served
 
 
 class EchoScoring:
@@ -20,7 +19,8 @@ class EchoScoring:
     def __init__(self, requests: CompletionsRequests, tokens: ContextTokens) -> None:
         self.requests, self.tokens = requests, tokens
 
-    async def score(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
+    async def score(self, served: Served, request: ScoreRequest) -> ScoreResult:
+        profile = served.profile
         if profile.echo == "none":
             raise CapabilityError(
                 f"exact continuation scoring needs echoed prompt logprobs, which this endpoint "
@@ -39,7 +39,7 @@ class EchoScoring:
             payload["echo_last"] = max(len(label.encode()) for label in request.labels) + 1
         else:
             payload["echo"] = True
-        bodies = await self.requests.post_prompts(model, profile, list(prompts), payload)
+        bodies = await self.requests.post_prompts(served, list(prompts), payload)
         seqs = [s for body in bodies for s in echo_sequences(body, profile.echo)]
         if len(seqs) != len(prompts):
             raise PermanentBackendError(

@@ -10,8 +10,7 @@ from ..base import ScoreRequest, ScoreResult
 from ..transport import token_counts
 from .label_tokens import ContextTokens
 from .logprobs import Entry, label_logprobs, parse_top_entries, parse_top_logprobs, token_logprobs
-from .profiles import Profile
-from .requests import CompletionsRequests
+from .requests import CompletionsRequests, Served
 
 MAX_LOGPROB_TOKEN_IDS = 128
 """vLLM's cap on ``logprob_token_ids`` (``vllm/sampling_params.py``)."""
@@ -29,20 +28,20 @@ class NextTokenScoring:
         self._escalate = True  # off once the server refuses the larger k
         self._explicit: bool | None = None  # logprob_token_ids honoured? None: not seen yet
 
-    async def score(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
-        if profile.scores_token_ids:
-            return await self._score_ids(model, profile, request)
-        return await self._score_text(model, profile, request)
+    async def score(self, served: Served, request: ScoreRequest) -> ScoreResult:
+        if served.profile.scores_token_ids:
+            return await self._score_ids(served, request)
+        return await self._score_text(served, request)
 
-    async def _score_text(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
+    async def _score_text(self, served: Served, request: ScoreRequest) -> ScoreResult:
         k, big = self.requests.capped(self.top_k), self.requests.capped(self.max_top_k)
-        body = await self._complete(model, profile, request.prompt, k)
+        body = await self._complete(served, request.prompt, k)
         top = parse_top_logprobs(body, endpoint=self.requests.completions_url)[0]
         logprobs, bounded = label_logprobs(top, request.labels)
         prompt_tokens, cached_tokens = token_counts(body)
         if any(bounded) and self._escalate and big > k:
             try:
-                body = await self._complete(model, profile, request.prompt, big)
+                body = await self._complete(served, request.prompt, big)
             except PermanentBackendError as exc:
                 self._stop_escalating(exc)
             else:
@@ -52,7 +51,7 @@ class NextTokenScoring:
         self.requests.usage.bounded_labels += sum(bounded)
         return ScoreResult(logprobs, bounded, prompt_tokens, cached_tokens)
 
-    async def _score_ids(self, model: str, profile: Profile, request: ScoreRequest) -> ScoreResult:
+    async def _score_ids(self, served: Served, request: ScoreRequest) -> ScoreResult:
         ctx, labels = await self.tokens.labels_in_context(request)
         if ctx is None and any(len(ids) > 1 for ids in labels):  # chains need the prompt's ids
             ctx, labels = await self.tokens.in_context(request)
@@ -69,15 +68,15 @@ class NextTokenScoring:
         )
         wanted = sorted({t for ids in labels for t in ids})
         extra: dict[str, object] = {}
-        if profile.token_id_keys:
+        if served.profile.token_id_keys:
             extra["return_tokens_as_token_ids"] = True
         explicit = (
-            profile.explicit_token_logprobs
+            served.profile.explicit_token_logprobs
             and self._explicit is not False
             and len(wanted) <= MAX_LOGPROB_TOKEN_IDS
         )
         k, big = self.requests.capped(self.top_k), self.requests.capped(self.max_top_k)
-        tops, counts = await self._complete_ids(model, profile, prompts, k, extra, wanted, explicit)
+        tops, counts = await self._complete_ids(served, prompts, k, extra, wanted, explicit)
         if explicit:
             honoured = all(set(wanted) <= {tid for tid, _, _ in top} for top in tops)
             if self._explicit is None or not honoured:
@@ -87,9 +86,7 @@ class NextTokenScoring:
         values, bounded = self._chain(tops, positions, labels)
         if any(bounded) and self._escalate and big > k:
             try:
-                tops, counts = await self._complete_ids(
-                    model, profile, prompts, big, extra, wanted, False
-                )
+                tops, counts = await self._complete_ids(served, prompts, big, extra, wanted, False)
             except PermanentBackendError as exc:
                 self._stop_escalating(exc)
             else:
@@ -123,15 +120,14 @@ class NextTokenScoring:
             raise exc
         self._escalate = False
 
-    async def _complete(self, model: str, profile: Profile, prompt: object, k: int) -> object:
+    async def _complete(self, served: Served, prompt: object, k: int) -> object:
         payload: dict[str, object] = {"max_tokens": 1, "temperature": 0, "logprobs": k}
-        [body] = await self.requests.post_prompts(model, profile, [prompt], payload)
+        [body] = await self.requests.post_prompts(served, [prompt], payload)
         return body
 
     async def _complete_ids(
         self,
-        model: str,
-        profile: Profile,
+        served: Served,
         prompts: list[object],
         k: int,
         extra: dict[str, object],
@@ -143,14 +139,14 @@ class NextTokenScoring:
         if explicit:
             payload["logprob_token_ids"] = wanted
         try:
-            bodies = await self.requests.post_prompts(model, profile, list(prompts), payload)
+            bodies = await self.requests.post_prompts(served, list(prompts), payload)
         except PermanentBackendError as exc:
             # A server that knows the field but refuses it here: ask without it from now on.
             if not explicit or exc.status not in (400, 422) or "logprob_token_ids" not in str(exc):
                 raise
             self._explicit = False
             payload.pop("logprob_token_ids")
-            bodies = await self.requests.post_prompts(model, profile, list(prompts), payload)
+            bodies = await self.requests.post_prompts(served, list(prompts), payload)
         tops = [
             top
             for body in bodies

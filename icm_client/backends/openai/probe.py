@@ -75,6 +75,23 @@ async def probe(server: Server, *, top_k: int, echo: bool = False) -> Profile:
     return _PROBED[key]
 
 
+async def probe_request(server: Server, path: str, payload: dict[str, object]) -> object:
+    """One probe request (``POST path``), counted in ``usage.extra["probe_requests"]``, and a
+    completion also in ``usage.calls`` per prompt before it is sent (a hosted API bills it,
+    a budget must see it); a tokenizer request is no call."""
+    usage = server.usage
+    usage.count("probe_requests")
+    prompt = payload.get("prompt")
+    many = isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
+    prompts = prompt if isinstance(prompt, list) and many else [prompt]
+    calls = len(prompts) if path == "/v1/completions" else 0
+    tokens = sum(prompt_tokens_estimate(p) for p in prompts) if calls else 0
+    async with usage.sending(calls, tokens):
+        body = await server.call("POST", path, payload)
+        usage.prompt_tokens += token_counts(body)[0] if calls else 0
+    return body
+
+
 class _Probe:
     def __init__(self, server: Server, model: str) -> None:
         self.server = server
@@ -89,19 +106,9 @@ class _Probe:
         the like (no such endpoint). Anything else (a wrong model, key or URL) is raised:
         that is not a capability, it is a mistake to report.
         """
-        usage = self.server.usage
-        usage.count("probe_requests")
         refused = _REFUSED if path == "/tokenize" else (400, 422)
-        # each prompt completed is a call (a hosted API bills it); a tokenizer request is not
-        prompt = payload.get("prompt")
-        many = isinstance(prompt, list) and bool(prompt) and not isinstance(prompt[0], int)
-        prompts = prompt if isinstance(prompt, list) and many else [prompt]
-        calls = len(prompts) if path == "/v1/completions" else 0
-        tokens = sum(prompt_tokens_estimate(p) for p in prompts) if calls else 0
         try:
-            async with usage.sending(calls, tokens):
-                body = await self.server.call("POST", path, payload)
-                usage.prompt_tokens += token_counts(body)[0] if calls else 0
+            body = await probe_request(self.server, path, payload)
         except PermanentBackendError as exc:
             if exc.status in refused:
                 self.refusal = exc

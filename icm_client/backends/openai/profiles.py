@@ -165,3 +165,13 @@ def profile_for_url(base_url: str) -> Profile | None:
         return None
     name = _HOSTS.get(host.lower())
     return PROFILES[name] if name else None
+
+
+def profile_of(provider: str | Profile, base_url: str) -> Profile | None:
+    """The profile ``provider`` names (a ``Profile`` as it is); for ``auto``, a well-known
+    host's, else None (what the server can do is not known yet)."""
+    if isinstance(provider, Profile):
+        return provider
+    if provider == "auto":
+        return profile_for_url(base_url)
+    return get_profile(provider)

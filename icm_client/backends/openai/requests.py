@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 
-from ...aio import SingleFlight, gather
+from ...aio import gather
 from ...errors import BackendError, PermanentBackendError
 from ..affinity import affinity_digest
 from ..base import Usage, prompt_tokens_estimate
@@ -25,11 +26,21 @@ from .batching import MicroBatcher, split_batch
 from .profiles import Profile
 
 
+@dataclass(frozen=True)
+class Served:
+    """What a server serves, resolved once before the first score (``prepare``): the
+    model's name and the host's ``Profile``."""
+
+    model: str
+    profile: Profile
+
+
 class CompletionsRequests:
     """Requests to one ``/v1/completions`` server, counted in ``usage``.
 
-    ``profile`` is the host's ``Profile``, or None until the backend has probed it (the
-    tokenizer shape is then found by trying). ``batcher``: None sends one prompt per request.
+    ``profile`` is the host's ``Profile`` where the provider names it, else None until the
+    backend has probed it (the tokenizer shape is then found by trying); ``served`` is set
+    once, by the backend's ``prepare``. ``batcher``: None sends one prompt per request.
     """
 
     def __init__(
@@ -43,8 +54,8 @@ class CompletionsRequests:
     ) -> None:
         self.http = http
         self.usage = usage
-        self.profile = profile
-        self._model: SingleFlight[None, str] = SingleFlight(share_errors=False)
+        self.given = profile
+        self.served: Served | None = None
         self.batcher = (
             MicroBatcher(self._send_batch, max_batch=batch_size, max_wait=batch_wait)
             if batch_size > 1
@@ -54,6 +65,11 @@ class CompletionsRequests:
     @property
     def model(self) -> str | None:
         return self.http.model
+
+    @property
+    def profile(self) -> Profile | None:
+        """The host's profile: as resolved, else as given, else None (not probed yet)."""
+        return self.served.profile if self.served is not None else self.given
 
     @property
     def completions_url(self) -> str:
@@ -79,12 +95,8 @@ class CompletionsRequests:
         return await self._tokenize_as(shape, text, add_special, strict=True)
 
     async def resolve_model(self) -> str:
-        """The served model: as given, else the first that ``GET /v1/models`` lists (asked
-        once)."""
-        if self.http.model is not None:
-            return self.http.model
-        model, _ = await self._model.run(None, functools.partial(served_model, self.http))
-        return model
+        """The served model (``JSONTransport.resolve_model``)."""
+        return await self.http.resolve_model()
 
     def capped(self, k: int) -> int:
         """``k``, or the host's largest ``logprobs`` where it has one below ``k``."""
@@ -92,7 +104,7 @@ class CompletionsRequests:
         return min(k, cap) if cap is not None else k
 
     async def post_prompts(
-        self, model: str, profile: Profile, prompts: list[object], payload: dict[str, object]
+        self, served: Served, prompts: list[object], payload: dict[str, object]
     ) -> list[object]:
         """One completions request for all ``prompts`` where the host takes a list (answers in
         ``choices`` by index), else one request each, concurrently. Each prompt counts as a
@@ -100,7 +112,8 @@ class CompletionsRequests:
 
         A single prompt joins the prompts of concurrent scores in one list request where the
         host takes lists (``batching.py``); its answer is its own part of the response."""
-        body = {"model": model, **payload, **profile.extra_body}
+        profile = served.profile
+        body = {"model": served.model, **payload, **profile.extra_body}
         echo = "echo" in payload or "echo_last" in payload  # echoed answers: not split
         estimate = sum(prompt_tokens_estimate(p) for p in prompts)
         if len(prompts) == 1 and profile.prompt_lists and self.batcher is not None and not echo:
@@ -190,22 +203,6 @@ class CompletionsRequests:
         if strict:
             raise PermanentBackendError("/tokenize answered without 'tokens'", endpoint=shown)
         return None
-
-
-async def served_model(http: JSONTransport) -> str:
-    """``http.model``, set to the first model that ``GET /v1/models`` lists where unset."""
-    if http.model is None:
-        body = await http.call("GET", "/v1/models", None)
-        data = body.get("data") if isinstance(body, dict) else None
-        first = data[0] if isinstance(data, list) and data else None
-        model = first.get("id") if isinstance(first, dict) else None
-        if not isinstance(model, str) or not model:
-            raise PermanentBackendError(
-                "the server lists no model; pass the model name explicitly",
-                endpoint=f"{http.shown_root}/v1/models",
-            )
-        http.model = model
-    return http.model
 
 
 def _is_ids(prompt: list[object]) -> bool:

@@ -11,18 +11,20 @@ of routes.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from collections.abc import Callable, Mapping
+from typing import Literal, Self, TypeVar
+
+import httpx2
 
 from ...errors import CapabilityError, PermanentBackendError
-from ..base import Backend, ScoreRequest, ScoreResult, Usage, estimate_tokens
-from ..transport import token_counts
+from ..base import Backend, ScoreRequest, ScoreResult, Usage
+from ..config import BackendConfig
 from .chat import OpenAIChat
 from .completions import OpenAICompletions
 from .logprobs import parse_top_entries
-from .probe import PROBE_TEXT
+from .probe import PROBE_TEXT, probe_request
 
-WireAPI = Literal["auto", "completions", "chat"]
-WIRE_APIS: tuple[WireAPI, ...] = ("auto", "completions", "chat")
+_Wire = TypeVar("_Wire", OpenAICompletions, OpenAIChat)
 
 _NOT_A_ROUTE = ("model_not_found", "does not exist", "no such model", "unknown model")
 
@@ -93,7 +95,6 @@ class AutoRoute(Backend):
         self.chosen = self.chat
 
     async def _ask_completions(self) -> None:
-        self.completions.usage.count("probe_requests")
         payload: dict[str, object] = {
             "model": self.completions.model,
             "prompt": PROBE_TEXT,
@@ -101,10 +102,7 @@ class AutoRoute(Backend):
             "temperature": 0,
             "logprobs": 1,
         }
-        usage = self.completions.usage
-        async with usage.sending(1, estimate_tokens(PROBE_TEXT)):  # a billed completion
-            body = await self.completions.call("POST", "/v1/completions", payload)
-            usage.prompt_tokens += token_counts(body)[0]
+        body = await probe_request(self.completions, "/v1/completions", payload)
         parse_top_entries(body, endpoint=self.completions.url)
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
@@ -128,3 +126,38 @@ class AutoRoute(Backend):
     async def aclose(self) -> None:
         await self.completions.aclose()
         await self.chat.aclose()
+
+
+def backend_for(
+    base_url: str,
+    config: BackendConfig,
+    *,
+    usage: Usage | None = None,
+    api_key: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    on_headers: Callable[[httpx2.Headers], None] | None = None,
+) -> OpenAICompletions | OpenAIChat | AutoRoute:
+    """The backend for ``base_url`` (one of ``config.base_url``) through ``config.api``, as
+    ``config`` sets it. The rest is what ``connect`` shares between replicas (``usage``, a
+    pacer's ``on_headers``) or takes from an SDK client (``api_key``, ``headers``)."""
+
+    def build(cls: type[_Wire]) -> _Wire:
+        return cls(
+            base_url,
+            config.model,
+            provider=config.provider,
+            api_key=api_key,
+            api_key_env=config.api_key_env,
+            top_k=config.top_k,
+            timeout=config.timeout,
+            usage=usage,
+            max_response_bytes=config.max_response_bytes,
+            http=config.http,
+            headers=headers,
+            on_headers=on_headers,
+        )
+
+    if config.api == "chat":
+        return build(OpenAIChat)
+    completions = build(OpenAICompletions)
+    return completions if config.api == "completions" else AutoRoute(completions, build(OpenAIChat))
