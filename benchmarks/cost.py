@@ -43,7 +43,6 @@ import anyio
 from _sim import SimServer, machine, table, write_json
 
 from icm_client.backends import OpenAICompletions
-from icm_client.backends.base import prepare
 from icm_client.client import ScoringClient
 from icm_client.dataset import Example
 from icm_client.run import LabelConfig, make_strategy
@@ -125,7 +124,7 @@ async def run_one(
         max_concurrency=concurrency,
     )
     try:
-        await prepare(backend)
+        await backend.prepare()
         scorer = ContextScorer(
             task, examples, backend, make_strategy(config, examples), calibrate=config.calibrate
         )

@@ -34,7 +34,7 @@ from icm_client.search.config import SearchConfig
 from icm_client.testing import REGIMES, SHAPES, SimulatedRun, simulate
 
 RESULTS = Path(__file__).parent / "results"
-STRATEGIES = {
+STRATEGIES: dict[str, dict[str, Any]] = {
     "exact": {"strategy": "exact"},
     "bounded 8": {"strategy": "bounded", "context_size": 8},
     "bounded 16": {"strategy": "bounded", "context_size": 16},

@@ -56,7 +56,8 @@ from _sim import MODEL, SimServer, machine, table, write_json
 
 from icm_client.aio import gather
 from icm_client.backends import ScoreRequest, ScoreResult
-from icm_client.backends.routing import DEFAULT_AFFINITY_CHARS, Routing
+from icm_client.backends.affinity import DEFAULT_AFFINITY_CHARS
+from icm_client.backends.routing import Routing
 from icm_client.client import ScoringClient
 from icm_client.scoring.context import BoundedContext, ContextScorer, ExactContext
 from icm_client.tasks import get_task

@@ -2,7 +2,7 @@
 
     python benchmarks/requests_per_score.py [--quick] [--n 512] [--concurrency 32]
 
-The server is the tests' vLLM stand-in (``tests/fake_completions.py``: vLLM's ``/tokenize``,
+The server is the tests' vLLM stand-in (``icm_client.testing.token_server``: vLLM's ``/tokenize``,
 token-id and list prompts, ``logprob_token_ids``), reached through ``httpx2.MockTransport``,
 so every request the client makes is counted, ``/v1/models`` and ``/tokenize`` included.
 N distinct TruthfulQA-shaped prompts (``_sim.synthetic_examples``, rendered by the
@@ -23,7 +23,6 @@ Target (issue 16): <= 1.1 HTTP requests per score.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -37,9 +36,7 @@ from icm_client.backends.openai.label_tokens import ENDING_CHARS
 from icm_client.client import ScoringClient
 from icm_client.tasks import get_task
 from icm_client.testing.data import synthetic_examples
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from fake_completions import FakeServer
+from icm_client.testing.token_server import TokenServer
 
 RESULTS = Path(__file__).parent / "results"
 TARGET = 1.1
@@ -51,7 +48,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 async def run(requests: list[ScoreRequest], concurrency: int, options: dict[str, Any]) -> Any:
-    server = FakeServer("vllm")
+    server = TokenServer("vllm")
     # The stand-in numbers new words as it first meets them, and its toy model hashes the
     # ids: meet every word of the run up front, in one order, so that every configuration
     # talks to the same model whatever order its requests arrive in.

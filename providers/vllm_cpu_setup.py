@@ -173,7 +173,7 @@ def main() -> int:
     wait_ready(url, process, args.ready_timeout)
     log(f"ready in {time.monotonic() - start:.0f} s. Use:\n  {use}")
     log(f"check: icm doctor {url} --model {SERVED_NAME}")
-    log(f"tests: ICM_VLLM_URL={url} python -m pytest -q -m vllm tests/test_vllm_real.py")
+    log(f"tests: ICM_VLLM_URL={url} python -m pytest -q -m vllm tests/backends/test_vllm_real.py")
     log(f"stop:  kill {process.pid}")
     return 0
 

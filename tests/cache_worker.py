@@ -34,7 +34,7 @@ class Stand(Backend):
     identity = "stand-in:shared-cache-test"
 
     def __init__(self) -> None:
-        self.usage = Usage()
+        self.usage: Usage = Usage()
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         self.usage.calls += 1

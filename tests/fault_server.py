@@ -30,7 +30,7 @@ from contextlib import contextmanager, suppress
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from icm_client.testing.protocol import completion_body, token_ids, toy_tokenize
+from icm_client.testing.protocol import Shape, completion_body, token_ids, toy_tokenize
 from icm_client.testing.protocol import hash_logprobs as model_logprobs
 from icm_client.testing.server import ThreadedServer
 
@@ -60,7 +60,7 @@ class FaultServer(ThreadedServer):
         *,
         model: str = "stand-in-1",
         api_key: str | None = None,
-        shape: str = "openai",
+        shape: Shape = "openai",
         n_ctx: int = 4096,
         rate: float = 0.0,
         kinds: Sequence[str] = TRANSIENT,
@@ -289,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
         prompt = payload.get("prompt") if isinstance(payload, dict) else None
         with fs._lock:  # whatever their shape: a list of n prompts counts n
             many = isinstance(prompt, list) and prompt and not isinstance(prompt[0], int)
-            fs.prompts_received += len(prompt) if many else 1
+            fs.prompts_received += len(prompt) if many and isinstance(prompt, list) else 1
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if (
             not isinstance(prompts, list)

@@ -20,7 +20,7 @@ class HashBackend(Backend):
     identity = "hash"
 
     def __init__(self, fail_after: int | None = None, fail_on: frozenset[str] = frozenset()):
-        self.usage = Usage()
+        self.usage: Usage = Usage()
         self.prompts: list[str] = []
         self.fail_after = fail_after
         self.fail_on = fail_on  # targets (a prompt's last block) it fails on

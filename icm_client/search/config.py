@@ -54,7 +54,7 @@ class SearchConfig(BaseModel):
         "reference code (which produced the paper's numbers) normalises; sum: the paper's "
         "formula alpha * sum_i log P. Under sum every added example costs alpha times its "
         "own log-probability, and the search stalls near its K random seeds unless the "
-        "model is near-certain (see tests/test_search.py)",
+        "model is near-certain (see tests/search/test_search.py)",
     )
     chains: int = Field(
         3,

@@ -35,6 +35,7 @@ from .models import (
 from .protocol import VOCAB, CompletionsApp, NextToken, hash_logprobs, toy_tokenize
 from .ratelimit import RateLimitedApp
 from .server import MOCK_URL, LoopbackServer, mock_client
+from .token_server import TokenServer
 
 __all__ = [
     "MOCK_URL",
@@ -55,6 +56,7 @@ __all__ = [
     "SimulatedData",
     "SimulatedModel",
     "SimulatedRun",
+    "TokenServer",
     "TwoConcept",
     "ceiling",
     "comparison_like",

@@ -254,7 +254,7 @@ class TwoConcept(InContext):
     other by a few flips: the search must find the truth among competing coherent
     labelings. The zero-shot prior is weak (right with probability ``prior_accuracy``) and
     knows nothing of ``h``. The defaults make gold the labeling of highest full-context U on
-    the data shapes of ``data`` (tests/test_search_quality.py checks it).
+    the data shapes of ``data`` (tests/search/test_search_quality.py checks it).
     """
 
     def __init__(

@@ -15,7 +15,7 @@ import pytest
 
 from icm_client.backends import ScoreRequest
 from icm_client.backends.anthropic import AnthropicChat, AnthropicSampler
-from icm_client.backends.one_word import parse_answer, wilson
+from icm_client.backends.one_word import SampledScore, parse_answer, wilson
 from icm_client.baselines import zero_shot_labels
 from icm_client.client import Retry, ScoringClient
 from icm_client.dataset import Example
@@ -146,7 +146,7 @@ async def test_overloaded_529_is_retried_and_collected_answers_are_kept() -> Non
     ).score(ScoreRequest(PROMPT, LABELS))
     assert len(api.requests) == 4  # 3 answers + the one overloaded: nothing asked twice
     assert waits == [2.0] and sampler.usage.retries == 1
-    assert result.counts == (2, 1)
+    assert isinstance(result, SampledScore) and result.counts == (2, 1)
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,11 @@ def _config() -> LabelConfig:
     return LabelConfig(strategy="bounded", context_size=4, search=SearchConfig(seed=3))
 
 
-@pytest.mark.parametrize("regime", ["oracle", "in-context"])
+@pytest.mark.parametrize(
+    "regime",
+    # a second model, the same route: behind the benchmark marker
+    ["oracle", pytest.param("in-context", marks=pytest.mark.benchmark)],
+)
 def test_chat_only_server_is_detected_and_labels_as_completions_do(regime: str) -> None:
     """End to end through ``connect`` on loopback: ``--api auto`` finds that the server
     refuses /v1/completions, says so, labels through chat, and (same model) the labels equal

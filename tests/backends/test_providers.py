@@ -12,13 +12,13 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from fake_completions import BOS, FakeServer
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
 from icm_client.backends.openai.label_tokens import ENDING_CHARS
 from icm_client.backends.openai.probe import PROBE_TEXT, forget_probes
 from icm_client.backends.openai.profiles import PROFILES, get_profile, profile_for_url
 from icm_client.errors import CapabilityError, ConfigError
+from icm_client.testing.token_server import BOS, TokenServer
 
 URL = "http://gpu-0:8000/v1"
 PROMPT = "Claim: the sky is blue. I think this Claim is"
@@ -38,7 +38,7 @@ def backend(server: Any, url: str = URL, **kwargs: Any) -> OpenAICompletions:
     return OpenAICompletions(url, client=client, **kwargs)
 
 
-def exact(server: FakeServer, prompt: str, label: str) -> float:
+def exact(server: TokenServer, prompt: str, label: str) -> float:
     """The toy model's log P(label | prompt), token by token."""
     ctx = server.tokenize(prompt)
     ids = server.tokenize(prompt + label)[len(ctx) :]
@@ -50,7 +50,7 @@ def exact(server: FakeServer, prompt: str, label: str) -> float:
 
 @pytest.mark.anyio
 async def test_vllm_explicit_label_tokens_in_context_exact_beyond_top_k() -> None:
-    server = FakeServer("vllm")
+    server = TokenServer("vllm")
     b = backend(server, provider="vllm", top_k=1)
     result = await b.score(ScoreRequest(PROMPT, LABELS))
     assert result.logprobs == pytest.approx([exact(server, PROMPT, w) for w in LABELS])
@@ -77,7 +77,7 @@ async def test_label_ids_learnt_once_per_ending_then_prompts_go_as_text(shape: s
     """After the first prompt with an ending, no /tokenize: the prompt goes as text, and the
     scores are those of the full in-context path (the server tokenizes text as tok(prompt))."""
     prompts = [f"Claim: fact number {i} holds. I think this Claim is" for i in range(6)]
-    server = FakeServer(shape)
+    server = TokenServer(shape)
     always = backend(server, provider=shape, top_k=20, remember_label_tokens=False)
     before = [await always.score(ScoreRequest(p, LABELS)) for p in prompts]
     assert server.paths().count("/tokenize") == 3 * len(prompts)
@@ -93,7 +93,7 @@ async def test_label_ids_learnt_once_per_ending_then_prompts_go_as_text(shape: s
 
 @pytest.mark.anyio
 async def test_concurrent_scores_of_a_new_ending_learn_it_once() -> None:
-    server = FakeServer("vllm")
+    server = TokenServer("vllm")
     b = backend(server, provider="vllm", top_k=20)
     prompts = [f"Claim: fact number {i} holds. I think this Claim is" for i in range(16)]
     async with anyio.create_task_group() as tg:
@@ -103,7 +103,7 @@ async def test_concurrent_scores_of_a_new_ending_learn_it_once() -> None:
     assert b.usage.calls == b.usage.extra["prompts"] == len(prompts)
 
 
-class ReachingTokenizer(FakeServer):
+class ReachingTokenizer(TokenServer):
     """A tokenizer whose merges reach back past the ending: " True" splits in two when the
     text starts with "Long:" (far before the label)."""
 
@@ -129,7 +129,7 @@ async def test_an_ending_that_tokenizes_otherwise_alone_is_tokenized_in_full_eve
 
 @pytest.mark.anyio
 async def test_vllm_ignoring_logprob_token_ids_falls_back_to_top_k_and_bound() -> None:
-    server = FakeServer("vllm", explicit=False, max_k=20)  # an older build: field ignored
+    server = TokenServer("vllm", explicit=False, max_k=20)  # an older build: field ignored
     b = backend(server, provider="vllm", top_k=2)
     dist = server.model(server.tokenize(PROMPT))
     ranked = sorted(dist, key=lambda t: -dist[t])
@@ -149,7 +149,7 @@ async def test_vllm_ignoring_logprob_token_ids_falls_back_to_top_k_and_bound() -
 
 @pytest.mark.anyio
 async def test_vllm_minus_9999_is_minus_inf_not_a_bound() -> None:
-    server = FakeServer("vllm")  # " Maybe" is outside the toy vocabulary: probability 0
+    server = TokenServer("vllm")  # " Maybe" is outside the toy vocabulary: probability 0
     result = await backend(server, provider="vllm").score(ScoreRequest(PROMPT, (" True", " Maybe")))
     body = server.completions()[0]
     assert server.token_id(" Maybe") in body["logprob_token_ids"]
@@ -158,7 +158,7 @@ async def test_vllm_minus_9999_is_minus_inf_not_a_bound() -> None:
 
 @pytest.mark.anyio
 async def test_multi_token_label_chain_rule_in_one_list_request() -> None:
-    server = FakeServer("vllm")
+    server = TokenServer("vllm")
     b = backend(server, provider="vllm")
     labels = (" Truthfulness", " True", " Yes")  # 3 tokens, 1, 1
     result = await b.score(ScoreRequest(PROMPT, labels))
@@ -180,7 +180,7 @@ async def test_multi_token_label_chain_rule_in_one_list_request() -> None:
 
 @pytest.mark.anyio
 async def test_multi_token_label_on_llamacpp_shape_by_id() -> None:
-    server = FakeServer("llamacpp", max_k=100)
+    server = TokenServer("llamacpp", max_k=100)
     b = backend(server, provider="llamacpp", top_k=50)  # the whole toy vocabulary
     labels = (" Truthfulness", " False")
     result = await b.score(ScoreRequest(PROMPT, labels))
@@ -197,7 +197,7 @@ async def test_multi_token_label_on_llamacpp_shape_by_id() -> None:
 
 @pytest.mark.anyio
 async def test_label_merging_with_prompt_end_is_a_capability_error() -> None:
-    server = FakeServer("vllm")
+    server = TokenServer("vllm")
     with pytest.raises(CapabilityError, match="does not tokenize as a continuation"):
         await backend(server, provider="vllm").score(ScoreRequest(PROMPT, ("ly", " False")))
     assert server.completions() == []
@@ -205,7 +205,7 @@ async def test_label_merging_with_prompt_end_is_a_capability_error() -> None:
 
 @pytest.mark.anyio
 async def test_vllm_echo_mode_is_exact_continuation() -> None:
-    server = FakeServer("vllm")
+    server = TokenServer("vllm")
     b = backend(server, provider="vllm", mode="echo")
     labels = (" Truthfulness", " False")
     result = await b.score(ScoreRequest(PROMPT, labels))
@@ -220,7 +220,7 @@ async def test_vllm_echo_mode_is_exact_continuation() -> None:
 
 @pytest.mark.anyio
 async def test_echo_mode_without_echo_is_a_capability_error() -> None:
-    b = backend(FakeServer("llamacpp"), provider="llamacpp", mode="echo")
+    b = backend(TokenServer("llamacpp"), provider="llamacpp", mode="echo")
     with pytest.raises(CapabilityError, match="echo"):
         await b.score(ScoreRequest(PROMPT, LABELS))
 
@@ -417,7 +417,7 @@ def test_profiles_by_name_and_host() -> None:
 
 @pytest.mark.anyio
 async def test_probe_finds_a_recent_vllm_and_is_remembered() -> None:
-    server = FakeServer("vllm")
+    server = TokenServer("vllm")
     b = backend(server, provider="auto", mode="echo")
     assert b.identity == "openai-completions:toy:echo" and b.profile is None
     await b.prepare()
@@ -438,7 +438,7 @@ async def test_probe_finds_a_recent_vllm_and_is_remembered() -> None:
 
 @pytest.mark.anyio
 async def test_probe_of_older_vllm_without_explicit_token_ids() -> None:
-    server = FakeServer("vllm", explicit=False)
+    server = TokenServer("vllm", explicit=False)
     b = backend(server, provider="auto")
     await b.prepare()
     assert b.profile is not None and not b.profile.explicit_token_logprobs
@@ -452,7 +452,7 @@ async def test_probe_of_older_vllm_without_explicit_token_ids() -> None:
 
 @pytest.mark.anyio
 async def test_probe_of_llamacpp_shape() -> None:
-    server = FakeServer("llamacpp", echo=False)
+    server = TokenServer("llamacpp", echo=False)
     b = backend(server, provider="auto", mode="echo")
     await b.prepare()
     p = b.profile
@@ -466,7 +466,7 @@ async def test_probe_of_llamacpp_shape() -> None:
 
 @pytest.mark.anyio
 async def test_probe_of_capped_host_without_tokenizer() -> None:
-    server = FakeServer("vllm", max_k=5, tokenize=False)
+    server = TokenServer("vllm", max_k=5, tokenize=False)
     b = backend(server, provider="auto", top_k=20)
     await b.prepare()
     assert b.profile is not None and b.profile.max_logprobs == 5

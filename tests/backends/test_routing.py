@@ -598,6 +598,8 @@ def test_cli_labels_through_several_replicas(
     assert "labeled 8 of 8 examples" in capsys.readouterr().out
 
 
+# Behind the benchmark marker: a full CLI run; failover: test_fails_over_and_rests_a_failing_replica
+@pytest.mark.benchmark
 def test_cli_fails_over_when_a_replica_is_down(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -612,6 +614,8 @@ def test_cli_fails_over_when_a_replica_is_down(
 # -- two real llama.cpp servers ------------------------------------------------------------
 
 
+# Behind the benchmark marker: two real model servers (minutes on CPU)
+@pytest.mark.benchmark
 @pytest.mark.anyio
 @pytest.mark.usefixtures("require_local_model")
 async def test_labels_through_two_real_servers() -> None:

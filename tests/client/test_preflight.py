@@ -67,12 +67,12 @@ class MultiToken(Backend):
     multi_token_labels = True
 
     def __init__(self) -> None:
-        self.usage = Usage()
+        self.usage: Usage = Usage()
 
     async def score(self, request: ScoreRequest) -> ScoreResult:
         return ScoreResult((-1.0, -2.0), (False, False))
 
-    async def tokenize(self, text: str) -> list[int]:
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int] | None:
         return list(range(len(text.split())))
 
     async def aclose(self) -> None:

@@ -29,7 +29,7 @@ class Scripted(Backend):
 
     def __init__(self, *errors: Exception) -> None:
         self.errors = list(errors)
-        self.usage = Usage()
+        self.usage: Usage = Usage()
         self.attempts = 0
         self.closed = False
 
@@ -181,7 +181,7 @@ async def test_limited_bounds_concurrency() -> None:
     [
         lambda: Retry(max_attempts=0),
         lambda: Retry(base_wait=-1),
-        lambda: Retry(max_attemps=3),  # a typo is an error, not a silent default
+        lambda: Retry(max_attemps=3),  # type: ignore[call-arg]  # a typo is an error, not a silent default
         lambda: Budget(max_calls=-1),
         lambda: Budget(max_prompt_tokens=-5),
     ],

@@ -114,7 +114,7 @@ async def test_the_journal_holds_each_call_before_it_is_sent(tmp_path: Path) -> 
         identity = "witness"
 
         def __init__(self) -> None:
-            self.usage = Usage()
+            self.usage: Usage = Usage()
             self.sent = 0
             self.short: list[tuple[int, int]] = []  # (recorded, sent) where it fell behind
 

@@ -23,6 +23,9 @@ from icm_client.tasks import get_task
 pytestmark = pytest.mark.anyio
 
 
+# Behind the benchmark marker: a full run on the real model (a minute on CPU); a quick real-model
+# test: test_model_separates_true_from_false_city_statements
+@pytest.mark.benchmark
 async def test_truthfulqa_slice_labels_consistently_and_caches(
     local_server: str, shared_data: Path, tmp_path: Path
 ) -> None:
@@ -31,7 +34,7 @@ async def test_truthfulqa_slice_labels_consistently_and_caches(
     task = get_task("truthfulqa")
     config = LabelConfig(strategy="bounded", context_size=4, search=SearchConfig(steps=10, seed=1))
 
-    async def run() -> tuple[list[tuple[str, str]], dict[str, int], float]:
+    async def run() -> tuple[list[tuple[str, str | None]], dict[str, int], float]:
         backend = ScoringClient(OpenAICompletions(local_server), cache=tmp_path / "cache")
         try:
             result = await label(dataset.examples, task, backend, config)

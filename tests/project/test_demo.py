@@ -170,6 +170,8 @@ def test_the_comparison_claims_no_win_when_the_model_did_not_decide() -> None:
     assert comparison(sound, {**summary, "zero_shot_agreement": None}) is None
 
 
+# Behind the benchmark marker: the README demo on the real model, in full (minutes on CPU)
+@pytest.mark.benchmark
 def test_the_readme_demo_on_the_embedded_model(
     require_local_model: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

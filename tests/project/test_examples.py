@@ -59,7 +59,7 @@ def test_label_api_runs_and_prints_rows_a_budget_left_unlabeled(tmp_path: Path) 
 
 def readme_python() -> str:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+    blocks: list[str] = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
     assert len(blocks) == 1, "README.md should hold one Python example"
     return blocks[0]
 
@@ -94,6 +94,8 @@ def test_the_readme_python_example_runs_against_a_server(tmp_path: Path) -> None
     assert re.search(r"label_counts=\{.*\}.*gold_agreement=0?\.?\d", done.stdout)
 
 
+# Behind the benchmark marker: the real model through the README example, in full (minutes on CPU)
+@pytest.mark.benchmark
 @pytest.mark.integration
 def test_the_readme_python_example_runs_as_written(
     tmp_path: Path, require_local_model: None

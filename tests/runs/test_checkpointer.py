@@ -78,7 +78,7 @@ async def test_a_run_from_the_cache_ends_with_its_last_checkpoint_written(tmp_pa
     first = await label(examples, task, caches[0], config)
     again = await label(examples, task, caches[1], config, run_dir=tmp_path / "run")
     assert paid.usage.calls > 0 and replay.usage.calls == 0 and again.rows == first.rows
-    accepted = [s["n"] for s in again.trajectory if s["accepted"]]
+    accepted = [n for s in again.trajectory if s["accepted"] and isinstance(n := s["n"], int)]
     assert accepted, "the premise: a run whose last checkpoint follows an accepted step"
     last = max(accepted)
     assert isinstance(last, int)

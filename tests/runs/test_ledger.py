@@ -95,6 +95,9 @@ def test_max_calls_is_a_total_for_the_run(
         assert third["ledger"]["total"]["calls"] == 45 == server.prompts_received
 
 
+# Behind the benchmark marker: two full runs at concurrency 1; ledger totals across invocations:
+# test_rerunning_a_finished_command_keeps_the_cost_record
+@pytest.mark.benchmark
 def test_an_interrupted_run_writes_its_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -118,6 +121,9 @@ def test_an_interrupted_run_writes_its_summary(
     assert done["ledger"]["total"]["calls"] == ledger.total.calls + done["calls"]
 
 
+# Behind the benchmark marker: two full CLI runs in subprocesses; Ctrl-C: test_interrupt, ledger
+# totals: the tests above
+@pytest.mark.benchmark
 def test_ctrl_c_writes_the_summary_and_the_next_run_totals_it(tmp_path: Path) -> None:
     out = tmp_path / "labels.jsonl"
     with fault_server() as server:

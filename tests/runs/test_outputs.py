@@ -108,7 +108,13 @@ def test_an_interleaved_trajectory_is_refused_on_resume(tmp_path: Path) -> None:
 
     store = RunStore(tmp_path, "fp")
     store.save(Checkpoint(4, {0: 1}, random.Random(0).getstate()))
-    step = {"temperature": 1.0, "example": 0, "changed": True, "accepted": True, "energy": 0.0}
+    step: dict[str, object] = {
+        "temperature": 1.0,
+        "example": 0,
+        "changed": True,
+        "accepted": True,
+        "energy": 0.0,
+    }
     step |= {"candidate_energy": None, "labeled": 1, "inconsistencies": 0}
     lines = [{"n": n, **step} for n in (1, 2, 2, 3, 3, 4)]
     (tmp_path / TRAJECTORY).write_text("".join(json.dumps(x) + "\n" for x in lines))

@@ -22,7 +22,14 @@ def summary(tmp_path: Path) -> dict[str, object]:
     return data
 
 
-@pytest.mark.parametrize("steps", [[], ["--steps", "12"]], ids=["converging", "fixed-steps"])
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # the default run to convergence, twice as long: behind the benchmark marker
+        pytest.param([], id="converging", marks=pytest.mark.benchmark),
+        pytest.param(["--steps", "12"], id="fixed-steps"),
+    ],
+)
 def test_a_no_op_re_run_keeps_the_search_figures(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], steps: list[str]
 ) -> None:

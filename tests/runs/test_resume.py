@@ -73,6 +73,10 @@ def run_to_end(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return done
 
 
+# Behind the benchmark marker: six CLI runs in subprocesses, four killed at random points; a run
+# resumes to the labels of an uninterrupted one: tests/scale/test_scale.py,
+# tests/runs/test_checkpointer.py
+@pytest.mark.benchmark
 def test_killed_runs_resume_to_the_labels_of_an_uninterrupted_run(tmp_path: Path) -> None:
     data = tmp_path / "claims.jsonl"
     write_claims(data)
@@ -122,6 +126,9 @@ def test_killed_runs_resume_to_the_labels_of_an_uninterrupted_run(tmp_path: Path
     )
 
 
+# Behind the benchmark marker: three full CLI runs in subprocesses; refusal naming the difference:
+# tests/runs/test_run_identity.py
+@pytest.mark.benchmark
 def test_resume_refuses_a_different_run_and_restart_starts_over(tmp_path: Path) -> None:
     data = tmp_path / "claims.jsonl"
     write_claims(data)

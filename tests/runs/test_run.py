@@ -42,7 +42,7 @@ async def test_label_returns_a_row_per_example_and_a_summary(tmp_path: Path) -> 
     result = (await label(ds.examples, get_task("cities"), backend, CONFIG)).with_gold(ds.gold)
     assert [r.id for r in result.rows] == [ex.id for ex in ds.examples]
     assert {r.label for r in result.rows} <= {"True", "False"}
-    assert all(0.0 <= r.confidence <= 1.0 for r in result.rows)
+    assert all(r.confidence is not None and 0.0 <= r.confidence <= 1.0 for r in result.rows)
     s = result.summary
     assert s.calls == backend.usage.calls == len(set(backend.prompts))  # nothing paid twice
     assert s.steps == 25 and s.examples == 12 and s.gold_examples == 12

@@ -233,6 +233,9 @@ def scale_command(data: Path, server: FaultServer, work: Path) -> list[str]:
     ]
 
 
+# Behind the benchmark marker: kill -9 and resume: tests/runs/test_resume.py; scale resume:
+# test_a_failed_run_resumes_to_the_result_of_an_uninterrupted_one
+@pytest.mark.benchmark
 def test_icm_scale_killed_mid_run_resumes_to_the_same_labels(tmp_path: Path) -> None:
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in WP.problems(400, 0)))

@@ -23,7 +23,7 @@ class RecordingBackend(Backend):
     identity = "recording"
 
     def __init__(self) -> None:
-        self.usage = Usage()
+        self.usage: Usage = Usage()
         self.prompts: list[str] = []
 
     async def score(self, request: ScoreRequest) -> ScoreResult:

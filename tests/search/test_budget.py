@@ -55,6 +55,10 @@ async def test_a_budget_too_small_to_start_leaves_every_example_unlabeled() -> N
     assert cut.stopped == "budget" and cut.labels == {} and cut.trajectory == []
 
 
+# Behind the benchmark marker: two full CLI runs; a budget stop and its rerun:
+# test_a_budget_stop_is_reported_as_one_and_keeps_labels_whatever_the_phase,
+# tests/runs/test_ledger.py
+@pytest.mark.benchmark
 def test_cli_budget_stops_then_a_larger_budget_finishes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -59,7 +59,7 @@ async def run_label(
             data.examples,
             task,
             backend,
-            icm.LabelConfig(**config),  # type: ignore[arg-type]
+            icm.LabelConfig(**config),
             on_step,  # type: ignore[arg-type]
             pins=pins,
         )

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import itertools
 import statistics
+from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -75,6 +77,16 @@ def check_reaches_gold(runs: list[SimulatedRun]) -> None:
         assert statistics.mean(r.agreement for r in decided) >= 0.95
 
 
+def grid(cases: Iterable[tuple[object, ...]], default: set[tuple[object, ...]]) -> list[Any]:
+    """``cases`` as parameters: those in ``default`` run in the default suite, one case per
+    behaviour; the rest of the grid (N = 128, the exact strategy's O(N^3) runs, every shape)
+    is marked ``benchmark``, which ``.ci/run`` runs on its own."""
+    return [
+        pytest.param(*case, marks=() if case in default else pytest.mark.benchmark)
+        for case in cases
+    ]
+
+
 def seeds(n: int, strategy: str) -> range:
     """Seeds 0-2; one for ``exact`` at N = 128 (3 chains of O(N^3) tokens each: about a
     minute a run here; ``benchmarks/quality_sim.py`` runs the rest)."""
@@ -83,7 +95,11 @@ def seeds(n: int, strategy: str) -> range:
 
 @pytest.mark.parametrize(
     ("regime", "n", "strategy"),
-    list(itertools.product(("oracle", "noisy", "in-context"), (32, 128), STRATEGIES)),
+    grid(
+        itertools.product(("oracle", "noisy", "in-context"), (32, 128), STRATEGIES),
+        {(regime, 32, "bounded-8") for regime in ("oracle", "noisy", "in-context")}
+        | {("oracle", 32, "exact")},
+    ),
 )
 async def test_runs_reach_the_ceiling(regime: str, n: int, strategy: str) -> None:
     runs = [
@@ -100,7 +116,9 @@ async def test_runs_reach_the_ceiling(regime: str, n: int, strategy: str) -> Non
 TWO_CONCEPT = [("truthfulqa", seed) for seed in range(3)] + [("gsm8k", 1), ("comparison", 2)]
 
 
-@pytest.mark.parametrize(("n", "strategy"), list(itertools.product((32, 128), STRATEGIES)))
+@pytest.mark.parametrize(
+    ("n", "strategy"), grid(itertools.product((32, 128), STRATEGIES), {(32, "bounded-8")})
+)
 async def test_two_concepts_the_truth_wins(n: int, strategy: str) -> None:
     cases = TWO_CONCEPT[:3] if (n, strategy) == (128, "exact") else TWO_CONCEPT
     runs = [
@@ -125,7 +143,7 @@ async def test_one_chain_ends_on_the_spurious_concept_where_several_do_not() -> 
     assert starts["zero-shot"].energy == max(c.energy for c in many.result.summary.chains)
 
 
-@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("shape", grid(((shape,) for shape in SHAPES), {("truthfulqa",)}))
 def test_gold_is_the_two_concept_ceiling(shape: str) -> None:
     """In the default settings, gold is the labeling of highest full-context U (up to
     examples near even odds), the spurious labeling and its complement are far below it,
@@ -165,7 +183,10 @@ async def test_full_context_u_is_what_an_exact_run_optimises() -> None:
     assert run.energy == pytest.approx(run.result.summary.energy, abs=1e-6)
 
 
-@pytest.mark.parametrize("regime", ["oracle", "noisy", "in-context", "two-concept"])
+@pytest.mark.parametrize(
+    "regime",
+    grid([("oracle",), ("noisy",), ("in-context",), ("two-concept",)], {("oracle",)}),
+)
 async def test_on_a_loopback_server_too(regime: str) -> None:
     run = await simulate("gsm8k", regime, 32, config("bounded-8", 4), seed=4, loopback=True)
     check_at_ceiling(run)
@@ -183,7 +204,7 @@ async def test_the_ceiling_is_below_gold_where_the_model_is_wrong() -> None:
     check_at_ceiling(in_context)
 
 
-@pytest.mark.parametrize("shape", ["truthfulqa", "gsm8k"])
+@pytest.mark.parametrize("shape", grid([("truthfulqa",), ("gsm8k",)], {("truthfulqa",)}))
 async def test_a_label_copying_model_ends_with_the_collapse_warning(shape: str) -> None:
     # (On comparison data the asymmetry relation forces one True per pair: no collapse.)
     run = await simulate(shape, "label-copying", 64, config("bounded-8", 0), seed=0)

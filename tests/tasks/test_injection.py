@@ -43,7 +43,7 @@ def test_a_forged_demonstration_is_what_the_model_would_read() -> None:
 
 
 def test_separator_fields_are_found_and_normalised() -> None:
-    examples = [Example(str(r["id"]), {"statement": r["statement"]}) for r in rows()]
+    examples = [Example(str(r["id"]), {"statement": str(r["statement"])}) for r in rows()]
     found = separator_fields(examples)
     assert [(f.example_id, f.field) for f in found] == [
         ("evil", "statement"),

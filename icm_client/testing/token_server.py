@@ -1,5 +1,11 @@
-"""A scripted OpenAI-compatible server for ``httpx2.MockTransport``: vLLM's or llama.cpp's
-request and response shapes over a toy model, with switches for what a given build honours.
+"""A stand-in server at the level of token ids, for ``httpx2.MockTransport``: vLLM's or
+llama.cpp's request and response shapes over a toy model, with switches for what a given
+build honours.
+
+``CompletionsApp`` (``protocol.py``) serves a model of text; the host profiles of
+``OpenAICompletions`` need one of token ids: vLLM's ``/tokenize`` and llama.cpp's, prompts
+given as token ids or lists, ``logprob_token_ids``, ``return_tokens_as_token_ids``, ``echo``,
+a ``--max-logprobs`` cap, and labels that are several tokens. ``TokenServer`` is that server.
 
 The toy tokenizer splits text into words that keep their leading space (" True") and cuts
 words longer than 5 characters into 5-character pieces (" Truth" "fulne" "ss"), so labels can
@@ -19,7 +25,19 @@ from typing import Any
 import httpx2
 
 BOS = 1
-VOCAB = (" True", " False", " the", " a", " is", "\n", " Truth", "fulne", "ss", " Yes", " No")
+VOCAB: tuple[str, ...] = (
+    " True",
+    " False",
+    " the",
+    " a",
+    " is",
+    "\n",
+    " Truth",
+    "fulne",
+    "ss",
+    " Yes",
+    " No",
+)
 VOCAB += tuple(f" w{i}" for i in range(25))  # more than k=20, as a real vocabulary
 _WORD = re.compile(r"\s*\S+|\s+")
 
@@ -33,7 +51,7 @@ def toy_logprobs(ids: list[int], vocab_ids: list[int]) -> dict[int, float]:
     return {tid: x - norm for tid, x in zip(vocab_ids, logits, strict=True)}
 
 
-class FakeServer:
+class TokenServer:
     """Callable handler for ``httpx2.MockTransport``; records the JSON bodies it got.
 
     ``shape``: "vllm" or "llamacpp" (tokenize endpoint and top-k shape). ``explicit``: a vLLM
