@@ -31,6 +31,7 @@ from .search.anneal import Step
 from .search.chains import Chains, ChainsResult
 from .search.config import SearchConfig
 from .search.consistency import Consistency
+from .search.inputs import SearchInputs
 from .tasks.base import Label, Task
 from .tasks.check import check_task
 
@@ -373,17 +374,17 @@ async def _search(
         if config.strategy == "exact"
         else ContextScorer(task, exs, backend, ExactContext(), calibrate=config.calibrate)
     )
-    search = Chains(
+    inputs = SearchInputs(
         scorer,
-        judge,
         Consistency(task.constraints(exs), len(exs)),
         [task.group(ex) for ex in exs],
         len(task.labels),
         config.search,
         step_done,
         saver.save if saver is not None else None,
-        pinned=pinned,
+        pinned=dict(pinned or {}),
     )
+    search = Chains(inputs, judge)
     try:
         result = await search.run(resume)
     except BaseException:  # Ctrl-C, SIGTERM, a failing backend: what it cost still counts

@@ -25,19 +25,16 @@ Pure like the search: no I/O, every chain's randomness from its own seed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from ..errors import BudgetExhausted
 from ..scoring.base import Scorer
-from ..tasks.base import Label
 from .anneal import ICMSearch
-from .config import SearchConfig
-from .consistency import Consistency
 from .inputs import SearchInputs
 from .moves import followed
-from .state import Checkpoint, SearchResult, State, Step
+from .state import Checkpoint, SearchResult, State
 
 #: Two labelings whose full-context log-likelihoods (the sum over the labels of log P(y_i |
 #: the others), U without the weight alpha or the mean) differ by less than this many nats
@@ -87,43 +84,24 @@ class ChainsResult:
 
 
 class Chains:
-    """Runs ``config.chains`` searches and keeps the labeling of highest full-context U.
+    """Runs ``inputs.config.chains`` searches of ``inputs`` and keeps the labeling of
+    highest full-context U.
 
-    ``judge`` scores a labeling with every other example in context (the scorer itself
-    under ``exact``). ``pinned`` labels are given to every chain, and to the zero-shot
-    prediction as its context. ``on_checkpoint`` follows chain 0 only: a resumed run
-    continues chain 0 and re-runs the others from the score cache.
+    Each chain is ``inputs`` with its own seed. ``judge`` scores a labeling with every
+    other example in context (``None``: the scorer itself, as under ``exact``). The pinned
+    labels are given to every chain, and to the zero-shot prediction as its context.
+    ``on_checkpoint`` follows chain 0 only: a resumed run continues chain 0 and re-runs the
+    others from the score cache.
     """
 
-    def __init__(
-        self,
-        scorer: Scorer,
-        judge: Scorer | None,
-        consistency: Consistency,
-        groups: Sequence[str | None],
-        n_labels: int,
-        config: SearchConfig | None = None,
-        on_step: Callable[[Step], None] | None = None,
-        on_checkpoint: Callable[[Checkpoint], None] | None = None,
-        *,
-        pinned: Mapping[int, Label] | None = None,
-    ) -> None:
-        self.pinned = dict(pinned or {})
-        self.inputs = SearchInputs(
-            scorer,
-            consistency,
-            list(groups),
-            n_labels,
-            config or SearchConfig(),
-            on_step,
-            on_checkpoint,
-            pinned=self.pinned,
-        )
+    def __init__(self, inputs: SearchInputs, judge: Scorer | None = None) -> None:
+        self.inputs = inputs
         self.judge_scorer = judge
-        self.scorer = scorer
-        self.consistency = consistency
-        self.n = len(groups)
-        self.config = self.inputs.config
+        self.scorer = inputs.scorer
+        self.consistency = inputs.consistency
+        self.pinned = dict(inputs.pinned)
+        self.n = len(inputs.groups)
+        self.config = inputs.config
 
     def _search(
         self, scorer: Scorer, seed: int, on_checkpoint: Callable[[Checkpoint], None] | None
