@@ -35,3 +35,14 @@ def test_the_default_test_run_leaves_out_the_benchmarks() -> None:
     for name in re.findall(r"run_quick\(\"(\w+)\"", benchmarks):
         test = re.search(rf"((?:@pytest\.mark\.\w+\n)*)def test_{name}\(", benchmarks)
         assert test is not None and "@pytest.mark.benchmark" in test.group(1), name
+
+
+def test_the_plugins_the_default_options_need_are_in_the_dev_extra() -> None:
+    """The default options run tests in worker processes (``-n``): the extra the README's
+    test command installs must bring pytest-xdist, or a fresh machine fails at the options."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    addopts = config["tool"]["pytest"]["ini_options"]["addopts"].split()
+    dev = [
+        re.split(r"[<>=\[ ]", req)[0] for req in config["project"]["optional-dependencies"]["dev"]
+    ]
+    assert "-n" in addopts and "pytest-xdist" in dev
