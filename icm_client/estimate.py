@@ -9,7 +9,7 @@ inconsistent pair whose repair scores two more label options. Prompts hold the
 demonstrations of that context plus the target, at the task's mean prompt size.
 Calibration adds one content-free call per prediction, or under ``bounded`` one per
 ``context_share`` predictions (a group's targets share it). A converging run ends with the
-global moves (``ICMSearch._settle``): the complement of the labeling and the model's
+global moves (``search.moves.global_moves``): the complement of the labeling and the model's
 predictions under it, two evaluations of every example. Real runs differ with
 the search's path (acceptances, repairs, the scorer's memo), so the plan is an estimate,
 and ``Eta`` corrects it with what the run has measured so far.

@@ -382,7 +382,7 @@ async def _search(
         config.search,
         step_done,
         saver.save if saver is not None else None,
-        pinned=dict(pinned or {}),
+        pinned=pinned,
     )
     search = Chains(inputs, judge)
     try:
